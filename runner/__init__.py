@@ -1,0 +1,3 @@
+"""runner: a workflow-file driven batch runner."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,359 @@
+"""Frozen domain records shared by every layer: plans, runs, tasks, attempts, leases, outcomes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+JSON = Any  # a value made of dict/list/str/int/float/bool/None
+
+
+class RunState(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (RunState.SUCCEEDED, RunState.FAILED, RunState.CANCELLED)
+
+
+class TaskState(StrEnum):
+    PENDING = "pending"  # waiting for dependencies
+    READY = "ready"  # in the queue
+    RUNNING = "running"  # claimed by a worker
+    RETRYING = "retrying"  # failed an attempt, waiting for its backoff
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL_TASK_STATES
+
+
+TERMINAL_TASK_STATES = frozenset(
+    {TaskState.SUCCEEDED, TaskState.FAILED, TaskState.SKIPPED, TaskState.CANCELLED}
+)
+
+
+class AttemptState(StrEnum):
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    LOST = "lost"
+    CANCELLED = "cancelled"
+
+
+class Reason(StrEnum):
+    """Why an attempt ended."""
+
+    EXIT = "exit"  # the process exited (zero or not)
+    TIMEOUT = "timeout"  # the task's timeout ran out
+    LOST = "lost"  # the worker's lease expired
+    CANCELLED = "cancelled"  # the run was cancelled
+    ERROR = "error"  # runner could not start or run the task
+
+
+class When(StrEnum):
+    SUCCESS = "success"
+    FAILURE = "failure"
+    ALWAYS = "always"
+
+
+class Kind(StrEnum):
+    RUN = "run"  # shell form
+    ARGS = "args"  # exec form
+    CALL = "call"  # Python callable
+
+
+# --------------------------------------------------------------------------- the plan
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Backoff:
+    delay: float = 1.0  # seconds before the first retry
+    factor: float = 2.0
+    max: float | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RetryPolicy:
+    limit: int = 0  # retries after the first attempt
+    backoff: Backoff = field(default_factory=Backoff)
+
+    def delay_for(self, failed_attempts: int) -> float:
+        """Backoff before the retry that follows `failed_attempts` failed attempts (>= 1)."""
+        delay = self.backoff.delay * self.backoff.factor ** max(0, failed_attempts - 1)
+        return delay if self.backoff.max is None else min(delay, self.backoff.max)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Semaphore:
+    name: str
+    limit: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TaskSpec:
+    """One task instance of a plan with every plan-time field resolved.
+
+    Templates that only run time can fill (`${{ tasks.X.outputs.K }}`, `${{ run.id }}`,
+    `${{ run.scheduled_time }}`) stay in `run`, `args`, `with_` and `env` as written;
+    `runner.templating.render_runtime` fills them when the attempt starts.
+    """
+
+    id: str  # instance id: "name" or "name[key=value,...]"
+    name: str
+    kind: Kind
+    run: str | None = None
+    args: tuple[str, ...] | None = None
+    call: str | None = None
+    with_: dict[str, JSON] = field(default_factory=dict)
+    shell: tuple[str, ...] = ("/bin/sh", "-c")
+    env: dict[str, str] = field(default_factory=dict)
+    workdir: str | None = None
+    priority: int = 0
+    retries: RetryPolicy = field(default_factory=RetryPolicy)
+    timeout: float | None = None
+    depends: tuple[str, ...] = ()  # instance ids
+    when: When = When.SUCCESS
+    allow_failure: bool = False
+    matrix: dict[str, JSON] = field(default_factory=dict)
+    selector: dict[str, str] = field(default_factory=dict)
+    mutex: str | None = None
+    semaphore: Semaphore | None = None
+
+    def to_dict(self) -> dict[str, JSON]:
+        out: dict[str, JSON] = {
+            "id": self.id,
+            "name": self.name,
+            "kind": self.kind.value,
+            "priority": self.priority,
+            "depends": list(self.depends),
+            "when": self.when.value,
+            "allowFailure": self.allow_failure,
+            "retries": {
+                "limit": self.retries.limit,
+                "backoff": {
+                    "delay": self.retries.backoff.delay,
+                    "factor": self.retries.backoff.factor,
+                    "max": self.retries.backoff.max,
+                },
+            },
+            "timeout": self.timeout,
+            "env": dict(sorted(self.env.items())),
+            "workdir": self.workdir,
+            "matrix": self.matrix,
+            "selector": dict(sorted(self.selector.items())),
+            "mutex": self.mutex,
+            "semaphore": (
+                None
+                if self.semaphore is None
+                else {"name": self.semaphore.name, "limit": self.semaphore.limit}
+            ),
+        }
+        if self.kind is Kind.RUN:
+            out["run"] = self.run
+            out["shell"] = list(self.shell)
+        elif self.kind is Kind.ARGS:
+            out["args"] = list(self.args or ())
+        else:
+            out["call"] = self.call
+            out["with"] = self.with_
+        return out
+
+    @classmethod
+    def from_dict(cls, d: dict[str, JSON]) -> TaskSpec:
+        r = d.get("retries") or {}
+        b = r.get("backoff") or {}
+        sem = d.get("semaphore")
+        return cls(
+            id=d["id"],
+            name=d["name"],
+            kind=Kind(d["kind"]),
+            run=d.get("run"),
+            args=tuple(d["args"]) if d.get("args") is not None else None,
+            call=d.get("call"),
+            with_=dict(d.get("with") or {}),
+            shell=tuple(d.get("shell") or ("/bin/sh", "-c")),
+            env=dict(d.get("env") or {}),
+            workdir=d.get("workdir"),
+            priority=int(d.get("priority", 0)),
+            retries=RetryPolicy(
+                limit=int(r.get("limit", 0)),
+                backoff=Backoff(
+                    delay=float(b.get("delay", 1.0)),
+                    factor=float(b.get("factor", 2.0)),
+                    max=None if b.get("max") is None else float(b["max"]),
+                ),
+            ),
+            timeout=None if d.get("timeout") is None else float(d["timeout"]),
+            depends=tuple(d.get("depends") or ()),
+            when=When(d.get("when", "success")),
+            allow_failure=bool(d.get("allowFailure", False)),
+            matrix=dict(d.get("matrix") or {}),
+            selector=dict(d.get("selector") or {}),
+            mutex=d.get("mutex"),
+            semaphore=None if not sem else Semaphore(name=sem["name"], limit=int(sem["limit"])),
+        )
+
+
+class ConcurrencyPolicy(StrEnum):
+    ALLOW = "Allow"
+    FORBID = "Forbid"
+    REPLACE = "Replace"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Schedule:
+    cron: str
+    timezone: str = "UTC"
+    concurrency_policy: ConcurrencyPolicy = ConcurrencyPolicy.ALLOW
+    starting_deadline: float | None = None  # seconds
+    suspend: bool = False
+    catchup: str = "latest"  # "latest" | "all"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Plan:
+    """A workflow expanded for one set of params: the unit `runner apply` submits.
+
+    `tasks` is in a stable topological order. `hash` is the sha256 of the plan's canonical JSON
+    (everything but the hash and `source`), so the same file and params give the same hash.
+    """
+
+    workflow: str
+    source: str = ""  # the file it came from, for messages
+    description: str = ""
+    labels: dict[str, str] = field(default_factory=dict)
+    params: dict[str, JSON] = field(default_factory=dict)
+    fail_fast: bool = False
+    parallelism: int | None = None
+    timeout: float | None = None
+    schedule: Schedule | None = None
+    dispatch: str | None = None
+    tasks: tuple[TaskSpec, ...] = ()
+    hash: str = ""
+
+    def task(self, task_id: str) -> TaskSpec:
+        for t in self.tasks:
+            if t.id == task_id:
+                return t
+        raise KeyError(task_id)
+
+
+# --------------------------------------------------------------------------- runs in the store
+
+TaskKey = tuple[str, str]  # (run_id, task_id)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Attempt:
+    number: int  # 1-based
+    state: AttemptState
+    worker: str
+    token: int
+    exit_code: int | None = None
+    reason: Reason | None = None
+    error: str | None = None
+    started_at: float = 0.0
+    finished_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TaskRecord:
+    """A task instance of a stored run, as `get_run` shows it."""
+
+    id: str
+    name: str
+    state: TaskState
+    priority: int
+    waiting_reason: str | None = None
+    outputs: dict[str, str] = field(default_factory=dict)
+    attempts: tuple[Attempt, ...] = ()
+    losses: int = 0  # attempts lost with their worker
+    ready_at: float | None = None  # when it became ready (or is due again after a backoff)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Run:
+    id: str
+    workflow: str
+    state: RunState
+    params: dict[str, JSON] = field(default_factory=dict)
+    created_at: float = 0.0
+    started_at: float | None = None
+    finished_at: float | None = None
+    key: str | None = None  # idempotency key, e.g. "cron:<schedule>:<tick>"
+    scheduled_time: float | None = None
+    plan_hash: str = ""
+    tasks_total: int = 0
+    tasks_done: int = 0  # tasks in a terminal state
+    tasks: tuple[TaskRecord, ...] = ()  # filled by get_run, empty in list_runs
+    reason: str | None = None  # why it ended, when not plain success/failure
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunContext:
+    """What run-time templates may read: `${{ run.* }}` and upstream outputs."""
+
+    run_id: str
+    scheduled_time: float | None = None
+    params: dict[str, JSON] = field(default_factory=dict)
+    outputs: dict[str, dict[str, str]] = field(default_factory=dict)  # task id -> outputs
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Lease:
+    """A worker's token-checked claim on one attempt. `token` fences every later write."""
+
+    run_id: str
+    task_id: str
+    attempt: int
+    token: int
+    worker_id: str
+    spec: TaskSpec
+    context: RunContext
+
+    @property
+    def key(self) -> TaskKey:
+        return (self.run_id, self.task_id)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Outcome:
+    """How an attempt ended, as the worker reports it to `Store.finish`."""
+
+    succeeded: bool
+    reason: Reason = Reason.EXIT
+    exit_code: int | None = None
+    outputs: dict[str, str] = field(default_factory=dict)
+    error: str | None = None  # a one-line reason shown in `get run`
+    log_tail: str = ""  # the last bytes of the attempt's log not yet sent with append_log
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WorkerInfo:
+    id: str  # unique per worker process: name + random suffix
+    name: str
+    host: str = ""
+    pid: int = 0
+    labels: dict[str, str] = field(default_factory=dict)
+    weight: int = 1
+    capacity: int = 1
+    version: str = ""
+    running: int = 0
+    heartbeat_at: float = 0.0
+    expires_at: float = 0.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Heartbeat:
+    """The answer to a worker's heartbeat: attempts it holds that it must stop."""
+
+    abort: frozenset[TaskKey] = frozenset()
