@@ -1,0 +1,42 @@
+"""Open a store by URL; backends are imported lazily so SQLite users never load etcd.
+
+URLs:
+  sqlite:///relative/path.db     (relative to the current directory)
+  sqlite:////absolute/path.db
+  etcd://host:port[,host:port...][/prefix]   (prefix defaults to /runner/)
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from runner import errors
+from runner.failpoints import Failpoints
+from runner.store.base import Store
+
+__all__ = ["Store", "open_store"]
+
+
+def open_store(url: str, *, log_limit: int = 1024 * 1024, failpoints: str = "") -> Store:
+    """Open the store at `url`. Raises ConfigError for a malformed URL, StoreUnavailable when
+    it cannot be reached or opened."""
+    scheme = urlsplit(url).scheme
+    fp = Failpoints(failpoints)
+    if scheme == "sqlite":
+        from runner.store import sqlite
+
+        return sqlite.SqliteStore(sqlite_path(url), log_limit=log_limit, failpoints=fp)
+    if scheme in ("etcd", "etcds"):
+        from runner.store import etcd
+
+        return etcd.EtcdStore.from_url(url, log_limit=log_limit, failpoints=fp)
+    raise errors.ConfigError(
+        f"store URL {url!r}: unknown scheme {scheme!r}; use sqlite:///PATH or etcd://HOST:PORT"
+    )
+
+
+def sqlite_path(url: str) -> str:
+    """The file path of a sqlite:/// URL."""
+    if not url.startswith("sqlite:///") or len(url) <= len("sqlite:///"):
+        raise errors.ConfigError(f"store URL {url!r}: expected sqlite:///PATH")
+    return url[len("sqlite:///") :]

@@ -1,0 +1,160 @@
+"""The Store protocol: durable runs, the priority queue, leases and the worker registry.
+
+Its docstrings are the contract every backend meets and `tests/contract/` checks. The protocol
+speaks the domain (submit a run, claim the next ready task, finish an attempt with its fencing
+token) rather than key-value or SQL, so each backend uses its own strengths: SQLite
+transactions on one host, etcd's ordered ranges, revision-compare transactions, leases and
+watches across hosts.
+
+Leases are per worker: `register_worker` opens a lease of `ttl` seconds, `heartbeat` renews
+it, and every attempt a worker claims is owned under that lease. When the lease expires (the
+worker died or was paused past its TTL), `sweep` records the worker's open attempts as `lost`
+and puts their tasks back in the queue. Each claim carries a fencing token (the ownership
+record's revision); `append_log` and `finish` are accepted only while the ownership record
+still carries that token and the worker's lease is alive, so a stale worker records nothing.
+
+Time is passed in as epoch seconds (`now`), never read inside the store, so lease and backoff
+bookkeeping is testable; the etcd backend's lease expiry is etcd's own clock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Protocol
+
+from runner.models import Heartbeat, Lease, Outcome, Plan, Run, TaskKey, WorkerInfo
+
+MAX_LOSSES = 3  # a task whose attempts are lost with their worker this many times fails
+
+
+class Store(Protocol):
+    """Durable runs + ready queue. Each method is atomic: it commits all of its effect or none.
+
+    Backend errors surface as `errors.StoreUnavailable` (cannot reach or open the store) or
+    `errors.StoreError` (anything else), with the backend exception as `__cause__`.
+    """
+
+    # ------------------------------------------------------------------ runs
+
+    def create_run(
+        self,
+        plan: Plan,
+        *,
+        run_id: str,
+        now: float,
+        key: str | None = None,
+        scheduled_time: float | None = None,
+    ) -> Run:
+        """Store a run of `plan` with every task, and queue the tasks that have no dependencies.
+
+        Workers can see none of the run until all of it is stored (a large run may be written
+        in several chunks, but it becomes visible in one step). The run starts `pending`
+        and becomes `running` at its first claim. Raises `errors.RunExists` when `run_id` or
+        `key` is already taken (`.run_id` names the existing run); nothing is written then.
+        """
+        ...
+
+    def get_run(self, run_id: str, *, tasks: bool = True) -> Run:
+        """The run with its tasks (in plan order) and their attempts. Raises RunNotFound."""
+        ...
+
+    def list_runs(self, *, workflow: str | None = None, limit: int | None = None) -> list[Run]:
+        """Runs newest first (by created_at, then id), without their tasks."""
+        ...
+
+    def cancel_run(self, run_id: str, *, now: float, reason: str = "cancelled") -> Run:
+        """Cancel a run: it becomes `cancelled` at once; its pending, ready and retrying tasks
+        become `cancelled`; its running attempts are flagged, so their workers see them in
+        `Heartbeat.abort`, kill them and finish them with `Reason.CANCELLED`. A finished run is
+        returned unchanged. Raises RunNotFound."""
+        ...
+
+    def retry_run(self, run_id: str, *, now: float, dry_run: bool = False) -> list[str]:
+        """Re-run the failed, cancelled and skipped tasks of a finished run, keeping the
+        succeeded ones (Argo's retry): those tasks go back to pending (or straight to the
+        queue when their dependencies are all done) with their attempt history kept, and the
+        run becomes `running` again. Returns the task ids that will re-run, in plan order;
+        with `dry_run` changes nothing. Raises RunNotFound, or UsageError if the run has not
+        finished."""
+        ...
+
+    # ------------------------------------------------------------------ workers
+
+    def register_worker(self, info: WorkerInfo, *, now: float, ttl: float) -> None:
+        """Open the worker's lease (`ttl` seconds) and record its description."""
+        ...
+
+    def heartbeat(self, worker_id: str, *, now: float, ttl: float, running: int) -> Heartbeat:
+        """Renew the worker's lease for `ttl` seconds from now. Returns the attempts the worker
+        holds that it must stop (their run was cancelled or timed out). Raises LeaseLost when
+        the lease has already expired: the worker must kill every task it runs and register
+        again."""
+        ...
+
+    def deregister_worker(self, worker_id: str, *, now: float) -> None:
+        """Close the worker's lease (clean shutdown). Attempts it still holds go back to the
+        queue at once, as `lost` attempts that do not count against the task's losses."""
+        ...
+
+    def list_workers(self, *, now: float) -> list[WorkerInfo]:
+        """Live workers (lease not expired), by name."""
+        ...
+
+    # ------------------------------------------------------------------ the queue
+
+    def claim(
+        self,
+        worker_id: str,
+        *,
+        now: float,
+        limit: int = 1,
+        labels: Mapping[str, str] | None = None,
+    ) -> list[Lease]:
+        """Atomically take up to `limit` ready tasks for the worker: the highest priority first,
+        FIFO by ready time within a priority, over the ready tasks of every run. Skips tasks
+        whose retry backoff has not elapsed, whose run is at its `parallelism`, and whose
+        selector `labels` does not match. Each claimed task becomes `running` with a new
+        attempt owned under the worker's lease and a fencing token no earlier claim of that
+        task had. Returns [] when nothing is claimable; raises LeaseLost when the worker's
+        lease has expired. Each Lease carries the task spec and a RunContext with the outputs
+        of the tasks its templates reference."""
+        ...
+
+    def append_log(self, lease: Lease, text: str) -> None:
+        """Append to the attempt's stored log, keeping its last `log_limit` bytes.
+        Raises LeaseLost when the token is stale; nothing is written then."""
+        ...
+
+    def finish(self, lease: Lease, outcome: Outcome, *, now: float) -> None:
+        """Record how an attempt ended, in one transaction that first checks the ownership
+        record still carries `lease.token` and the worker's lease is alive (else LeaseLost,
+        nothing written). Then: the log tail and outputs are kept; a failure (Reason.EXIT or
+        TIMEOUT) with retries left makes the task `retrying` and queues it again after the
+        backoff; otherwise the task becomes terminal, every successor whose dependencies are
+        now all terminal is queued or skipped by its `when` (skips cascade), failFast cancels
+        the run's not-started tasks, and when every task is terminal the run ends
+        `succeeded` or `failed`. An attempt of a cancelled run ends its task `cancelled`."""
+        ...
+
+    def sweep(self, *, now: float) -> list[TaskKey]:
+        """Housekeeping any process may call at any time, idempotent: attempts of workers whose
+        lease expired are recorded `lost` and their tasks queued again (the task fails on its
+        MAX_LOSSES-th loss); runs past their `timeout` fail (reason "timeout") and their
+        unfinished tasks are cancelled. Returns the task keys it changed."""
+        ...
+
+    # ------------------------------------------------------------------ logs, waiting
+
+    def get_log(self, run_id: str, task_id: str, *, attempt: int | None = None) -> str:
+        """The stored log of one attempt (the latest when `attempt` is None); "" if none yet.
+        Raises RunNotFound / TaskNotFound."""
+        ...
+
+    def wait(self, timeout: float) -> bool:
+        """Block until the store may have changed (a commit by this or any other process) or
+        `timeout` seconds pass, without busy polling. True when a change was seen."""
+        ...
+
+    def close(self) -> None:
+        """Release connections and background threads. Idempotent."""
+        ...
