@@ -1,0 +1,305 @@
+"""Safe, bounded YAML loading that remembers where every node was: the one home of `yaml`.
+
+`load_text` builds plain JSON-like values (dict, list, str, int, float, bool, None) straight
+from the parser's events, so no tag can build an object, and records the 1-based line/column
+of every value and mapping key. Hostile input fails with `errors.WorkflowInvalid`, never
+with another exception: files over `MAX_BYTES`, nesting deeper than `MAX_DEPTH`, more than
+`MAX_NODES` nodes, aliases that would expand to more than `MAX_ALIAS_NODES` nodes
+("billion laughs"), duplicate mapping keys and tags other than the standard scalar,
+sequence and mapping ones. Aliases share the anchored value (as PyYAML does); the caps bound
+what a later walk (schema validation, plan JSON) can visit.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+import yaml.cyaml
+from yaml import events
+
+from runner import errors
+
+MAX_BYTES = 10 * 1024 * 1024
+MAX_DEPTH = 100
+MAX_NODES = 1_000_000
+MAX_ALIAS_NODES = 100_000
+
+Path = tuple[str | int, ...]
+Pos = tuple[int, int]  # 1-based (line, col)
+
+_T = "tag:yaml.org,2002:"
+_SCALAR_TAGS = {_T + "str", _T + "int", _T + "float", _T + "bool", _T + "null"}
+_TEXT_TAGS = {_T + "str", _T + "timestamp", _T + "binary", "!"}  # kept as written
+_CONSTRUCT = yaml.SafeLoader("")  # only its construct_yaml_* scalar methods are used
+_RESOLVER = yaml.resolver.Resolver()
+_PARSER: Callable[[str], Any] = yaml.SafeLoader
+if yaml.__with_libyaml__:  # libyaml parses about ten times faster; the building stays ours
+    _PARSER = yaml.cyaml.CParser  # type: ignore[attr-defined]
+
+
+@dataclass(slots=True)
+class Document:
+    """A loaded YAML document: its value and the position of each node by path."""
+
+    file: str
+    data: Any
+    positions: dict[Path, Pos] = field(default_factory=dict)
+    key_positions: dict[Path, Pos] = field(default_factory=dict)
+
+    def pos(self, path: Path) -> Pos:
+        """Position of the value at `path`, or of its nearest recorded ancestor."""
+        while path not in self.positions and path:
+            path = path[:-1]
+        return self.positions.get(path, (1, 1))
+
+    def key_pos(self, path: Path) -> Pos:
+        """Position of the mapping key that names `path` (the value's when it has no key)."""
+        return self.key_positions.get(path) or self.pos(path)
+
+    def problem(self, path: Path, message: str, *, at_key: bool = False) -> errors.Problem:
+        line, col = self.key_pos(path) if at_key else self.pos(path)
+        return errors.Problem(
+            file=self.file, line=line, col=col, message=message, path=dotted(path)
+        )
+
+
+def dotted(path: Path) -> str:
+    """`("spec", "tasks", 0, "run")` -> `spec.tasks[0].run`."""
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else part)
+    return out
+
+
+class _Fatal(Exception):
+    def __init__(self, pos: Pos, message: str) -> None:
+        super().__init__(message)
+        self.pos = pos
+        self.message = message
+
+
+@dataclass(slots=True)
+class _Value:
+    value: Any
+    size: int  # nodes, counting what aliases expand to
+    depth: int
+
+
+def _pos(event: Any) -> Pos:
+    mark = event.start_mark
+    return (mark.line + 1, mark.column + 1)
+
+
+class _Builder:
+    """Turns one document's events into values, positions and problems."""
+
+    def __init__(self, parser: Any, doc: Document) -> None:
+        self.parser = parser
+        self.doc = doc
+        self.anchors: dict[str, _Value] = {}
+        self.nodes = 0
+        self.alias_nodes = 0
+        self.problems: list[errors.Problem] = []
+
+    def node(self, path: Path, depth: int) -> _Value:
+        event = self.parser.get_event()
+        if depth > MAX_DEPTH:
+            raise _Fatal(_pos(event), f"nesting is deeper than {MAX_DEPTH} levels")
+        self.nodes += 1
+        if self.nodes > MAX_NODES:
+            raise _Fatal(_pos(event), f"the document has more than {MAX_NODES:,} nodes")
+        if isinstance(event, events.AliasEvent):
+            return self.alias(event, path, depth)
+        self.doc.positions[path] = _pos(event)
+        if isinstance(event, events.ScalarEvent):
+            built = _Value(self.scalar(event, path), 1, 1)
+        elif isinstance(event, events.SequenceStartEvent):
+            self.check_tag(event, _T + "seq", path)
+            built = self.sequence(path, depth)
+        elif isinstance(event, events.MappingStartEvent):
+            self.check_tag(event, _T + "map", path)
+            built = self.mapping(path, depth)
+        else:  # pragma: no cover - the parser only emits the events above here
+            raise _Fatal(_pos(event), f"unexpected {type(event).__name__}")
+        if event.anchor is not None:
+            self.anchors[event.anchor] = built
+        return built
+
+    def alias(self, event: Any, path: Path, depth: int) -> _Value:
+        target = self.anchors.get(event.anchor)
+        if target is None:
+            raise _Fatal(
+                _pos(event), f"unknown alias *{event.anchor} (define &{event.anchor} first)"
+            )
+        self.alias_nodes += target.size
+        if self.alias_nodes > MAX_ALIAS_NODES:
+            raise _Fatal(
+                _pos(event),
+                f"aliases expand to more than {MAX_ALIAS_NODES:,} nodes (a YAML alias bomb?)",
+            )
+        if depth + target.depth > MAX_DEPTH:
+            raise _Fatal(_pos(event), f"nesting is deeper than {MAX_DEPTH} levels")
+        self.doc.positions[path] = _pos(event)
+        return target
+
+    def check_tag(self, event: Any, expected: str, path: Path) -> None:
+        if event.tag not in (None, "!", expected):
+            self.problems.append(self.doc.problem(path, f"tag {event.tag} is not allowed here"))
+
+    def scalar(self, event: Any, path: Path) -> Any:
+        tag = event.tag
+        if tag is None or tag == "!":
+            tag = _RESOLVER.resolve(yaml.ScalarNode, event.value, event.implicit)  # type: ignore[no-untyped-call]
+        if tag in _TEXT_TAGS or tag == _T + "merge":
+            return event.value
+        if tag not in _SCALAR_TAGS:
+            self.problems.append(self.doc.problem(path, f"tag {tag} is not allowed"))
+            return None
+        node = yaml.ScalarNode(tag, event.value)
+        try:
+            value = getattr(_CONSTRUCT, "construct_yaml_" + tag[len(_T) :])(node)
+        except (ValueError, TypeError, yaml.YAMLError):
+            value = None
+        if (value is None and tag != _T + "null") or (
+            isinstance(value, float) and not math.isfinite(value)
+        ):
+            self.problems.append(
+                self.doc.problem(path, f"{event.value[:40]!r} is not a valid {tag[len(_T) :]}")
+            )
+            return None
+        return value
+
+    def sequence(self, path: Path, depth: int) -> _Value:
+        items: list[Any] = []
+        size, deepest = 1, 0
+        while not isinstance(self.parser.peek_event(), events.SequenceEndEvent):
+            child = self.node((*path, len(items)), depth + 1)
+            items.append(child.value)
+            size, deepest = size + child.size, max(deepest, child.depth)
+        self.parser.get_event()
+        return _Value(items, size, deepest + 1)
+
+    def mapping(self, path: Path, depth: int) -> _Value:
+        out: dict[str, Any] = {}
+        merged: list[Any] = []
+        size, deepest = 1, 0
+        while not isinstance(self.parser.peek_event(), events.MappingEndEvent):
+            key_event = self.parser.peek_event()
+            key = self.key(path, depth)
+            child = self.node((*path, key) if key is not None else (*path, "<key>"), depth + 1)
+            size, deepest = size + child.size, max(deepest, child.depth)
+            if key is None:
+                continue
+            if key == "<<" and key_event.tag is None and key_event.implicit[0]:
+                merged.append(child.value)
+            elif key in out:
+                line, _ = self.doc.key_positions[(*path, key)]
+                self.problems.append(
+                    errors.Problem(
+                        file=self.doc.file,
+                        line=_pos(key_event)[0],
+                        col=_pos(key_event)[1],
+                        path=dotted((*path, key)),
+                        message=f"duplicate key {key!r} (first defined on line {line})",
+                    )
+                )
+            else:
+                out[key] = child.value
+                self.doc.key_positions[(*path, key)] = _pos(key_event)
+        self.parser.get_event()
+        return _Value(self.merge(out, merged, path) if merged else out, size, deepest + 1)
+
+    def key(self, path: Path, depth: int) -> str | None:
+        event = self.parser.peek_event()
+        if not isinstance(event, events.ScalarEvent):
+            self.node((*path, "<key>"), depth + 1)
+            self.problems.append(
+                errors.Problem(
+                    file=self.doc.file,
+                    line=_pos(event)[0],
+                    col=_pos(event)[1],
+                    path=dotted(path),
+                    message="a mapping key must be a plain string",
+                )
+            )
+            return None
+        self.parser.get_event()
+        self.nodes += 1
+        if event.tag not in (None, "!", _T + "str"):
+            self.problems.append(self.doc.problem(path, f"tag {event.tag} is not allowed on a key"))
+        return str(event.value)
+
+    def merge(self, explicit: dict[str, Any], merged: list[Any], path: Path) -> dict[str, Any]:
+        """`<<: *base` or `<<: [*a, *b]`: earlier sources win, explicit keys win over all."""
+        out: dict[str, Any] = {}
+        for value in merged:
+            for source in value if isinstance(value, list) else [value]:
+                if not isinstance(source, dict):
+                    self.problems.append(self.doc.problem(path, "'<<' merges only mappings"))
+                    continue
+                for k, v in source.items():
+                    out.setdefault(k, v)
+        out.update(explicit)
+        return out
+
+
+def load_text(text: str, *, file: str) -> Document:
+    """Parse one YAML document into a `Document`; raise `errors.WorkflowInvalid` if hostile."""
+    doc = Document(file=file, data=None)
+    if len(text.encode("utf-8", "surrogatepass")) > MAX_BYTES:
+        raise too_big(file, len(text.encode("utf-8", "surrogatepass")))
+    parser = _PARSER(text)
+    try:
+        builder = _Builder(parser, doc)
+        doc.data = _document(parser, builder)
+    except _Fatal as exc:
+        raise _invalid(file, exc.pos, exc.message) from None
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        pos = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        message = " ".join(str(s) for s in (exc.context, exc.problem) if s)
+        raise _invalid(file, pos, f"YAML syntax error: {message}") from None
+    except yaml.reader.ReaderError as exc:
+        before = text[: exc.position]
+        pos = (before.count("\n") + 1, exc.position - before.rfind("\n"))
+        raise _invalid(file, pos, f"not readable as YAML: {exc.reason}") from None
+    except yaml.YAMLError as exc:
+        raise _invalid(file, (1, 1), f"not readable as YAML: {_first_line(exc)}") from None
+    finally:
+        getattr(parser, "dispose", lambda: None)()
+    if builder.problems:
+        raise errors.WorkflowInvalid(builder.problems)
+    return doc
+
+
+def _document(parser: Any, builder: _Builder) -> Any:
+    parser.get_event()  # StreamStart
+    if isinstance(parser.peek_event(), events.StreamEndEvent):
+        return None
+    parser.get_event()  # DocumentStart
+    value = builder.node((), 0).value
+    parser.get_event()  # DocumentEnd
+    if not isinstance(parser.peek_event(), events.StreamEndEvent):
+        raise _Fatal(_pos(parser.peek_event()), "expected one YAML document, found more")
+    return value
+
+
+def too_big(file: str, size: int) -> errors.WorkflowInvalid:
+    """The error for a file over MAX_BYTES."""
+    return _invalid(
+        file, (1, 1), f"the file is {size:,} bytes; the limit is {MAX_BYTES:,} bytes (10 MiB)"
+    )
+
+
+def _invalid(file: str, pos: Pos, message: str) -> errors.WorkflowInvalid:
+    return errors.WorkflowInvalid(
+        [errors.Problem(file=file, line=pos[0], col=pos[1], message=message)]
+    )
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
