@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 import runner
 from runner import config, errors
-from runner.cli import run_cmds, workflow_cmds
+from runner.cli import get_cmds, run_cmds, workflow_cmds
 
 EPILOG = """\
 exit codes:
@@ -52,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     workflow_cmds.add_parsers(sub)
     run_cmds.add_parsers(sub)
+    get_cmds.add_parsers(sub)
     return parser
 
 

@@ -1,0 +1,104 @@
+"""Argument types and helpers shared by the command modules."""
+
+from __future__ import annotations
+
+import argparse
+import re
+
+from runner import errors
+from runner.config import Settings
+from runner.store import Store, open_store
+
+_DURATION = re.compile(r"^(?:(\d+)h)?(?:(\d+)m(?!s))?(?:(\d+(?:\.\d+)?)s)?(?:(\d+)ms)?$")
+
+
+def parse_duration(text: str) -> float:
+    """`500ms`, `2s`, `5m`, `1h30m` or a number of seconds, as seconds. Raises ValueError."""
+    text = text.strip()
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    match = _DURATION.match(text)
+    if not text or match is None or not any(match.groups()):
+        raise ValueError(f"{text!r} is not a duration (like 500ms, 2s, 5m, 1h30m or 30)")
+    h, m, s, ms = match.groups()
+    return int(h or 0) * 3600 + int(m or 0) * 60 + float(s or 0) + int(ms or 0) / 1000
+
+
+def duration_arg(text: str) -> float:
+    try:
+        value = parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be greater than 0")
+    return value
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be 0 or more")
+    return value
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be greater than 0")
+    return value
+
+
+def labels_arg(text: str) -> dict[str, str]:
+    """`k=v,k2=v2` as a dict."""
+    labels: dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise argparse.ArgumentTypeError(f"{item!r}: expected KEY=VALUE")
+        labels[key.strip()] = value.strip()
+    return labels
+
+
+def add_param_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--param",
+        "-p",
+        action="append",
+        default=[],
+        metavar="K=V",
+        help="set a workflow parameter (repeatable)",
+    )
+    p.add_argument("--params-file", metavar="FILE", help="a YAML mapping of parameter values")
+
+
+def parse_params(items: list[str]) -> dict[str, str]:
+    """`--param k=v` values as a dict. Raises UsageError naming the bad argument."""
+    params: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise errors.UsageError(f"--param {item!r}: expected NAME=VALUE")
+        params[key.strip()] = value
+    return params
+
+
+def open_settings_store(settings: Settings) -> Store:
+    return open_store(settings.store, log_limit=settings.log_limit, failpoints=settings.failpoints)

@@ -1,0 +1,133 @@
+"""How runs look on the terminal and in `-o json|yaml`: the documented output contract."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from datetime import UTC, datetime
+from typing import Any, TextIO
+
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+from runner.models import Attempt, Run, TaskRecord
+
+
+def iso(ts: float | None) -> str | None:
+    """Epoch seconds as ISO 8601 UTC (`2026-01-01T02:00:00.123Z`), None stays None."""
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def attempt_json(a: Attempt) -> dict[str, Any]:
+    return {
+        "number": a.number,
+        "state": a.state.value,
+        "worker": a.worker,
+        "exit_code": a.exit_code,
+        "reason": a.reason.value if a.reason else None,
+        "error": a.error,
+        "started_at": iso(a.started_at),
+        "finished_at": iso(a.finished_at),
+    }
+
+
+def task_json(t: TaskRecord) -> dict[str, Any]:
+    return {
+        "id": t.id,
+        "name": t.name,
+        "state": t.state.value,
+        "waiting_reason": t.waiting_reason,
+        "priority": t.priority,
+        "outputs": dict(t.outputs),
+        "attempts": [attempt_json(a) for a in t.attempts],
+    }
+
+
+def run_json(run: Run, *, tasks: bool = True) -> dict[str, Any]:
+    """The `runner get run ID -o json` contract (docs/CLI.md)."""
+    out: dict[str, Any] = {
+        "id": run.id,
+        "workflow": run.workflow,
+        "state": run.state.value,
+        "params": run.params,
+        "created_at": iso(run.created_at),
+        "started_at": iso(run.started_at),
+        "finished_at": iso(run.finished_at),
+        "scheduled_time": iso(run.scheduled_time),
+        "reason": run.reason,
+        "tasks_total": run.tasks_total,
+        "tasks_done": run.tasks_done,
+    }
+    if tasks:
+        out["tasks"] = [task_json(t) for t in run.tasks]
+    return out
+
+
+def dump(data: Any, fmt: str, stream: TextIO | None = None) -> None:
+    stream = stream or sys.stdout
+    if fmt == "yaml":
+        yaml.safe_dump(data, stream, sort_keys=False)
+    else:
+        json.dump(data, stream, indent=2)
+        stream.write("\n")
+
+
+def duration(run: Run, now: float | None = None) -> str:
+    if run.started_at is None:
+        return "-"
+    end = run.finished_at if run.finished_at is not None else (now or time.time())
+    return human_seconds(end - run.started_at)
+
+
+def human_seconds(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
+
+
+def runs_table(runs: list[Run], stream: TextIO | None = None) -> None:
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for col in ("ID", "WORKFLOW", "STATE", "STARTED", "DURATION", "TASKS"):
+        table.add_column(col)
+    for run in runs:
+        table.add_row(
+            run.id,
+            run.workflow,
+            run.state.value,
+            iso(run.started_at) or "-",
+            duration(run),
+            f"{run.tasks_done}/{run.tasks_total}",
+        )
+    Console(file=stream or sys.stdout, width=200, soft_wrap=True).print(table)
+
+
+def run_detail(run: Run, stream: TextIO | None = None) -> None:
+    console = Console(file=stream or sys.stdout, width=200, soft_wrap=True)
+    console.print(
+        f"run {run.id}  workflow {run.workflow}  state {run.state.value}"
+        f"  tasks {run.tasks_done}/{run.tasks_total}  duration {duration(run)}"
+        + (f"  reason {run.reason}" if run.reason else "")
+    )
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for col in ("TASK", "STATE", "PRIORITY", "ATTEMPTS", "LAST", "INFO"):
+        table.add_column(col)
+    for t in run.tasks:
+        last = t.attempts[-1] if t.attempts else None
+        info = t.waiting_reason or (last.error if last and last.error else "")
+        table.add_row(
+            t.id,
+            t.state.value,
+            str(t.priority),
+            str(len(t.attempts)),
+            last.reason.value if last and last.reason else "-",
+            info or "",
+        )
+    console.print(table)

@@ -1,0 +1,105 @@
+"""Runs as a user sees them: submit a plan, find a run, follow it to its end, its exit code."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from runner import errors
+from runner.models import Plan, Run, RunState, TaskState
+from runner.store.base import Store
+
+LATEST = "@latest"
+
+
+def new_run_id(workflow: str, now: float) -> str:
+    """`<workflow>-<UTC yyyymmdd-hhmmss>-<6 hex>`: sortable by time, unique without a lock."""
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(now))
+    return f"{workflow}-{stamp}-{secrets.token_hex(3)}"
+
+
+def submit(
+    store: Store,
+    plan: Plan,
+    *,
+    now: float,
+    run_id: str | None = None,
+    key: str | None = None,
+    scheduled_time: float | None = None,
+) -> Run:
+    """Store a run of `plan`; once this returns the run survives any crash (G1)."""
+    return store.create_run(
+        plan,
+        run_id=run_id or new_run_id(plan.workflow, now),
+        now=now,
+        key=key,
+        scheduled_time=scheduled_time,
+    )
+
+
+def resolve_run_id(store: Store, ref: str) -> str:
+    """A run id, or `@latest` for the newest run. Raises RunNotFound."""
+    if ref != LATEST:
+        return ref
+    runs = store.list_runs(limit=1)
+    if not runs:
+        raise errors.RunNotFound(ref, "there are no runs yet; `runner apply FILE` starts one")
+    return runs[0].id
+
+
+def exit_code(run: Run) -> int:
+    """The exit code of a command that waited for `run` to end."""
+    if run.state is RunState.SUCCEEDED:
+        return errors.EXIT_OK
+    if run.state is RunState.CANCELLED:
+        return errors.EXIT_CANCELLED
+    return errors.EXIT_RUN_FAILED
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Change:
+    """A task whose state changed between two looks at a run."""
+
+    task_id: str
+    old: TaskState | None
+    new: TaskState
+
+
+def diff(before: Run | None, after: Run) -> list[Change]:
+    """The task state changes from `before` to `after`, in plan order."""
+    old = {t.id: t.state for t in before.tasks} if before else {}
+    return [
+        Change(task_id=t.id, old=old.get(t.id), new=t.state)
+        for t in after.tasks
+        if old.get(t.id) is not t.state
+    ]
+
+
+def follow(
+    store: Store,
+    run_id: str,
+    *,
+    on_change: Callable[[Run, list[Change]], None],
+    deadline: float | None = None,
+    poll: float = 1.0,
+) -> Run:
+    """Watch a run until it ends and return it; `on_change` sees every state change.
+
+    Wakes on store changes (Store.wait), so it neither busy-polls nor lags. Raises
+    WaitTimeout when the monotonic `deadline` passes first.
+    """
+    previous: Run | None = None
+    while True:
+        run = store.get_run(run_id)
+        changes = diff(previous, run)
+        if changes or previous is None:
+            on_change(run, changes)
+        previous = run
+        if run.state.terminal and all(t.state.terminal for t in run.tasks):
+            return run
+        remaining = poll if deadline is None else min(poll, deadline - time.monotonic())
+        if remaining <= 0:
+            raise errors.WaitTimeout(f"gave up waiting for run {run_id}; it goes on in the store")
+        store.wait(remaining)

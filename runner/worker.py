@@ -1,0 +1,299 @@
+"""A worker: claim ready tasks, execute them, keep its lease alive, record results.
+
+One Worker has `concurrency` slots (threads; `call` tasks run in the executor's child
+processes). A heartbeat thread renews the worker's lease every TTL/5 and sweeps the store for
+dead workers' tasks. Self-fencing: the worker keeps `deadline = send time of the last answered
+heartbeat + TTL - 2 heartbeat intervals`; past it, it kills its tasks and records nothing for
+them, before the store can have given them to anyone else (GUARANTEES G3, G5).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import socket
+import threading
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import runner
+from runner import errors, templating
+from runner.executor import ExecResult, Executor
+from runner.models import Lease, Outcome, Reason, TaskKey, WorkerInfo
+from runner.store.base import Store
+
+logger = logging.getLogger(__name__)
+
+SWEEP_INTERVAL = 0.5  # seconds between sweeps for dead workers' tasks
+
+
+@dataclass(slots=True)
+class _Slot:
+    lease: Lease
+    cancel: threading.Event = field(default_factory=threading.Event)
+    abandoned: bool = False  # fenced or drained: record nothing
+
+
+class Worker:
+    """Serve the store's queue until `stop()`; see the module docstring."""
+
+    def __init__(
+        self,
+        store: Store,
+        executor: Executor,
+        *,
+        name: str | None = None,
+        concurrency: int = 1,
+        lease_ttl: float = 10.0,
+        labels: Mapping[str, str] | None = None,
+        weight: int = 1,
+    ) -> None:
+        self.store = store
+        self.executor = executor
+        self.name = name or socket.gethostname()
+        self.id = f"{self.name}-{os.getpid()}-{secrets.token_hex(3)}"
+        self.concurrency = max(1, concurrency)
+        self.ttl = lease_ttl
+        self.labels = dict(labels or {})
+        self.weight = weight
+        self.interval = lease_ttl / 5
+        self._slots: dict[TaskKey, _Slot] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._draining = threading.Event()
+        self._deadline = 0.0  # monotonic self-fencing deadline
+        self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="slot")
+        self._beat: threading.Thread | None = None
+        self._beat_stop = threading.Event()
+        self._registered = False
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def info(self) -> WorkerInfo:
+        return WorkerInfo(
+            id=self.id,
+            name=self.name,
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            labels=self.labels,
+            weight=self.weight,
+            capacity=self.concurrency,
+            version=runner.__version__,
+        )
+
+    def _register(self) -> None:
+        sent = time.monotonic()
+        self.store.register_worker(self.info(), now=time.time(), ttl=self.ttl)
+        self._deadline = sent + self.ttl - 2 * self.interval
+        self._registered = True
+        logger.info("registered worker %s", self.id, extra={"action": "worker_registered"})
+
+    def run(self, *, until: Callable[[], bool] | None = None) -> None:
+        """Claim and execute tasks until `stop()` is called or `until()` is true, then drain."""
+        self._register()
+        self._beat = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
+        self._beat.start()
+        try:
+            while not self._stop.is_set() and not (until is not None and until()):
+                if not self._claim_some():
+                    self.store.wait(0.5)
+        finally:
+            self._stop.set()
+            self._pool.shutdown(wait=True)
+            self._beat_stop.set()
+            self._beat.join()
+            self._deregister()
+
+    def stop(self) -> None:
+        """Stop claiming; running tasks finish (see `drain`)."""
+        self._stop.set()
+
+    def abort(self, run_id: str | None = None) -> None:
+        """Kill the running attempts (of one run, or all); they finish as cancelled."""
+        with self._lock:
+            for slot in self._slots.values():
+                if run_id is None or slot.lease.run_id == run_id:
+                    slot.cancel.set()
+
+    def drain(self, timeout: float) -> None:
+        """Stop claiming and give running tasks `timeout` seconds, then return them to the
+        queue unrecorded (the store re-queues them when the worker deregisters)."""
+        self._stop.set()
+        end = time.monotonic() + timeout
+        while self.running() and time.monotonic() < end:
+            self.store.wait(min(0.5, max(0.0, end - time.monotonic())))
+        self._abandon_all()
+
+    def running(self) -> int:
+        with self._lock:
+            return len(self._slots)
+
+    def _deregister(self) -> None:
+        try:
+            self.store.deregister_worker(self.id, now=time.time())
+        except errors.StoreError as exc:
+            logger.warning("could not deregister worker %s: %s", self.id, exc)
+
+    # ------------------------------------------------------------------ claiming
+
+    def _claim_some(self) -> bool:
+        """Claim up to the free slots' worth of tasks; True when something was claimed."""
+        free = self.concurrency - self.running()
+        if free <= 0 or not self._registered or time.monotonic() >= self._deadline:
+            return False
+        try:
+            leases = self.store.claim(self.id, now=time.time(), limit=free, labels=self.labels)
+        except errors.LeaseLost:
+            self._fence()
+            return False
+        except errors.StoreError as exc:
+            logger.warning("claim failed: %s", exc)
+            self._stop.wait(0.5)
+            return False
+        for lease in leases:
+            slot = _Slot(lease=lease)
+            with self._lock:
+                self._slots[lease.key] = slot
+            self._pool.submit(self._execute, slot)
+        return bool(leases)
+
+    # ------------------------------------------------------------------ executing
+
+    def _execute(self, slot: _Slot) -> None:
+        lease = slot.lease
+        logger.info(
+            "claimed %s/%s attempt %d",
+            lease.run_id,
+            lease.task_id,
+            lease.attempt,
+            extra={"action": "task_claimed", "run_id": lease.run_id},
+        )
+        try:
+            outcome = self._outcome(self._run_attempt(slot))
+        except Exception as exc:  # a bug or an unrenderable template: the attempt errs
+            logger.exception("attempt %s/%s failed to run", lease.run_id, lease.task_id)
+            outcome = Outcome(succeeded=False, reason=Reason.ERROR, error=str(exc))
+        try:
+            if not slot.abandoned:
+                self._finish(slot, outcome)
+        finally:
+            with self._lock:
+                self._slots.pop(lease.key, None)
+
+    def _run_attempt(self, slot: _Slot) -> ExecResult:
+        lease = slot.lease
+        spec = templating.render_runtime(lease.spec, lease.context)
+        env = {
+            "RUNNER_RUN_ID": lease.run_id,
+            "RUNNER_TASK_ID": lease.task_id,
+            "RUNNER_ATTEMPT": str(lease.attempt),
+            "RUNNER_FENCING_TOKEN": str(lease.token),
+        }
+        return self.executor.run(
+            spec,
+            env=env,
+            log_name=log_name(lease.run_id, lease.task_id, lease.attempt),
+            cancel=slot.cancel,
+        )
+
+    @staticmethod
+    def _outcome(result: ExecResult) -> Outcome:
+        return Outcome(
+            succeeded=result.reason is Reason.EXIT and result.exit_code == 0,
+            reason=result.reason,
+            exit_code=result.exit_code,
+            outputs=result.outputs,
+            error=result.error,
+            log_tail=result.log_tail,
+        )
+
+    def _finish(self, slot: _Slot, outcome: Outcome) -> None:
+        """Record the outcome; retry while the store is unreachable and the lease may hold."""
+        lease = slot.lease
+        while not slot.abandoned:
+            try:
+                self.store.finish(lease, outcome, now=time.time())
+                return
+            except errors.LeaseLost:
+                logger.warning("lease lost: %s/%s not recorded", lease.run_id, lease.task_id)
+                return
+            except errors.StoreError as exc:
+                if time.monotonic() >= self._deadline:
+                    return
+                logger.warning("finish failed, retrying: %s", exc)
+                self._stop.wait(0.2)
+
+    # ------------------------------------------------------------------ the lease
+
+    def _heartbeat_loop(self) -> None:
+        next_beat = next_sweep = time.monotonic()
+        while not self._beat_stop.is_set():
+            now = time.monotonic()
+            if now >= next_beat:
+                self._heartbeat()
+                next_beat = now + self.interval
+            if now >= next_sweep:
+                self._sweep()
+                next_sweep = now + SWEEP_INTERVAL
+            if self._registered and time.monotonic() >= self._deadline:
+                self._fence()
+            self._beat_stop.wait(max(0.0, min(next_beat, next_sweep) - time.monotonic()))
+
+    def _heartbeat(self) -> None:
+        if not self._registered:
+            self._try_register()
+            return
+        sent = time.monotonic()
+        try:
+            beat = self.store.heartbeat(
+                self.id, now=time.time(), ttl=self.ttl, running=self.running()
+            )
+        except errors.LeaseLost:
+            self._fence()
+            return
+        except errors.StoreError as exc:
+            logger.warning("heartbeat failed: %s", exc)
+            return
+        self._deadline = sent + self.ttl - 2 * self.interval
+        with self._lock:
+            for key in beat.abort:
+                if key in self._slots:
+                    self._slots[key].cancel.set()
+
+    def _sweep(self) -> None:
+        try:
+            self.store.sweep(now=time.time())
+        except errors.StoreError as exc:
+            logger.warning("sweep failed: %s", exc)
+
+    def _fence(self) -> None:
+        """The lease may be gone: kill our tasks, record nothing for them, and come back as a
+        new worker. The old lease expires on its own and `sweep` re-queues its attempts."""
+        if self.running():
+            logger.warning("lease deadline passed: killing %d task(s)", self.running())
+        self._abandon_all()
+        self._registered = False
+        self.id = f"{self.name}-{os.getpid()}-{secrets.token_hex(3)}"
+        self._try_register()
+
+    def _abandon_all(self) -> None:
+        with self._lock:
+            for slot in self._slots.values():
+                slot.abandoned = True
+                slot.cancel.set()
+        self.executor.kill_all()
+
+    def _try_register(self) -> None:
+        try:
+            self._register()
+        except errors.StoreError as exc:
+            logger.warning("could not register: %s", exc)
+
+
+def log_name(run_id: str, task_id: str, attempt: int) -> str:
+    """The executor's log name of an attempt: `<run>/<task>/<attempt>`."""
+    safe = task_id.replace("/", "_")
+    return f"{run_id}/{safe}/{attempt}"
