@@ -15,7 +15,7 @@ from runner.cli.progress import make_progress
 from runner.config import Settings
 from runner.executor import Executor
 from runner.models import Run
-from runner.store import Store, open_store
+from runner.store import Store
 from runner.worker import Worker
 
 APPLY_EXAMPLES = """\
