@@ -1,0 +1,86 @@
+"""Task graphs: cycles, stable topological order, levels, neighbours; the one home of `networkx`.
+
+Edges point downstream: `a -> b` means b depends on a. Orders are stable: among tasks that could go
+in either order, the one declared first in the file comes first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TypeAlias
+
+import networkx as nx
+
+from runner import models
+
+Graph: TypeAlias = "nx.DiGraph[str]"
+
+
+def build(tasks: Iterable[models.TaskSpec]) -> Graph:
+    """A DiGraph of task instances; node attributes `spec` (the TaskSpec) and `order`."""
+    graph: Graph = nx.DiGraph()
+    specs = list(tasks)
+    for order, spec in enumerate(specs):
+        graph.add_node(spec.id, spec=spec, order=order)
+    for spec in specs:
+        graph.add_edges_from((dep, spec.id) for dep in spec.depends)
+    return graph
+
+
+def from_depends(depends: Mapping[str, Sequence[str]]) -> Graph:
+    """A DiGraph of names from `{task: [its dependencies]}`, in mapping order."""
+    graph: Graph = nx.DiGraph()
+    for order, name in enumerate(depends):
+        graph.add_node(name, order=order)
+    for name, deps in depends.items():
+        graph.add_edges_from((dep, name) for dep in deps if dep in graph)
+    return graph
+
+
+def find_cycle(graph: Graph) -> list[str] | None:
+    """A cycle as `[a, b, c, a]` where each task depends on the next, or None.
+
+    The cycle starts at its task declared first, so the same file always names the same cycle.
+    """
+    try:
+        edges = nx.find_cycle(graph)
+    except nx.NetworkXNoCycle:
+        return None
+    # edges run downstream (dep -> task); reverse them to read "depends on"
+    names = [str(dst) for _, dst, *_ in reversed(edges)]
+    start = min(range(len(names)), key=lambda i: _order(graph, names[i]))
+    names = names[start:] + names[:start]
+    return [*names, names[0]]
+
+
+def topo_order(graph: Graph) -> list[str]:
+    """Every node, dependencies first, ties broken by declaration order."""
+    return list(nx.lexicographical_topological_sort(graph, key=lambda n: _order(graph, n)))
+
+
+def levels(graph: Graph) -> list[list[str]]:
+    """Generations: level 0 has no dependencies; level n depends on level n-1 at the latest."""
+    return [sorted(g, key=lambda n: _order(graph, n)) for g in nx.topological_generations(graph)]
+
+
+def predecessors(graph: Graph, node: str) -> list[str]:
+    """Direct dependencies of `node`, in declaration order."""
+    return sorted(graph.predecessors(node), key=lambda n: _order(graph, n))
+
+
+def successors(graph: Graph, node: str) -> list[str]:
+    """Direct dependents of `node`, in declaration order."""
+    return sorted(graph.successors(node), key=lambda n: _order(graph, n))
+
+
+def upstream(graph: Graph, node: str) -> set[str]:
+    """Every transitive dependency of `node`."""
+    return set(nx.ancestors(graph, node))
+
+
+def is_acyclic(graph: Graph) -> bool:
+    return bool(nx.is_directed_acyclic_graph(graph))
+
+
+def _order(graph: Graph, node: str) -> int:
+    return int(graph.nodes[node].get("order", 0))

@@ -1,0 +1,257 @@
+"""`${{ ... }}` references and matrix expansion: what a task's text becomes for a run.
+
+A reference is a dotted name, nothing more: `params.NAME`, `matrix.KEY`, `run.id`,
+`run.scheduled_time` or `tasks.NAME.outputs.KEY`. Planning fills params and matrix values
+(`render`); the worker fills the rest when an attempt starts (`render_runtime`).
+
+Quoting rule: in `run` every substituted value is `shlex.quote`d, so it is one shell word and can
+never inject shell syntax; in `args`, `env`, `with` and `workdir` a value is plain text (an `args`
+element stays one argument). A value is never read as a template again: a `${{` inside a value
+filled at plan time is written as the literal token `${{ '${{' }}`, which `render_runtime` turns
+back into `${{` (authors may write that token too, for a literal `${{`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import itertools
+import math
+import re
+import shlex
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+from runner import models
+
+LITERAL = "${{ '${{' }}"
+_TOKEN = re.compile(
+    r"(?P<lit>\$\{\{\s*'\$\{\{'\s*\}\})|\$\{\{(?P<expr>[^{}]{0,200})\}\}|(?P<bad>\$\{\{)"
+)
+_PART = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]*")
+HELP = (
+    "use ${{ params.NAME }}, ${{ matrix.KEY }}, ${{ run.id }}, ${{ run.scheduled_time }} "
+    "or ${{ tasks.NAME.outputs.KEY }}"
+)
+RESERVED_MATRIX_KEYS = ("include", "exclude")
+
+
+class TemplateError(ValueError):
+    """A `${{ }}` that cannot be rendered; the message says which and why."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Ref:
+    """One reference: `scope` is params, matrix, run or tasks; `key` is the output key."""
+
+    scope: str
+    name: str
+    key: str = ""
+    text: str = ""
+
+    @property
+    def runtime(self) -> bool:
+        return self.scope in ("run", "tasks")
+
+
+def parse(expr: str) -> Ref:
+    """The reference inside `${{ expr }}`; TemplateError when it is not one we support."""
+    parts = expr.strip().split(".")
+    text = "${{ " + expr.strip() + " }}"
+    ok = all(_PART.fullmatch(p) for p in parts)
+    if ok and len(parts) == 2 and parts[0] in ("params", "matrix"):
+        return Ref(parts[0], parts[1], text=text)
+    if ok and len(parts) == 2 and parts[0] == "run" and parts[1] in ("id", "scheduled_time"):
+        return Ref("run", parts[1], text=text)
+    if ok and len(parts) == 4 and parts[0] == "tasks" and parts[2] == "outputs":
+        return Ref("tasks", parts[1], parts[3], text=text)
+    raise TemplateError(f"unsupported reference {_clip(text)}; {HELP}")
+
+
+def references(text: str) -> tuple[list[Ref], list[str]]:
+    """Every reference in `text`, and a message for each `${{` that is not a valid one."""
+    refs: list[Ref] = []
+    problems: list[str] = []
+    for match in _TOKEN.finditer(text):
+        if match.group("bad") is not None:
+            problems.append(f"'${{{{' without a matching '}}}}' in {_clip(text)}; {HELP}")
+        elif match.group("expr") is not None:
+            try:
+                refs.append(parse(match.group("expr")))
+            except TemplateError as exc:
+                problems.append(str(exc))
+    return refs, problems
+
+
+def strings(value: Any) -> Iterator[str]:
+    """Every string inside a JSON-like value (for `with`)."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from strings(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from strings(item)
+
+
+def to_text(value: Any) -> str:
+    """How a value reads when substituted: YAML spelling for booleans and null."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return "" if value is None else str(value)
+
+
+def escape(text: str) -> str:
+    """`text` with every `${{` written as the literal token, so it is never read as a template."""
+    return text.replace("${{", LITERAL)
+
+
+def _substitute(
+    text: str, lookup: Callable[[Ref], str | None], *, quote: bool, literal: str | None = None
+) -> str:
+    def one(match: re.Match[str]) -> str:
+        if match.group("lit") is not None and literal is not None:
+            return literal
+        if match.group("expr") is None:
+            return match.group(0)
+        value = lookup(parse(match.group("expr")))
+        if value is None:  # filled later
+            return match.group(0)
+        value = shlex.quote(value) if quote else value
+        return value if literal is not None else escape(value)  # at run time nothing follows
+
+    return _TOKEN.sub(one, text)
+
+
+def render(text: str, *, params: Mapping[str, Any], matrix: Mapping[str, Any], quote: bool) -> str:
+    """Plan time: fill params and matrix values, keep run-time references for `render_runtime`."""
+
+    def lookup(ref: Ref) -> str | None:
+        if ref.runtime:
+            return None
+        values = params if ref.scope == "params" else matrix
+        if ref.name not in values:
+            raise TemplateError(f"{ref.text}: there is no {ref.scope} value {ref.name!r}")
+        return to_text(values[ref.name])
+
+    return _substitute(text, lookup, quote=quote)
+
+
+def render_value(value: Any, *, params: Mapping[str, Any], matrix: Mapping[str, Any]) -> Any:
+    """Plan time for `with`: a string that is exactly one plan-time template keeps its type."""
+    if isinstance(value, dict):
+        return {k: render_value(v, params=params, matrix=matrix) for k, v in value.items()}
+    if isinstance(value, list):
+        return [render_value(v, params=params, matrix=matrix) for v in value]
+    if not isinstance(value, str):
+        return value
+    whole = _TOKEN.fullmatch(value.strip())
+    if whole and whole.group("expr") is not None:
+        ref = parse(whole.group("expr"))
+        values = params if ref.scope == "params" else matrix
+        if not ref.runtime and ref.name in values and not isinstance(values[ref.name], str):
+            return values[ref.name]
+    return render(value, params=params, matrix=matrix, quote=False)
+
+
+def render_runtime(spec: models.TaskSpec, ctx: models.RunContext) -> models.TaskSpec:
+    """Fill `${{ run.* }}` and `${{ tasks.NAME.outputs.KEY }}` for one attempt.
+
+    `ctx.outputs` maps an upstream task instance id to its outputs; a task that is not a matrix
+    task has its name as instance id. A missing output renders as the empty string (as in GitHub
+    Actions). In `run` every value is shell-quoted; literal `${{ '${{' }}` tokens become `${{`.
+    """
+    lookup = _runtime_lookup(ctx)
+
+    def text(value: str, *, quote: bool = False) -> str:
+        return _substitute(value, lookup, quote=quote, literal="${{")
+
+    def deep(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: deep(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [deep(v) for v in value]
+        return text(value) if isinstance(value, str) else value
+
+    return dataclasses.replace(
+        spec,
+        run=None if spec.run is None else text(spec.run, quote=True),
+        args=None if spec.args is None else tuple(text(a) for a in spec.args),
+        with_=deep(spec.with_),
+        env={k: text(v) for k, v in spec.env.items()},
+        workdir=None if spec.workdir is None else text(spec.workdir),
+    )
+
+
+def _runtime_lookup(ctx: models.RunContext) -> Callable[[Ref], str]:
+    def lookup(ref: Ref) -> str:
+        if ref.scope == "run" and ref.name == "id":
+            return ctx.run_id
+        if ref.scope == "run":
+            return iso_utc(ctx.scheduled_time)
+        if ref.scope == "tasks":
+            return to_text(ctx.outputs.get(ref.name, {}).get(ref.key, ""))
+        if ref.scope == "params" and ref.name in ctx.params:
+            return to_text(ctx.params[ref.name])
+        return ""
+
+    return lookup
+
+
+def iso_utc(when: float | None) -> str:
+    """`2026-01-01T02:00:00Z`, or the empty string for None."""
+    if when is None:
+        return ""
+    stamp = dt.datetime.fromtimestamp(when, dt.UTC)
+    spec = "seconds" if when == int(when) else "milliseconds"
+    return stamp.isoformat(timespec=spec).replace("+00:00", "Z")
+
+
+def matrix_size(matrix: Mapping[str, Any]) -> int:
+    """How many combinations the axes alone make (before include/exclude)."""
+    axes = [v for k, v in matrix.items() if k not in RESERVED_MATRIX_KEYS]
+    return math.prod(len(v) for v in axes) + len(matrix.get("include") or ())
+
+
+def expand_matrix(matrix: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The combinations of a `matrix`, with `exclude` and `include` as in GitHub Actions.
+
+    An `exclude` entry drops every combination that matches all of its keys. An `include`
+    entry extends every combination whose original axis values it does not contradict (values
+    added by an earlier include may be overwritten); when it fits none, it is a new combination.
+    """
+    axes = {k: v for k, v in matrix.items() if k not in RESERVED_MATRIX_KEYS}
+    combos = [dict(zip(axes, vs, strict=True)) for vs in itertools.product(*axes.values())]
+    if not axes:
+        combos = []
+    for entry in matrix.get("exclude") or ():
+        combos = [c for c in combos if not _matches(c, entry)]
+    originals = [dict(c) for c in combos]
+    for entry in matrix.get("include") or ():
+        fits = [i for i, o in enumerate(originals) if _matches(o, entry, only_common=True)]
+        for i in fits:
+            combos[i].update(entry)
+        if not fits:
+            combos.append(dict(entry))
+            originals.append(dict(entry))
+    return combos
+
+
+def _matches(
+    combo: Mapping[str, Any], entry: Mapping[str, Any], *, only_common: bool = False
+) -> bool:
+    return all(
+        to_text(combo[k]) == to_text(v) if k in combo else only_common for k, v in entry.items()
+    )
+
+
+def instance_id(name: str, combo: Mapping[str, Any]) -> str:
+    """`name[key=value,...]` with keys sorted; `name` when there is no matrix."""
+    if not combo:
+        return name
+    return f"{name}[{','.join(f'{k}={to_text(combo[k])}' for k in sorted(combo))}]"
+
+
+def _clip(text: str, limit: int = 80) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
