@@ -1,0 +1,146 @@
+"""`runner apply` end to end on the embedded store: exit codes, output, semantics."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.helpers import Cli, pid_alive, tasks_by_id, wait_for
+
+
+@pytest.fixture
+def cli(tmp_path: Path) -> Cli:
+    return Cli(tmp_path)
+
+
+def test_apply_diamond_runs_in_dependency_order(cli: Cli) -> None:
+    res = cli.run("apply", cli.workflow("diamond.yaml"), "--workers", "2")
+    assert res.returncode == 0, res.stdout + res.stderr
+    order = (cli.cwd / "order.txt").read_text().split()
+    assert order[0] == "top"
+    assert order[-1] == "bottom"
+    assert sorted(order[1:3]) == ["left", "right"]
+    run = cli.get_run()
+    assert run["state"] == "succeeded"
+    assert all(t["state"] == "succeeded" for t in run["tasks"])
+    assert "succeeded" in res.stdout  # plain progress lines outside a terminal
+
+
+def test_apply_matrix_fans_out_then_joins(cli: Cli) -> None:
+    res = cli.run("apply", cli.workflow("fanout.yaml"), "--workers", "3")
+    assert res.returncode == 0, res.stderr
+    order = (cli.cwd / "order.txt").read_text().split()
+    assert sorted(order[:4]) == ["shard-1", "shard-2", "shard-3", "shard-4"]
+    assert order[4:] == ["join"]
+    ids = set(tasks_by_id(cli.get_run()))
+    assert ids == {"shard[n=1]", "shard[n=2]", "shard[n=3]", "shard[n=4]", "join"}
+
+
+def test_apply_flaky_task_succeeds_on_third_attempt(cli: Cli) -> None:
+    res = cli.run("apply", cli.workflow("flaky.yaml"))
+    assert res.returncode == 0, res.stderr
+    attempts = tasks_by_id(cli.get_run())["flaky"]["attempts"]
+    assert [a["state"] for a in attempts] == ["failed", "failed", "succeeded"]
+    assert [a["exit_code"] for a in attempts] == [1, 1, 0]
+
+
+def test_apply_timeout_kills_the_whole_process_group(cli: Cli) -> None:
+    res = cli.run("apply", cli.workflow("timeout.yaml"))
+    assert res.returncode == 1, res.stderr
+    task = tasks_by_id(cli.get_run())["hang"]
+    assert task["state"] == "failed"
+    assert task["attempts"][-1]["reason"] == "timeout"
+    child = int((cli.cwd / "child.pid").read_text())
+    wait_for(lambda: not pid_alive(child), timeout=15, what="the orphan to die")
+
+
+def test_apply_failure_skips_dependents_and_runs_always_cleanup(cli: Cli) -> None:
+    res = cli.run("apply", cli.workflow("cleanup.yaml"), "--workers", "2")
+    assert res.returncode == 1
+    states = {k: t["state"] for k, t in tasks_by_id(cli.get_run()).items()}
+    assert states == {
+        "broken": "failed",
+        "after": "skipped",
+        "cleanup": "succeeded",
+        "independent": "succeeded",
+    }
+    assert not (cli.cwd / "after-ran").exists()
+    assert (cli.cwd / "cleanup-ran").exists()
+    logs = cli.run("logs", "@latest", "--failed")
+    assert "about to fail" in logs.stdout
+
+
+def test_apply_one_worker_runs_in_priority_order(cli: Cli) -> None:
+    res = cli.run("apply", cli.workflow("priority.yaml"), "--workers", "1")
+    assert res.returncode == 0, res.stderr
+    order = [int(x) for x in (cli.cwd / "order.txt").read_text().split()]
+    assert len(order) == 12
+    assert order == sorted(order, reverse=True)
+
+
+def test_apply_passes_outputs_downstream(cli: Cli) -> None:
+    res = cli.run("apply", cli.workflow("outputs.yaml"))
+    assert res.returncode == 0, res.stderr
+    assert (cli.cwd / "consumed.txt").read_text().strip() == "42"
+    assert tasks_by_id(cli.get_run())["producer"]["outputs"] == {"rows": "42"}
+
+
+def test_apply_param_full_of_shell_syntax_stays_inert(cli: Cli) -> None:
+    value = "$(touch pwned); `touch pwned2`; echo 'a' \"b\" | cat > pwned3 & ${HOME} \\ \n x"
+    res = cli.run("apply", cli.workflow("inert.yaml"), "--param", f"value={value}")
+    assert res.returncode == 0, res.stderr
+    assert (cli.cwd / "out.txt").read_text() == value
+    assert not any((cli.cwd / name).exists() for name in ("pwned", "pwned2", "pwned3"))
+
+
+def test_apply_json_output_is_the_run_contract(cli: Cli) -> None:
+    res = cli.run("apply", cli.workflow("diamond.yaml"), "-o", "json")
+    assert res.returncode == 0, res.stderr
+    run = json.loads(res.stdout)
+    assert set(run) >= {"id", "workflow", "state", "params", "created_at", "started_at"}
+    assert run["state"] == "succeeded"
+    task = run["tasks"][0]
+    assert set(task) >= {"id", "name", "state", "waiting_reason", "priority", "outputs"}
+    attempt = task["attempts"][0]
+    assert set(attempt) >= {"number", "state", "worker", "exit_code", "reason", "started_at"}
+    assert attempt["started_at"].endswith("Z")
+
+
+def test_apply_invalid_workflow_exits_2_and_stores_nothing(cli: Cli) -> None:
+    (cli.cwd / "bad.yaml").write_text(
+        "apiVersion: runner/v1\nkind: Workflow\nmetadata: {name: bad}\n"
+        "spec:\n  tasks:\n    - name: a\n      dependson: [b]\n      run: 'true'\n"
+    )
+    res = cli.run("apply", "bad.yaml")
+    assert res.returncode == 2
+    assert "bad.yaml:7:" in res.stderr
+    assert "Traceback" not in res.stderr
+    listed = cli.run("get", "runs", "-o", "json")
+    assert json.loads(listed.stdout) == []
+
+
+def test_apply_corrupt_store_exits_3(cli: Cli) -> None:
+    (cli.cwd / "state.db").write_bytes(b"this is not a database" * 100)
+    res = cli.run("apply", cli.workflow("diamond.yaml"))
+    assert res.returncode == 3
+    assert "state.db" in res.stderr
+    assert "Traceback" not in res.stderr
+
+
+def test_detach_then_worker_finishes_the_run(cli: Cli) -> None:
+    res = cli.run("apply", cli.workflow("diamond.yaml"), "--detach")
+    assert res.returncode == 0, res.stderr
+    run_id = res.stdout.strip()
+    assert cli.get_run(run_id)["state"] == "pending"
+    done = cli.run("apply", "--resume", run_id, "--workers", "1")
+    assert done.returncode == 0, done.stderr
+    assert cli.get_run(run_id)["state"] == "succeeded"
+
+
+def test_unknown_run_is_a_clear_error(cli: Cli) -> None:
+    res = cli.run("get", "run", "no-such-run")
+    assert res.returncode == 2
+    assert "no-such-run" in res.stderr
+    assert "Traceback" not in res.stderr

@@ -1,0 +1,99 @@
+"""Workers dying, runs cancelled and retried, apply interrupted: end to end, real processes."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.helpers import Cli, pid_alive, tasks_by_id, wait_for
+
+
+@pytest.fixture
+def cli(tmp_path: Path) -> Cli:
+    return Cli(tmp_path)
+
+
+def _started(cli: Cli) -> list[tuple[int, int]]:
+    """(attempt, pid) lines the slow task wrote when it started."""
+    path = cli.cwd / "started.txt"
+    if not path.exists():
+        return []
+    return [
+        (int(a), int(p)) for a, p in (line.split() for line in path.read_text().splitlines())
+    ]
+
+
+def test_worker_killed_mid_task_another_worker_finishes_it(cli: Cli) -> None:
+    run_id = cli.run("apply", cli.workflow("slow.yaml"), "--detach").stdout.strip()
+    first = cli.start("worker", "--concurrency", "1", "--lease-ttl", "1")
+    try:
+        wait_for(lambda: len(_started(cli)) == 1, what="the first attempt to start")
+        _, task_pid = _started(cli)[0]
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+        # no undead task: the killed worker's task process dies with it
+        wait_for(lambda: not pid_alive(task_pid), timeout=10, what="the undead task to die")
+    finally:
+        first.kill()
+        first.wait()
+    (cli.cwd / "release").touch()
+    res = cli.run("apply", "--resume", run_id, "--workers", "1", "--lease-ttl", "1")
+    assert res.returncode == 0, res.stderr
+    attempts = tasks_by_id(cli.get_run(run_id))["slow"]["attempts"]
+    assert [a["state"] for a in attempts] == ["lost", "succeeded"]
+    assert attempts[0]["reason"] == "lost"
+    assert attempts[0]["worker"] != attempts[1]["worker"]
+
+
+def test_cancel_kills_the_running_task_and_apply_exits_5(cli: Cli) -> None:
+    apply = cli.start("apply", cli.workflow("slow.yaml"), "--workers", "1")
+    try:
+        wait_for(lambda: len(_started(cli)) == 1, what="the task to start")
+        _, task_pid = _started(cli)[0]
+        res = cli.run("cancel", "@latest")
+        assert res.returncode == 0, res.stderr
+        assert apply.wait(timeout=60) == 5
+    finally:
+        apply.kill()
+        apply.wait()
+    wait_for(lambda: not pid_alive(task_pid), timeout=10, what="the task to be killed")
+    run = cli.get_run()
+    assert run["state"] == "cancelled"
+    assert tasks_by_id(run)["slow"]["state"] == "cancelled"
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_interrupted_apply_cancels_its_run_cleanly(cli: Cli, sig: int, code: int) -> None:
+    apply = cli.start("apply", cli.workflow("slow.yaml"), "--workers", "1")
+    try:
+        wait_for(lambda: len(_started(cli)) == 1, what="the task to start")
+        _, task_pid = _started(cli)[0]
+        apply.send_signal(sig)
+        assert apply.wait(timeout=60) == code
+    finally:
+        apply.kill()
+        apply.wait()
+    assert not pid_alive(task_pid)
+    run = cli.get_run()
+    assert run["state"] == "cancelled"
+    assert tasks_by_id(run)["slow"]["state"] == "cancelled"
+
+
+def test_retry_reruns_failed_and_skipped_keeps_succeeded(cli: Cli) -> None:
+    res = cli.run("apply", cli.workflow("retry.yaml"))
+    assert res.returncode == 1
+    states = {k: t["state"] for k, t in tasks_by_id(cli.get_run()).items()}
+    assert states == {"first": "succeeded", "gate": "failed", "last": "skipped"}
+    dry = cli.run("retry", "@latest", "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert dry.stdout.split() == ["gate", "last"]
+    (cli.cwd / "fixed").touch()
+    res = cli.run("retry", "@latest")
+    assert res.returncode == 0, res.stderr
+    tasks = tasks_by_id(cli.get_run())
+    assert all(t["state"] == "succeeded" for t in tasks.values())
+    assert len(tasks["first"]["attempts"]) == 1
+    assert len(tasks["gate"]["attempts"]) == 2
+    assert (cli.cwd / "first.txt").read_text().split() == ["first"]
