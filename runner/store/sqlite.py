@@ -1,0 +1,312 @@
+"""SqliteStore: the embedded store, one SQLite file shared by the processes of one host.
+
+Shaped like huey's SqliteStorage: WAL, `synchronous=NORMAL`, a busy timeout, one connection
+per store object guarded by a lock (the threads of a process share the object) and one
+`BEGIN IMMEDIATE` transaction per method, so each method is atomic across processes. The data
+model is described in docs/ARCHITECTURE.md ("SQLite data model").
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+from runner import errors
+from runner.failpoints import Failpoints
+from runner.models import (
+    Heartbeat,
+    Lease,
+    Outcome,
+    Plan,
+    Run,
+    TaskKey,
+    WorkerInfo,
+)
+from runner.store import sqlite_ops as ops
+from runner.store import sqlite_queue as queue
+from runner.store import sqlite_rows as rows
+from runner.store.sqlite_schema import connect, translate
+
+# How often `wait` looks for commits of other connections (PRAGMA data_version): cheap enough
+# for an idle waiter to stay far under 1% CPU, quick enough to see a change within 50 ms.
+_POLL = 0.015
+
+
+class SqliteStore:
+    """The Store protocol on one SQLite file; see runner.store.base.Store for the contract."""
+
+    def __init__(
+        self, path: str, *, log_limit: int = 1024 * 1024, failpoints: Failpoints | None = None
+    ) -> None:
+        self.path = path
+        self.log_limit = log_limit
+        self._failpoints = failpoints or Failpoints()
+        self._lock = threading.Lock()
+        self._cond = threading.Condition()
+        self._commits = 0  # write transactions committed through this object
+        self._local = threading.local()  # per thread: (commits, data_version) last seen
+        self._db: sqlite3.Connection | None = connect(path)
+
+    # ------------------------------------------------------------------ plumbing
+
+    @contextmanager
+    def _tx(self, *, write: bool = True) -> Iterator[sqlite3.Connection]:
+        """One transaction under the object's lock; sqlite3 errors become StoreError."""
+        with self._lock:
+            db = self._conn()
+            try:
+                db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+                yield db
+                (version,) = db.execute("PRAGMA data_version").fetchone()
+                db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                self._rollback(db)
+                raise translate(exc, self.path) from exc
+            except BaseException:
+                self._rollback(db)
+                raise
+            if write:
+                self._commits += 1
+            self._local.seen = (self._commits, version)
+        if write:
+            with self._cond:
+                self._cond.notify_all()
+
+    def _conn(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise errors.StoreError(f"store {self.path}: used after close()")
+        return self._db
+
+    @staticmethod
+    def _rollback(db: sqlite3.Connection) -> None:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+
+    def _snapshot(self) -> tuple[int, int]:
+        """(commits through this object, data_version: bumped by other connections' commits)."""
+        with self._lock:
+            try:
+                (version,) = self._conn().execute("PRAGMA data_version").fetchone()
+            except sqlite3.Error as exc:
+                raise translate(exc, self.path) from exc
+            return self._commits, int(version)
+
+    # ------------------------------------------------------------------ runs
+
+    def create_run(
+        self,
+        plan: Plan,
+        *,
+        run_id: str,
+        now: float,
+        key: str | None = None,
+        scheduled_time: float | None = None,
+    ) -> Run:
+        """Store the run and queue its root tasks in one transaction (RunExists if taken)."""
+        with self._tx() as db:
+            rows.insert_run(
+                db, plan, run_id=run_id, now=now, key=key, scheduled_time=scheduled_time
+            )
+            return rows.read_run(db, run_id, tasks=False)
+
+    def get_run(self, run_id: str, *, tasks: bool = True) -> Run:
+        """The run with its tasks in plan order and their attempts. Raises RunNotFound."""
+        with self._tx(write=False) as db:
+            return rows.read_run(db, run_id, tasks=tasks)
+
+    def list_runs(self, *, workflow: str | None = None, limit: int | None = None) -> list[Run]:
+        """Runs newest first (by created_at, then id), without their tasks."""
+        with self._tx(write=False) as db:
+            return rows.list_runs(db, workflow=workflow, limit=limit)
+
+    def cancel_run(self, run_id: str, *, now: float, reason: str = "cancelled") -> Run:
+        """Cancel the run and its not-started tasks; running attempts are flagged for abort."""
+        with self._tx() as db:
+            rows.cancel(db, run_id, now=now, reason=reason)
+            return rows.read_run(db, run_id, tasks=True)
+
+    def retry_run(self, run_id: str, *, now: float, dry_run: bool = False) -> list[str]:
+        """Re-run the failed, cancelled and skipped tasks of a finished run; their ids."""
+        with self._tx() as db:
+            return rows.retry(db, run_id, now=now, dry_run=dry_run)
+
+    # ------------------------------------------------------------------ workers
+
+    def register_worker(self, info: WorkerInfo, *, now: float, ttl: float) -> None:
+        """Open the worker's lease for `ttl` seconds. Attempts left from an expired earlier
+        lease under the same id are lost first, so their stale tokens stay fenced off."""
+        with self._tx() as db:
+            row = db.execute("SELECT expires_at FROM workers WHERE id = ?", (info.id,)).fetchone()
+            if row is not None and row[0] <= now:
+                self._lose_worker(db, info.id, now=now, counted=True)
+            db.execute(
+                "INSERT OR REPLACE INTO workers (id, name, host, pid, labels, weight, capacity,"
+                " version, running, heartbeat_at, expires_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    info.id,
+                    info.name,
+                    info.host,
+                    info.pid,
+                    json.dumps(info.labels),
+                    info.weight,
+                    info.capacity,
+                    info.version,
+                    info.running,
+                    now,
+                    now + ttl,
+                ),
+            )
+
+    def heartbeat(self, worker_id: str, *, now: float, ttl: float, running: int) -> Heartbeat:
+        """Renew the worker's lease; the attempts it must abort. LeaseLost if expired."""
+        with self._tx() as db:
+            self._check_worker(db, worker_id, now=now)
+            db.execute(
+                "UPDATE workers SET heartbeat_at = ?, expires_at = ?, running = ? WHERE id = ?",
+                (now, now + ttl, running, worker_id),
+            )
+            abort = db.execute(
+                "SELECT o.run_id, o.task_id FROM ownership o JOIN runs r ON r.id = o.run_id"
+                " WHERE o.worker_id = ? AND r.finished_at IS NOT NULL",
+                (worker_id,),
+            ).fetchall()
+        return Heartbeat(abort=frozenset((r, t) for r, t in abort))
+
+    def deregister_worker(self, worker_id: str, *, now: float) -> None:
+        """Close the lease; held attempts go back to the queue as uncounted losses."""
+        with self._tx() as db:
+            self._lose_worker(db, worker_id, now=now, counted=False)
+
+    def list_workers(self, *, now: float) -> list[WorkerInfo]:
+        """Live workers (lease not expired), by name."""
+        with self._tx(write=False) as db:
+            found = db.execute(
+                "SELECT id, name, host, pid, labels, weight, capacity, version, running,"
+                " heartbeat_at, expires_at FROM workers WHERE expires_at > ? ORDER BY name, id",
+                (now,),
+            ).fetchall()
+        return [_worker(r) for r in found]
+
+    @staticmethod
+    def _check_worker(db: sqlite3.Connection, worker_id: str, *, now: float) -> None:
+        row = db.execute("SELECT expires_at FROM workers WHERE id = ?", (worker_id,)).fetchone()
+        if row is None or row[0] <= now:
+            err = errors.LeaseLost("", "", 0)
+            err.args = (f"worker {worker_id}: its lease expired; stop its tasks and register",)
+            raise err
+
+    @staticmethod
+    def _lose_worker(
+        db: sqlite3.Connection, worker_id: str, *, now: float, counted: bool
+    ) -> list[TaskKey]:
+        tokens = db.execute(
+            "SELECT token FROM ownership WHERE worker_id = ? ORDER BY token", (worker_id,)
+        ).fetchall()
+        lost = [ops.lose_attempt(db, t, now=now, counted=counted) for (t,) in tokens]
+        db.execute("DELETE FROM workers WHERE id = ?", (worker_id,))
+        return [key for key in lost if key is not None]
+
+    # ------------------------------------------------------------------ the queue
+
+    def claim(
+        self,
+        worker_id: str,
+        *,
+        now: float,
+        limit: int = 1,
+        labels: Mapping[str, str] | None = None,
+    ) -> list[Lease]:
+        """Take up to `limit` ready tasks, highest priority first, FIFO within a priority."""
+        with self._tx() as db:
+            self._check_worker(db, worker_id, now=now)
+            picked = queue.pick(db, now=now, limit=limit, labels=labels)
+            leases = queue.open_attempts(db, worker_id, picked, now=now)
+            if leases:
+                self._failpoints.hit("claim.before_commit")
+        if leases:
+            self._failpoints.hit("claim.after_commit")
+        return leases
+
+    def append_log(self, lease: Lease, text: str) -> None:
+        """Append to the attempt's log, keeping the last `log_limit` bytes. LeaseLost if stale."""
+        with self._tx() as db:
+            queue.check_owner(db, lease, now=None)
+            rows.append_log(
+                db, (lease.run_id, lease.task_id, lease.attempt), text, limit=self.log_limit
+            )
+
+    def finish(self, lease: Lease, outcome: Outcome, *, now: float) -> None:
+        """Record how the attempt ended and move the run on, fenced by `lease.token`."""
+        with self._tx() as db:
+            queue.check_owner(db, lease, now=now)
+            db.execute("DELETE FROM ownership WHERE token = ?", (lease.token,))
+            if outcome.log_tail:
+                key = (lease.run_id, lease.task_id, lease.attempt)
+                rows.append_log(db, key, outcome.log_tail, limit=self.log_limit)
+            queue.record(db, lease, outcome, now=now)
+            self._failpoints.hit("finish.before_commit")
+        self._failpoints.hit("finish.after_commit")
+
+    def sweep(self, *, now: float) -> list[TaskKey]:
+        """Lose the attempts of expired workers and time out runs past their deadline."""
+        with self._tx() as db:
+            changed: list[TaskKey] = []
+            expired = db.execute("SELECT id FROM workers WHERE expires_at <= ?", (now,))
+            for (worker_id,) in expired.fetchall():
+                changed.extend(self._lose_worker(db, worker_id, now=now, counted=True))
+            changed.extend(ops.time_out_runs(db, now=now))
+        return changed
+
+    # ------------------------------------------------------------------ logs, waiting
+
+    def get_log(self, run_id: str, task_id: str, *, attempt: int | None = None) -> str:
+        """The stored log of one attempt (the latest by default); "" if none yet."""
+        with self._tx(write=False) as db:
+            return rows.read_log(db, run_id, task_id, attempt)
+
+    def wait(self, timeout: float) -> bool:
+        """Block until a commit this thread has not seen (by this object, another connection or
+        another process) or `timeout`. In-process commits wake waiters at once; others are
+        seen through `PRAGMA data_version` every few milliseconds."""
+        deadline = time.monotonic() + timeout
+        seen = getattr(self._local, "seen", None) or self._snapshot()
+        while True:
+            current = self._snapshot()
+            if current != seen:
+                self._local.seen = current
+                return True
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                self._local.seen = current
+                return False
+            with self._cond:
+                if self._commits == seen[0]:
+                    self._cond.wait(min(remaining, _POLL))
+
+    def close(self) -> None:
+        """Close the connection. Idempotent."""
+        with self._lock:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+
+
+def _worker(r: Any) -> WorkerInfo:
+    return WorkerInfo(
+        id=r[0],
+        name=r[1],
+        host=r[2],
+        pid=r[3],
+        labels=json.loads(r[4]),
+        weight=r[5],
+        capacity=r[6],
+        version=r[7],
+        running=r[8],
+        heartbeat_at=r[9],
+        expires_at=r[10],
+    )

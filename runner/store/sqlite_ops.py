@@ -1,0 +1,204 @@
+"""State transitions of the SQLite store, run inside the caller's open transaction.
+
+Each helper reads what a rule of `runner.transitions` needs, asks the rule and writes the
+answer, so a store method composes them into one atomic transaction.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable
+
+from runner import transitions
+from runner.models import AttemptState, Reason, RunState, TaskKey, TaskState, When
+from runner.store.base import MAX_LOSSES
+
+_UNSTARTED = ("pending", "ready", "retrying")
+_TERMINAL_RUN = tuple(s.value for s in RunState if s.terminal)
+
+
+def next_seq(db: sqlite3.Connection, n: int = 1) -> int:
+    """Reserve `n` values of the store-wide sequence (fencing tokens, FIFO order); the first."""
+    (last,) = db.execute(
+        "UPDATE counters SET value = value + ? WHERE name = 'seq' RETURNING value", (n,)
+    ).fetchone()
+    return int(last) - n + 1
+
+
+def run_state(db: sqlite3.Connection, run_id: str) -> RunState:
+    (state,) = db.execute("SELECT state FROM runs WHERE id = ?", (run_id,)).fetchone()
+    return RunState(state)
+
+
+def enqueue(
+    db: sqlite3.Connection,
+    run_id: str,
+    task_ids: list[str],
+    *,
+    now: float,
+    not_before: float = 0.0,
+    state: TaskState = TaskState.READY,
+) -> None:
+    """Put tasks in the queue (or, as `retrying`, in it but not claimable before `not_before`)."""
+    if not task_ids:
+        return
+    first = next_seq(db, len(task_ids))
+    db.executemany(
+        "UPDATE tasks SET state = ?, ready_seq = ?, ready_at = ?, not_before = ?"
+        " WHERE run_id = ? AND task_id = ?",
+        [
+            (state.value, first + i, max(now, not_before), not_before, run_id, tid)
+            for i, tid in enumerate(task_ids)
+        ],
+    )
+
+
+def set_terminal(
+    db: sqlite3.Connection, run_id: str, task_ids: list[str], state: TaskState
+) -> None:
+    """Make tasks terminal (out of the queue) and count them as done for their run."""
+    db.executemany(
+        "UPDATE tasks SET state = ?, ready_seq = NULL WHERE run_id = ? AND task_id = ?",
+        [(state.value, run_id, tid) for tid in task_ids],
+    )
+    db.execute("UPDATE runs SET tasks_done = tasks_done + ? WHERE id = ?", (len(task_ids), run_id))
+
+
+def cancel_unstarted(db: sqlite3.Connection, run_id: str) -> list[str]:
+    """Cancel the run's pending, ready and retrying tasks; their ids."""
+    rows = db.execute(
+        "UPDATE tasks SET state = 'cancelled', ready_seq = NULL"
+        " WHERE run_id = ? AND state IN (?, ?, ?) RETURNING task_id",
+        (run_id, *_UNSTARTED),
+    ).fetchall()
+    db.execute("UPDATE runs SET tasks_done = tasks_done + ? WHERE id = ?", (len(rows), run_id))
+    return [r[0] for r in rows]
+
+
+def complete_task(
+    db: sqlite3.Connection, run_id: str, task_id: str, state: TaskState, *, now: float
+) -> None:
+    """A task reached a terminal state: failFast, successors, and the end of the run."""
+    set_terminal(db, run_id, [task_id], state)
+    if state is TaskState.FAILED:
+        allow, fail_fast = db.execute(
+            "SELECT t.allow_failure, r.fail_fast FROM tasks t JOIN runs r ON r.id = t.run_id"
+            " WHERE t.run_id = ? AND t.task_id = ?",
+            (run_id, task_id),
+        ).fetchone()
+        if fail_fast and transitions.counts_as_failure(state, bool(allow)):
+            cancel_unstarted(db, run_id)
+    propagate(db, run_id, [task_id], now=now)
+    maybe_end_run(db, run_id, now=now)
+
+
+def propagate(db: sqlite3.Connection, run_id: str, done: Iterable[str], *, now: float) -> None:
+    """Count terminal tasks off their successors; queue or skip (cascading) those now free."""
+    frontier = list(done)
+    while frontier:
+        rows = db.execute(
+            "UPDATE tasks SET remaining_deps = remaining_deps - 1 WHERE run_id = ? AND task_id IN"
+            " (SELECT task_id FROM deps WHERE run_id = ? AND dep_id = ?)"
+            " RETURNING task_id, remaining_deps, state, when_, depends",
+            (run_id, run_id, frontier.pop()),
+        ).fetchall()
+        free = [r for r in rows if r[1] <= 0 and r[2] == TaskState.PENDING.value]
+        _, skipped = activate(db, run_id, [(r[0], r[3], r[4]) for r in free], now=now)
+        frontier.extend(skipped)
+
+
+def activate(
+    db: sqlite3.Connection, run_id: str, free: list[tuple[str, str, str]], *, now: float
+) -> tuple[list[str], list[str]]:
+    """Decide tasks whose dependencies are all terminal: queue them or mark them skipped.
+    `free` holds (task_id, when, depends JSON). Returns (queued ids, skipped ids)."""
+    ready: list[str] = []
+    skipped: list[str] = []
+    for task_id, when, depends in free:
+        deps = dep_states(db, run_id, depends)
+        if transitions.decide(When(when), deps) is TaskState.READY:
+            ready.append(task_id)
+        else:
+            skipped.append(task_id)
+    enqueue(db, run_id, ready, now=now)
+    if skipped:
+        set_terminal(db, run_id, skipped, TaskState.SKIPPED)
+    return ready, skipped
+
+
+def dep_states(db: sqlite3.Connection, run_id: str, depends: str) -> list[transitions.DepState]:
+    """(state, allowFailure) of the tasks named by a JSON list of task ids."""
+    rows = db.execute(
+        "SELECT state, allow_failure FROM tasks WHERE run_id = ?"
+        " AND task_id IN (SELECT value FROM json_each(?))",
+        (run_id, depends),
+    ).fetchall()
+    return [(TaskState(s), bool(a)) for s, a in rows]
+
+
+def maybe_end_run(db: sqlite3.Connection, run_id: str, *, now: float) -> None:
+    """End a running run whose tasks are all terminal, by `transitions.run_outcome`."""
+    state, total, done = db.execute(
+        "SELECT state, tasks_total, tasks_done FROM runs WHERE id = ?", (run_id,)
+    ).fetchone()
+    if done < total or state in _TERMINAL_RUN:
+        return
+    rows = db.execute(
+        "SELECT state, allow_failure FROM tasks WHERE run_id = ?", (run_id,)
+    ).fetchall()
+    outcome = transitions.run_outcome((TaskState(s), bool(a)) for s, a in rows)
+    db.execute(
+        "UPDATE runs SET state = ?, finished_at = ? WHERE id = ?", (outcome.value, now, run_id)
+    )
+
+
+def lose_attempt(
+    db: sqlite3.Connection, token: int, *, now: float, counted: bool
+) -> TaskKey | None:
+    """Record an owned attempt `lost` and return its task to the queue; the task fails on its
+    MAX_LOSSES-th counted loss, and is cancelled when its run has already ended."""
+    row = db.execute(
+        "DELETE FROM ownership WHERE token = ? RETURNING run_id, task_id, attempt", (token,)
+    ).fetchone()
+    if row is None:
+        return None
+    run_id, task_id, attempt = row
+    db.execute(
+        "UPDATE attempts SET state = ?, reason = ?, finished_at = ?"
+        " WHERE run_id = ? AND task_id = ? AND number = ?",
+        (AttemptState.LOST.value, Reason.LOST.value, now, run_id, task_id, attempt),
+    )
+    if run_state(db, run_id).terminal:
+        set_terminal(db, run_id, [task_id], TaskState.CANCELLED)
+        return (run_id, task_id)
+    (losses,) = db.execute(
+        "UPDATE tasks SET losses = losses + ? WHERE run_id = ? AND task_id = ? RETURNING losses",
+        (int(counted), run_id, task_id),
+    ).fetchone()
+    if losses >= MAX_LOSSES:
+        complete_task(db, run_id, task_id, TaskState.FAILED, now=now)
+    else:
+        enqueue(db, run_id, [task_id], now=now)
+    return (run_id, task_id)
+
+
+def time_out_runs(db: sqlite3.Connection, *, now: float) -> list[TaskKey]:
+    """Fail every unfinished run past its deadline (reason "timeout"), cancelling the tasks
+    that have not started; running attempts are left for their workers to abort."""
+    runs = db.execute(
+        "SELECT id FROM runs WHERE finished_at IS NULL AND deadline <= ?", (now,)
+    ).fetchall()
+    changed: list[TaskKey] = []
+    for (run_id,) in runs:
+        db.execute(
+            "UPDATE runs SET state = 'failed', reason = 'timeout', finished_at = ? WHERE id = ?",
+            (now, run_id),
+        )
+        changed.extend((run_id, tid) for tid in cancel_unstarted(db, run_id))
+    return changed
+
+
+def loads(text: str | None) -> dict[str, str]:
+    """A JSON object column (NULL → {})."""
+    return {} if text is None else dict(json.loads(text))

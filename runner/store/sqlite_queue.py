@@ -1,0 +1,183 @@
+"""The SQLite store's queue: claiming tasks and recording how attempts ended (in a transaction)."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Mapping
+
+from runner import errors, transitions
+from runner.models import AttemptState, Lease, Outcome, Reason, RunContext, TaskSpec, TaskState
+from runner.store import sqlite_ops as ops
+
+_CLAIMABLE = (
+    "SELECT t.run_id, t.task_id, t.selector, r.parallelism"
+    " FROM tasks t INDEXED BY tasks_queue CROSS JOIN runs r ON r.id = t.run_id"
+    " WHERE t.ready_seq IS NOT NULL AND t.not_before <= ? AND r.finished_at IS NULL"
+    " ORDER BY t.priority DESC, t.ready_seq"
+)
+
+
+def pick(
+    db: sqlite3.Connection, *, now: float, limit: int, labels: Mapping[str, str] | None
+) -> list[tuple[str, str]]:
+    """The task keys to claim, walking the queue index in priority, then FIFO order."""
+    picked: list[tuple[str, str]] = []
+    running: dict[str, int] = {}
+    for run_id, task_id, selector, parallelism in db.execute(_CLAIMABLE, (now,)):
+        if selector and not transitions.selector_matches(json.loads(selector), labels):
+            continue
+        if parallelism is not None:
+            if run_id not in running:
+                running[run_id] = db.execute(
+                    "SELECT count(*) FROM tasks WHERE run_id = ? AND state = 'running'",
+                    (run_id,),
+                ).fetchone()[0]
+            if running[run_id] >= parallelism:
+                continue
+            running[run_id] += 1
+        picked.append((run_id, task_id))
+        if len(picked) >= limit:
+            break
+    return picked
+
+
+def open_attempts(
+    db: sqlite3.Connection, worker_id: str, picked: list[tuple[str, str]], *, now: float
+) -> list[Lease]:
+    """Make the picked tasks running under new attempts and fencing tokens; their leases."""
+    if not picked:
+        return []
+    first = ops.next_seq(db, len(picked))
+    runs: dict[str, RunContext] = {}
+    leases = []
+    for token, (run_id, task_id) in enumerate(picked, start=first):
+        attempt, spec_json = db.execute(
+            "UPDATE tasks SET state = 'running', ready_seq = NULL, attempts = attempts + 1"
+            " WHERE run_id = ? AND task_id = ? RETURNING attempts, spec",
+            (run_id, task_id),
+        ).fetchone()
+        db.execute(
+            "INSERT INTO ownership (token, run_id, task_id, attempt, worker_id)"
+            " VALUES (?, ?, ?, ?, ?)",
+            (token, run_id, task_id, attempt, worker_id),
+        )
+        db.execute(
+            "INSERT INTO attempts (run_id, task_id, number, state, worker, token, started_at)"
+            " VALUES (?, ?, ?, 'running', ?, ?, ?)",
+            (run_id, task_id, attempt, worker_id, token, now),
+        )
+        if run_id not in runs:
+            runs[run_id] = _start_run(db, run_id, now=now)
+        spec = TaskSpec.from_dict(json.loads(spec_json))
+        context = _with_outputs(db, runs[run_id], transitions.output_refs(spec))
+        leases.append(
+            Lease(
+                run_id=run_id,
+                task_id=task_id,
+                attempt=attempt,
+                token=token,
+                worker_id=worker_id,
+                spec=spec,
+                context=context,
+            )
+        )
+    return leases
+
+
+def _start_run(db: sqlite3.Connection, run_id: str, *, now: float) -> RunContext:
+    """Mark the run running at its first claim; its template context."""
+    db.execute(
+        "UPDATE runs SET state = 'running', started_at = ? WHERE id = ? AND state = 'pending'",
+        (now, run_id),
+    )
+    params, scheduled = db.execute(
+        "SELECT params, scheduled_time FROM runs WHERE id = ?", (run_id,)
+    ).fetchone()
+    return RunContext(run_id=run_id, scheduled_time=scheduled, params=json.loads(params))
+
+
+def _with_outputs(db: sqlite3.Connection, ctx: RunContext, refs: set[str]) -> RunContext:
+    """The context with the outputs of the referenced tasks (by id or name), keyed by id."""
+    if not refs:
+        return ctx
+    names = json.dumps(sorted(refs))
+    found = db.execute(
+        "SELECT task_id, outputs FROM tasks WHERE run_id = ? AND (task_id IN"
+        " (SELECT value FROM json_each(?)) OR name IN (SELECT value FROM json_each(?)))",
+        (ctx.run_id, names, names),
+    ).fetchall()
+    outputs = {tid: ops.loads(out) for tid, out in found}
+    return RunContext(
+        run_id=ctx.run_id, scheduled_time=ctx.scheduled_time, params=ctx.params, outputs=outputs
+    )
+
+
+def check_owner(db: sqlite3.Connection, lease: Lease, *, now: float | None) -> None:
+    """LeaseLost unless the ownership record carries the lease's token under a live lease."""
+    row = db.execute(
+        "SELECT o.run_id, o.task_id, o.attempt, o.worker_id, w.expires_at FROM ownership o"
+        " LEFT JOIN workers w ON w.id = o.worker_id WHERE o.token = ?",
+        (lease.token,),
+    ).fetchone()
+    mine = (lease.run_id, lease.task_id, lease.attempt, lease.worker_id)
+    alive = row is not None and row[4] is not None and (now is None or row[4] > now)
+    if not alive or tuple(row[:4]) != mine:
+        raise errors.LeaseLost(lease.run_id, lease.task_id, lease.attempt)
+
+
+def record(db: sqlite3.Connection, lease: Lease, outcome: Outcome, *, now: float) -> None:
+    """Write the attempt's end and move its task: done, retrying, or cancelled."""
+    run_id, task_id = lease.key
+    if outcome.succeeded:
+        state = AttemptState.SUCCEEDED
+    elif outcome.reason is Reason.CANCELLED:
+        state = AttemptState.CANCELLED
+    else:
+        state = AttemptState.FAILED
+    db.execute(
+        "UPDATE attempts SET state = ?, exit_code = ?, reason = ?, error = ?, finished_at = ?"
+        " WHERE run_id = ? AND task_id = ? AND number = ?",
+        (
+            state.value,
+            outcome.exit_code,
+            outcome.reason.value,
+            outcome.error,
+            now,
+            run_id,
+            task_id,
+            lease.attempt,
+        ),
+    )
+    if outcome.outputs or outcome.succeeded:
+        db.execute(
+            "UPDATE tasks SET outputs = ? WHERE run_id = ? AND task_id = ?",
+            (json.dumps(outcome.outputs), run_id, task_id),
+        )
+    if ops.run_state(db, run_id).terminal:
+        ops.set_terminal(db, run_id, [task_id], TaskState.CANCELLED)
+    elif outcome.succeeded:
+        ops.complete_task(db, run_id, task_id, TaskState.SUCCEEDED, now=now)
+    else:
+        _failed(db, lease, outcome.reason, now=now)
+
+
+def _failed(db: sqlite3.Connection, lease: Lease, reason: Reason, *, now: float) -> None:
+    failed, spec_json = db.execute(
+        "UPDATE tasks SET failed_attempts = failed_attempts + 1 WHERE run_id = ? AND task_id = ?"
+        " RETURNING failed_attempts, spec",
+        lease.key,
+    ).fetchone()
+    spec = TaskSpec.from_dict(json.loads(spec_json))
+    delay = transitions.retry_delay(spec, failed, reason)
+    if delay is None:
+        ops.complete_task(db, lease.run_id, lease.task_id, TaskState.FAILED, now=now)
+    else:
+        ops.enqueue(
+            db,
+            lease.run_id,
+            [lease.task_id],
+            now=now,
+            not_before=now + delay,
+            state=TaskState.RETRYING,
+        )
