@@ -1,0 +1,177 @@
+"""Run the standard workloads (../shared/BENCHMARKS.md: W1-W5, C) and print a table.
+
+    python benchmarks/workloads.py [--store sqlite|etcd://HOST:PORT] [--repeat 3] [--write]
+
+`--write` replaces the workloads section of docs/PERFORMANCE.md with the table and the command.
+Each figure is the median of --repeat runs with min–max; W4 is compared with xargs measured in
+the same run. Not a test: nothing here asserts a speed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import platform
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+from runner import bench
+from runner.models import Kind, Plan
+
+DOC = Path(__file__).resolve().parents[1] / "docs" / "PERFORMANCE.md"
+BEGIN, END = "<!-- workloads:begin -->", "<!-- workloads:end -->"
+
+
+def _fresh_url(base: str, folder: Path) -> str:
+    if base == "sqlite":
+        return f"sqlite:///{folder / f'{uuid.uuid4().hex}.db'}"
+    return f"{base.rstrip('/')}/bench-{uuid.uuid4().hex[:8]}/"
+
+
+def _repeat(n: int, fn: Callable[[], tuple[float, float]]) -> tuple[list[float], list[float]]:
+    walls, cpus = [], []
+    for _ in range(n):
+        wall, cpu = fn()
+        walls.append(wall)
+        cpus.append(cpu)
+    return walls, cpus
+
+
+def _workload(base: str, folder: Path, plan: Plan) -> bench.Result:
+    return bench.run_workload(_fresh_url(base, folder), plan, slots=4, log_dir=str(folder))
+
+
+def _w_rate(base: str, folder: Path, plan: Plan, repeat: int) -> list[str]:
+    n = len(plan.tasks)
+
+    def once() -> tuple[float, float]:
+        r = _workload(base, folder, plan)
+        assert r.run.state.value == "succeeded", r.run.state
+        return r.wall, r.cpu
+
+    walls, cpus = _repeat(repeat, once)
+    rates = [n / w for w in walls]
+    cpu_ms = statistics.median(cpus) / n * 1000
+    return [bench.summary(rates) + " tasks/s", bench.summary(walls) + " s", f"{cpu_ms:.2f}"]
+
+
+def _w2(base: str, folder: Path, repeat: int) -> list[str]:
+    means, p50s, p95s, cpus = [], [], [], []
+    for _ in range(repeat):
+        r = _workload(base, folder, bench.chain(200))
+        hs = sorted(h * 1000 for h in bench.handoffs(r.run))
+        means.append(statistics.mean(hs))
+        p50s.append(statistics.median(hs))
+        p95s.append(hs[int(len(hs) * 0.95) - 1])
+        cpus.append(r.cpu)
+    return [
+        f"mean {bench.summary(means)} · p50 {bench.summary(p50s)} · p95 {bench.summary(p95s)} ms",
+        "-",
+        f"{statistics.median(cpus) / 200 * 1000:.2f}",
+    ]
+
+
+def _xargs(repeat: int) -> list[float]:
+    walls = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        subprocess.run("seq 1000 | xargs -P4 -n1 true", shell=True, check=True)
+        walls.append(time.perf_counter() - t0)
+    return walls
+
+
+def _w5_child(url: str, n: int, out: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
+    out.put(bench.submit_only(url, bench.wide_dag(n)))
+
+
+def _w5(base: str, folder: Path, n: int, repeat: int) -> list[str]:
+    ctx = multiprocessing.get_context("spawn")
+    secs, rss = [], []
+    for _ in range(repeat):
+        q = ctx.Queue()
+        p = ctx.Process(target=_w5_child, args=(_fresh_url(base, folder), n, q))
+        p.start()
+        s, r = q.get()
+        p.join()
+        secs.append(s)
+        rss.append(r)
+    return [bench.summary(secs) + " s", f"peak RSS {statistics.median(rss):.0f} MiB", "-"]
+
+
+def _ceiling_sqlite(folder: Path, repeat: int) -> list[str]:
+    """C: write transactions per second on one SQLite file (WAL, synchronous=NORMAL)."""
+    rates = []
+    for _ in range(repeat):
+        con = sqlite3.connect(folder / f"c-{uuid.uuid4().hex}.db", isolation_level=None)
+        con.execute("PRAGMA journal_mode=WAL")
+        con.execute("PRAGMA synchronous=NORMAL")
+        con.execute("CREATE TABLE t (k INTEGER PRIMARY KEY, v TEXT)")
+        t0, n = time.perf_counter(), 5000
+        for i in range(n):
+            con.execute("BEGIN IMMEDIATE")
+            con.execute("INSERT INTO t VALUES (?, ?)", (i, "x"))
+            con.execute("COMMIT")
+        rates.append(n / (time.perf_counter() - t0))
+        con.close()
+    return [bench.summary(rates) + " txn/s", "-", "-"]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--store", default="sqlite", help="sqlite, or etcd://HOST:PORT")
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--write", action="store_true", help="update docs/PERFORMANCE.md")
+    ap.add_argument("--skip-w5-100k", action="store_true")
+    args = ap.parse_args()
+    rows: list[tuple[str, list[str]]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        b, r = args.store, args.repeat
+        rows.append(("W1 2,000 no-op call tasks", _w_rate(b, folder, bench.independent(2000), r)))
+        rows.append(("W2 chain of 200, hand-off", _w2(b, folder, r)))
+        rows.append(("W3 1 → 500 → 1", _w_rate(b, folder, bench.fan(500), r)))
+        w4 = _w_rate(b, folder, bench.independent(1000, Kind.RUN), r)
+        xargs = _xargs(r)
+        w4[1] += f" (xargs -P4: {bench.summary(xargs)} s)"
+        rows.append(("W4 1,000 × `true`", w4))
+        rows.append(("W5 submit 10,000-task DAG", _w5(b, folder, 10_000, r)))
+        if not args.skip_w5_100k:
+            rows.append(("W5 submit 100,000-task DAG", _w5(b, folder, 100_000, 1)))
+        if b == "sqlite":
+            rows.append(("C SQLite write txn/s, 1 process", _ceiling_sqlite(folder, r)))
+    table = _table(rows, args)
+    print(table)
+    if args.write:
+        _write(table)
+    return 0
+
+
+def _table(rows: list[tuple[str, list[str]]], args: argparse.Namespace) -> str:
+    cmd = "python benchmarks/workloads.py " + " ".join(sys.argv[1:])
+    head = (
+        f"Command: `{cmd.strip()}` · store `{args.store}` · 4 worker slots · "
+        f"{platform.python_version()} · {time.strftime('%Y-%m-%d')}\n\n"
+        "| workload | rate / latency | wall | CPU ms per task |\n|---|---|---|---|\n"
+    )
+    return head + "\n".join(f"| {name} | {' | '.join(cells)} |" for name, cells in rows)
+
+
+def _write(table: str) -> None:
+    text = DOC.read_text() if DOC.exists() else "# Performance\n"
+    section = f"{BEGIN}\n{table}\n{END}"
+    if BEGIN in text:
+        text = text[: text.index(BEGIN)] + section + text[text.index(END) + len(END) :]
+    else:
+        text = text.rstrip() + "\n\n## Standard workloads\n\n" + section + "\n"
+    DOC.write_text(text)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
