@@ -1,0 +1,264 @@
+"""Run one task attempt: a process group (`run`, `args`) or a pooled Python call (`call`).
+
+No store knowledge: the worker calls `Executor.run` from one thread per slot and turns the
+`ExecResult` into an `Outcome`. Every attempt runs in its own session; timeout, cancel and
+`kill_all` stop its whole process group. A per-executor reaper process kills every group when
+the worker dies, even by kill -9 (see `runner.executor.reaper`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import secrets
+import shutil
+import signal
+import tempfile
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from runner import models
+from runner.executor._callpool import CallPool
+from runner.executor._log import LogSink
+from runner.executor._proc import Ending, Stopper, Supervisor, kill_group, spawn
+from runner.executor.reaper import TAG_VAR, Reaper
+
+__all__ = ["MAX_OUTPUTS", "ExecResult", "Executor", "parse_outputs"]
+
+MAX_OUTPUTS = 64 * 1024  # bytes of RUNNER_OUTPUT read per attempt
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ExecResult:
+    """How one attempt ended. `exit_code` is negative when a signal killed the process."""
+
+    exit_code: int | None
+    reason: models.Reason  # EXIT (any exit code), TIMEOUT, CANCELLED, ERROR
+    outputs: dict[str, str] = field(default_factory=dict)
+    error: str | None = None  # one line, e.g. "exit code 3", "timed out after 5s"
+    log_tail: str = ""  # the last `log_limit` bytes of the attempt's log
+
+    @property
+    def succeeded(self) -> bool:
+        return self.reason is models.Reason.EXIT and self.exit_code == 0
+
+
+def parse_outputs(data: bytes) -> tuple[dict[str, str], list[str]]:
+    """`key=value` lines into outputs; blank and `#` lines are skipped; returns the problems."""
+    outputs: dict[str, str] = {}
+    problems: list[str] = []
+    for number, raw in enumerate(data.decode("utf-8", errors="replace").splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        key, sep, value = raw.partition("=")
+        if not sep or not key.strip():
+            problems.append(f"RUNNER_OUTPUT line {number}: expected key=value, got {line[:60]!r}")
+            continue
+        outputs[key.strip()] = value.rstrip("\r")
+    return outputs, problems
+
+
+class Executor:
+    """Runs attempts for one worker: up to `slots` at a time, logs under `log_dir`.
+
+    `grace` is the time between SIGTERM and SIGKILL when an attempt is stopped. `base_env` is
+    the environment tasks start from (default: this process's, read at each attempt).
+    """
+
+    def __init__(
+        self,
+        *,
+        slots: int,
+        log_dir: str,
+        log_limit: int,
+        grace: float = 10.0,
+        base_env: Mapping[str, str] | None = None,
+    ) -> None:
+        self._log_dir = Path(log_dir)
+        self._log_limit = log_limit
+        self._grace = grace
+        self._base_env = base_env
+        self._tag = secrets.token_hex(8)
+        self._reaper = Reaper(self._tag)
+        self._reaper.start()
+        self._out_dir = tempfile.mkdtemp(prefix="runner-outputs-")
+        self._counter = itertools.count(1)
+        self._dirs: set[Path] = set()
+        self._running: set[Stopper] = set()
+        self._lock = threading.Lock()
+        self._closed = False
+        self._pool = CallPool(
+            size=slots,
+            grace=grace,
+            base_env=self._env_base,
+            on_spawn=self._reaper.register,
+            on_exit=self._reaper.unregister,
+        )
+
+    def log_path(self, log_name: str) -> Path:
+        """Where the full log of an attempt goes: `log_dir/<log_name>.log`."""
+        parts = log_name.split("/")
+        if log_name.startswith("/") or ".." in parts or "" in parts:
+            raise ValueError(f"log name {log_name!r} must be a relative path without '..'")
+        return self._log_dir.joinpath(*parts[:-1], f"{parts[-1]}.log")
+
+    def run(
+        self,
+        spec: models.TaskSpec,
+        *,
+        env: Mapping[str, str],
+        log_name: str,
+        cancel: threading.Event,
+        timeout: float | None = None,
+    ) -> ExecResult:
+        """Run one attempt of `spec` and block until it has ended (see the module docstring).
+
+        `env` (the RUNNER_* variables of the attempt) goes over `spec.env` over the base
+        environment; RUNNER_OUTPUT names a fresh file whose `key=value` lines become outputs.
+        `timeout` defaults to `spec.timeout`.
+        """
+        timeout = spec.timeout if timeout is None else timeout
+        stopper = Stopper(
+            cancel=cancel,
+            deadline=None if timeout is None else time.monotonic() + timeout,
+            timeout=timeout,
+            killed=threading.Event(),
+        )
+        path = self.log_path(log_name)
+        self._make_dir(path.parent)
+        with LogSink(path, limit=self._log_limit) as sink:
+            ending, outputs = self._attempt(spec, env, sink, stopper)
+            if ending.error and ending.reason is models.Reason.ERROR:
+                sink.note(ending.error)
+        return ExecResult(
+            exit_code=ending.exit_code,
+            reason=ending.reason,
+            outputs=outputs,
+            error=ending.error,
+            log_tail=sink.tail(),
+        )
+
+    def kill_all(self) -> None:
+        """SIGKILL every running attempt's process group now; they end as CANCELLED."""
+        with self._lock:
+            running = list(self._running)
+        for stopper in running:
+            stopper.killed.set()
+            if stopper.pgid is not None:
+                kill_group(stopper.pgid, signal.SIGKILL)
+
+    def close(self) -> None:
+        """Kill what still runs, stop the call pool and the reaper, remove temp files."""
+        self._closed = True
+        self.kill_all()
+        self._pool.close()
+        self._reaper.close()
+        shutil.rmtree(self._out_dir, ignore_errors=True)
+
+    # ------------------------------------------------------------------ one attempt
+
+    def _attempt(
+        self, spec: models.TaskSpec, env: Mapping[str, str], sink: LogSink, stopper: Stopper
+    ) -> tuple[Ending, dict[str, str]]:
+        if self._closed:
+            return _error("executor is closed"), {}
+        if spec.workdir is not None and not os.path.isdir(spec.workdir):
+            return _error(f"workdir not found: {spec.workdir}"), {}
+        out_path = self._new_output_file()
+        task_env = {**spec.env, **env, "RUNNER_OUTPUT": out_path}
+        try:
+            with self._tracked(stopper):
+                if spec.kind is models.Kind.CALL:
+                    ending, returned = self._pool.run(
+                        spec, env=task_env, sink=sink, stopper=stopper
+                    )
+                else:
+                    ending, returned = self._run_process(spec, task_env, sink, stopper), None
+            return _with_outputs(ending, out_path, returned, sink)
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(out_path)
+
+    def _run_process(
+        self, spec: models.TaskSpec, task_env: dict[str, str], sink: LogSink, stopper: Stopper
+    ) -> Ending:
+        argv = (
+            [*spec.shell, spec.run or ""] if spec.kind is models.Kind.RUN else [*(spec.args or ())]
+        )
+        if not argv:
+            return _error("no command to run")
+        try:
+            proc = spawn(argv, env={**self._env_base(), **task_env}, cwd=spec.workdir)
+        except FileNotFoundError:
+            return _not_started(sink, 127, f"command not found: {argv[0]}")
+        except PermissionError:
+            return _not_started(sink, 126, f"permission denied: {argv[0]}")
+        except OSError as exc:
+            return _error(f"cannot start {argv[0]}: {exc}")
+        stopper.pgid = proc.pid
+        self._reaper.register(proc.pid)
+        supervisor = Supervisor(
+            proc, sink, stopper=stopper, grace=self._grace, on_exit=self._reaper.unregister
+        )
+        return supervisor.run()
+
+    # ------------------------------------------------------------------ helpers
+
+    def _env_base(self) -> dict[str, str]:
+        base = os.environ if self._base_env is None else self._base_env
+        return {**base, TAG_VAR: self._tag}
+
+    @contextlib.contextmanager
+    def _tracked(self, stopper: Stopper) -> Iterator[None]:
+        with self._lock:
+            self._running.add(stopper)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._running.discard(stopper)
+
+    def _make_dir(self, path: Path) -> None:
+        if path not in self._dirs:
+            path.mkdir(parents=True, exist_ok=True)
+            self._dirs.add(path)
+
+    def _new_output_file(self) -> str:
+        path = os.path.join(self._out_dir, f"{next(self._counter)}.env")
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        return path
+
+
+def _error(message: str) -> Ending:
+    return Ending(exit_code=None, reason=models.Reason.ERROR, error=message)
+
+
+def _not_started(sink: LogSink, code: int, message: str) -> Ending:
+    sink.note(message)
+    return Ending(exit_code=code, reason=models.Reason.EXIT, error=message)
+
+
+def _with_outputs(
+    ending: Ending, path: str, returned: dict[str, str] | None, sink: LogSink
+) -> tuple[Ending, dict[str, str]]:
+    """Read RUNNER_OUTPUT (plus what a call returned); too much output is an error."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_OUTPUTS + 1)
+    except OSError as exc:  # the task removed or replaced it
+        sink.note(f"cannot read RUNNER_OUTPUT: {exc}")
+        data = b""
+    outputs, problems = parse_outputs(data[:MAX_OUTPUTS])
+    for problem in problems:
+        sink.note(problem)
+    outputs.update(returned or {})
+    if len(data) > MAX_OUTPUTS and ending.reason is models.Reason.EXIT:
+        message = f"RUNNER_OUTPUT is larger than {MAX_OUTPUTS} bytes"
+        sink.note(message)
+        ending = Ending(exit_code=ending.exit_code, reason=models.Reason.ERROR, error=message)
+    return ending, outputs

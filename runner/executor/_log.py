@@ -1,0 +1,110 @@
+"""The log of one attempt: timestamped lines written in full to a file, the tail kept in memory."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from types import TracebackType
+
+logger = logging.getLogger(__name__)
+
+_FILE_BUFFER = 64 * 1024
+
+
+class _Clock:
+    """ISO-8601 UTC line prefixes (`2024-05-01T12:00:00.123Z `), formatted once per second."""
+
+    __slots__ = ("_second", "_text")
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._text = ""
+
+    def stamp(self) -> bytes:
+        now = time.time()
+        second = int(now)
+        if second != self._second:
+            self._second = second
+            self._text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        return f"{self._text}.{int((now - second) * 1000):03d}Z ".encode()
+
+
+class LogSink:
+    """Receives an attempt's raw output in chunks of any size and shape.
+
+    Each line gets the timestamp of the chunk it arrived in (one stamp per read, not per line,
+    so a flood of short lines costs a single `bytes.replace`). Bytes are kept as they came:
+    partial lines and binary garbage go to the file unchanged, and `tail` decodes the last
+    `limit` bytes with `errors="replace"`. Memory is bounded by twice `limit`; a failing log file
+    (disk full) is reported once in the tail and the attempt goes on.
+    """
+
+    def __init__(self, path: Path, *, limit: int) -> None:
+        self._limit = limit
+        self._ring = bytearray()
+        self._at_line_start = True
+        self._clock = _Clock()
+        self._file = open(path, "ab", buffering=_FILE_BUFFER)  # noqa: SIM115 - closed in close()
+        self._file_failed = False
+
+    def write(self, data: bytes) -> None:
+        """Append a chunk of output: stamp each line start, then store it."""
+        if not data:
+            return
+        stamp = self._clock.stamp()
+        body = data.replace(b"\n", b"\n" + stamp)
+        if data.endswith(b"\n"):
+            body = body[: -len(stamp)]
+        if self._at_line_start:
+            body = stamp + body
+        self._at_line_start = data.endswith(b"\n")
+        self._store(body)
+
+    def note(self, message: str) -> None:
+        """Add a line of runner's own (`[runner] ...`) on a line of its own."""
+        if not self._at_line_start:
+            self.write(b"\n")
+        self.write(f"[runner] {message}\n".encode(errors="replace"))
+
+    def tail(self) -> str:
+        """The last `limit` bytes of the log as text."""
+        if self._limit <= 0:
+            return ""
+        return bytes(self._ring[-self._limit :]).decode("utf-8", errors="replace")
+
+    def close(self) -> None:
+        """Flush and close the file."""
+        try:
+            self._file.close()
+        except OSError as exc:
+            self._file_error(exc)
+
+    def __enter__(self) -> LogSink:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _store(self, body: bytes) -> None:
+        if self._limit > 0:
+            self._ring += body
+            if len(self._ring) > 2 * self._limit:
+                del self._ring[: -self._limit]
+        if not self._file_failed:
+            try:
+                self._file.write(body)
+            except OSError as exc:
+                self._file_error(exc)
+
+    def _file_error(self, exc: OSError) -> None:
+        if self._file_failed:
+            return
+        self._file_failed = True
+        logger.warning("log file %s: %s", self._file.name, exc)
+        self._ring += f"\n[runner] log file write failed: {exc}\n".encode(errors="replace")
