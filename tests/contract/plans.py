@@ -22,7 +22,7 @@ from runner.models import (
 from runner.store import Store
 
 T0 = 1_700_000_000.0  # a fixed "now" for tests
-TTL = 30.0  # worker lease in tests that do not exercise expiry
+TTL = 600.0  # worker lease in tests that do not exercise expiry
 SHORT_TTL = 2.0  # worker lease in tests that let it expire (real seconds on etcd)
 
 _ids = itertools.count(1)
@@ -137,3 +137,22 @@ def expire_worker(
             raise AssertionError(f"worker {worker_id}: lease of {ttl}s alive after {deadline}s")
         store.wait(0.05)
     return later
+
+
+def claim_all(url: str, name: str, barrier: Any, out: Any) -> None:
+    """Process body for concurrency tests: open the store, wait for the others, claim and
+    finish until nothing is claimable, then report (run, task, attempt, token) per claim."""
+    from runner.store import open_store
+
+    store = open_store(url)
+    try:
+        worker_id = worker(store, name)
+        barrier.wait(timeout=30)
+        claimed = []
+        while leases := store.claim(worker_id, now=T0, limit=2):
+            for lease in leases:
+                claimed.append((lease.run_id, lease.task_id, lease.attempt, lease.token))
+                store.finish(lease, ok(), now=T0)
+        out.put(claimed)
+    finally:
+        store.close()

@@ -1,0 +1,291 @@
+"""Store contract: runs, the priority queue, leases, fencing and logs. Protocol-only."""
+
+from __future__ import annotations
+
+import pytest
+
+from runner import errors
+from runner.models import AttemptState, Kind, Outcome, Reason, RunState, TaskSpec, TaskState
+from runner.store import Store, open_store
+from runner.store.base import MAX_LOSSES
+from tests.contract import plans
+from tests.contract.plans import SHORT_TTL, T0, claim_one, drain, fail, ok, states, worker
+
+# ------------------------------------------------------------------ runs
+
+
+def test_create_run_stores_tasks_in_plan_order(store: Store) -> None:
+    run = store.create_run(plans.diamond(params={"x": 1}), run_id="r1", now=T0)
+    assert (run.id, run.state, run.tasks_total, run.tasks_done) == ("r1", RunState.PENDING, 4, 0)
+    got = store.get_run("r1")
+    assert got.params == {"x": 1}
+    assert got.created_at == T0
+    assert [t.id for t in got.tasks] == ["a", "b", "c", "d"]
+    by_id = {t.id: t for t in got.tasks}
+    assert by_id["a"].state is TaskState.READY
+    assert by_id["a"].waiting_reason == "queued"
+    assert by_id["d"].state is TaskState.PENDING
+    assert by_id["d"].waiting_reason == "waiting for 2 dependencies"
+
+
+def test_create_run_duplicate_id_raises_run_exists(store: Store) -> None:
+    store.create_run(plans.linear(1), run_id="r1", now=T0)
+    with pytest.raises(errors.RunExists) as info:
+        store.create_run(plans.linear(3), run_id="r1", now=T0 + 1)
+    assert info.value.run_id == "r1"
+    assert store.get_run("r1").tasks_total == 1
+
+
+def test_create_run_duplicate_key_raises_run_exists_naming_first_run(store: Store) -> None:
+    store.create_run(plans.linear(1), run_id="r1", now=T0, key="cron:nightly:1")
+    with pytest.raises(errors.RunExists) as info:
+        store.create_run(plans.linear(1), run_id="r2", now=T0, key="cron:nightly:1")
+    assert info.value.run_id == "r1"
+    with pytest.raises(errors.RunNotFound):
+        store.get_run("r2")
+    assert store.get_run("r1").key == "cron:nightly:1"
+
+
+def test_get_run_unknown_id_raises_run_not_found(store: Store) -> None:
+    with pytest.raises(errors.RunNotFound) as info:
+        store.get_run("nope")
+    assert info.value.run_id == "nope"
+
+
+def test_get_log_unknown_run_or_task_raises(store: Store) -> None:
+    store.create_run(plans.linear(1), run_id="r1", now=T0)
+    with pytest.raises(errors.RunNotFound):
+        store.get_log("nope", "t0")
+    with pytest.raises(errors.TaskNotFound):
+        store.get_log("r1", "nope")
+    assert store.get_log("r1", "t0") == ""
+
+
+def test_list_runs_newest_first_by_workflow_and_limit(store: Store) -> None:
+    store.create_run(plans.linear(1, workflow="a"), run_id="r1", now=T0)
+    store.create_run(plans.linear(1, workflow="b"), run_id="r2", now=T0 + 1)
+    store.create_run(plans.linear(1, workflow="a"), run_id="r3", now=T0 + 2)
+    assert [r.id for r in store.list_runs()] == ["r3", "r2", "r1"]
+    assert [r.id for r in store.list_runs(workflow="a")] == ["r3", "r1"]
+    assert [r.id for r in store.list_runs(limit=2)] == ["r3", "r2"]
+    assert all(r.tasks == () for r in store.list_runs())
+
+
+def test_run_state_survives_close_and_reopen(store_url: str) -> None:
+    first = open_store(store_url)
+    w = worker(first)
+    first.create_run(plans.linear(2), run_id="r1", now=T0)
+    lease = claim_one(first, w)
+    first.finish(lease, ok(k="v"), now=T0 + 1)
+    first.close()
+    first.close()  # idempotent
+    again = open_store(store_url)
+    try:
+        run = again.get_run("r1")
+        assert [(t.id, t.state) for t in run.tasks] == [
+            ("t0", TaskState.SUCCEEDED),
+            ("t1", TaskState.READY),
+        ]
+        assert run.tasks[0].outputs == {"k": "v"}
+        assert run.state is RunState.RUNNING
+    finally:
+        again.close()
+
+
+# ------------------------------------------------------------------ the queue
+
+
+def test_claim_order_is_priority_then_fifo(store: Store) -> None:
+    prios = [(i * 7) % 5 - 2 for i in range(50)]
+    store.create_run(plans.fan_out(50, priorities=prios), run_id="r1", now=T0)
+    order = drain(store, worker(store))
+    claimed_prios = [prios[int(tid[1:])] for tid in order]
+    assert claimed_prios == sorted(claimed_prios, reverse=True)
+    for p in set(prios):  # FIFO (plan order here) within one priority
+        same = [int(tid[1:]) for tid in order if prios[int(tid[1:])] == p]
+        assert same == sorted(same)
+
+
+def test_claim_priority_spans_runs_and_fifo_across_runs(store: Store) -> None:
+    store.create_run(plans.plan(plans.task("low")), run_id="r1", now=T0)
+    store.create_run(plans.plan(plans.task("first", priority=5)), run_id="r2", now=T0)
+    store.create_run(plans.plan(plans.task("second", priority=5)), run_id="r3", now=T0)
+    assert drain(store, worker(store)) == ["first", "second", "low"]
+
+
+def test_claim_limit_takes_several_tasks_at_once(store: Store) -> None:
+    store.create_run(plans.fan_out(5), run_id="r1", now=T0)
+    w = worker(store)
+    leases = store.claim(w, now=T0, limit=3)
+    assert [lease.task_id for lease in leases] == ["t0", "t1", "t2"]
+    assert len({lease.token for lease in leases}) == 3
+    assert len(store.claim(w, now=T0, limit=10)) == 2
+    assert store.claim(w, now=T0) == []
+
+
+def test_claim_marks_task_and_run_running(store: Store) -> None:
+    store.create_run(plans.linear(2), run_id="r1", now=T0)
+    w = worker(store)
+    lease = claim_one(store, w, now=T0 + 5)
+    assert (lease.run_id, lease.task_id, lease.attempt, lease.worker_id) == ("r1", "t0", 1, w)
+    assert lease.spec.id == "t0"
+    run = store.get_run("r1")
+    assert (run.state, run.started_at) == (RunState.RUNNING, T0 + 5)
+    attempt = run.tasks[0].attempts[0]
+    assert (attempt.state, attempt.worker, attempt.token) == (AttemptState.RUNNING, w, lease.token)
+    assert run.tasks[0].state is TaskState.RUNNING
+
+
+def test_claim_skips_tasks_whose_selector_does_not_match(store: Store) -> None:
+    gpu = plans.task("gpu", selector={"gpu": "yes"})
+    store.create_run(plans.plan(gpu, plans.task("any")), run_id="r1", now=T0)
+    w = worker(store)
+    assert [x.task_id for x in store.claim(w, now=T0, limit=5, labels={"os": "x"})] == ["any"]
+    assert [x.task_id for x in store.claim(w, now=T0, labels={"gpu": "yes"})] == ["gpu"]
+
+
+def test_claim_by_expired_worker_raises_lease_lost(store: Store) -> None:
+    store.create_run(plans.linear(1), run_id="r1", now=T0)
+    w = worker(store, ttl=SHORT_TTL)
+    later = plans.expire_worker(store, w, now=T0, ttl=SHORT_TTL)
+    with pytest.raises(errors.LeaseLost):
+        store.claim(w, now=later)
+    assert states(store, "r1") == {"t0": "ready"}
+
+
+def test_lease_context_carries_params_and_referenced_outputs(store: Store) -> None:
+    use = TaskSpec(
+        id="use",
+        name="use",
+        kind=Kind.RUN,
+        run="echo ${{ tasks.make.outputs.path }}",
+        depends=("make", "other"),
+    )
+    p = plans.plan(plans.task("make"), plans.task("other"), use, params={"env": "prod"})
+    store.create_run(p, run_id="r1", now=T0, scheduled_time=T0 - 60)
+    w = worker(store)
+    for lease in store.claim(w, now=T0, limit=2):
+        store.finish(lease, ok(path=f"/out/{lease.task_id}"), now=T0)
+    lease = claim_one(store, w)
+    assert lease.task_id == "use"
+    assert lease.context.run_id == "r1"
+    assert lease.context.params == {"env": "prod"}
+    assert lease.context.scheduled_time == T0 - 60
+    assert lease.context.outputs == {"make": {"path": "/out/make"}}
+
+
+# ------------------------------------------------------------------ leases and fencing
+
+
+def test_sweep_returns_tasks_of_expired_worker_as_lost(store: Store) -> None:
+    store.create_run(plans.linear(2), run_id="r1", now=T0)
+    w = worker(store, ttl=SHORT_TTL)
+    lease = claim_one(store, w)
+    later = plans.expire_worker(store, w, now=T0, ttl=SHORT_TTL)
+    assert store.sweep(now=later) == [("r1", "t0")]
+    assert store.sweep(now=later) == []  # idempotent
+    task = store.get_run("r1").tasks[0]
+    assert (task.state, task.losses) == (TaskState.READY, 1)
+    assert (task.attempts[0].state, task.attempts[0].reason) == (AttemptState.LOST, Reason.LOST)
+    again = claim_one(store, worker(store, now=later), now=later)
+    assert (again.task_id, again.attempt) == ("t0", 2)
+    assert again.token != lease.token
+
+
+def test_stale_token_is_rejected_and_records_nothing(store: Store) -> None:
+    store.create_run(plans.linear(2), run_id="r1", now=T0)
+    stale_worker = worker(store, ttl=SHORT_TTL)
+    stale = claim_one(store, stale_worker)
+    store.append_log(stale, "before\n")
+    later = plans.expire_worker(store, stale_worker, now=T0, ttl=SHORT_TTL)
+    store.sweep(now=later)
+    fresh = claim_one(store, worker(store, now=later), now=later)
+    with pytest.raises(errors.LeaseLost):
+        store.finish(stale, ok(k="stale"), now=later)
+    with pytest.raises(errors.LeaseLost):
+        store.append_log(stale, "after\n")
+    task = store.get_run("r1").tasks[0]
+    assert task.state is TaskState.RUNNING
+    assert task.outputs == {}
+    assert [a.state for a in task.attempts] == [AttemptState.LOST, AttemptState.RUNNING]
+    assert store.get_log("r1", "t0", attempt=1) == "before\n"
+    assert states(store, "r1")["t1"] == "pending"
+    store.finish(fresh, ok(), now=later)
+    assert states(store, "r1") == {"t0": "succeeded", "t1": "ready"}
+
+
+def test_finish_twice_with_one_token_raises_lease_lost(store: Store) -> None:
+    store.create_run(plans.linear(1), run_id="r1", now=T0)
+    lease = claim_one(store, worker(store))
+    store.finish(lease, ok(), now=T0)
+    with pytest.raises(errors.LeaseLost):
+        store.finish(lease, fail(), now=T0)
+    assert states(store, "r1") == {"t0": "succeeded"}
+    assert len(store.get_run("r1").tasks[0].attempts) == 1
+
+
+def test_task_fails_on_its_last_loss_and_failure_propagates(store: Store) -> None:
+    store.create_run(plans.linear(2), run_id="r1", now=T0)
+    now = T0
+    for loss in range(1, MAX_LOSSES + 1):
+        w = worker(store, now=now, ttl=SHORT_TTL)
+        claim_one(store, w, now=now)
+        now = plans.expire_worker(store, w, now=now, ttl=SHORT_TTL)
+        assert store.sweep(now=now) == [("r1", "t0")]
+        assert store.get_run("r1").tasks[0].losses == loss
+    run = store.get_run("r1")
+    assert [t.state for t in run.tasks] == [TaskState.FAILED, TaskState.SKIPPED]
+    assert run.state is RunState.FAILED
+
+
+def test_deregister_worker_requeues_without_counting_a_loss(store: Store) -> None:
+    store.create_run(plans.linear(1), run_id="r1", now=T0)
+    w = worker(store)
+    claim_one(store, w)
+    store.deregister_worker(w, now=T0 + 1)
+    task = store.get_run("r1").tasks[0]
+    assert (task.state, task.losses) == (TaskState.READY, 0)
+    assert task.attempts[0].state is AttemptState.LOST
+    assert w not in {x.id for x in store.list_workers(now=T0 + 1)}
+
+
+def test_heartbeat_renews_lease_and_fails_after_expiry(store: Store) -> None:
+    w = worker(store, ttl=SHORT_TTL)
+    assert store.heartbeat(w, now=T0 + 1, ttl=SHORT_TTL, running=0).abort == frozenset()
+    assert [x.id for x in store.list_workers(now=T0 + 1)] == [w]
+    later = plans.expire_worker(store, w, now=T0 + 1, ttl=SHORT_TTL)
+    with pytest.raises(errors.LeaseLost):
+        store.heartbeat(w, now=later, ttl=SHORT_TTL, running=0)
+
+
+# ------------------------------------------------------------------ logs
+
+
+def test_append_log_keeps_the_last_log_limit_bytes(store_url: str) -> None:
+    small = open_store(store_url, log_limit=10)
+    try:
+        small.create_run(plans.linear(1), run_id="r1", now=T0)
+        lease = claim_one(small, worker(small))
+        small.append_log(lease, "0123456")
+        small.append_log(lease, "789abc")
+        assert small.get_log("r1", "t0") == "3456789abc"
+        small.append_log(lease, "ééééé€")  # 2-byte and 3-byte characters, cut at a boundary
+        assert small.get_log("r1", "t0") == "ééé€"
+        small.finish(lease, Outcome(succeeded=True, log_tail="done"), now=T0)
+        log = small.get_log("r1", "t0", attempt=1)
+        assert log.endswith("done")
+        assert len(log.encode()) <= 10
+    finally:
+        small.close()
+
+
+def test_get_log_defaults_to_the_latest_attempt(store: Store) -> None:
+    store.create_run(plans.plan(plans.task("t", retries=1, delay=1)), run_id="r1", now=T0)
+    w = worker(store)
+    first = claim_one(store, w)
+    store.append_log(first, "one")
+    store.finish(first, fail(), now=T0)
+    second = claim_one(store, w, now=T0 + 1)
+    store.append_log(second, "two")
+    assert store.get_log("r1", "t") == "two"
+    assert store.get_log("r1", "t", attempt=1) == "one"
