@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import difflib
 import itertools
 import math
 import re
 import shlex
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from typing import Any
 
 from runner import models
@@ -83,16 +84,57 @@ def references(text: str) -> tuple[list[Ref], list[str]]:
     return refs, problems
 
 
-def strings(value: Any) -> Iterator[str]:
-    """Every string inside a JSON-like value (for `with`)."""
+def check_ref(
+    ref: Ref,
+    *,
+    params: Mapping[str, Any],
+    matrix_keys: Collection[str],
+    upstream: Collection[str],
+    tasks: Mapping[str, bool],
+) -> str | None:
+    """What is wrong with `ref` in a task, or None. `tasks` maps names to "is a matrix task"."""
+    if ref.scope == "params" and ref.name not in params:
+        return f"unknown param {ref.name!r}{_suggest(ref.name, params)}; declare it in spec.params"
+    if ref.scope == "matrix" and ref.name not in matrix_keys:
+        return f"the task has no matrix key {ref.name!r}{_suggest(ref.name, matrix_keys)}"
+    if ref.scope != "tasks":
+        return None
+    if ref.name not in tasks:
+        return f"unknown task {ref.name!r}{_suggest(ref.name, tasks)}"
+    if ref.name not in upstream:
+        return f"task {ref.name!r} is not upstream of this task; add it to depends"
+    if tasks[ref.name]:
+        return f"task {ref.name!r} has a matrix: its outputs are per instance, not one value"
+    return None
+
+
+def _suggest(word: str, choices: Iterable[str]) -> str:
+    close = difflib.get_close_matches(word, sorted(choices), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def matrix_keys(matrix: Mapping[str, Any] | None) -> set[str]:
+    """Every key a matrix instance may have: the axes and the keys `include` adds."""
+    if not matrix:
+        return set()
+    keys = {k for k in matrix if k not in RESERVED_MATRIX_KEYS}
+    for entry in matrix.get("include") or ():
+        keys.update(entry)
+    return keys
+
+
+def strings_at(
+    value: Any, path: tuple[str | int, ...]
+) -> Iterator[tuple[tuple[str | int, ...], str]]:
+    """Every string inside a JSON-like value, with its path under `path`."""
     if isinstance(value, str):
-        yield value
+        yield path, value
     elif isinstance(value, dict):
-        for item in value.values():
-            yield from strings(item)
+        for k, v in value.items():
+            yield from strings_at(v, (*path, k))
     elif isinstance(value, list):
-        for item in value:
-            yield from strings(item)
+        for j, v in enumerate(value):
+            yield from strings_at(v, (*path, j))
 
 
 def to_text(value: Any) -> str:
@@ -244,6 +286,16 @@ def _matches(
     return all(
         to_text(combo[k]) == to_text(v) if k in combo else only_common for k, v in entry.items()
     )
+
+
+def check_matrix(name: str, matrix: Mapping[str, Any]) -> list[str]:
+    """What is wrong with a task's matrix: no instances, or two instances with one id."""
+    combos = expand_matrix(matrix)
+    if not combos:
+        return [f"the matrix of task {name!r} expands to no instances"]
+    ids = [instance_id(name, c) for c in combos]
+    dups = sorted({i for i in ids if ids.count(i) > 1}) if len(set(ids)) < len(ids) else []
+    return [f"the matrix expands to {i!r} more than once" for i in dups]
 
 
 def instance_id(name: str, combo: Mapping[str, Any]) -> str:

@@ -13,6 +13,7 @@ what a later walk (schema validation, plan JSON) can visit.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -247,11 +248,34 @@ class _Builder:
         return out
 
 
+def load_file(path: str | os.PathLike[str]) -> Document:
+    """Read and parse a YAML file safely (size, encoding and YAML checks); no schema."""
+    file = os.fspath(path)
+    try:
+        with open(file, "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            if size > MAX_BYTES:
+                raise too_big(file, size)
+            raw = fh.read(MAX_BYTES + 1)  # special files may report size 0
+    except OSError as exc:
+        raise _invalid(file, (1, 1), f"cannot read the file: {exc.strerror or exc}") from None
+    if len(raw) > MAX_BYTES:
+        raise too_big(file, len(raw))
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        col = exc.start - raw.rfind(b"\n", 0, exc.start)
+        raise _invalid(file, (line, col), "the file is not UTF-8 text") from None
+    return load_text(text, file=file)
+
+
 def load_text(text: str, *, file: str) -> Document:
     """Parse one YAML document into a `Document`; raise `errors.WorkflowInvalid` if hostile."""
     doc = Document(file=file, data=None)
-    if len(text.encode("utf-8", "surrogatepass")) > MAX_BYTES:
-        raise too_big(file, len(text.encode("utf-8", "surrogatepass")))
+    size = len(text.encode("utf-8", "surrogatepass")) if len(text) * 4 > MAX_BYTES else 0
+    if size > MAX_BYTES:
+        raise too_big(file, size)
     parser = _PARSER(text)
     try:
         builder = _Builder(parser, doc)
