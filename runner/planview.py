@@ -1,0 +1,147 @@
+"""The plan's stable JSON form and its renderings: text (levels), Graphviz dot and Mermaid."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from runner import dag, models
+
+FORMAT_VERSION = "runner/v1"
+
+
+def plan_to_json(plan: models.Plan) -> dict[str, Any]:
+    """The plan as JSON-ready data; `plan_from_json` reads it back unchanged."""
+    s = plan.schedule
+    schedule = None
+    if s is not None:
+        schedule = {
+            "cron": s.cron,
+            "timezone": s.timezone,
+            "concurrencyPolicy": s.concurrency_policy.value,
+            "startingDeadlineSeconds": s.starting_deadline,
+            "suspend": s.suspend,
+            "catchup": s.catchup,
+        }
+    return {
+        "apiVersion": FORMAT_VERSION,
+        "kind": "Plan",
+        "workflow": plan.workflow,
+        "source": plan.source,
+        "hash": plan.hash,
+        "description": plan.description,
+        "labels": dict(sorted(plan.labels.items())),
+        "params": dict(sorted(plan.params.items())),
+        "failFast": plan.fail_fast,
+        "parallelism": plan.parallelism,
+        "timeout": plan.timeout,
+        "schedule": schedule,
+        "dispatch": plan.dispatch,
+        "tasks": [t.to_dict() for t in plan.tasks],
+    }
+
+
+def plan_from_json(data: dict[str, Any]) -> models.Plan:
+    """The `models.Plan` that `plan_to_json` wrote."""
+    s = data.get("schedule")
+    schedule = None
+    if s is not None:
+        schedule = models.Schedule(
+            cron=s["cron"],
+            timezone=s.get("timezone", "UTC"),
+            concurrency_policy=models.ConcurrencyPolicy(s.get("concurrencyPolicy", "Allow")),
+            starting_deadline=s.get("startingDeadlineSeconds"),
+            suspend=bool(s.get("suspend", False)),
+            catchup=s.get("catchup", "latest"),
+        )
+    return models.Plan(
+        workflow=data["workflow"],
+        source=data.get("source", ""),
+        description=data.get("description", ""),
+        labels=dict(data.get("labels") or {}),
+        params=dict(data.get("params") or {}),
+        fail_fast=bool(data.get("failFast", False)),
+        parallelism=data.get("parallelism"),
+        timeout=data.get("timeout"),
+        schedule=schedule,
+        dispatch=data.get("dispatch"),
+        tasks=tuple(models.TaskSpec.from_dict(t) for t in data.get("tasks", ())),
+        hash=data.get("hash", ""),
+    )
+
+
+def to_json_text(plan: models.Plan) -> str:
+    """`plan_to_json` as indented JSON text."""
+    return json.dumps(plan_to_json(plan), indent=2, ensure_ascii=False)
+
+
+def duration(seconds: float | None) -> str:
+    """`90.0` -> `1m30s`; None -> `-`."""
+    if seconds is None:
+        return "-"
+    if seconds < 1 and seconds != 0:
+        return f"{round(seconds * 1000)}ms"
+    whole, out = int(seconds), ""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if whole >= size:
+            out += f"{whole // size}{unit}"
+            whole %= size
+    rest = seconds - int(seconds) + whole
+    return out + (f"{rest:g}s" if rest or not out else "")
+
+
+def _retries(policy: models.RetryPolicy) -> str:
+    if policy.limit == 0:
+        return "0"
+    b = policy.backoff
+    cap = "" if b.max is None else f", max {duration(b.max)}"
+    return f"{policy.limit} (backoff {duration(b.delay)} x{b.factor:g}{cap})"
+
+
+def render_text(plan: models.Plan) -> str:
+    """Levels (tasks in one level can run together) with priority, retries, timeout, deps."""
+    graph = dag.build(plan.tasks)
+    levels = dag.levels(graph)
+    lines = [
+        f"plan {plan.workflow}  hash {plan.hash[:12]}  "
+        f"{len(plan.tasks)} tasks in {len(levels)} levels",
+    ]
+    if plan.schedule is not None:
+        lines.append(f"schedule {plan.schedule.cron!r} ({plan.schedule.timezone})")
+    for number, level in enumerate(levels, 1):
+        lines.append(f"level {number}:")
+        specs = sorted((graph.nodes[n]["spec"] for n in level), key=lambda t: -t.priority)
+        for t in specs:
+            needs = ", ".join(t.depends) if t.depends else "-"
+            lines.append(
+                f"  {t.id}  priority {t.priority}  retries {_retries(t.retries)}  "
+                f"timeout {duration(t.timeout)}  needs {needs}"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def render_dot(plan: models.Plan) -> str:
+    """A Graphviz digraph: `runner plan FILE --format dot | dot -Tsvg > plan.svg`."""
+    lines = [f"digraph {json.dumps(plan.workflow)} {{", "  rankdir=LR;"]
+    for t in plan.tasks:
+        label = json.dumps(t.id)[1:-1] + f"\\npriority {t.priority}"
+        lines.append(f'  {json.dumps(t.id)} [label="{label}"];')
+    for t in plan.tasks:
+        lines.extend(f"  {json.dumps(d)} -> {json.dumps(t.id)};" for d in t.depends)
+    return "\n".join([*lines, "}"]) + "\n"
+
+
+def render_mermaid(plan: models.Plan) -> str:
+    """A Mermaid flowchart (GitHub renders it in Markdown)."""
+    ids = {t.id: f"t{i}" for i, t in enumerate(plan.tasks)}
+    lines = ["flowchart LR"]
+    for t in plan.tasks:
+        label = t.id.replace('"', "#quot;")
+        lines.append(f'  {ids[t.id]}["{label}"]')
+    for t in plan.tasks:
+        lines.extend(f"  {ids[d]} --> {ids[t.id]}" for d in t.depends if d in ids)
+    return "\n".join(lines) + "\n"
+
+
+RENDERERS = {"json": lambda p: to_json_text(p) + "\n", "text": render_text}
+RENDERERS.update({"dot": render_dot, "mermaid": render_mermaid})
