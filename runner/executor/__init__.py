@@ -67,7 +67,7 @@ class Executor:
     """Runs attempts for one worker: up to `slots` at a time, logs under `log_dir`.
 
     `grace` is the time between SIGTERM and SIGKILL when an attempt is stopped. `base_env` is
-    the environment tasks start from (default: this process's, read at each attempt).
+    the environment tasks start from (default: this process's, read once, here).
     """
 
     def __init__(
@@ -82,8 +82,13 @@ class Executor:
         self._log_dir = Path(log_dir)
         self._log_limit = log_limit
         self._grace = grace
-        self._base_env = base_env
-        self._tag = secrets.token_hex(8)
+        # The environment is read once: copying os.environ per spawn costs more than the spawn.
+        self._base_env = {
+            **(os.environ if base_env is None else base_env),
+            TAG_VAR: secrets.token_hex(8),
+        }
+        self._tag = self._base_env[TAG_VAR]
+        self._devnull = os.open(os.devnull, os.O_RDONLY)
         self._reaper = Reaper(self._tag)
         self._reaper.start()
         self._out_dir = tempfile.mkdtemp(prefix="runner-outputs-")
@@ -159,6 +164,8 @@ class Executor:
         self._pool.close()
         self._reaper.close()
         shutil.rmtree(self._out_dir, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            os.close(self._devnull)
 
     # ------------------------------------------------------------------ one attempt
 
@@ -193,7 +200,9 @@ class Executor:
         if not argv:
             return _error("no command to run")
         try:
-            proc = spawn(argv, env={**self._env_base(), **task_env}, cwd=spec.workdir)
+            proc = spawn(
+                argv, env={**self._base_env, **task_env}, cwd=spec.workdir, stdin=self._devnull
+            )
         except FileNotFoundError:
             return _not_started(sink, 127, f"command not found: {argv[0]}")
         except PermissionError:
@@ -201,17 +210,20 @@ class Executor:
         except OSError as exc:
             return _error(f"cannot start {argv[0]}: {exc}")
         stopper.pgid = proc.pid
-        self._reaper.register(proc.pid)
         supervisor = Supervisor(
-            proc, sink, stopper=stopper, grace=self._grace, on_exit=self._reaper.unregister
+            proc,
+            sink,
+            stopper=stopper,
+            grace=self._grace,
+            on_start=self._reaper.register,
+            on_exit=self._reaper.unregister,
         )
         return supervisor.run()
 
     # ------------------------------------------------------------------ helpers
 
     def _env_base(self) -> dict[str, str]:
-        base = os.environ if self._base_env is None else self._base_env
-        return {**base, TAG_VAR: self._tag}
+        return self._base_env
 
     @contextlib.contextmanager
     def _tracked(self, stopper: Stopper) -> Iterator[None]:
@@ -229,9 +241,8 @@ class Executor:
             self._dirs.add(path)
 
     def _new_output_file(self) -> str:
-        path = os.path.join(self._out_dir, f"{next(self._counter)}.env")
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-        return path
+        # A fresh name in a private (0700) folder; the task creates the file when it writes.
+        return os.path.join(self._out_dir, f"{next(self._counter)}.env")
 
 
 def _error(message: str) -> Ending:
@@ -250,6 +261,8 @@ def _with_outputs(
     try:
         with open(path, "rb") as f:
             data = f.read(MAX_OUTPUTS + 1)
+    except FileNotFoundError:
+        data = b""
     except OSError as exc:  # the task removed or replaced it
         sink.note(f"cannot read RUNNER_OUTPUT: {exc}")
         data = b""
