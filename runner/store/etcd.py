@@ -1,0 +1,280 @@
+"""EtcdStore: the Store protocol on etcd v3 (ordered keys, revision-compare transactions,
+leases, watches). The key layout is in `etcd_keys` and docs/ARCHITECTURE.md."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from urllib.parse import parse_qs, urlsplit
+
+from runner import errors
+from runner.failpoints import Failpoints
+from runner.models import Heartbeat, Lease, Outcome, Plan, Run, RunState, TaskKey, WorkerInfo
+from runner.store import etcd_client as c
+from runner.store import etcd_finish, etcd_logs, etcd_submit, etcd_work
+from runner.store import etcd_flow as flow
+from runner.store.etcd_keys import Keys, dumps, loads, run_from_dict, task_record
+from runner.store.etcd_watch import Watcher
+
+DEFAULT_PREFIX = "/runner/"
+
+
+class EtcdStore:
+    """Durable runs and the ready queue in etcd. Thread-safe; one gRPC channel."""
+
+    def __init__(
+        self, conn: c.Connection, *, prefix: str = DEFAULT_PREFIX, log_limit: int = 1024 * 1024,
+        failpoints: Failpoints | None = None,
+    ) -> None:  # fmt: skip
+        self.client = c.Client(conn)
+        self.keys = Keys(prefix if prefix.endswith("/") else prefix + "/")
+        self.log_limit = log_limit
+        self.ctx = etcd_work.Ctx(self.client, self.keys, failpoints or Failpoints(), log_limit)
+        self._watcher = Watcher(self.client, self.keys.prefix)
+        self._waited = 0
+        self._leases: dict[str, int] = {}
+        self._lock = threading.Lock()
+        self._closed = False
+
+    @classmethod
+    def from_url(
+        cls, url: str, *, log_limit: int = 1024 * 1024, failpoints: Failpoints | None = None,
+        user: str | None = None, password: str | None = None,
+    ) -> EtcdStore:  # fmt: skip
+        """etcd://host:port[,host:port...][/prefix][?ca=FILE&cert=FILE&key=FILE]."""
+        parts = urlsplit(url)
+        query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+        endpoints = tuple(_endpoint(url, hp) for hp in parts.netloc.split(",") if hp)
+        if not endpoints:
+            raise errors.ConfigError(f"store URL {url!r}: expected etcd://HOST:PORT[,HOST:PORT]")
+        conn = c.Connection(
+            endpoints=endpoints, ca=query.get("ca"), cert=query.get("cert"),
+            key=query.get("key"), user=user, password=password, tls=parts.scheme == "etcds",
+        )  # fmt: skip
+        prefix = parts.path if parts.path not in ("", "/") else DEFAULT_PREFIX
+        return cls(conn, prefix=prefix, log_limit=log_limit, failpoints=failpoints)
+
+    # ------------------------------------------------------------------ runs
+
+    def create_run(
+        self, plan: Plan, *, run_id: str, now: float, key: str | None = None,
+        scheduled_time: float | None = None,
+    ) -> Run:  # fmt: skip
+        """See Store.create_run: tasks in chunks, then the run record (visibility) last."""
+        return etcd_submit.create_run(
+            self.client, self.keys, plan, run_id=run_id, now=now, key=key,
+            scheduled_time=scheduled_time,
+        )  # fmt: skip
+
+    def get_run(self, run_id: str, *, tasks: bool = True) -> Run:
+        """The run with its tasks in plan order. Raises RunNotFound."""
+        item = self.client.get(self.keys.run(run_id))
+        if item is None:
+            raise errors.RunNotFound(run_id)
+        (done,) = self.client.counts([self.keys.done(run_id, "")])
+        run = run_from_dict(loads(item.value), done=done)
+        if not tasks:
+            return run
+        recs = [(loads(i.value), i.mod) for i in self.client.scan(self.keys.task(run_id, ""))]
+        recs.sort(key=lambda r: int(r[0]["order"]))
+        return _with_tasks(run, tuple(task_record(d, mod) for d, mod in recs))
+
+    def list_runs(self, *, workflow: str | None = None, limit: int | None = None) -> list[Run]:
+        """Runs newest first (created_at, then id), without tasks."""
+        runs = [loads(i.value) for i in self.client.scan(self.keys.runs())]
+        runs = [r for r in runs if workflow is None or r["workflow"] == workflow]
+        runs.sort(key=lambda r: (r["created_at"], r["id"]), reverse=True)
+        runs = runs[:limit] if limit is not None else runs
+        done = self.client.counts([self.keys.done(r["id"], "") for r in runs])
+        return [run_from_dict(r, done=n) for r, n in zip(runs, done, strict=True)]
+
+    def cancel_run(self, run_id: str, *, now: float, reason: str = "cancelled") -> Run:
+        """See Store.cancel_run: flip the run, then cancel unstarted tasks in chunks."""
+        self._end_run(run_id, RunState.CANCELLED, reason, now=now)
+        return self.get_run(run_id)
+
+    def _end_run(self, run_id: str, state: RunState, reason: str, *, now: float) -> bool:
+        for _ in range(100):
+            item = self.client.get(self.keys.run(run_id))
+            if item is None:
+                raise errors.RunNotFound(run_id)
+            run = loads(item.value)
+            if RunState(run["state"]).terminal:
+                return False
+            run.update(state=state.value, reason=reason, finished_at=now, halted=True)
+            ops = [c.put(item.key, dumps(run)), c.delete(self.keys.active(run_id)),
+                   c.put(self.keys.ending(run_id), state.value)]  # fmt: skip
+            if self.client.txn([c.mod_is(item.key, item.mod)], ops, "end run").succeeded:
+                flow.cancel_unstarted(self.client, self.keys, run_id)
+                return True
+        raise errors.StoreError(f"cancel {run_id}: too much contention")
+
+    def retry_run(self, run_id: str, *, now: float, dry_run: bool = False) -> list[str]:
+        """See Store.retry_run."""
+        return etcd_submit.retry_run(self.client, self.keys, run_id, now=now, dry_run=dry_run)
+
+    # ------------------------------------------------------------------ workers
+
+    def register_worker(self, info: WorkerInfo, *, now: float, ttl: float) -> None:
+        """Grant the worker's etcd lease and put its record on it."""
+        lease = self.client.grant(ttl)
+        with self._lock:
+            self._leases[info.id] = lease
+        self._put_worker(info.id, _worker_dict(info, now, ttl, lease, info.running), lease)
+
+    def _put_worker(self, worker_id: str, value: dict[str, object], lease: int) -> None:
+        try:
+            self.client.txn([], [c.put(self.keys.worker(worker_id), dumps(value), lease)], "worker")
+        except c.LeaseMissing:
+            raise etcd_work._worker_lost(worker_id) from None
+
+    def _lease_of(self, worker_id: str) -> tuple[int, dict[str, object]]:
+        item = self.client.get(self.keys.worker(worker_id))
+        if item is None:
+            raise etcd_work._worker_lost(worker_id)
+        value = loads(item.value)
+        return int(value["lease"]), value
+
+    def heartbeat(self, worker_id: str, *, now: float, ttl: float, running: int) -> Heartbeat:
+        """Refresh the worker's lease (LeaseLost once expired); abort attempts of ended runs."""
+        lease, value = self._lease_of(worker_id)
+        if self.client.keepalive(lease) <= 0:
+            raise etcd_work._worker_lost(worker_id)
+        value.update(running=running, heartbeat_at=now, expires_at=now + float(value["ttl"]))
+        self._put_worker(worker_id, value, lease)
+        held = [self.keys.split(i.key, "held")[1:3] for i in self.client.scan(
+            self.keys.held(worker_id), keys_only=True)]  # fmt: skip
+        runs, _ = self.client.read_many(self.keys.run(r) for r, _ in held)
+        ended = {k for k, v in runs.items() if RunState(loads(v.value)["state"]).terminal}
+        return Heartbeat(abort=frozenset((r, t) for r, t in held if self.keys.run(r) in ended))
+
+    def deregister_worker(self, worker_id: str, *, now: float) -> None:
+        """Return the worker's attempts to the queue (losses not counted), revoke its lease."""
+        item = self.client.get(self.keys.worker(worker_id))
+        for held in self.client.scan(self.keys.held(worker_id)):
+            key = etcd_work.lose(self.ctx, worker_id, held, now=now, counted=False)
+            if key is not None:
+                self._after(key[0], now=now)
+        if item is not None:
+            self.client.revoke(int(loads(item.value)["lease"]))
+
+    def list_workers(self, *, now: float) -> list[WorkerInfo]:
+        """Live workers (their lease exists), by name."""
+        out = [_worker_info(loads(i.value)) for i in self.client.scan(self.keys.worker())]
+        return sorted(out, key=lambda w: (w.name, w.id))
+
+    # ------------------------------------------------------------------ the queue
+
+    def claim(
+        self, worker_id: str, *, now: float, limit: int = 1,
+        labels: Mapping[str, str] | None = None,
+    ) -> list[Lease]:  # fmt: skip
+        """See Store.claim."""
+        lease, _ = self._lease_of(worker_id)
+        return etcd_work.claim(self.ctx, worker_id, lease, now=now, limit=limit, labels=labels)
+
+    def append_log(self, lease: Lease, text: str) -> None:
+        """See Store.append_log."""
+        etcd_work.append_log(self.ctx, lease, text)
+
+    def finish(self, lease: Lease, outcome: Outcome, *, now: float) -> None:
+        """See Store.finish."""
+        etcd_finish.finish(self.ctx, lease, outcome, now=now)
+
+    def sweep(self, *, now: float) -> list[TaskKey]:
+        """Lose attempts of expired leases, time out runs, drain leftover markers."""
+        owned = {i.key for i in self.client.scan(self.keys.owns(), keys_only=True)}
+        changed: list[TaskKey] = []
+        for held in self.client.scan(self.keys.helds()):
+            worker_id, run_id, task_id = self.keys.split(held.key, "held")
+            if self.keys.own(run_id, task_id) in owned:
+                continue
+            key = etcd_work.lose(self.ctx, worker_id, held, now=now, counted=True)
+            if key is not None:
+                changed.append(key)
+        for item in self.client.scan(self.keys.active()):
+            run_id = self.keys.split(item.key, "active")[0]
+            deadline = loads(item.value).get("deadline")
+            if deadline is not None and deadline <= now:
+                self._end_run(run_id, RunState.FAILED, "timeout", now=now)
+                changed.append((run_id, ""))
+        for item in self.client.scan(self.keys.ending(), keys_only=True):
+            flow.cancel_unstarted(self.client, self.keys, self.keys.split(item.key, "ending")[0])
+        runs = {
+            self.keys.split(i.key, "prop")[0]
+            for i in self.client.scan(self.keys.prop(), keys_only=True)
+        }
+        runs |= {k[0] for k in changed} | {
+            self.keys.split(i.key, "active")[0]
+            for i in self.client.scan(self.keys.active(), keys_only=True)
+        }
+        for run_id in runs:
+            self._after(run_id, now=now)
+        return [k for k in changed if k[1]]
+
+    def _after(self, run_id: str, *, now: float) -> None:
+        flow.drain(self.client, self.keys, run_id, now=now)
+        flow.maybe_end(self.client, self.keys, run_id, now=now)
+
+    # ------------------------------------------------------------------ logs, waiting
+
+    def get_log(self, run_id: str, task_id: str, *, attempt: int | None = None) -> str:
+        """See Store.get_log."""
+        if self.client.get(self.keys.run(run_id)) is None:
+            raise errors.RunNotFound(run_id)
+        task = self.client.get(self.keys.task(run_id, task_id))
+        if task is None:
+            raise errors.TaskNotFound(run_id, task_id)
+        attempts = loads(task.value).get("attempts", [])
+        number = attempt if attempt is not None else len(attempts)
+        if number <= 0:
+            return ""
+        chunks = self.client.scan(self.keys.log(run_id, task_id, number))
+        return etcd_logs.tail([i.value for i in chunks], self.log_limit)
+
+    def wait(self, timeout: float) -> bool:
+        """Block on the prefix watch until a commit newer than anything seen, or `timeout`."""
+        after = max(self._waited, self.client.revision)
+        changed = self._watcher.wait(after, max(0.0, timeout))
+        self._waited = max(after, self._watcher.revision)
+        return changed
+
+    def close(self) -> None:
+        """Stop the watch thread and close the channel. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self._watcher.close()
+        self.client.close()
+
+
+def _endpoint(url: str, hostport: str) -> tuple[str, int]:
+    host, _, port = hostport.rpartition(":")
+    if not host:
+        return hostport, 2379
+    try:
+        return host.strip("[]"), int(port)
+    except ValueError:
+        raise errors.ConfigError(f"store URL {url!r}: bad port in {hostport!r}") from None
+
+
+def _with_tasks(run: Run, tasks: tuple[object, ...]) -> Run:
+    import dataclasses
+
+    return dataclasses.replace(run, tasks=tasks)  # type: ignore[arg-type]
+
+
+def _worker_dict(
+    info: WorkerInfo, now: float, ttl: float, lease: int, running: int
+) -> dict[str, object]:
+    return {
+        "id": info.id, "name": info.name, "host": info.host, "pid": info.pid,
+        "labels": info.labels, "weight": info.weight, "capacity": info.capacity,
+        "version": info.version, "running": running, "heartbeat_at": now,
+        "expires_at": now + ttl, "ttl": ttl, "lease": lease,
+    }  # fmt: skip
+
+
+def _worker_info(d: dict[str, object]) -> WorkerInfo:
+    fields = {k: v for k, v in d.items() if k not in ("ttl", "lease")}
+    return WorkerInfo(**fields)  # type: ignore[arg-type]

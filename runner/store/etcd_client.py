@@ -1,0 +1,359 @@
+"""A thin synchronous etcd v3 client on the `etcd3` package's gRPC stubs.
+
+Only this module and its `etcd_*` siblings import `etcd3`/`grpc`. It exposes exactly what the
+etcd store needs: ranges (paged), multi-key reads in one round trip, transactions with
+compares, leases, and the raw watch stub. Every response's header revision is tracked in
+`revision`. gRPC failures become `errors.StoreUnavailable` / `errors.StoreError` (`from exc`).
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import grpc
+from etcd3 import etcdrpc
+
+from runner import errors
+
+T = TypeVar("T")
+Op = Any  # an etcdrpc.RequestOp
+Cmp = Any  # an etcdrpc.Compare
+PAGE = 500  # keys per range page: bounded responses whatever the size of a run
+_MAX_MSG = 64 * 1024 * 1024
+_UNAVAILABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+
+
+class LeaseMissing(Exception):
+    """etcd answered "requested lease not found"."""
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    """One key-value with its revisions."""
+
+    key: str
+    value: bytes
+    create: int
+    mod: int
+    lease: int
+
+
+@dataclass(frozen=True, slots=True)
+class TxnResult:
+    succeeded: bool
+    revision: int
+    responses: list[Any]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Connection:
+    """Where and how to connect: endpoints and optional TLS files and credentials."""
+
+    endpoints: tuple[tuple[str, int], ...]
+    ca: str | None = None
+    cert: str | None = None
+    key: str | None = None
+    user: str | None = None
+    password: str | None = None
+    tls: bool = False
+    timeout: float = 5.0
+
+
+def range_end(prefix: str) -> bytes:
+    """The end of the key range of every key starting with `prefix`."""
+    raw = bytearray(prefix.encode())
+    for i in reversed(range(len(raw))):
+        if raw[i] < 0xFF:
+            raw[i] += 1
+            return bytes(raw[: i + 1])
+    return b"\0"
+
+
+# ---------------------------------------------------------------------- request builders
+
+
+def put(key: str, value: bytes | str, lease: int = 0) -> Op:
+    data = value.encode() if isinstance(value, str) else value
+    return etcdrpc.RequestOp(
+        request_put=etcdrpc.PutRequest(key=key.encode(), value=data, lease=lease)
+    )
+
+
+def delete(key: str, end: str | None = None) -> Op:
+    req = etcdrpc.DeleteRangeRequest(key=key.encode())
+    if end is not None:
+        req.range_end = end.encode()
+    return etcdrpc.RequestOp(request_delete_range=req)
+
+
+def delete_prefix(prefix: str) -> Op:
+    return etcdrpc.RequestOp(
+        request_delete_range=etcdrpc.DeleteRangeRequest(
+            key=prefix.encode(), range_end=range_end(prefix)
+        )
+    )
+
+
+def get(key: str) -> Op:
+    return etcdrpc.RequestOp(request_range=etcdrpc.RangeRequest(key=key.encode()))
+
+
+def count(prefix: str) -> Op:
+    req = etcdrpc.RangeRequest(key=prefix.encode(), range_end=range_end(prefix), count_only=True)
+    return etcdrpc.RequestOp(request_range=req)
+
+
+def mod_is(key: str, mod: int) -> Cmp:
+    """The key exists and was last modified at `mod` (or is absent when mod == 0)."""
+    return etcdrpc.Compare(
+        key=key.encode(), target=etcdrpc.Compare.MOD, result=etcdrpc.Compare.EQUAL, mod_revision=mod
+    )
+
+
+def created_at(key: str, rev: int) -> Cmp:
+    """The key was created at `rev`; 0 means the key does not exist."""
+    return etcdrpc.Compare(
+        key=key.encode(),
+        target=etcdrpc.Compare.CREATE,
+        result=etcdrpc.Compare.EQUAL,
+        create_revision=rev,
+    )
+
+
+def unchanged_since(prefix: str, rev: int) -> Cmp:
+    """No key under `prefix` was created or modified after revision `rev`."""
+    return etcdrpc.Compare(
+        key=prefix.encode(),
+        range_end=range_end(prefix),
+        target=etcdrpc.Compare.MOD,
+        result=etcdrpc.Compare.LESS,
+        mod_revision=rev + 1,
+    )
+
+
+def _item(kv: Any) -> Item:
+    return Item(kv.key.decode(), kv.value, kv.create_revision, kv.mod_revision, kv.lease)
+
+
+# ---------------------------------------------------------------------- the client
+
+
+class Client:
+    """One gRPC channel to the cluster (pick_first over every endpoint), thread-safe."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.revision = 0
+        self._lock = threading.Lock()
+        self._metadata: tuple[tuple[str, str], ...] | None = None
+        self.channel = _channel(conn)
+        self.kv = etcdrpc.KVStub(self.channel)
+        self.leases = etcdrpc.LeaseStub(self.channel)
+        self.watch_stub = etcdrpc.WatchStub(self.channel)
+        self._auth = etcdrpc.AuthStub(self.channel)
+        if conn.user is not None:
+            self._authenticate()
+
+    def close(self) -> None:
+        self.channel.close()
+
+    @property
+    def metadata(self) -> tuple[tuple[str, str], ...] | None:
+        return self._metadata
+
+    def _authenticate(self) -> None:
+        req = etcdrpc.AuthenticateRequest(name=self.conn.user, password=self.conn.password or "")
+        try:
+            resp = self._auth.Authenticate(req, timeout=self.conn.timeout, wait_for_ready=True)
+        except grpc.RpcError as exc:
+            raise _mapped(exc, "authenticate") from exc
+        self._metadata = (("token", resp.token),)
+
+    def _seen(self, header: Any) -> None:
+        with self._lock:
+            self.revision = max(self.revision, int(header.revision))
+
+    def call(self, fn: Callable[..., T], request: Any, what: str, *, retry: bool = False) -> T:
+        """Call one unary RPC; re-authenticate once on an expired token; retry reads once
+        when a member went away (the channel reconnects to another endpoint)."""
+        for attempt in range(3):
+            try:
+                return fn(  # type: ignore[no-any-return]
+                    request, timeout=self.conn.timeout, metadata=self._metadata, wait_for_ready=True
+                )
+            except grpc.RpcError as exc:
+                code = exc.code() if isinstance(exc, grpc.Call) else None
+                again = attempt < 2 and (
+                    (code is grpc.StatusCode.UNAUTHENTICATED and self.conn.user is not None)
+                    or (retry and code in _UNAVAILABLE)
+                )
+                if not again:
+                    raise _mapped(exc, what) from exc
+                if code is grpc.StatusCode.UNAUTHENTICATED:
+                    self._authenticate()
+        raise AssertionError("unreachable")
+
+    # ------------------------------------------------------------------ reads
+
+    def get(self, key: str) -> Item | None:
+        resp = self.call(self.kv.Range, etcdrpc.RangeRequest(key=key.encode()), key, retry=True)
+        self._seen(resp.header)
+        return _item(resp.kvs[0]) if resp.kvs else None
+
+    def scan(self, prefix: str, *, keys_only: bool = False, page: int = PAGE) -> list[Item]:
+        """Every key under `prefix` in key order, read page by page at one revision."""
+        out: list[Item] = []
+        start, end, rev = prefix.encode(), range_end(prefix), 0
+        while True:
+            req = etcdrpc.RangeRequest(
+                key=start, range_end=end, limit=page, keys_only=keys_only, revision=rev
+            )
+            resp = self.call(self.kv.Range, req, prefix, retry=True)
+            self._seen(resp.header)
+            rev = rev or int(resp.header.revision)
+            out.extend(_item(kv) for kv in resp.kvs)
+            if not resp.more or not resp.kvs:
+                return out
+            start = resp.kvs[-1].key + b"\0"
+
+    def first(self, prefix: str, limit: int) -> tuple[list[Item], int]:
+        """The first `limit` keys under `prefix` and the revision read at."""
+        req = etcdrpc.RangeRequest(key=prefix.encode(), range_end=range_end(prefix), limit=limit)
+        resp = self.call(self.kv.Range, req, prefix, retry=True)
+        self._seen(resp.header)
+        return [_item(kv) for kv in resp.kvs], int(resp.header.revision)
+
+    def count(self, prefix: str) -> int:
+        req = etcdrpc.RangeRequest(
+            key=prefix.encode(), range_end=range_end(prefix), count_only=True
+        )
+        resp = self.call(self.kv.Range, req, prefix, retry=True)
+        self._seen(resp.header)
+        return int(resp.count)
+
+    def read_many(self, keys: Iterable[str], *, chunk: int = 120) -> tuple[dict[str, Item], int]:
+        """Read many keys in as few round trips as etcd's limits allow; the revision of the
+        first read (later chunks may be newer: callers compare what they rely on)."""
+        found: dict[str, Item] = {}
+        wanted = list(dict.fromkeys(keys))
+        first_rev = 0
+        for i in range(0, len(wanted), chunk):
+            part = wanted[i : i + chunk]
+            req = etcdrpc.TxnRequest(success=[get(k) for k in part])
+            resp = self.call(self.kv.Txn, req, f"{len(part)} keys", retry=True)
+            self._seen(resp.header)
+            first_rev = first_rev or int(resp.header.revision)
+            for r in resp.responses:
+                found.update((kv.key.decode(), _item(kv)) for kv in r.response_range.kvs)
+        return found, first_rev
+
+    def counts(self, prefixes: Sequence[str], *, chunk: int = 120) -> list[int]:
+        """Number of keys under each prefix, in few round trips."""
+        out: list[int] = []
+        for i in range(0, len(prefixes), chunk):
+            req = etcdrpc.TxnRequest(success=[count(p) for p in prefixes[i : i + chunk]])
+            resp = self.call(self.kv.Txn, req, "counts", retry=True)
+            self._seen(resp.header)
+            out.extend(int(r.response_range.count) for r in resp.responses)
+        return out
+
+    # ------------------------------------------------------------------ writes
+
+    def txn(self, compare: Sequence[Cmp], success: Sequence[Op], what: str) -> TxnResult:
+        """One transaction: apply `success` if every compare holds. Never retried here: a
+        caller whose compare failed re-reads and decides again."""
+        req = etcdrpc.TxnRequest(compare=list(compare), success=list(success))
+        resp = self.call(self.kv.Txn, req, what)
+        self._seen(resp.header)
+        return TxnResult(bool(resp.succeeded), int(resp.header.revision), list(resp.responses))
+
+    # ------------------------------------------------------------------ leases
+
+    def grant(self, ttl: float) -> int:
+        """A new lease of at least `ttl` seconds (etcd counts whole seconds)."""
+        req = etcdrpc.LeaseGrantRequest(TTL=max(1, round(ttl + 0.499)))
+        resp = self.call(self.leases.LeaseGrant, req, "lease grant")
+        self._seen(resp.header)
+        return int(resp.ID)
+
+    def keepalive(self, lease: int) -> int:
+        """Refresh a lease; its TTL afterwards (0: the lease has expired)."""
+        req = etcdrpc.LeaseKeepAliveRequest(ID=lease)
+        try:
+            for resp in self.leases.LeaseKeepAlive(
+                iter([req]), timeout=self.conn.timeout, metadata=self._metadata, wait_for_ready=True
+            ):
+                return int(resp.TTL)
+        except grpc.RpcError as exc:
+            raise _mapped(exc, "lease keep-alive") from exc
+        return 0
+
+    def revoke(self, lease: int) -> None:
+        try:
+            self.call(self.leases.LeaseRevoke, etcdrpc.LeaseRevokeRequest(ID=lease), "revoke")
+        except LeaseMissing:
+            return
+
+
+def _channel(conn: Connection) -> grpc.Channel:
+    """One channel over every endpoint: gRPC fails over to the next address by itself."""
+    addrs = [_resolve(host, port) for host, port in conn.endpoints]
+    target = "ipv4:" + ",".join(addrs) if all("[" not in a for a in addrs) else addrs[0]
+    options: list[tuple[str, Any]] = [
+        ("grpc.max_receive_message_length", _MAX_MSG),
+        ("grpc.max_send_message_length", _MAX_MSG),
+        ("grpc.lb_policy_name", "pick_first"),
+        ("grpc.initial_reconnect_backoff_ms", 100),
+        ("grpc.max_reconnect_backoff_ms", 1000),
+        ("grpc.keepalive_time_ms", 10000),
+    ]
+    if conn.ca is None and conn.cert is None and not conn.tls:
+        return grpc.insecure_channel(target, options=options)
+    options.append(("grpc.ssl_target_name_override", conn.endpoints[0][0]))
+    return grpc.secure_channel(target, _credentials(conn), options=options)
+
+
+def _resolve(host: str, port: int) -> str:
+    """host:port with the host resolved to an IPv4 address (for one multi-address target)."""
+    try:
+        info = socket.getaddrinfo(host, port, socket.AF_INET, socket.SOCK_STREAM)
+    except OSError:
+        return f"[{host}]:{port}"  # left to gRPC's own resolver (single endpoint)
+    return f"{info[0][4][0]}:{port}"
+
+
+def _credentials(conn: Connection) -> grpc.ChannelCredentials:
+    def read(path: str | None) -> bytes | None:
+        if path is None:
+            return None
+        try:
+            with open(path, "rb") as fh:
+                return fh.read()
+        except OSError as exc:
+            raise errors.ConfigError(f"etcd TLS file {path}: {exc.strerror}") from exc
+
+    return grpc.ssl_channel_credentials(read(conn.ca), read(conn.key), read(conn.cert))
+
+
+def _mapped(exc: grpc.RpcError, what: str) -> Exception:
+    """The runner error for a gRPC failure (the caller raises it `from exc`)."""
+    code = exc.code() if isinstance(exc, grpc.Call) else None
+    detail = exc.details() if isinstance(exc, grpc.Call) else str(exc)
+    if code is grpc.StatusCode.NOT_FOUND and "lease" in (detail or ""):
+        return LeaseMissing(detail)
+    if code in _UNAVAILABLE:
+        return errors.StoreUnavailable(
+            f"etcd unreachable ({what}): {detail}; check the endpoints and that etcd is running"
+        )
+    if code is grpc.StatusCode.RESOURCE_EXHAUSTED:
+        return errors.StoreError(
+            f"etcd refused a write ({what}): {detail}; when the space quota is exceeded,"
+            " compact and defragment etcd and disarm the NOSPACE alarm"
+        )
+    if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
+        return errors.StoreUnavailable(f"etcd refused access ({what}): {detail}")
+    return errors.StoreError(f"etcd error ({what}): {detail}")

@@ -1,0 +1,211 @@
+"""How a run moves on etcd: queueing, terminal tasks, successors, cancellation, the run's end.
+
+Helpers add compares and operations to a `Batch` (one transaction) using the pure rules of
+`runner.transitions`. Work too large for one transaction (a task with hundreds of
+successors, cancelling a 100,000-task run) goes through marker keys (`prop/`, `ending/`) that
+any process drains idempotently, so a crash half-way leaves a marker, never a half-done step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from runner import transitions
+from runner.models import RunState, TaskState, When
+from runner.store import etcd_client as c
+from runner.store.etcd_keys import Keys, dumps, loads
+
+UNSTARTED = (TaskState.PENDING.value, TaskState.READY.value, TaskState.RETRYING.value)
+PER_TXN = 30  # tasks per transaction: 4 operations each stays under etcd's 128
+Rec = dict[str, Any]
+
+
+@dataclass
+class Batch:
+    """The compares and operations of one transaction."""
+
+    compares: list[Any] = field(default_factory=list)
+    ops: list[Any] = field(default_factory=list)
+
+    def guard(self, key: str, mod: int) -> None:
+        self.compares.append(c.mod_is(key, mod))
+
+    def put(self, key: str, value: Any, lease: int = 0) -> None:
+        self.ops.append(c.put(key, value if isinstance(value, bytes) else dumps(value), lease))
+
+    def delete(self, key: str) -> None:
+        self.ops.append(c.delete(key))
+
+
+def enqueue(
+    b: Batch, keys: Keys, run_id: str, rec: Rec, *, now: float, not_before: float = 0.0
+) -> None:
+    """Queue a task (`retrying` until `not_before` when that is in the future)."""
+    spec = rec["spec"]
+    ready = max(now, not_before)
+    qkey = keys.queue_entry(int(spec.get("priority", 0)), ready, rec["order"], run_id, spec["id"])
+    rec["state"] = TaskState.RETRYING.value if not_before > now else TaskState.READY.value
+    rec["ready_at"] = ready
+    rec["qkey"] = qkey
+    b.put(qkey, {"nb": not_before, "sel": spec.get("selector") or {}})
+
+
+def terminal(b: Batch, keys: Keys, run_id: str, rec: Rec, state: TaskState) -> bool:
+    """Make a task terminal; True when it has successors to advance."""
+    spec = rec["spec"]
+    rec["state"] = state.value
+    if rec.get("qkey"):
+        b.delete(rec.pop("qkey"))
+    b.put(keys.done(run_id, spec["id"]), b"1")
+    if transitions.counts_as_failure(state, bool(spec.get("allowFailure"))):
+        b.put(keys.fail(run_id, spec["id"]), b"1")
+    return bool(rec.get("succ"))
+
+
+def dep_of(rec: Rec) -> transitions.DepState:
+    return (TaskState(rec["state"]), bool(rec["spec"].get("allowFailure")))
+
+
+def advance(
+    b: Batch,
+    keys: Keys,
+    run: Rec,
+    done_id: str,
+    succs: dict[str, tuple[c.Item, Rec]],
+    dep_state: Callable[[str], transitions.DepState],
+    *,
+    now: float,
+) -> None:
+    """Count `done_id` off its successors; queue or skip those whose dependencies are now all
+    terminal (a skipped one with successors gets a `prop/` marker: skips cascade)."""
+    run_id = run["id"]
+    halted = run.get("halted") or RunState(run["state"]).terminal
+    for item, rec in succs.values():
+        if rec["state"] != TaskState.PENDING.value or done_id not in rec["waiting"]:
+            continue
+        rec["waiting"].remove(done_id)
+        b.guard(item.key, item.mod)
+        if not rec["waiting"]:
+            deps = [dep_state(d) for d in rec["spec"].get("depends", [])]
+            state = transitions.decide(When(rec["spec"].get("when", "success")), deps)
+            if halted:
+                state = TaskState.CANCELLED
+            if state is TaskState.READY:
+                enqueue(b, keys, run_id, rec, now=now)
+            elif terminal(b, keys, run_id, rec, state):
+                b.put(keys.prop(run_id, rec["spec"]["id"]), b"1")
+        b.put(item.key, rec)
+
+
+def freed_deps(done_id: str, succs: dict[str, tuple[c.Item, Rec]]) -> set[str]:
+    """Dependencies (other than `done_id`) of the successors this completion frees."""
+    out: set[str] = set()
+    for _, rec in succs.values():
+        if rec["state"] == TaskState.PENDING.value and rec["waiting"] == [done_id]:
+            out.update(d for d in rec["spec"].get("depends", []) if d != done_id)
+    return out
+
+
+# ---------------------------------------------------------------------- multi-txn work
+
+
+def drain(client: c.Client, keys: Keys, run_id: str, *, now: float) -> None:
+    """Advance the successors of every task with a `prop/` marker in the run, in batches."""
+    for _ in range(10_000):
+        markers = client.scan(keys.prop(run_id, ""), keys_only=True)
+        if not markers:
+            return
+        for marker in markers:
+            _drain_one(client, keys, run_id, marker, now=now)
+
+
+def _drain_one(client: c.Client, keys: Keys, run_id: str, marker: c.Item, *, now: float) -> None:
+    done_id = keys.split(marker.key, "prop")[1]
+    found, _ = client.read_many([keys.task(run_id, done_id), keys.run(run_id)])
+    task, run = found.get(keys.task(run_id, done_id)), found.get(keys.run(run_id))
+    if task is None or run is None:
+        client.txn([c.mod_is(marker.key, marker.mod)], [c.delete(marker.key)], "prop")
+        return
+    succ = loads(task.value).get("succ", [])
+    parts = [succ[i : i + PER_TXN] for i in range(0, len(succ), PER_TXN)] or [[]]
+    for i, part in enumerate(parts):
+        while True:
+            b = Batch()
+            b.guard(marker.key, marker.mod)
+            succs = read_tasks(client, keys, run_id, part)
+            deps = dep_reader(client, keys, run_id, freed_deps(done_id, succs))
+            advance(b, keys, loads(run.value), done_id, succs, deps, now=now)
+            if i == len(parts) - 1:
+                b.delete(marker.key)
+            if client.txn(b.compares, b.ops, "advance successors").succeeded:
+                break
+            if client.get(marker.key) is None:
+                return  # another process drained it
+
+
+def read_tasks(
+    client: c.Client, keys: Keys, run_id: str, task_ids: list[str]
+) -> dict[str, tuple[c.Item, Rec]]:
+    found, _ = client.read_many(keys.task(run_id, t) for t in task_ids)
+    return {
+        t: (found[k], loads(found[k].value))
+        for t in task_ids
+        if (k := keys.task(run_id, t)) in found
+    }
+
+
+def dep_reader(
+    client: c.Client, keys: Keys, run_id: str, ids: set[str], known: dict[str, Rec] | None = None
+) -> Callable[[str], transitions.DepState]:
+    """A lookup of dependency states: `known` records first, the rest read now."""
+    recs: dict[str, Rec] = dict(known or {})
+    missing = [i for i in ids if i not in recs]
+    if missing:
+        recs.update({t: rec for t, (_, rec) in read_tasks(client, keys, run_id, missing).items()})
+    return lambda dep_id: dep_of(recs[dep_id])
+
+
+def cancel_unstarted(client: c.Client, keys: Keys, run_id: str) -> list[str]:
+    """Cancel every pending, ready and retrying task of a halted run; clear its `ending/`
+    marker. Returns the task ids it cancelled."""
+    cancelled: list[str] = []
+    for _ in range(1000):
+        items = [
+            i for i in client.scan(keys.task(run_id, "")) if loads(i.value)["state"] in UNSTARTED
+        ]
+        if not items:
+            break
+        for start in range(0, len(items), PER_TXN):
+            b = Batch()
+            ids = []
+            for item in items[start : start + PER_TXN]:
+                rec = loads(item.value)
+                b.guard(item.key, item.mod)
+                terminal(b, keys, run_id, rec, TaskState.CANCELLED)
+                b.put(item.key, rec)
+                ids.append(rec["spec"]["id"])
+            if client.txn(b.compares, b.ops, "cancel tasks").succeeded:
+                cancelled.extend(ids)
+    client.txn([], [c.delete(keys.ending(run_id))], "ending")
+    return cancelled
+
+
+def maybe_end(client: c.Client, keys: Keys, run_id: str, *, now: float) -> None:
+    """End a running run whose tasks are all terminal, by `transitions.run_outcome`."""
+    for _ in range(100):
+        run_item = client.get(keys.run(run_id))
+        if run_item is None:
+            return
+        run = loads(run_item.value)
+        if RunState(run["state"]).terminal:
+            return
+        done, failed = client.counts([keys.done(run_id, ""), keys.fail(run_id, "")])
+        if done < int(run["tasks_total"]):
+            return
+        outcome = transitions.run_outcome([(TaskState.FAILED, False)] * failed)
+        run.update(state=outcome.value, finished_at=now)
+        ops = [c.put(run_item.key, dumps(run)), c.delete(keys.active(run_id))]
+        if client.txn([c.mod_is(run_item.key, run_item.mod)], ops, "end run").succeeded:
+            return

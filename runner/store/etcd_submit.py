@@ -1,0 +1,157 @@
+"""Submit and retry runs on etcd within its limits (128 operations, 1.5 MiB per request).
+
+A run's task records and first queue entries are written in chunks while the run record does
+not exist; workers skip queue entries of runs they cannot read, so the run becomes visible in
+one step when the last transaction writes its record.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+from runner import errors, transitions
+from runner.models import Plan, Run, RunState, TaskState, When
+from runner.store import etcd_client as c
+from runner.store import etcd_flow as flow
+from runner.store.etcd_keys import Keys, dumps, loads, run_to_dict
+
+MAX_BYTES = 1024 * 1024  # per transaction, under etcd's 1.5 MiB request limit
+MAX_OPS = 100
+
+
+def task_records(plan: Plan) -> list[dict[str, Any]]:
+    """The stored record of every task: spec, state, successors and output references."""
+    succ: dict[str, list[str]] = defaultdict(list)
+    by_name: dict[str, list[str]] = defaultdict(list)
+    for t in plan.tasks:
+        by_name[t.name].append(t.id)
+        for d in t.depends:
+            succ[d].append(t.id)
+    ids = {t.id for t in plan.tasks}
+    out = []
+    for i, t in enumerate(plan.tasks):
+        refs = sorted(
+            {r2 for r in transitions.output_refs(t) for r2 in ([r] if r in ids else by_name[r])}
+        )
+        out.append(
+            {
+                "order": i,
+                "spec": t.to_dict(),
+                "state": TaskState.PENDING.value,
+                "attempts": [],
+                "outputs": {},
+                "losses": 0,
+                "ready_at": None,
+                "waiting": list(dict.fromkeys(t.depends)),
+                "succ": succ[t.id],
+                "refs": refs,
+            }
+        )
+    return out
+
+
+def create_run(
+    client: c.Client, keys: Keys, plan: Plan, *, run_id: str, now: float, key: str | None,
+    scheduled_time: float | None,
+) -> Run:  # fmt: skip
+    """Store a run (see Store.create_run)."""
+    _check_new(client, keys, run_id, key)
+    run = Run(
+        id=run_id, workflow=plan.workflow, state=RunState.PENDING, params=dict(plan.params),
+        created_at=now, key=key, scheduled_time=scheduled_time, plan_hash=plan.hash,
+        tasks_total=len(plan.tasks),
+    )  # fmt: skip
+    deadline = None if plan.timeout is None else now + plan.timeout
+    extra = {"fail_fast": plan.fail_fast, "parallelism": plan.parallelism, "halted": False}
+    written: list[str] = []
+    batch = flow.Batch(compares=[c.created_at(keys.run(run_id), 0)])
+    size = 0
+    for rec in task_records(plan):
+        if len(batch.ops) + 2 > MAX_OPS or size > MAX_BYTES:
+            _write(client, batch, written)
+            batch, size = flow.Batch(compares=[c.created_at(keys.run(run_id), 0)]), 0
+        if not rec["waiting"]:
+            flow.enqueue(batch, keys, run_id, rec, now=now)
+        value = dumps(rec)
+        size += len(value)
+        batch.put(keys.task(run_id, rec["spec"]["id"]), value)
+    _write(client, batch, written)
+    final = flow.Batch(compares=[c.created_at(keys.run(run_id), 0)])
+    final.put(keys.run(run_id), run_to_dict(run, extra))
+    final.put(keys.active(run_id), {"deadline": deadline})
+    if key is not None:
+        final.compares.append(c.created_at(keys.run_key(key), 0))
+        final.put(keys.run_key(key), run_id.encode())
+    if not client.txn(final.compares, final.ops, "create run").succeeded:
+        client.txn([], [c.delete(k) for k in written if "/queue/" in k], "undo")
+        _check_new(client, keys, run_id, key)
+        raise errors.RunExists(run_id, key or run_id)
+    return run
+
+
+def _write(client: c.Client, batch: flow.Batch, written: list[str]) -> None:
+    if not batch.ops:
+        return
+    if not client.txn(batch.compares, batch.ops, "create run tasks").succeeded:
+        raise errors.StoreError("create run: the run appeared while its tasks were written")
+    written.extend(op.request_put.key.decode() for op in batch.ops)
+
+
+def _check_new(client: c.Client, keys: Keys, run_id: str, key: str | None) -> None:
+    if client.get(keys.run(run_id)) is not None:
+        raise errors.RunExists(run_id, key or run_id)
+    if key is not None:
+        existing = client.get(keys.run_key(key))
+        if existing is not None:
+            raise errors.RunExists(existing.value.decode(), key)
+
+
+def retry_run(client: c.Client, keys: Keys, run_id: str, *, now: float, dry_run: bool) -> list[str]:
+    """Re-run the failed, cancelled and skipped tasks of a finished run (see Store.retry_run)."""
+    run_item = client.get(keys.run(run_id))
+    if run_item is None:
+        raise errors.RunNotFound(run_id)
+    run = loads(run_item.value)
+    if not RunState(run["state"]).terminal:
+        raise errors.UsageError(f"run {run_id} has not finished; only finished runs can be retried")
+    items = sorted(client.scan(keys.task(run_id, "")), key=lambda i: loads(i.value)["order"])
+    recs = {loads(i.value)["spec"]["id"]: (i, loads(i.value)) for i in items}
+    again = [t for t, (_, r) in recs.items() if r["state"] in ("failed", "cancelled", "skipped")]
+    if dry_run or not again:
+        return again
+    chosen = set(again)
+    for start in range(0, len(again), flow.PER_TXN):
+        b = flow.Batch()
+        for task_id in again[start : start + flow.PER_TXN]:
+            item, rec = recs[task_id]
+            _reset(b, keys, run_id, rec, chosen, recs, now=now)
+            b.guard(item.key, item.mod)
+            b.put(item.key, rec)
+        if not client.txn(b.compares, b.ops, "retry tasks").succeeded:
+            raise errors.StoreError(f"retry {run_id}: the run changed meanwhile; try again")
+    run.update(state=RunState.RUNNING.value, finished_at=None, reason=None, halted=False)
+    ops = [c.put(run_item.key, dumps(run)), c.put(keys.active(run_id), dumps({"deadline": None}))]
+    if not client.txn([c.mod_is(run_item.key, run_item.mod)], ops, "retry run").succeeded:
+        raise errors.StoreError(f"retry {run_id}: the run changed meanwhile; try again")
+    return again
+
+
+def _reset(
+    b: flow.Batch, keys: Keys, run_id: str, rec: dict[str, Any], chosen: set[str],
+    recs: dict[str, Any], *, now: float,
+) -> None:  # fmt: skip
+    task_id = rec["spec"]["id"]
+    b.delete(keys.fail(run_id, task_id))
+    rec.update(state=TaskState.PENDING.value, waiting_reason=None, losses=0)
+    rec["waiting"] = [d for d in rec["spec"].get("depends", []) if d in chosen]
+    state = TaskState.PENDING
+    if not rec["waiting"]:
+        deps = [flow.dep_of(recs[d][1]) for d in rec["spec"].get("depends", [])]
+        state = transitions.decide(When(rec["spec"].get("when", "success")), deps)
+    if state is TaskState.SKIPPED:
+        rec["state"] = TaskState.SKIPPED.value  # stays done: its marker is kept
+        return
+    b.delete(keys.done(run_id, task_id))
+    if state is TaskState.READY:
+        flow.enqueue(b, keys, run_id, rec, now=now)

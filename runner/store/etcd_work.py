@@ -1,0 +1,346 @@
+"""Claim, finish and lose attempts on etcd, each committed by one compare-and-set transaction.
+
+A claim compares the queue entry, the task record and the run record it read, and that no
+ownership key exists; it deletes the entry and creates the ownership key on the worker's lease.
+The fencing token is that key's create revision (= the claim's revision). A finish compares
+the ownership key's create revision with the token, so a stale worker records nothing.
+"""
+
+from __future__ import annotations
+
+import random
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from runner import errors, transitions
+from runner.failpoints import Failpoints
+from runner.models import (
+    AttemptState,
+    Lease,
+    Outcome,
+    Reason,
+    RunContext,
+    RunState,
+    TaskSpec,
+    TaskState,
+)
+from runner.store import etcd_client as c
+from runner.store import etcd_flow as flow
+from runner.store import etcd_logs
+from runner.store.base import MAX_LOSSES
+from runner.store.etcd_keys import Keys, loads
+
+Rec = dict[str, Any]
+
+
+@dataclass
+class Ctx:
+    client: c.Client
+    keys: Keys
+    failpoints: Failpoints = field(default_factory=Failpoints)
+    log_limit: int = 1024 * 1024
+
+
+@dataclass
+class Pick:
+    entry: c.Item
+    task: c.Item
+    run_id: str
+    rec: Rec
+
+
+# ---------------------------------------------------------------------- claim
+
+
+def claim(
+    ctx: Ctx, worker_id: str, lease_id: int, *, now: float, limit: int, labels: Any
+) -> list[Lease]:
+    """Take up to `limit` ready tasks in one transaction; on a conflict with another worker,
+    read again and pick at a random offset within the highest priority (no head-key race)."""
+    for rnd in range(20):
+        picks, runs = _candidates(ctx, now=now, labels=labels, want=limit, spread=rnd > 0)
+        if not picks:
+            return []
+        leases = _commit_claim(ctx, worker_id, lease_id, picks[:limit], runs, now=now)
+        if leases:
+            return leases
+    return []
+
+
+def _candidates(
+    ctx: Ctx, *, now: float, labels: Any, want: int, spread: bool
+) -> tuple[list[Pick], dict[str, c.Item]]:
+    entries, _ = ctx.client.first(ctx.keys.queue(), max(32, 8 * want))
+    due = [e for e in entries if _due(e, now, labels)]
+    if spread and due:
+        tier = ctx.keys.split(due[0].key, "queue")[0]
+        top = [e for e in due if ctx.keys.split(e.key, "queue")[0] == tier]
+        k = random.randrange(len(top))
+        due = top[k:] + top[:k] + due[len(top) :]
+    ids = [ctx.keys.split(e.key, "queue")[3:5] for e in due]
+    runs, _ = ctx.client.read_many(ctx.keys.run(r) for r, _ in ids)
+    open_runs = {k: v for k, v in runs.items() if _claimable_run(loads(v.value))}
+    tasks, _ = ctx.client.read_many(
+        ctx.keys.task(r, t) for r, t in ids if ctx.keys.run(r) in open_runs
+    )
+    picks: list[Pick] = []
+    room = _room(ctx, open_runs)
+    for entry, (run_id, task_id) in zip(due, ids, strict=True):
+        item = tasks.get(ctx.keys.task(run_id, task_id))
+        rec = None if item is None else loads(item.value)
+        if item is None or rec is None or rec.get("qkey") != entry.key:
+            continue
+        if room.get(run_id, 1) <= 0:
+            continue
+        room[run_id] = room.get(run_id, 1) - 1
+        picks.append(Pick(entry, item, run_id, rec))
+    return picks, open_runs
+
+
+def _due(entry: c.Item, now: float, labels: Any) -> bool:
+    value = loads(entry.value)
+    return float(value.get("nb", 0)) <= now and transitions.selector_matches(
+        value.get("sel") or {}, labels
+    )
+
+
+def _claimable_run(run: Rec) -> bool:
+    return not RunState(run["state"]).terminal and not run.get("halted")
+
+
+def _room(ctx: Ctx, runs: dict[str, c.Item]) -> dict[str, int]:
+    """Free parallelism slots of the runs that have a limit (the rest are unlimited)."""
+    limited = [loads(i.value) for i in runs.values() if loads(i.value).get("parallelism")]
+    counts = ctx.client.counts([ctx.keys.own(r["id"], "") for r in limited])
+    return {r["id"]: int(r["parallelism"]) - n for r, n in zip(limited, counts, strict=True)}
+
+
+def _commit_claim(
+    ctx: Ctx,
+    worker_id: str,
+    lease_id: int,
+    picks: list[Pick],
+    runs: dict[str, c.Item],
+    *,
+    now: float,
+) -> list[Lease]:
+    keys, b = ctx.keys, flow.Batch()
+    nonce = uuid.uuid4().hex
+    for run_key, item in runs.items():
+        run = loads(item.value)
+        if not any(p.run_id == run["id"] for p in picks):
+            continue
+        b.guard(run_key, item.mod)
+        if run.get("parallelism"):
+            b.compares.append(c.unchanged_since(keys.own(run["id"], ""), ctx.client.revision))
+        if run["state"] == RunState.PENDING.value:
+            run.update(state=RunState.RUNNING.value, started_at=now)
+            b.put(run_key, run)
+    for p in picks:
+        _claim_ops(b, keys, p, worker_id, lease_id, nonce, now=now)
+    ctx.failpoints.hit("claim.before_commit")
+    try:
+        res = ctx.client.txn(b.compares, b.ops, "claim")
+    except c.LeaseMissing:
+        raise _worker_lost(worker_id) from None
+    except errors.StoreUnavailable:
+        token = _claimed_anyway(ctx, picks, nonce)
+        if not token:
+            raise
+        return _leases(ctx, picks, runs, worker_id, token)
+    if not res.succeeded:
+        return []
+    ctx.failpoints.hit("claim.after_commit")
+    return _leases(ctx, picks, runs, worker_id, res.revision)
+
+
+def _claim_ops(
+    b: flow.Batch, keys: Keys, p: Pick, worker_id: str, lease_id: int, nonce: str, *, now: float
+) -> None:
+    task_id = p.rec["spec"]["id"]
+    number = len(p.rec.get("attempts", [])) + 1
+    b.guard(p.entry.key, p.entry.mod)
+    b.guard(p.task.key, p.task.mod)
+    b.compares.append(c.created_at(keys.own(p.run_id, task_id), 0))
+    b.delete(p.entry.key)
+    p.rec.pop("qkey", None)
+    p.rec.update(state=TaskState.RUNNING.value, waiting_reason=None)
+    p.rec.setdefault("attempts", []).append(
+        {"number": number, "state": "running", "worker": worker_id, "token": 0, "started_at": now}
+    )
+    owner = {"worker": worker_id, "attempt": number, "nonce": nonce}
+    b.put(keys.own(p.run_id, task_id), owner, lease_id)
+    b.put(keys.held(worker_id, p.run_id, task_id), {"attempt": number})
+    b.put(p.task.key, p.rec)
+
+
+def _claimed_anyway(ctx: Ctx, picks: list[Pick], nonce: str) -> int:
+    """After an ambiguous failure: the claim's revision if it committed after all (its
+    ownership keys carry `nonce`), else 0."""
+    key = ctx.keys.own(picks[0].run_id, picks[0].rec["spec"]["id"])
+    try:
+        own = ctx.client.get(key)
+    except errors.StoreError:
+        return 0
+    if own is None or loads(own.value).get("nonce") != nonce:
+        return 0
+    return own.create
+
+
+def _leases(
+    ctx: Ctx, picks: list[Pick], runs: dict[str, c.Item], worker_id: str, token: int
+) -> list[Lease]:
+    refs = {(p.run_id, r) for p in picks for r in p.rec.get("refs", [])}
+    found, _ = ctx.client.read_many(ctx.keys.task(r, t) for r, t in refs)
+    out: list[Lease] = []
+    for p in picks:
+        run = loads(runs[ctx.keys.run(p.run_id)].value)
+        outputs = {
+            r: dict(loads(found[k].value).get("outputs") or {})
+            for r in p.rec.get("refs", [])
+            if (k := ctx.keys.task(p.run_id, r)) in found
+        }
+        context = RunContext(
+            run_id=p.run_id,
+            scheduled_time=run.get("scheduled_time"),
+            params=dict(run.get("params") or {}),
+            outputs=outputs,
+        )
+        out.append(
+            Lease(
+                run_id=p.run_id,
+                task_id=p.rec["spec"]["id"],
+                attempt=len(p.rec["attempts"]),
+                token=token,
+                worker_id=worker_id,
+                spec=TaskSpec.from_dict(p.rec["spec"]),
+                context=context,
+            )
+        )
+    return out
+
+
+def _worker_lost(worker_id: str) -> errors.LeaseLost:
+    err = errors.LeaseLost("", "", 0)
+    err.args = (f"worker {worker_id}: its lease expired; stop its tasks and register",)
+    return err
+
+
+# ---------------------------------------------------------------------- logs
+
+
+def log_ops(ctx: Ctx, b: flow.Batch, lease: Lease, data: bytes, meta_item: c.Item | None) -> None:
+    """Add an append of `data` to the attempt's log to the batch (guarded by the meta mod)."""
+    keys = ctx.keys
+    meta = None if meta_item is None else loads(meta_item.value)
+    base = keys.log(lease.run_id, lease.task_id, lease.attempt)
+    last_k = etcd_logs.needs_last(meta, len(data))
+    last = None
+    if last_k is not None:
+        item = ctx.client.get(f"{base}{last_k:08d}")
+        last = b"" if item is None else item.value
+    plan = etcd_logs.plan_append(meta, last, data, limit=ctx.log_limit)
+    b.guard(
+        keys.log_meta(lease.run_id, lease.task_id, lease.attempt),
+        0 if meta_item is None else meta_item.mod,
+    )
+    for k, piece in plan.puts:
+        b.put(f"{base}{k:08d}", piece)
+    for k in plan.deletes:
+        b.delete(f"{base}{k:08d}")
+    b.put(keys.log_meta(lease.run_id, lease.task_id, lease.attempt), plan.meta)
+
+
+def append_log(ctx: Ctx, lease: Lease, text: str) -> None:
+    """Append to the attempt's stored log, fenced by the ownership key's create revision."""
+    data = text.encode()
+    for _ in range(100):
+        own_key = ctx.keys.own(lease.run_id, lease.task_id)
+        meta_key = ctx.keys.log_meta(lease.run_id, lease.task_id, lease.attempt)
+        found, _ = ctx.client.read_many([own_key, meta_key])
+        own = found.get(own_key)
+        if own is None or own.create != lease.token:
+            raise errors.LeaseLost(lease.run_id, lease.task_id, lease.attempt)
+        b = flow.Batch(compares=[c.created_at(own_key, lease.token)])
+        log_ops(ctx, b, lease, data, found.get(meta_key))
+        if ctx.client.txn(b.compares, b.ops, "append log").succeeded:
+            return
+    raise errors.StoreError(f"append_log {lease.run_id}/{lease.task_id}: too much contention")
+
+
+# ---------------------------------------------------------------------- finish and loss
+
+
+def complete(
+    b: flow.Batch, keys: Keys, run_item: c.Item, run: Rec, rec: Rec, state: TaskState
+) -> bool:
+    """A task became terminal: markers, failFast; True when its successors need advancing."""
+    has_succ = flow.terminal(b, keys, run["id"], rec, state)
+    allow = bool(rec["spec"].get("allowFailure"))
+    if (
+        run.get("fail_fast")
+        and transitions.counts_as_failure(state, allow)
+        and not run.get("halted")
+    ):
+        run["halted"] = True
+        b.put(run_item.key, run)
+        b.put(keys.ending(run["id"]), b"failFast")
+    return has_succ
+
+
+def decide_outcome(
+    spec: TaskSpec, rec: Rec, run: Rec, outcome: Outcome
+) -> tuple[TaskState, float | None]:
+    """The task's next state and, for a retry, its backoff."""
+    if RunState(run["state"]).terminal or outcome.reason is Reason.CANCELLED:
+        return TaskState.CANCELLED, None
+    if outcome.succeeded:
+        return TaskState.SUCCEEDED, None
+    failed = sum(1 for a in rec["attempts"] if a["state"] == AttemptState.FAILED.value)
+    delay = transitions.retry_delay(spec, failed, outcome.reason)
+    return (TaskState.RETRYING, delay) if delay is not None else (TaskState.FAILED, None)
+
+
+def lose(
+    ctx: Ctx, worker_id: str, held: c.Item, *, now: float, counted: bool
+) -> tuple[str, str] | None:
+    """Record a held attempt `lost` and requeue its task (fail it on the MAX_LOSSES-th counted
+    loss; cancel it when its run has ended). One transaction; None when someone else did."""
+    keys = ctx.keys
+    run_id, task_id = keys.split(held.key, "held")[1:3]
+    own_key, task_key, run_key = (
+        keys.own(run_id, task_id),
+        keys.task(run_id, task_id),
+        keys.run(run_id),
+    )
+    found, _ = ctx.client.read_many([own_key, task_key, run_key])
+    own, task, run_item = found.get(own_key), found.get(task_key), found.get(run_key)
+    if task is None or run_item is None or (own is not None and counted):
+        return None
+    rec, run = loads(task.value), loads(run_item.value)
+    b = flow.Batch()
+    b.guard(held.key, held.mod)
+    b.guard(task.key, task.mod)
+    b.guard(run_key, run_item.mod)
+    b.compares.append(c.created_at(own_key, 0 if own is None else own.create))
+    attempt = rec["attempts"][-1]
+    attempt.update(state=AttemptState.LOST.value, reason=Reason.LOST.value, finished_at=now)
+    attempt["token"] = attempt["token"] or task.mod
+    rec["losses"] = int(rec.get("losses", 0)) + int(counted)
+    if RunState(run["state"]).terminal:
+        needs = complete(b, keys, run_item, run, rec, TaskState.CANCELLED)
+    elif rec["losses"] >= MAX_LOSSES:
+        needs = complete(b, keys, run_item, run, rec, TaskState.FAILED)
+    else:
+        needs = False
+        flow.enqueue(b, keys, run_id, rec, now=now)
+    if needs:
+        b.put(keys.prop(run_id, task_id), b"1")
+    b.put(task.key, rec)
+    b.delete(held.key)
+    if own is not None:
+        b.delete(own_key)
+    return (
+        (run_id, task_id) if ctx.client.txn(b.compares, b.ops, "lose attempt").succeeded else None
+    )
