@@ -40,7 +40,7 @@ def say(text: str, err: str = "") -> None:
         print(err, file=sys.stderr)
 
 
-def env(*names: str) -> dict[str, str]:
+def env(names: list[str]) -> dict[str, str]:
     """Return the given environment variables as outputs."""
     return {name: os.environ.get(name, "<unset>") for name in names}
 

@@ -178,12 +178,13 @@ class CallPool:
     def _failed(self, child: CallChild, sink: LogSink, stop: Escalation) -> Ending:
         """The child died or was stopped: replace it and say why."""
         status: int | None = None
-        if stop.reason is models.Reason.EXIT:
+        stopped = stop.reason is not models.Reason.EXIT or stop.stopper.killed.is_set()
+        if not stopped:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 status = child.proc.wait(_EXIT_WAIT)
         child.read_output(sink)
         code = self._discard(child)
-        if stop.reason is not models.Reason.EXIT:
+        if stopped:
             return stop.ending(None)
         what = describe_status(code if status is None else status) or "exited"
         sink.note(f"call child died ({what}); a new one takes its place")

@@ -97,6 +97,8 @@ class Escalation:
 
     def ending(self, code: int | None) -> Ending:
         """How the attempt ended, given the process's return code."""
+        if self.reason is models.Reason.EXIT and self.stopper.killed.is_set():
+            self.reason = models.Reason.CANCELLED  # kill_all got there before `check`
         if self.reason is models.Reason.EXIT:
             error = describe_status(code) if code is not None else "no exit status"
             return Ending(exit_code=code, reason=self.reason, error=error)
