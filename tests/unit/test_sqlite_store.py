@@ -1,0 +1,167 @@
+"""SQLite-only behaviour of SqliteStore: files, faults, schema versions, failpoints, the plan."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from runner import errors
+from runner.models import RunState
+from runner.store import open_store, sqlite, sqlite_queue, sqlite_schema
+from tests.contract import plans
+from tests.contract.plans import T0, claim_one, ok, states, worker
+
+
+def _url(path: Path) -> str:
+    return f"sqlite:///{path}"
+
+
+def test_open_creates_a_missing_folder(tmp_path: Path) -> None:
+    path = tmp_path / "a" / "b" / "state.db"
+    store = open_store(_url(path))
+    store.close()
+    assert path.is_file()
+
+
+def test_open_non_database_file_raises_store_unavailable(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    path.write_text("hello, I am not a database\n" * 100)
+    with pytest.raises(errors.StoreUnavailable) as info:
+        open_store(_url(path))
+    assert str(path) in info.value.message
+    assert "not a runner store or is corrupt" in info.value.message
+    assert isinstance(info.value.__cause__, sqlite3.Error)
+    assert path.read_text().startswith("hello")  # left as it was
+
+
+def test_open_corrupt_store_raises_store_error(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    store = open_store(_url(path))
+    store.create_run(plans.fan_out(200), run_id="r1", now=T0)
+    store.close()
+    data = bytearray(path.read_bytes())
+    data[100:] = b"\xff" * (len(data) - 100)  # keep the header, wreck every page
+    path.write_bytes(bytes(data))
+    with pytest.raises(errors.StoreUnavailable) as info:
+        open_store(_url(path))
+    assert str(path) in info.value.message
+    assert isinstance(info.value.__cause__, sqlite3.Error)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their mode")
+def test_open_unreadable_file_raises_store_unavailable(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    open_store(_url(path)).close()
+    path.chmod(0)
+    with pytest.raises(errors.StoreUnavailable) as info:
+        open_store(_url(path))
+    assert str(path) in info.value.message
+
+
+def test_open_newer_schema_version_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    open_store(_url(path)).close()
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
+    db.close()
+    with pytest.raises(errors.StoreUnavailable) as info:
+        open_store(_url(path))
+    assert "schema version 99 is newer" in info.value.message
+
+
+def test_open_sets_wal_and_schema_version(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    open_store(_url(path)).close()
+    db = sqlite3.connect(path)
+    try:
+        assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+        assert db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == (
+            str(sqlite_schema.SCHEMA_VERSION),
+        )
+    finally:
+        db.close()
+
+
+def test_full_disk_fails_visibly_and_keeps_what_was_stored(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    store = sqlite.SqliteStore(str(path))
+    store.create_run(plans.linear(3), run_id="small", now=T0)
+    db = store._db
+    assert db is not None
+    (pages,) = db.execute("PRAGMA page_count").fetchone()
+    db.execute(f"PRAGMA max_page_count = {pages + 2}")  # as if the disk filled up
+    with pytest.raises(errors.StoreError) as info:
+        store.create_run(plans.fan_out(2000), run_id="big", now=T0)
+    assert "disk is full" in info.value.message
+    assert str(path) in info.value.message
+    assert store.get_run("small").tasks_total == 3
+    store.close()
+    reopened = open_store(_url(path))
+    try:
+        assert states(reopened, "small") == {"t0": "ready", "t1": "pending", "t2": "pending"}
+        with pytest.raises(errors.RunNotFound):
+            reopened.get_run("big")
+    finally:
+        reopened.close()
+
+
+def test_use_after_close_raises_store_error(tmp_path: Path) -> None:
+    store = open_store(_url(tmp_path / "state.db"))
+    store.close()
+    with pytest.raises(errors.StoreError, match="after close"):
+        store.list_runs()
+
+
+def test_failpoint_before_claim_commit_claims_nothing(tmp_path: Path) -> None:
+    url = _url(tmp_path / "state.db")
+    faulty = open_store(url, failpoints="claim.before_commit=error")
+    try:
+        faulty.create_run(plans.linear(1), run_id="r1", now=T0)
+        with pytest.raises(errors.StoreUnavailable, match=r"claim\.before_commit"):
+            faulty.claim(worker(faulty), now=T0)
+        assert states(faulty, "r1") == {"t0": "ready"}
+        assert faulty.get_run("r1").tasks[0].attempts == ()
+    finally:
+        faulty.close()
+
+
+def test_failpoint_before_finish_commit_records_nothing(tmp_path: Path) -> None:
+    url = _url(tmp_path / "state.db")
+    faulty = open_store(url, failpoints="finish.before_commit=error")
+    try:
+        faulty.create_run(plans.linear(2), run_id="r1", now=T0)
+        lease = claim_one(faulty, worker(faulty))
+        with pytest.raises(errors.StoreUnavailable, match=r"finish\.before_commit"):
+            faulty.finish(lease, ok(), now=T0)
+        assert states(faulty, "r1") == {"t0": "running", "t1": "pending"}
+    finally:
+        faulty.close()
+
+
+def test_failpoint_after_finish_commit_keeps_the_result(tmp_path: Path) -> None:
+    url = _url(tmp_path / "state.db")
+    faulty = open_store(url, failpoints="finish.after_commit=error")
+    try:
+        faulty.create_run(plans.linear(1), run_id="r1", now=T0)
+        lease = claim_one(faulty, worker(faulty))
+        with pytest.raises(errors.StoreUnavailable):
+            faulty.finish(lease, ok(), now=T0)
+        assert faulty.get_run("r1").state is RunState.SUCCEEDED
+    finally:
+        faulty.close()
+
+
+def test_claim_query_walks_the_queue_index(tmp_path: Path) -> None:
+    store = sqlite.SqliteStore(str(tmp_path / "state.db"))
+    try:
+        db = store._db
+        assert db is not None
+        sql = "EXPLAIN QUERY PLAN " + sqlite_queue._CLAIMABLE
+        plan = " ".join(str(row[-1]) for row in db.execute(sql, (T0,)))
+        assert "USING INDEX tasks_queue" in plan
+        assert "TEMP B-TREE" not in plan  # no sort: the index gives the order
+    finally:
+        store.close()
