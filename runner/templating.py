@@ -152,18 +152,102 @@ def escape(text: str) -> str:
 def _substitute(
     text: str, lookup: Callable[[Ref], str | None], *, quote: bool, literal: str | None = None
 ) -> str:
-    def one(match: re.Match[str]) -> str:
+    out: list[str] = []
+    pos = 0
+    lexer = ShellLexer()
+    for match in _TOKEN.finditer(text):
+        gap = text[pos : match.start()]
+        out.append(gap)
+        pos = match.end()
+        if quote:
+            lexer.feed(gap)
         if match.group("lit") is not None and literal is not None:
-            return literal
-        if match.group("expr") is None:
-            return match.group(0)
-        value = lookup(parse(match.group("expr")))
-        if value is None:  # filled later
-            return match.group(0)
-        value = shlex.quote(value) if quote else value
-        return value if literal is not None else escape(value)  # at run time nothing follows
+            out.append(literal)
+            continue
+        value = None if match.group("expr") is None else lookup(parse(match.group("expr")))
+        if value is None:  # not a reference, or filled later
+            out.append(match.group(0))
+            continue
+        if quote and lexer.heredoc:
+            raise TemplateError(f"{_clip(match.group(0))} in a here-document: {_HEREDOC}")
+        value = shell_quote(value, lexer.context) if quote else value
+        out.append(value if literal is not None else escape(value))  # at run time nothing follows
+    out.append(text[pos:])
+    return "".join(out)
 
-    return _TOKEN.sub(one, text)
+
+_HEREDOC = "values cannot be quoted there; pass it in an env variable such as RUNNER_PARAM_<NAME>"
+
+
+def shell_quote(value: str, context: str) -> str:
+    """`value` as inert text where it lands: unquoted, inside '...' or inside "..."."""
+    if context == "single":
+        return value.replace("'", "'\\''")
+    if context == "double":
+        return re.sub(r'([\\$`"])', r"\\\1", value)
+    return shlex.quote(value)
+
+
+class ShellLexer:
+    """Just enough POSIX sh lexing to know the quoting context at a point of a `run` script."""
+
+    def __init__(self) -> None:
+        self.stack = ["none"]  # none | single | double | subst ($(...)) | tick (`...`)
+        self.heredoc = False
+        self._skip = False
+
+    @property
+    def context(self) -> str:
+        top = self.stack[-1]
+        return top if top in ("single", "double") else "none"
+
+    def feed(self, text: str) -> None:
+        for i, c in enumerate(text):
+            if self._skip:
+                self._skip = False
+            elif self.stack[-1] == "single":
+                if c == "'":
+                    self.stack.pop()
+            elif c == "\\":
+                self._skip = True
+            elif self.stack[-1] == "double":
+                self._double(c, text[i + 1 : i + 2])
+            else:
+                self._unquoted(c, text[i + 1 : i + 2])
+
+    def _double(self, c: str, after: str) -> None:
+        if c == '"':
+            self.stack.pop()
+        elif c == "$" and after == "(":
+            self.stack.append("subst")
+        elif c == "`":
+            self.stack.append("tick")
+
+    def _unquoted(self, c: str, after: str) -> None:
+        top = self.stack[-1]
+        opened = {"'": "single", '"': "double"}.get(c)
+        if opened:
+            self.stack.append(opened)
+        elif c == "$" and after == "(":
+            self.stack.append("subst")
+        elif (c == ")" and top == "subst") or (c == "`" and top == "tick"):
+            self.stack.pop()
+        elif c == "`":
+            self.stack.append("tick")
+        elif c == "<" and after == "<":
+            self.heredoc = True
+
+
+def shell_problems(text: str) -> list[str]:
+    """Templates in a `run` script that cannot be quoted safely (inside a here-document)."""
+    lexer = ShellLexer()
+    pos = 0
+    for match in _TOKEN.finditer(text):
+        lexer.feed(text[pos : match.start()])
+        pos = match.end()
+        if match.group("expr") is not None and lexer.heredoc:
+            return [f"{_clip(match.group(0))} in a here-document: {_HEREDOC}"]
+    return []
 
 
 def render(text: str, *, params: Mapping[str, Any], matrix: Mapping[str, Any], quote: bool) -> str:

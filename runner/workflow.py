@@ -164,6 +164,8 @@ class _Checker:
         upstream: set[str] | None = None  # computed only when needed: ancestors are costly
         for path, text in self.texts(i, task):
             refs, messages = templating.references(text)
+            if path[-1] == "run":
+                messages += templating.shell_problems(text)
             for message in messages:
                 self.add(path, message)
             for ref in refs:
