@@ -52,37 +52,35 @@ def open_attempts(
     runs: dict[str, RunContext] = {}
     leases = []
     for token, (run_id, task_id) in enumerate(picked, start=first):
-        attempt, spec_json = db.execute(
-            "UPDATE tasks SET state = 'running', ready_seq = NULL, attempts = attempts + 1"
-            " WHERE run_id = ? AND task_id = ? RETURNING attempts, spec",
-            (run_id, task_id),
-        ).fetchone()
-        db.execute(
-            "INSERT INTO ownership (token, run_id, task_id, attempt, worker_id)"
-            " VALUES (?, ?, ?, ?, ?)",
-            (token, run_id, task_id, attempt, worker_id),
-        )
-        db.execute(
-            "INSERT INTO attempts (run_id, task_id, number, state, worker, token, started_at)"
-            " VALUES (?, ?, ?, 'running', ?, ?, ?)",
-            (run_id, task_id, attempt, worker_id, token, now),
-        )
+        attempt, spec_json = _open_attempt(db, worker_id, (run_id, task_id), token, now=now)
         if run_id not in runs:
             runs[run_id] = _start_run(db, run_id, now=now)
         spec = TaskSpec.from_dict(json.loads(spec_json))
         context = _with_outputs(db, runs[run_id], transitions.output_refs(spec))
-        leases.append(
-            Lease(
-                run_id=run_id,
-                task_id=task_id,
-                attempt=attempt,
-                token=token,
-                worker_id=worker_id,
-                spec=spec,
-                context=context,
-            )
-        )
+        leases.append(Lease(run_id=run_id, task_id=task_id, attempt=attempt, token=token,
+                            worker_id=worker_id, spec=spec, context=context))  # fmt: skip
     return leases
+
+
+def _open_attempt(
+    db: sqlite3.Connection, worker_id: str, key: tuple[str, str], token: int, *, now: float
+) -> tuple[int, str]:
+    """The task becomes running with a new attempt owned by the worker; (attempt, spec JSON)."""
+    attempt, spec_json = db.execute(
+        "UPDATE tasks SET state = 'running', ready_seq = NULL, attempts = attempts + 1"
+        " WHERE run_id = ? AND task_id = ? RETURNING attempts, spec",
+        key,
+    ).fetchone()
+    db.execute(
+        "INSERT INTO ownership (token, run_id, task_id, attempt, worker_id) VALUES (?,?,?,?,?)",
+        (token, *key, attempt, worker_id),
+    )
+    db.execute(
+        "INSERT INTO attempts (run_id, task_id, number, state, worker, token, started_at)"
+        " VALUES (?, ?, ?, 'running', ?, ?, ?)",
+        (*key, attempt, worker_id, token, now),
+    )
+    return int(attempt), str(spec_json)
 
 
 def _start_run(db: sqlite3.Connection, run_id: str, *, now: float) -> RunContext:

@@ -54,35 +54,28 @@ def insert_run(
             len(plan.tasks),
         ),
     )
+    _insert_tasks(db, run_id, plan)
+    ops.enqueue(db, run_id, [t.id for t in plan.tasks if not t.depends], now=now)
+    ops.maybe_end_run(db, run_id, now=now)
+
+
+def _insert_tasks(db: sqlite3.Connection, run_id: str, plan: Plan) -> None:
+    """All task rows and dependency edges of a run, with one executemany each."""
     rows: list[tuple[object, ...]] = []
     edges: list[tuple[str, str, str]] = []
     for seq, t in enumerate(plan.tasks):
         depends = list(dict.fromkeys(t.depends))
         edges.extend((run_id, dep, t.id) for dep in depends)
         selector = json.dumps(t.selector) if t.selector else None
-        rows.append(
-            (
-                run_id,
-                t.id,
-                seq,
-                t.name,
-                json.dumps(t.to_dict()),
-                json.dumps(depends),
-                t.when.value,
-                int(t.allow_failure),
-                selector,
-                t.priority,
-                len(depends),
-            )
-        )
+        spec = json.dumps(t.to_dict())
+        rows.append((run_id, t.id, seq, t.name, spec, json.dumps(depends), t.when.value,
+                     int(t.allow_failure), selector, t.priority, len(depends)))  # fmt: skip
     db.executemany(
         "INSERT INTO tasks (run_id, task_id, seq, name, spec, depends, when_, allow_failure,"
         " selector, state, priority, remaining_deps) VALUES (?,?,?,?,?,?,?,?,?,'pending',?,?)",
         rows,
     )
     db.executemany("INSERT INTO deps (run_id, dep_id, task_id) VALUES (?, ?, ?)", edges)
-    ops.enqueue(db, run_id, [t.id for t in plan.tasks if not t.depends], now=now)
-    ops.maybe_end_run(db, run_id, now=now)
 
 
 def _check_free(db: sqlite3.Connection, run_id: str, key: str | None) -> None:
