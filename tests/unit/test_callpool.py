@@ -11,7 +11,7 @@ import pytest
 
 from runner import models
 from runner.executor import ExecResult, Executor
-from tests.unit.test_executor import ENV, REPO, pid_alive, when_exists
+from tests.unit.test_executor import ENV, REPO, pid_alive, wait_until, when_exists
 
 
 def call(target: str, **with_: object) -> models.TaskSpec:
@@ -112,14 +112,14 @@ def test_callpool_crash_is_error_and_child_replaced(executor: Executor) -> None:
     assert (result.reason, result.error) == (models.Reason.ERROR, "call child died: exit code 3")
     after = run(executor, call("pid")).outputs["pid"]
     assert after != before
-    assert not pid_alive(int(before))
+    wait_until(lambda: not pid_alive(int(before)), timeout=5)
 
 
 def test_callpool_timeout_kills_only_that_child(executor: Executor, tmp_path: Path) -> None:
     ready = tmp_path / "ready"
     result = run(executor, call("slow", ready=str(ready), _timeout=0.5))
     assert (result.reason, result.error) == (models.Reason.TIMEOUT, "timed out after 0.5s")
-    assert not pid_alive(int(ready.read_text()))
+    wait_until(lambda: not pid_alive(int(ready.read_text())), timeout=5)
     assert run(executor, call("noop")).succeeded
 
 
@@ -129,7 +129,7 @@ def test_callpool_cancel_kills_child(executor: Executor, tmp_path: Path) -> None
     when_exists(ready, cancel.set)
     result = run(executor, call("slow", ready=str(ready)), cancel)
     assert result.reason is models.Reason.CANCELLED
-    assert not pid_alive(int(ready.read_text()))
+    wait_until(lambda: not pid_alive(int(ready.read_text())), timeout=5)
 
 
 def test_callpool_kill_all_cancels_call(executor: Executor, tmp_path: Path) -> None:

@@ -59,6 +59,11 @@ def group_members(pgid: int) -> list[int]:
     return members
 
 
+def assert_group_gone(pgid: int) -> None:
+    """Every process of the group has been SIGKILLed; dying is asynchronous, so wait (<= 5 s)."""
+    wait_until(lambda: group_members(pgid) == [], timeout=5)
+
+
 def pid_alive(pid: int) -> bool:
     info = _live(f"/proc/{pid}/stat")
     return info is not None and info[1] != "Z"
@@ -189,7 +194,7 @@ def test_executor_timeout_kills_whole_group(executor: Executor, tmp_path: Path) 
     script, ready = _spawner(tmp_path)
     result = run(executor, task(run=script, timeout=0.5))
     assert (result.reason, result.error) == (models.Reason.TIMEOUT, "timed out after 0.5s")
-    assert group_members(int(ready.read_text())) == []
+    assert_group_gone(int(ready.read_text()))
 
 
 def test_executor_timeout_sigkill_after_grace(tmp_path: Path) -> None:
@@ -201,7 +206,7 @@ def test_executor_timeout_sigkill_after_grace(tmp_path: Path) -> None:
         ex.close()
     assert result.reason is models.Reason.TIMEOUT
     assert "SIGKILL" in result.log_tail
-    assert group_members(int(ready.read_text())) == []
+    assert_group_gone(int(ready.read_text()))
 
 
 def test_executor_cancel_kills_group(executor: Executor, tmp_path: Path) -> None:
@@ -210,7 +215,7 @@ def test_executor_cancel_kills_group(executor: Executor, tmp_path: Path) -> None
     when_exists(ready, cancel.set)
     result = run(executor, task(run=script), cancel)
     assert (result.reason, result.error) == (models.Reason.CANCELLED, "cancelled")
-    assert group_members(int(ready.read_text())) == []
+    assert_group_gone(int(ready.read_text()))
 
 
 def test_executor_kill_all_stops_running_attempts(executor: Executor, tmp_path: Path) -> None:
@@ -218,14 +223,14 @@ def test_executor_kill_all_stops_running_attempts(executor: Executor, tmp_path: 
     when_exists(ready, executor.kill_all)
     result = run(executor, task(run=script))
     assert result.reason is models.Reason.CANCELLED
-    assert group_members(int(ready.read_text())) == []
+    assert_group_gone(int(ready.read_text()))
 
 
 def test_executor_exit_kills_leftover_background(executor: Executor, tmp_path: Path) -> None:
     pid_file = tmp_path / "bg"
     result = run(executor, task(run=f"sleep 1000 & echo $! > {pid_file}; exit 0"))
     assert result.succeeded
-    assert not pid_alive(int(pid_file.read_text()))
+    wait_until(lambda: not pid_alive(int(pid_file.read_text())), timeout=5)
 
 
 WORKER = """
