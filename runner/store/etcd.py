@@ -93,20 +93,20 @@ class EtcdStore:
         self._end_run(run_id, RunState.CANCELLED, reason, now=now)
         return self.get_run(run_id)
 
-    def _end_run(self, run_id: str, state: RunState, reason: str, *, now: float) -> bool:
+    def _end_run(self, run_id: str, state: RunState, reason: str, *, now: float) -> list[str]:
+        """Flip an unfinished run to `state`, then cancel its unstarted tasks (their ids)."""
         for _ in range(100):
             item = self.client.get(self.keys.run(run_id))
             if item is None:
                 raise errors.RunNotFound(run_id)
             run = loads(item.value)
             if RunState(run["state"]).terminal:
-                return False
+                return []
             run.update(state=state.value, reason=reason, finished_at=now, halted=True)
             ops = [c.put(item.key, dumps(run)), c.delete(self.keys.active(run_id)),
                    c.put(self.keys.ending(run_id), state.value)]  # fmt: skip
             if self.client.txn([c.mod_is(item.key, item.mod)], ops, "end run").succeeded:
-                flow.cancel_unstarted(self.client, self.keys, run_id)
-                return True
+                return flow.cancel_unstarted(self.client, self.keys, run_id)
         raise errors.StoreError(f"cancel {run_id}: too much contention")
 
     def retry_run(self, run_id: str, *, now: float, dry_run: bool = False) -> list[str]:
@@ -196,8 +196,8 @@ class EtcdStore:
             run_id = self.keys.split(item.key, "active")[0]
             deadline = loads(item.value).get("deadline")
             if deadline is not None and deadline <= now:
-                self._end_run(run_id, RunState.FAILED, "timeout", now=now)
-                changed.append((run_id, ""))
+                ids = self._end_run(run_id, RunState.FAILED, "timeout", now=now)
+                changed.extend((run_id, t) for t in ids)
         for item in self.client.scan(self.keys.ending(), keys_only=True):
             flow.cancel_unstarted(self.client, self.keys, self.keys.split(item.key, "ending")[0])
         runs = {
@@ -210,7 +210,7 @@ class EtcdStore:
         }
         for run_id in runs:
             self._after(run_id, now=now)
-        return [k for k in changed if k[1]]
+        return changed
 
     def _after(self, run_id: str, *, now: float) -> None:
         flow.drain(self.client, self.keys, run_id, now=now)

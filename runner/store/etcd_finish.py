@@ -13,8 +13,8 @@ from runner.models import AttemptState, Lease, Outcome, Reason, TaskSpec, TaskSt
 from runner.store import etcd_client as c
 from runner.store import etcd_flow as flow
 from runner.store import etcd_logs
-from runner.store.etcd_keys import loads
-from runner.store.etcd_work import Ctx, append_log, complete, decide_outcome, log_ops
+from runner.store.etcd_keys import claim_revision, loads
+from runner.store.etcd_work import Ctx, append_log, complete, decide_outcome, log_ops, owns
 
 _ATTEMPT_STATE = {
     TaskState.SUCCEEDED: AttemptState.SUCCEEDED,
@@ -29,15 +29,21 @@ def finish(ctx: Ctx, lease: Lease, outcome: Outcome, *, now: float) -> None:
         append_log(ctx, lease, outcome.log_tail)  # fenced too; keeps the finish txn small
         tail = b""
     for _ in range(200):
-        if _finish_once(ctx, lease, outcome, tail, now=now):
+        done = _finish_once(ctx, lease, outcome, tail, now=now)
+        if done is not None:
             ctx.failpoints.hit("finish.after_commit")
+            if done:  # this finish tripped failFast
+                flow.cancel_unstarted(ctx.client, ctx.keys, lease.run_id)
             flow.drain(ctx.client, ctx.keys, lease.run_id, now=now)
             flow.maybe_end(ctx.client, ctx.keys, lease.run_id, now=now)
             return
     raise errors.StoreError(f"finish {lease.run_id}/{lease.task_id}: too much contention")
 
 
-def _finish_once(ctx: Ctx, lease: Lease, outcome: Outcome, tail: bytes, *, now: float) -> bool:
+def _finish_once(
+    ctx: Ctx, lease: Lease, outcome: Outcome, tail: bytes, *, now: float
+) -> bool | None:
+    """One read-decide-commit round: None on a conflict, else whether failFast tripped."""
     keys, run_id, task_id = ctx.keys, lease.run_id, lease.task_id
     own_key, task_key, run_key = (
         keys.own(run_id, task_id),
@@ -47,10 +53,11 @@ def _finish_once(ctx: Ctx, lease: Lease, outcome: Outcome, tail: bytes, *, now: 
     meta_key = keys.log_meta(run_id, task_id, lease.attempt)
     found, _ = ctx.client.read_many([own_key, task_key, run_key, meta_key])
     own, task, run_item = found.get(own_key), found.get(task_key), found.get(run_key)
-    if own is None or own.create != lease.token or task is None or run_item is None:
+    if not owns(own, lease) or task is None or run_item is None:
         raise errors.LeaseLost(run_id, task_id, lease.attempt)
     rec, run = loads(task.value), loads(run_item.value)
-    b = flow.Batch(compares=[c.created_at(own_key, lease.token)])
+    halted = bool(run.get("halted"))
+    b = flow.Batch(compares=[c.created_at(own_key, claim_revision(lease.token))])
     b.guard(task_key, task.mod)
     b.guard(run_key, run_item.mod)
     spec = TaskSpec.from_dict(rec["spec"])
@@ -67,7 +74,9 @@ def _finish_once(ctx: Ctx, lease: Lease, outcome: Outcome, tail: bytes, *, now: 
     b.delete(own_key)
     b.delete(keys.held(lease.worker_id, run_id, task_id))
     ctx.failpoints.hit("finish.before_commit")
-    return ctx.client.txn(b.compares, b.ops, "finish").succeeded
+    if not ctx.client.txn(b.compares, b.ops, "finish").succeeded:
+        return None
+    return bool(run.get("halted")) and not halted
 
 
 def _record_attempt(rec: flow.Rec, lease: Lease, outcome: Outcome, *, now: float) -> None:

@@ -128,14 +128,16 @@ def _drain_one(client: c.Client, keys: Keys, run_id: str, marker: c.Item, *, now
     if task is None or run is None:
         client.txn([c.mod_is(marker.key, marker.mod)], [c.delete(marker.key)], "prop")
         return
-    succ = loads(task.value).get("succ", [])
+    done_rec = loads(task.value)
+    succ = done_rec.get("succ", [])
     parts = [succ[i : i + PER_TXN] for i in range(0, len(succ), PER_TXN)] or [[]]
     for i, part in enumerate(parts):
         while True:
             b = Batch()
             b.guard(marker.key, marker.mod)
             succs = read_tasks(client, keys, run_id, part)
-            deps = dep_reader(client, keys, run_id, freed_deps(done_id, succs))
+            freed = freed_deps(done_id, succs)
+            deps = dep_reader(client, keys, run_id, freed, known={done_id: done_rec})
             advance(b, keys, loads(run.value), done_id, succs, deps, now=now)
             if i == len(parts) - 1:
                 b.delete(marker.key)

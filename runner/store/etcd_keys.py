@@ -15,6 +15,7 @@ from urllib.parse import quote, unquote
 
 from runner.models import Attempt, AttemptState, Reason, Run, RunState, TaskRecord, TaskState
 
+SLOT_BITS = 8  # token = claim revision << 8 | slot: tasks claimed in one txn get distinct tokens
 PRIORITY_BIAS = 10**9  # queue keys sort ascending; 10**9 - priority puts high priorities first
 
 
@@ -124,12 +125,22 @@ def attempt_to_dict(a: Attempt) -> dict[str, Any]:
     }
 
 
-def attempt_from_dict(d: dict[str, Any], token: int = 0) -> Attempt:
+def token_of(revision: int, slot: int) -> int:
+    """The fencing token of the `slot`-th task claimed by the transaction at `revision`."""
+    return (revision << SLOT_BITS) | slot
+
+
+def claim_revision(token: int) -> int:
+    """The create revision of the ownership key a token stands for."""
+    return token >> SLOT_BITS
+
+
+def attempt_from_dict(d: dict[str, Any], mod: int = 0) -> Attempt:
     return Attempt(
         number=int(d["number"]),
         state=AttemptState(d["state"]),
         worker=d["worker"],
-        token=int(d["token"]) or token,
+        token=int(d["token"]) or token_of(mod, int(d.get("slot", 0))),
         exit_code=d.get("exit_code"),
         reason=None if d.get("reason") is None else Reason(d["reason"]),
         error=d.get("error"),

@@ -2,8 +2,10 @@
 
 A claim compares the queue entry, the task record and the run record it read, and that no
 ownership key exists; it deletes the entry and creates the ownership key on the worker's lease.
-The fencing token is that key's create revision (= the claim's revision). A finish compares
-the ownership key's create revision with the token, so a stale worker records nothing.
+The fencing token is that key's create revision (= the claim's revision), shifted left 8 bits
+plus the task's slot in the transaction, so a batch claim still gives every attempt its own
+token. A finish compares the ownership key's create revision and slot with the token, so a
+stale worker records nothing.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from runner.store import etcd_client as c
 from runner.store import etcd_flow as flow
 from runner.store import etcd_logs
 from runner.store.base import MAX_LOSSES
-from runner.store.etcd_keys import Keys, loads
+from runner.store.etcd_keys import Keys, claim_revision, loads, token_of
 
 Rec = dict[str, Any]
 
@@ -91,9 +93,10 @@ def _candidates(
         rec = None if item is None else loads(item.value)
         if item is None or rec is None or rec.get("qkey") != entry.key:
             continue
-        if room.get(run_id, 1) <= 0:
-            continue
-        room[run_id] = room.get(run_id, 1) - 1
+        if run_id in room:
+            if room[run_id] <= 0:
+                continue
+            room[run_id] -= 1
         picks.append(Pick(entry, item, run_id, rec))
     return picks, open_runs
 
@@ -137,8 +140,8 @@ def _commit_claim(
         if run["state"] == RunState.PENDING.value:
             run.update(state=RunState.RUNNING.value, started_at=now)
             b.put(run_key, run)
-    for p in picks:
-        _claim_ops(b, keys, p, worker_id, lease_id, nonce, now=now)
+    for slot, p in enumerate(picks):
+        _claim_ops(b, keys, p, worker_id, lease_id, nonce, slot, now=now)
     ctx.failpoints.hit("claim.before_commit")
     try:
         res = ctx.client.txn(b.compares, b.ops, "claim")
@@ -156,8 +159,9 @@ def _commit_claim(
 
 
 def _claim_ops(
-    b: flow.Batch, keys: Keys, p: Pick, worker_id: str, lease_id: int, nonce: str, *, now: float
-) -> None:
+    b: flow.Batch, keys: Keys, p: Pick, worker_id: str, lease_id: int, nonce: str, slot: int,
+    *, now: float,
+) -> None:  # fmt: skip
     task_id = p.rec["spec"]["id"]
     number = len(p.rec.get("attempts", [])) + 1
     b.guard(p.entry.key, p.entry.mod)
@@ -167,9 +171,10 @@ def _claim_ops(
     p.rec.pop("qkey", None)
     p.rec.update(state=TaskState.RUNNING.value, waiting_reason=None)
     p.rec.setdefault("attempts", []).append(
-        {"number": number, "state": "running", "worker": worker_id, "token": 0, "started_at": now}
+        {"number": number, "state": "running", "worker": worker_id, "token": 0, "slot": slot,
+         "started_at": now}
     )
-    owner = {"worker": worker_id, "attempt": number, "nonce": nonce}
+    owner = {"worker": worker_id, "attempt": number, "nonce": nonce, "slot": slot}
     b.put(keys.own(p.run_id, task_id), owner, lease_id)
     b.put(keys.held(worker_id, p.run_id, task_id), {"attempt": number})
     b.put(p.task.key, p.rec)
@@ -185,7 +190,7 @@ def _claimed_anyway(ctx: Ctx, picks: list[Pick], nonce: str) -> int:
         return 0
     if own is None or loads(own.value).get("nonce") != nonce:
         return 0
-    return own.create
+    return own.create  # picks[0] has slot 0
 
 
 def _leases(
@@ -194,7 +199,7 @@ def _leases(
     refs = {(p.run_id, r) for p in picks for r in p.rec.get("refs", [])}
     found, _ = ctx.client.read_many(ctx.keys.task(r, t) for r, t in refs)
     out: list[Lease] = []
-    for p in picks:
+    for slot, p in enumerate(picks):
         run = loads(runs[ctx.keys.run(p.run_id)].value)
         outputs = {
             r: dict(loads(found[k].value).get("outputs") or {})
@@ -212,13 +217,20 @@ def _leases(
                 run_id=p.run_id,
                 task_id=p.rec["spec"]["id"],
                 attempt=len(p.rec["attempts"]),
-                token=token,
+                token=token_of(token, slot),
                 worker_id=worker_id,
                 spec=TaskSpec.from_dict(p.rec["spec"]),
                 context=context,
             )
         )
     return out
+
+
+def owns(own: c.Item | None, lease: Lease) -> bool:
+    """The ownership key still carries the lease's token (create revision and slot)."""
+    if own is None or own.create != claim_revision(lease.token):
+        return False
+    return token_of(own.create, int(loads(own.value).get("slot", 0))) == lease.token
 
 
 def _worker_lost(worker_id: str) -> errors.LeaseLost:
@@ -260,9 +272,9 @@ def append_log(ctx: Ctx, lease: Lease, text: str) -> None:
         meta_key = ctx.keys.log_meta(lease.run_id, lease.task_id, lease.attempt)
         found, _ = ctx.client.read_many([own_key, meta_key])
         own = found.get(own_key)
-        if own is None or own.create != lease.token:
+        if not owns(own, lease):
             raise errors.LeaseLost(lease.run_id, lease.task_id, lease.attempt)
-        b = flow.Batch(compares=[c.created_at(own_key, lease.token)])
+        b = flow.Batch(compares=[c.created_at(own_key, claim_revision(lease.token))])
         log_ops(ctx, b, lease, data, found.get(meta_key))
         if ctx.client.txn(b.compares, b.ops, "append log").succeeded:
             return
@@ -297,7 +309,7 @@ def decide_outcome(
         return TaskState.CANCELLED, None
     if outcome.succeeded:
         return TaskState.SUCCEEDED, None
-    failed = sum(1 for a in rec["attempts"] if a["state"] == AttemptState.FAILED.value)
+    failed = 1 + sum(1 for a in rec["attempts"][:-1] if a["state"] == AttemptState.FAILED.value)
     delay = transitions.retry_delay(spec, failed, outcome.reason)
     return (TaskState.RETRYING, delay) if delay is not None else (TaskState.FAILED, None)
 
@@ -326,7 +338,7 @@ def lose(
     b.compares.append(c.created_at(own_key, 0 if own is None else own.create))
     attempt = rec["attempts"][-1]
     attempt.update(state=AttemptState.LOST.value, reason=Reason.LOST.value, finished_at=now)
-    attempt["token"] = attempt["token"] or task.mod
+    attempt["token"] = attempt["token"] or token_of(task.mod, int(attempt.get("slot", 0)))
     rec["losses"] = int(rec.get("losses", 0)) + int(counted)
     if RunState(run["state"]).terminal:
         needs = complete(b, keys, run_item, run, rec, TaskState.CANCELLED)
