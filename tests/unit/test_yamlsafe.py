@@ -1,0 +1,94 @@
+"""Hostile YAML is refused quickly with a located problem (runner.yamlsafe)."""
+
+from __future__ import annotations
+
+import json
+import time
+import tracemalloc
+
+import pytest
+
+from runner import errors, planview, workflow, yamlsafe
+
+BOMB = "".join(
+    f"{c}: &{c} [{', '.join([f'*{p}'] * 9) if p else ', '.join(['lol'] * 9)}]\n"
+    for p, c in zip([""] + list("abcdefgh"), "abcdefghi", strict=True)
+)
+
+
+def _problem(text: str) -> str:
+    with pytest.raises(errors.WorkflowInvalid) as info:
+        yamlsafe.load_text(text, file="w.yaml")
+    return info.value.message
+
+
+def test_positions_of_values_and_keys_are_recorded() -> None:
+    doc = yamlsafe.load_text("a:\n  b: [1, {c: x}]\n", file="w.yaml")
+    assert doc.pos(("a", "b", 1, "c")) == (2, 14)
+    assert doc.key_pos(("a", "b")) == (2, 3)
+    assert doc.pos(("a", "b", 1, "missing")) == (2, 10)  # nearest ancestor
+
+
+def test_alias_bomb_is_rejected_fast_through_the_whole_pipeline() -> None:
+    text = (
+        "apiVersion: runner/v1\nkind: Workflow\nmetadata: {name: b}\nspec:\n  params:\n"
+        + "".join("    " + line + "\n" for line in BOMB.splitlines())
+    )
+    tracemalloc.start()
+    start = time.perf_counter()
+    with pytest.raises(errors.WorkflowInvalid, match="alias bomb"):
+        plan = workflow.plan(workflow.loads(text, file="w.yaml"))
+        json.dumps(planview.plan_to_json(plan))
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert time.perf_counter() - start < 2.0
+    assert peak < 50 * 1024 * 1024
+
+
+def test_modest_aliases_still_work() -> None:
+    doc = yamlsafe.load_text("base: &b {x: 1}\nuse: {<<: *b, y: 2}\nagain: *b\n", file="w")
+    assert doc.data == {"base": {"x": 1}, "use": {"x": 1, "y": 2}, "again": {"x": 1}}
+
+
+def test_deep_nesting_is_a_clean_error() -> None:
+    assert "nesting" in _problem("[" * 100_000)  # libyaml stops at 1000 levels, we at 100
+    assert "nesting is deeper" in _problem("a: " + "{b: " * 200 + "1" + "}" * 200)
+
+
+def test_duplicate_keys_are_errors_at_the_second_key() -> None:
+    assert (
+        _problem("a: 1\nb: 2\na: 3\n") == "w.yaml:3:1: duplicate key 'a' (first defined on line 1)"
+    )
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "a: !!python/object/apply:os.system ['echo pwned']",
+        "a: !!python/name:os.system",
+        "a: !custom x",
+        "a: !!set {x: null}",
+    ],
+)
+def test_object_building_tags_are_rejected(text: str) -> None:
+    assert "is not allowed" in _problem(text)
+
+
+def test_oversized_text_is_refused() -> None:
+    assert "the limit is 10,485,760 bytes" in _problem("#" * (11 * 1024 * 1024))
+
+
+def test_syntax_errors_and_odd_documents_are_located() -> None:
+    assert _problem("a: [1\n").startswith("w.yaml:2:1: YAML syntax error")
+    assert "one YAML document" in _problem("--- 1\n--- 2\n")
+    assert "plain string" in _problem("{[1]: 2}")
+    assert _problem("a: 1\nb: \x00\n").startswith("w.yaml:2:4: not readable as YAML")
+    assert "unknown alias" in _problem("a: *nope")
+    assert "not a valid float" in _problem("a: 1.0e+999")
+
+
+def test_timestamps_stay_text_and_booleans_are_yaml_1_1() -> None:
+    assert yamlsafe.load_text("d: 2026-01-01\nb: yes\n", file="w").data == {
+        "d": "2026-01-01",
+        "b": True,
+    }
