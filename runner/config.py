@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from runner import errors
 
@@ -12,6 +12,9 @@ ENV_LEASE_TTL = "RUNNER_LEASE_TTL"
 ENV_LOG_DIR = "RUNNER_LOG_DIR"
 ENV_LOG_LIMIT = "RUNNER_LOG_LIMIT"
 ENV_FAILPOINTS = "RUNNER_FAILPOINTS"
+ENV_ETCD_USER = "RUNNER_ETCD_USER"
+ENV_ETCD_PASSWORD = "RUNNER_ETCD_PASSWORD"
+ENV_ETCD_PASSWORD_FILE = "RUNNER_ETCD_PASSWORD_FILE"
 
 DEFAULT_STORE = "sqlite:///.runner/state.db"
 DEFAULT_LEASE_TTL = 10.0
@@ -26,6 +29,8 @@ class Settings:
     log_dir: str = DEFAULT_LOG_DIR
     log_limit: int = DEFAULT_LOG_LIMIT
     failpoints: str = ""
+    etcd_user: str | None = None
+    etcd_password: str | None = field(default=None, repr=False)  # never printed
 
 
 def _positive_float(environ: Mapping[str, str], name: str, default: float) -> float:
@@ -49,4 +54,20 @@ def from_env(environ: Mapping[str, str], *, store: str | None = None) -> Setting
         log_dir=environ.get(ENV_LOG_DIR) or DEFAULT_LOG_DIR,
         log_limit=int(_positive_float(environ, ENV_LOG_LIMIT, DEFAULT_LOG_LIMIT)),
         failpoints=environ.get(ENV_FAILPOINTS, ""),
+        etcd_user=environ.get(ENV_ETCD_USER) or None,
+        etcd_password=_etcd_password(environ),
     )
+
+
+def _etcd_password(environ: Mapping[str, str]) -> str | None:
+    """RUNNER_ETCD_PASSWORD, else the first line of RUNNER_ETCD_PASSWORD_FILE (never argv)."""
+    if environ.get(ENV_ETCD_PASSWORD):
+        return environ[ENV_ETCD_PASSWORD]
+    path = environ.get(ENV_ETCD_PASSWORD_FILE)
+    if not path:
+        return None
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return fh.readline().rstrip("\r\n")
+    except OSError as exc:
+        raise errors.ConfigError(f"{ENV_ETCD_PASSWORD_FILE}={path}: {exc.strerror}") from None

@@ -4,6 +4,7 @@ URLs:
   sqlite:///relative/path.db     (relative to the current directory)
   sqlite:////absolute/path.db
   etcd://host:port[,host:port...][/prefix]   (prefix defaults to /runner/)
+  etcds://...?ca=FILE&cert=FILE&key=FILE     (TLS; credentials from RUNNER_ETCD_USER/_PASSWORD)
 """
 
 from __future__ import annotations
@@ -17,7 +18,14 @@ from runner.store.base import Store
 __all__ = ["Store", "open_store"]
 
 
-def open_store(url: str, *, log_limit: int = 1024 * 1024, failpoints: str = "") -> Store:
+def open_store(
+    url: str,
+    *,
+    log_limit: int = 1024 * 1024,
+    failpoints: str = "",
+    etcd_user: str | None = None,
+    etcd_password: str | None = None,
+) -> Store:
     """Open the store at `url`. Raises ConfigError for a malformed URL, StoreUnavailable when
     it cannot be reached or opened."""
     scheme = urlsplit(url).scheme
@@ -29,7 +37,9 @@ def open_store(url: str, *, log_limit: int = 1024 * 1024, failpoints: str = "") 
     if scheme in ("etcd", "etcds"):
         from runner.store import etcd
 
-        return etcd.EtcdStore.from_url(url, log_limit=log_limit, failpoints=fp)
+        return etcd.EtcdStore.from_url(
+            url, log_limit=log_limit, failpoints=fp, user=etcd_user, password=etcd_password
+        )
     raise errors.ConfigError(
         f"store URL {url!r}: unknown scheme {scheme!r}; use sqlite:///PATH or etcd://HOST:PORT"
     )
