@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from runner import errors
@@ -122,13 +123,13 @@ class EtcdStore:
             self._leases[info.id] = lease
         self._put_worker(info.id, _worker_dict(info, now, ttl, lease, info.running), lease)
 
-    def _put_worker(self, worker_id: str, value: dict[str, object], lease: int) -> None:
+    def _put_worker(self, worker_id: str, value: dict[str, Any], lease: int) -> None:
         try:
             self.client.txn([], [c.put(self.keys.worker(worker_id), dumps(value), lease)], "worker")
         except c.LeaseMissing:
             raise etcd_work._worker_lost(worker_id) from None
 
-    def _lease_of(self, worker_id: str) -> tuple[int, dict[str, object]]:
+    def _lease_of(self, worker_id: str) -> tuple[int, dict[str, Any]]:
         item = self.client.get(self.keys.worker(worker_id))
         if item is None:
             raise etcd_work._worker_lost(worker_id)

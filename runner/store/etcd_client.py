@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-import grpc
+import grpc  # type: ignore[import-untyped]  # no stubs; only etcd_* modules import it
 from etcd3 import etcdrpc
 
 from runner import errors
@@ -182,7 +182,7 @@ class Client:
         when a member went away (the channel reconnects to another endpoint)."""
         for attempt in range(3):
             try:
-                return fn(  # type: ignore[no-any-return]
+                return fn(
                     request, timeout=self.conn.timeout, metadata=self._metadata, wait_for_ready=True
                 )
             except grpc.RpcError as exc:

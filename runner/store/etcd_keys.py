@@ -8,8 +8,8 @@ ascending range read returns the highest priority first, then the earliest ready
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote, unquote
 

@@ -13,7 +13,7 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
-import grpc
+import grpc  # type: ignore[import-untyped]  # no stubs; only etcd_* modules import it
 from etcd3 import etcdrpc
 
 from runner.store import etcd_client as c

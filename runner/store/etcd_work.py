@@ -171,8 +171,14 @@ def _claim_ops(
     p.rec.pop("qkey", None)
     p.rec.update(state=TaskState.RUNNING.value, waiting_reason=None)
     p.rec.setdefault("attempts", []).append(
-        {"number": number, "state": "running", "worker": worker_id, "token": 0, "slot": slot,
-         "started_at": now}
+        {
+            "number": number,
+            "state": "running",
+            "worker": worker_id,
+            "token": 0,
+            "slot": slot,
+            "started_at": now,
+        }
     )
     owner = {"worker": worker_id, "attempt": number, "nonce": nonce, "slot": slot}
     b.put(keys.own(p.run_id, task_id), owner, lease_id)
