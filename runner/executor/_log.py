@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 from pathlib import Path
 from types import TracebackType
 
 logger = logging.getLogger(__name__)
-
-_FILE_BUFFER = 64 * 1024
 
 
 class _Clock:
@@ -45,7 +44,10 @@ class LogSink:
         self._ring = bytearray()
         self._at_line_start = True
         self._clock = _Clock()
-        self._file = open(path, "ab", buffering=_FILE_BUFFER)  # noqa: SIM115 - closed in close()
+        # Unbuffered: output arrives in reads of up to 256 KiB, and a buffer per attempt costs
+        # more than it saves for the many attempts that print little.
+        self._path = path
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
         self._file_failed = False
 
     def write(self, data: bytes) -> None:
@@ -75,10 +77,9 @@ class LogSink:
 
     def close(self) -> None:
         """Flush and close the file."""
-        try:
-            self._file.close()
-        except OSError as exc:
-            self._file_error(exc)
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
 
     def __enter__(self) -> LogSink:
         return self
@@ -98,7 +99,9 @@ class LogSink:
                 del self._ring[: -self._limit]
         if not self._file_failed:
             try:
-                self._file.write(body)
+                view = memoryview(body)
+                while view:
+                    view = view[os.write(self._fd, view) :]
             except OSError as exc:
                 self._file_error(exc)
 
@@ -106,5 +109,5 @@ class LogSink:
         if self._file_failed:
             return
         self._file_failed = True
-        logger.warning("log file %s: %s", self._file.name, exc)
+        logger.warning("log file %s: %s", self._path, exc)
         self._ring += f"\n[runner] log file write failed: {exc}\n".encode(errors="replace")
