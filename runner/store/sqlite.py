@@ -75,7 +75,7 @@ class SqliteStore:
                 self._rollback(db)
                 raise
             changed = db.total_changes != before or version != self._version
-            self._commits += db.total_changes != before
+            self._commits += int(db.total_changes != before)
             self._version = version
             self._local.seen = (self._commits, version)
         if changed:

@@ -121,8 +121,8 @@ def translate(exc: sqlite3.Error, path: str) -> errors.StoreError:
     lowered = text.lower()
     if "disk is full" in lowered or "disk i/o error" in lowered:
         return errors.StoreError(
-            f"store {path}: the disk is full ({text}); nothing of this change was stored and "
-            "earlier data is intact. Free some space and try again"
+            f"store {path}: the disk is full or the file cannot grow ({text}); nothing of this "
+            "change was stored and earlier data is intact. Free some space and try again"
         )
     if "not a database" in lowered or "malformed" in lowered or "corrupt" in lowered:
         return errors.StoreUnavailable(
