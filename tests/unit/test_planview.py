@@ -22,7 +22,8 @@ def test_json_round_trips_and_hash_covers_all_but_source() -> None:
 def test_text_shows_levels_priorities_retries_timeouts_and_needs() -> None:
     text = planview.render_text(workflow.load_plan(ROOT / "examples" / "diamond.yaml"))
     lines = text.splitlines()
-    assert lines[0].startswith("plan diamond  hash ") and lines[0].endswith("4 tasks in 3 levels")
+    assert lines[0].startswith("plan diamond  hash ")
+    assert lines[0].endswith("4 tasks in 3 levels")
     assert lines[3] == "level 2:"
     assert lines[4] == "  left  priority 10  retries 1 (backoff 1s x2)  timeout 30s  needs start"
     assert lines[-1].endswith("needs left, right")
@@ -31,9 +32,11 @@ def test_text_shows_levels_priorities_retries_timeouts_and_needs() -> None:
 def test_dot_and_mermaid_draw_every_edge() -> None:
     plan = workflow.load_plan(ROOT / "examples" / "diamond.yaml")
     dot = planview.render_dot(plan)
-    assert '"start" -> "left";' in dot and dot.startswith('digraph "diamond" {')
+    assert '"start" -> "left";' in dot
+    assert dot.startswith('digraph "diamond" {')
     mermaid = planview.render_mermaid(plan)
-    assert mermaid.count("-->") == 4 and mermaid.startswith("flowchart LR")
+    assert mermaid.count("-->") == 4
+    assert mermaid.startswith("flowchart LR")
 
 
 def test_durations_read_naturally() -> None:

@@ -110,7 +110,8 @@ def test_with_value_that_is_one_template_keeps_its_type() -> None:
 )
 def test_only_dotted_references_are_accepted(text: str) -> None:
     refs, problems = templating.references(text)
-    assert refs == [] and len(problems) == 1
+    assert refs == []
+    assert len(problems) == 1
 
 
 def test_matrix_include_exclude_like_github() -> None:

@@ -72,7 +72,8 @@ def test_all_problems_of_a_file_are_reported_at_once() -> None:
 @pytest.mark.parametrize("path", sorted((ROOT / "examples").glob("*.yaml")), ids=str)
 def test_example_files_plan(path: Path) -> None:
     plan = workflow.load_plan(path)
-    assert plan.tasks and plan.hash
+    assert plan.tasks
+    assert plan.hash
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "workflows").glob("*.yaml")), ids=str)
@@ -92,9 +93,11 @@ def test_etl_example_expands_matrix_defaults_and_dependencies() -> None:
     assert extract.run == 'echo "extract shard 2 for 2026-03-01"'
     load = plan.task("load")
     assert load.depends == tuple(f"extract[shard={i}]" for i in range(4))
-    assert load.retries.limit == 2 and load.timeout == 600.0  # from spec.defaults
+    assert load.retries.limit == 2
+    assert load.timeout == 600.0
     assert load.args == ("python3", "-c", "import sys; print('loading', sys.argv[1])", "2026-03-01")
-    assert load.env["TARGET"] == "warehouse" and load.env["LOG_LEVEL"] == "info"
+    assert load.env["TARGET"] == "warehouse"
+    assert load.env["LOG_LEVEL"] == "info"
     assert load.env["RUNNER_PARAM_DATE"] == "2026-03-01"
     assert plan.task("notify").when is models.When.ALWAYS
     assert plan.schedule == models.Schedule(

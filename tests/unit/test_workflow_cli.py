@@ -89,4 +89,5 @@ def test_python_m_runner_validate_subprocess(tmp_path: Path) -> None:
         timeout=60,
     )
     assert result.returncode == 2
-    assert f"{bomb}:1:" in result.stderr and "Traceback" not in result.stderr
+    assert f"{bomb}:1:" in result.stderr
+    assert "Traceback" not in result.stderr
