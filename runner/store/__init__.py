@@ -31,11 +31,11 @@ def open_store(
     scheme = urlsplit(url).scheme
     fp = Failpoints(failpoints)
     if scheme == "sqlite":
-        from runner.store import sqlite
+        import runner.store.sqlite as sqlite
 
         return sqlite.SqliteStore(sqlite_path(url), log_limit=log_limit, failpoints=fp)
     if scheme in ("etcd", "etcds"):
-        from runner.store import etcd
+        import runner.store.etcd as etcd
 
         return etcd.EtcdStore.from_url(
             url, log_limit=log_limit, failpoints=fp, user=etcd_user, password=etcd_password

@@ -24,6 +24,7 @@ class Cli:
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("RUNNER_")}
         self.env["RUNNER_STORE"] = store or f"sqlite:///{cwd / 'state.db'}"
         self.env["PYTHONPATH"] = str(REPO)
+        self._started = 0
 
     def workflow(self, name: str) -> str:
         """Copy a test workflow into the folder; its path relative to the folder."""
@@ -41,15 +42,17 @@ class Cli:
             check=False,
         )
 
-    def start(self, *args: str) -> subprocess.Popen[str]:
-        return subprocess.Popen(
-            [sys.executable, "-m", "runner", *args],
-            cwd=self.cwd,
-            env=self.env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+    def start(self, *args: str) -> subprocess.Popen[bytes]:
+        """Start a runner process; its output goes to `proc-<n>.log` in the folder."""
+        self._started += 1
+        with open(self.cwd / f"proc-{self._started}.log", "wb") as log:
+            return subprocess.Popen(
+                [sys.executable, "-m", "runner", *args],
+                cwd=self.cwd,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
 
     def get_run(self, run_id: str = "@latest") -> dict[str, Any]:
         res = self.run("get", "run", run_id, "-o", "json")

@@ -20,9 +20,7 @@ def _started(cli: Cli) -> list[tuple[int, int]]:
     path = cli.cwd / "started.txt"
     if not path.exists():
         return []
-    return [
-        (int(a), int(p)) for a, p in (line.split() for line in path.read_text().splitlines())
-    ]
+    return [(int(a), int(p)) for a, p in (line.split() for line in path.read_text().splitlines())]
 
 
 def test_worker_killed_mid_task_another_worker_finishes_it(cli: Cli) -> None:
