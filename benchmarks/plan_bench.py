@@ -64,8 +64,7 @@ def main() -> None:
             phases["load+validate"].append((w1 - w0, c1 - c0))
             phases["plan"].append((w2 - w1, c2 - c1))
             phases["total"].append((w2 - w0, c2 - c0))
-    size = path.stat().st_size if path.exists() else 0
-    print(f"{opts.tasks} tasks, {len(plan.tasks)} instances, {opts.runs} runs {size}")
+    print(f"{opts.tasks} tasks, {len(plan.tasks)} instances, {opts.runs} runs")
     print(f"{'phase':<15} {'median s':>9} {'min-max s':>15} {'CPU s':>7}")
     for name, samples in phases.items():
         wall = [w for w, _ in samples]
