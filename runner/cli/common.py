@@ -101,4 +101,11 @@ def parse_params(items: list[str]) -> dict[str, str]:
 
 
 def open_settings_store(settings: Settings) -> Store:
-    return open_store(settings.store, log_limit=settings.log_limit, failpoints=settings.failpoints)
+    """The store the settings name, with their log limit, failpoints and etcd credentials."""
+    return open_store(
+        settings.store,
+        log_limit=settings.log_limit,
+        failpoints=settings.failpoints,
+        etcd_user=settings.etcd_user,
+        etcd_password=settings.etcd_password,
+    )
