@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import copy
 import importlib.resources
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import jsonschema
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from runner import errors, schema, workflow
+from runner import errors, schema, workflow, yamlsafe
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -62,3 +66,79 @@ def test_problems_are_located_and_human() -> None:
 def test_suggest_offers_close_names() -> None:
     assert schema.suggest("dependson", ["depends", "run"]) == "; did you mean 'depends'?"
     assert schema.suggest("zzz", ["a", "b"]) == " (known: a, b)"
+
+
+_VALID: dict[str, Any] = {
+    "apiVersion": "runner/v1",
+    "kind": "Workflow",
+    "metadata": {"name": "fast", "labels": {"team": "data"}},
+    "spec": {
+        "params": {"date": "2026-01-01"},
+        "env": {"A": 1},
+        "defaults": {"retries": 2, "timeout": "10m", "shell": ["bash", "-c"]},
+        "schedule": "0 2 * * *",
+        "concurrencyPolicy": "Forbid",
+        "tasks": [
+            {"name": "a", "run": "echo", "matrix": {"k": [1, 2], "include": [{"k": 3}]}},
+            {"name": "b", "args": ["x", 1], "depends": ["a"], "timeout": 5},
+            {
+                "name": "c",
+                "call": "m.n:f",
+                "with": {"x": [1]},
+                "retries": {"limit": 3, "backoff": {"delay": "2s", "factor": 2, "max": "1m"}},
+                "semaphore": {"name": "s", "limit": 1},
+            },
+        ],
+    },
+}
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-3, 3) | st.floats(-2, 2) | st.text(max_size=4),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner),
+    max_leaves=6,
+)
+_KEYS = st.sampled_from(
+    ["name", "run", "args", "call", "depends", "retries", "limit", "k", "include", "A", "x"]
+)
+
+
+def _paths(value: Any, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    out = [path]
+    if isinstance(value, dict | list):
+        items = value.items() if isinstance(value, dict) else enumerate(value)
+        for key, item in items:
+            out += _paths(item, (*path, key))
+    return out
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data())
+def test_fast_check_agrees_with_jsonschema(data: st.DataObject) -> None:
+    doc: Any = copy.deepcopy(_VALID)
+    for _ in range(data.draw(st.integers(0, 3))):
+        path = data.draw(st.sampled_from(_paths(doc)))
+        parent: Any = doc
+        for part in path[:-1]:
+            parent = parent[part]
+        action = data.draw(st.sampled_from(["replace", "drop", "add"]))
+        if not path:
+            doc = data.draw(_JSON)
+            break
+        if action == "replace":
+            parent[path[-1]] = data.draw(_JSON | st.sampled_from([[], {}, "", "x", 1.0, True]))
+        elif action == "drop":
+            del parent[path[-1]]
+        elif isinstance(parent[path[-1]], dict):
+            parent[path[-1]][data.draw(_KEYS)] = data.draw(_JSON)
+    slow = not list(schema._validator(schema.WORKFLOW_SCHEMA).iter_errors(doc))
+    assert schema.is_valid(doc) == slow
+
+
+def test_fast_check_accepts_the_shipped_workflows() -> None:
+    for path in sorted([*ROOT.glob("examples/*.yaml"), *ROOT.glob("workflows/*.yaml")]):
+        assert schema.is_valid(yamlsafe.load_file(path).data), path
+
+
+def test_fast_check_leaves_unknown_keywords_to_jsonschema() -> None:
+    with pytest.raises(schema._Unsupported):
+        schema._compile({"type": "string", "format": "date"})
+    assert schema._compile({"type": "string", "x-hint": "h", "description": "d"})("s")
