@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import difflib
+import functools
 import itertools
 import math
 import re
@@ -55,6 +56,7 @@ class Ref:
         return self.scope in ("run", "tasks")
 
 
+@functools.lru_cache(maxsize=4096)  # a file repeats the same few references many times
 def parse(expr: str) -> Ref:
     """The reference inside `${{ expr }}`; TemplateError when it is not one we support."""
     parts = expr.strip().split(".")
@@ -202,18 +204,28 @@ class ShellLexer:
         return top if top in ("single", "double") else "none"
 
     def feed(self, text: str) -> None:
-        for i, c in enumerate(text):
-            if self._skip:
-                self._skip = False
-            elif self.stack[-1] == "single":
-                if c == "'":
-                    self.stack.pop()
+        i, end = 0, len(text)
+        if self._skip and text:
+            self._skip, i = False, 1
+        while i < end:
+            state = self.stack[-1]
+            # Jump to the next character that can change the state; the rest is inert.
+            found = _SPECIAL.get(state, _SPECIAL["none"]).search(text, i)
+            if found is None:
+                return
+            i = found.start()
+            c = text[i]
+            if state == "single":
+                self.stack.pop()
             elif c == "\\":
-                self._skip = True
-            elif self.stack[-1] == "double":
+                if i + 1 == end:
+                    self._skip = True
+                i += 1
+            elif state == "double":
                 self._double(c, text[i + 1 : i + 2])
             else:
                 self._unquoted(c, text[i + 1 : i + 2])
+            i += 1
 
     def _double(self, c: str, after: str) -> None:
         if c == '"':
@@ -236,6 +248,13 @@ class ShellLexer:
             self.stack.append("tick")
         elif c == "<" and after == "<":
             self.heredoc = True
+
+
+_SPECIAL = {  # what `ShellLexer.feed` must look at, by state
+    "single": re.compile("'"),
+    "double": re.compile(r'["\\$`]'),
+    "none": re.compile(r"['\"\\$)`<]"),
+}
 
 
 def shell_problems(text: str) -> list[str]:
