@@ -20,20 +20,20 @@ def build(tasks: Iterable[models.TaskSpec]) -> Graph:
     """A DiGraph of task instances; node attributes `spec` (the TaskSpec) and `order`."""
     graph: Graph = nx.DiGraph()
     specs = list(tasks)
-    for order, spec in enumerate(specs):
-        graph.add_node(spec.id, spec=spec, order=order)
-    for spec in specs:
-        graph.add_edges_from((dep, spec.id) for dep in spec.depends)
+    graph.add_nodes_from(
+        (spec.id, {"spec": spec, "order": order}) for order, spec in enumerate(specs)
+    )
+    graph.add_edges_from((dep, spec.id) for spec in specs for dep in spec.depends)
     return graph
 
 
 def from_depends(depends: Mapping[str, Sequence[str]]) -> Graph:
     """A DiGraph of names from `{task: [its dependencies]}`, in mapping order."""
     graph: Graph = nx.DiGraph()
-    for order, name in enumerate(depends):
-        graph.add_node(name, order=order)
-    for name, deps in depends.items():
-        graph.add_edges_from((dep, name) for dep in deps if dep in graph)
+    graph.add_nodes_from((name, {"order": order}) for order, name in enumerate(depends))
+    graph.add_edges_from(
+        (dep, name) for name, deps in depends.items() for dep in deps if dep in depends
+    )
     return graph
 
 
@@ -42,6 +42,8 @@ def find_cycle(graph: Graph) -> list[str] | None:
 
     The cycle starts at its task declared first, so the same file always names the same cycle.
     """
+    if nx.is_directed_acyclic_graph(graph):  # ten times faster than find_cycle on a DAG
+        return None
     try:
         edges = nx.find_cycle(graph)
     except nx.NetworkXNoCycle:

@@ -90,6 +90,23 @@ class _Value:
     depth: int
 
 
+def _resolve(value: str, plain: bool) -> str:
+    """The tag of an untagged scalar: `Resolver.resolve` without its per-call overhead."""
+    if not plain:
+        return _T + "str"
+    for tag, regexp in _IMPLICIT.get(value[:1], _WILDCARDS):
+        if regexp.match(value):
+            return str(tag)
+    return _T + "str"
+
+
+_RULES: dict[str | None, list[tuple[str, Any]]] = _RESOLVER.yaml_implicit_resolvers
+_WILDCARDS = _RULES.get(None, [])
+_IMPLICIT = {  # the resolver's implicit patterns by first character, then the wildcards
+    first: [*rules, *_WILDCARDS] for first, rules in _RULES.items() if first is not None
+}
+
+
 def _pos(event: Any) -> Pos:
     mark = event.start_mark
     return (mark.line + 1, mark.column + 1)
@@ -106,22 +123,24 @@ class _Builder:
         self.alias_nodes = 0
         self.problems: list[errors.Problem] = []
 
-    def node(self, path: Path, depth: int) -> _Value:
-        event = self.parser.get_event()
+    def node(self, event: Any, path: Path, depth: int) -> _Value:
+        """The value that starts with `event` (already taken from the parser)."""
         if depth > MAX_DEPTH:
             raise _Fatal(_pos(event), f"nesting is deeper than {MAX_DEPTH} levels")
         self.nodes += 1
         if self.nodes > MAX_NODES:
             raise _Fatal(_pos(event), f"the document has more than {MAX_NODES:,} nodes")
-        if isinstance(event, events.AliasEvent):
+        kind = type(event)
+        if kind is events.AliasEvent:
             return self.alias(event, path, depth)
-        self.doc.positions[path] = _pos(event)
-        if isinstance(event, events.ScalarEvent):
+        mark = event.start_mark
+        self.doc.positions[path] = (mark.line + 1, mark.column + 1)
+        if kind is events.ScalarEvent:
             built = _Value(self.scalar(event, path), 1, 1)
-        elif isinstance(event, events.SequenceStartEvent):
+        elif kind is events.SequenceStartEvent:
             self.check_tag(event, _T + "seq", path)
             built = self.sequence(path, depth)
-        elif isinstance(event, events.MappingStartEvent):
+        elif kind is events.MappingStartEvent:
             self.check_tag(event, _T + "map", path)
             built = self.mapping(path, depth)
         else:  # pragma: no cover - the parser only emits the events above here
@@ -154,7 +173,7 @@ class _Builder:
     def scalar(self, event: Any, path: Path) -> Any:
         tag = event.tag
         if tag is None or tag == "!":
-            tag = _RESOLVER.resolve(yaml.ScalarNode, event.value, event.implicit)  # type: ignore[no-untyped-call]
+            tag = _resolve(event.value, event.implicit[0])
         if tag in _TEXT_TAGS or tag == _T + "merge":
             return event.value
         if tag not in _SCALAR_TAGS:
@@ -177,23 +196,33 @@ class _Builder:
     def sequence(self, path: Path, depth: int) -> _Value:
         items: list[Any] = []
         size, deepest = 1, 0
-        while not isinstance(self.parser.peek_event(), events.SequenceEndEvent):
-            child = self.node((*path, len(items)), depth + 1)
+        get_event = self.parser.get_event
+        event = get_event()
+        while type(event) is not events.SequenceEndEvent:
+            child = self.node(event, (*path, len(items)), depth + 1)
             items.append(child.value)
-            size, deepest = size + child.size, max(deepest, child.depth)
-        self.parser.get_event()
+            size += child.size
+            if child.depth > deepest:
+                deepest = child.depth
+            event = get_event()
         return _Value(items, size, deepest + 1)
 
     def mapping(self, path: Path, depth: int) -> _Value:
         out: dict[str, Any] = {}
         merged: list[Any] = []
         size, deepest = 1, 0
-        while not isinstance(self.parser.peek_event(), events.MappingEndEvent):
-            key_event = self.parser.peek_event()
-            key = self.key(path, depth)
-            child = self.node((*path, key) if key is not None else (*path, "<key>"), depth + 1)
-            size, deepest = size + child.size, max(deepest, child.depth)
+        get_event = self.parser.get_event
+        key_positions = self.doc.key_positions
+        key_event = get_event()
+        while type(key_event) is not events.MappingEndEvent:
+            key = self.key(key_event, path, depth)
+            where = (*path, key) if key is not None else (*path, "<key>")
+            child = self.node(get_event(), where, depth + 1)
+            size += child.size
+            if child.depth > deepest:
+                deepest = child.depth
             if key is None:
+                key_event = get_event()
                 continue
             if key == "<<" and key_event.tag is None and key_event.implicit[0]:
                 merged.append(child.value)
@@ -210,14 +239,13 @@ class _Builder:
                 )
             else:
                 out[key] = child.value
-                self.doc.key_positions[(*path, key)] = _pos(key_event)
-        self.parser.get_event()
+                key_positions[where] = _pos(key_event)
+            key_event = get_event()
         return _Value(self.merge(out, merged, path) if merged else out, size, deepest + 1)
 
-    def key(self, path: Path, depth: int) -> str | None:
-        event = self.parser.peek_event()
-        if not isinstance(event, events.ScalarEvent):
-            self.node((*path, "<key>"), depth + 1)
+    def key(self, event: Any, path: Path, depth: int) -> str | None:
+        if type(event) is not events.ScalarEvent:
+            self.node(event, (*path, "<key>"), depth + 1)
             self.problems.append(
                 errors.Problem(
                     file=self.doc.file,
@@ -228,7 +256,6 @@ class _Builder:
                 )
             )
             return None
-        self.parser.get_event()
         self.nodes += 1
         if event.tag not in (None, "!", _T + "str"):
             self.problems.append(self.doc.problem(path, f"tag {event.tag} is not allowed on a key"))
@@ -305,7 +332,7 @@ def _document(parser: Any, builder: _Builder) -> Any:
     if isinstance(parser.peek_event(), events.StreamEndEvent):
         return None
     parser.get_event()  # DocumentStart
-    value = builder.node((), 0).value
+    value = builder.node(parser.get_event(), (), 0).value
     parser.get_event()  # DocumentEnd
     if not isinstance(parser.peek_event(), events.StreamEndEvent):
         raise _Fatal(_pos(parser.peek_event()), "expected one YAML document, found more")
