@@ -9,6 +9,7 @@
     │   └── StoreUnavailable (3)           the store cannot be reached or opened
     ├── RunNotFound (2)                    no run with that id (.run_id)
     ├── RunExists (2)                      a run with that idempotency key exists (.run_id)
+    ├── ScheduleNotFound (2)               no schedule with that name (.name)
     ├── LeaseLost (70)                     a worker's claim is gone (.run_id, .task)
     ├── RunFailed (1)                      the run ended failed (.run_id)
     ├── RunCancelled (5)                   the run was cancelled (.run_id)
@@ -130,6 +131,16 @@ class TaskNotFound(RunnerError):
         super().__init__(
             f"run {run_id!r} has no task {task!r}; `runner get run {run_id}` lists them"
         )
+
+
+class ScheduleNotFound(RunnerError):
+    """No such schedule."""
+
+    exit_code = EXIT_USAGE
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__(f"schedule {name!r} not found; `runner cron list` lists schedules")
 
 
 class RunExists(RunnerError):

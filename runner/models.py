@@ -220,6 +220,30 @@ class Schedule:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class CronEntry:
+    """A registered schedule: the plan it submits and the scheduler's tick bookkeeping.
+
+    `plan` is the plan's JSON (`planview.plan_to_json`); `plan_hash` tells whether a re-apply
+    changed anything. `last_tick` is the latest tick handled (fired, skipped or missed): the
+    scheduler considers only ticks after it. `suspended` starts as the file's `suspend` and is
+    flipped by `runner cron suspend|resume`.
+    """
+
+    name: str  # the workflow name
+    plan: dict[str, JSON]
+    plan_hash: str
+    schedule: Schedule
+    source: str = ""
+    suspended: bool = False
+    created_at: float = 0.0
+    updated_at: float = 0.0
+    last_tick: float = 0.0
+    last_run_id: str | None = None
+    missed: int = 0  # ticks never fired: past the starting deadline, or not the latest
+    skipped: int = 0  # ticks not fired because the previous run was active (Forbid)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Plan:
     """A workflow expanded for one set of params: the unit `runner apply` submits.
 

@@ -19,10 +19,22 @@ bookkeeping is testable; the etcd backend's lease expiry is etcd's own clock.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
-from typing import Protocol
+from typing import Any, Protocol
 
-from runner.models import Heartbeat, Lease, Outcome, Plan, Run, TaskKey, WorkerInfo
+from runner.models import (
+    ConcurrencyPolicy,
+    CronEntry,
+    Heartbeat,
+    Lease,
+    Outcome,
+    Plan,
+    Run,
+    Schedule,
+    TaskKey,
+    WorkerInfo,
+)
 
 MAX_LOSSES = 3  # a task whose attempts are lost with their worker this many times fails
 
@@ -143,6 +155,64 @@ class Store(Protocol):
         unfinished tasks are cancelled. Returns the task keys it changed."""
         ...
 
+    # ------------------------------------------------------------------ schedules (cron)
+
+    def put_schedule(self, entry: CronEntry, *, now: float) -> bool:
+        """Register or update the schedule `entry.name` in one transaction; True when something
+        changed. A new schedule starts with `last_tick = now` (ticks before its registration
+        never fire) and `suspended = entry.schedule.suspend`. An existing one with the same
+        `plan_hash` is left untouched (False); a changed one takes the new plan, schedule and
+        source from the next tick on, keeping its tick bookkeeping (`merge_schedule`)."""
+        ...
+
+    def get_schedule(self, name: str) -> CronEntry:
+        """The schedule and its tick bookkeeping. Raises ScheduleNotFound."""
+        ...
+
+    def list_schedules(self) -> list[CronEntry]:
+        """Every schedule, by name."""
+        ...
+
+    def delete_schedule(self, name: str) -> None:
+        """Remove the schedule (its runs stay). Raises ScheduleNotFound."""
+        ...
+
+    def suspend_schedule(self, name: str, *, suspended: bool, now: float) -> CronEntry:
+        """Suspend or resume. Resuming moves `last_tick` up to `now`: ticks that fell in the
+        suspension never fire and are not counted as missed. Raises ScheduleNotFound."""
+        ...
+
+    def record_tick(
+        self,
+        name: str,
+        *,
+        tick: float,
+        run_id: str | None = None,
+        missed: int = 0,
+        skipped: int = 0,
+    ) -> bool:
+        """Advance the schedule's bookkeeping to `tick` in one compare-and-set: only when `tick`
+        is later than `last_tick` (a paused scheduler waking up never moves it back). Sets
+        `last_run_id` when `run_id` is given and adds `missed` / `skipped`. True when applied;
+        False for a stale tick or a deleted schedule."""
+        ...
+
+    def campaign(self, candidate: str, *, now: float, ttl: float) -> bool:
+        """Take or keep the scheduler leadership for `ttl` seconds; True while `candidate`
+        leads. At most one candidate leads at a time: on etcd the leader key is created if
+        absent on the candidate's lease (an election), on SQLite a lock row is taken when free
+        or expired (`now` against its expiry). A leader that misses its renewals past `ttl`
+        loses the leadership and must stop firing."""
+        ...
+
+    def resign(self, candidate: str, *, now: float) -> None:
+        """Give up the leadership if `candidate` holds it, so a standby takes over at once."""
+        ...
+
+    def leader(self, *, now: float) -> str | None:
+        """The current leader's candidate id, or None."""
+        ...
+
     # ------------------------------------------------------------------ logs, waiting
 
     def get_log(self, run_id: str, task_id: str, *, attempt: int | None = None) -> str:
@@ -158,3 +228,41 @@ class Store(Protocol):
     def close(self) -> None:
         """Release connections and background threads. Idempotent."""
         ...
+
+
+def merge_schedule(old: CronEntry | None, new: CronEntry, *, now: float) -> CronEntry | None:
+    """What `put_schedule` stores for `new` over `old`, or None when nothing changed.
+
+    Both backends call this inside their transaction, so they agree on the rules: a new
+    schedule starts at `now`; an unchanged plan hash changes nothing; a changed plan keeps the
+    tick bookkeeping, and keeps a `suspended` set by the CLI unless the file's own `suspend`
+    changed.
+    """
+    if old is None:
+        return dataclasses.replace(
+            new, suspended=new.schedule.suspend, created_at=now, updated_at=now, last_tick=now,
+            last_run_id=None, missed=0, skipped=0,
+        )  # fmt: skip
+    if old.plan_hash == new.plan_hash and old.source == new.source:
+        return None
+    suspended = old.suspended
+    if old.schedule.suspend != new.schedule.suspend:
+        suspended = new.schedule.suspend
+    return dataclasses.replace(
+        old, plan=new.plan, plan_hash=new.plan_hash, schedule=new.schedule, source=new.source,
+        suspended=suspended, updated_at=now,
+    )  # fmt: skip
+
+
+def entry_to_dict(entry: CronEntry) -> dict[str, object]:
+    """The schedule as JSON-ready data (both backends store this form)."""
+    data = dataclasses.asdict(entry)
+    data["schedule"]["concurrency_policy"] = entry.schedule.concurrency_policy.value
+    return data
+
+
+def entry_from_dict(data: dict[str, Any]) -> CronEntry:
+    """The CronEntry that `entry_to_dict` wrote."""
+    s = dict(data["schedule"])
+    s["concurrency_policy"] = ConcurrencyPolicy(s["concurrency_policy"])
+    return CronEntry(**{**data, "schedule": Schedule(**s)})

@@ -14,13 +14,14 @@ from runner.models import Heartbeat, Lease, Outcome, Plan, Run, RunState, TaskKe
 from runner.store import etcd_client as c
 from runner.store import etcd_finish, etcd_logs, etcd_submit, etcd_work
 from runner.store import etcd_flow as flow
+from runner.store.etcd_cron import EtcdCronMixin
 from runner.store.etcd_keys import Keys, dumps, loads, run_from_dict, task_record
 from runner.store.etcd_watch import Watcher
 
 DEFAULT_PREFIX = "/runner/"
 
 
-class EtcdStore:
+class EtcdStore(EtcdCronMixin):
     """Durable runs and the ready queue in etcd. Thread-safe; one gRPC channel."""
 
     def __init__(

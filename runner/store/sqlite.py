@@ -30,6 +30,7 @@ from runner.models import (
 from runner.store import sqlite_ops as ops
 from runner.store import sqlite_queue as queue
 from runner.store import sqlite_rows as rows
+from runner.store.sqlite_cron import SqliteCronMixin
 from runner.store.sqlite_schema import connect, translate
 
 # How often `wait` looks for commits of other connections (PRAGMA data_version): an idle
@@ -38,7 +39,7 @@ from runner.store.sqlite_schema import connect, translate
 _POLL = 0.025
 
 
-class SqliteStore:
+class SqliteStore(SqliteCronMixin):
     """The Store protocol on one SQLite file; see runner.store.base.Store for the contract."""
 
     def __init__(

@@ -6,6 +6,7 @@ import sqlite3
 from pathlib import Path
 
 from runner import errors
+from runner.store.sqlite_cron import CRON_DDL
 
 SCHEMA_VERSION = 1
 BUSY_TIMEOUT_MS = 30_000
@@ -179,7 +180,7 @@ def _ensure_schema(conn: sqlite3.Connection, path: str) -> None:
                 f"store {path}: schema version {version} is newer than this runner "
                 f"understands ({SCHEMA_VERSION}); upgrade runner or use another store file"
             )
-        for statement in _statements(DDL):
+        for statement in _statements(DDL + CRON_DDL):
             conn.execute(statement)
         conn.execute(
             "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)",
