@@ -1,4 +1,4 @@
-"""`${{ ... }}` references and matrix expansion: what a task's text becomes for a run.
+"""`${{ ... }}` references: what a task's text becomes for a run (matrices: runner.planning).
 
 A reference is a dotted name, nothing more: `params.NAME`, `matrix.KEY`, `run.id`,
 `run.scheduled_time` or `tasks.NAME.outputs.KEY`. Planning fills params and matrix values
@@ -17,8 +17,6 @@ import dataclasses
 import datetime as dt
 import difflib
 import functools
-import itertools
-import math
 import re
 import shlex
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
@@ -35,7 +33,6 @@ HELP = (
     "use ${{ params.NAME }}, ${{ matrix.KEY }}, ${{ run.id }}, ${{ run.scheduled_time }} "
     "or ${{ tasks.NAME.outputs.KEY }}"
 )
-RESERVED_MATRIX_KEYS = ("include", "exclude")
 
 
 class TemplateError(ValueError):
@@ -115,16 +112,6 @@ def _suggest(word: str, choices: Iterable[str]) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
-def matrix_keys(matrix: Mapping[str, Any] | None) -> set[str]:
-    """Every key a matrix instance may have: the axes and the keys `include` adds."""
-    if not matrix:
-        return set()
-    keys = {k for k in matrix if k not in RESERVED_MATRIX_KEYS}
-    for entry in matrix.get("include") or ():
-        keys.update(entry)
-    return keys
-
-
 def strings_at(
     value: Any, path: tuple[str | int, ...]
 ) -> Iterator[tuple[tuple[str | int, ...], str]]:
@@ -154,6 +141,8 @@ def escape(text: str) -> str:
 def _substitute(
     text: str, lookup: Callable[[Ref], str | None], *, quote: bool, literal: str | None = None
 ) -> str:
+    if "${{" not in text:  # most text has no template at all
+        return text
     out: list[str] = []
     pos = 0
     lexer = ShellLexer()
@@ -351,61 +340,6 @@ def iso_utc(when: float | None) -> str:
     stamp = dt.datetime.fromtimestamp(when, dt.UTC)
     spec = "seconds" if when == int(when) else "milliseconds"
     return stamp.isoformat(timespec=spec).replace("+00:00", "Z")
-
-
-def matrix_size(matrix: Mapping[str, Any]) -> int:
-    """How many combinations the axes alone make (before include/exclude)."""
-    axes = [v for k, v in matrix.items() if k not in RESERVED_MATRIX_KEYS]
-    return math.prod(len(v) for v in axes) + len(matrix.get("include") or ())
-
-
-def expand_matrix(matrix: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """The combinations of a `matrix`, with `exclude` and `include` as in GitHub Actions.
-
-    An `exclude` entry drops every combination that matches all of its keys. An `include`
-    entry extends every combination whose original axis values it does not contradict (values
-    added by an earlier include may be overwritten); when it fits none, it is a new combination.
-    """
-    axes = {k: v for k, v in matrix.items() if k not in RESERVED_MATRIX_KEYS}
-    combos = [dict(zip(axes, vs, strict=True)) for vs in itertools.product(*axes.values())]
-    if not axes:
-        combos = []
-    for entry in matrix.get("exclude") or ():
-        combos = [c for c in combos if not _matches(c, entry)]
-    originals = [dict(c) for c in combos]
-    for entry in matrix.get("include") or ():
-        fits = [i for i, o in enumerate(originals) if _matches(o, entry, only_common=True)]
-        for i in fits:
-            combos[i].update(entry)
-        if not fits:
-            combos.append(dict(entry))
-            originals.append(dict(entry))
-    return combos
-
-
-def _matches(
-    combo: Mapping[str, Any], entry: Mapping[str, Any], *, only_common: bool = False
-) -> bool:
-    return all(
-        to_text(combo[k]) == to_text(v) if k in combo else only_common for k, v in entry.items()
-    )
-
-
-def check_matrix(name: str, matrix: Mapping[str, Any]) -> list[str]:
-    """What is wrong with a task's matrix: no instances, or two instances with one id."""
-    combos = expand_matrix(matrix)
-    if not combos:
-        return [f"the matrix of task {name!r} expands to no instances"]
-    ids = [instance_id(name, c) for c in combos]
-    dups = sorted({i for i in ids if ids.count(i) > 1}) if len(set(ids)) < len(ids) else []
-    return [f"the matrix expands to {i!r} more than once" for i in dups]
-
-
-def instance_id(name: str, combo: Mapping[str, Any]) -> str:
-    """`name[key=value,...]` with keys sorted; `name` when there is no matrix."""
-    if not combo:
-        return name
-    return f"{name}[{','.join(f'{k}={to_text(combo[k])}' for k in sorted(combo))}]"
 
 
 def _clip(text: str, limit: int = 80) -> str:

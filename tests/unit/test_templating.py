@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from runner import models, templating
+from runner import models, planning, templating
 
 EVIL = "$(echo INJECTED); `echo TICK` \"dq\" 'sq' \\ ${HOME} ${{ run.id }}\n; echo pwned #"
 
@@ -115,7 +115,7 @@ def test_only_dotted_references_are_accepted(text: str) -> None:
 
 
 def test_matrix_include_exclude_like_github() -> None:
-    combos = templating.expand_matrix(
+    combos = planning.expand_matrix(
         {
             "os": ["a", "b"],
             "v": [1, 2],
@@ -129,5 +129,5 @@ def test_matrix_include_exclude_like_github() -> None:
         {"os": "b", "v": 2, "extra": "x"},
         {"os": "c", "v": 9},
     ]
-    assert templating.instance_id("t", {"v": 1, "os": "a"}) == "t[os=a,v=1]"
-    assert templating.instance_id("t", {}) == "t"
+    assert planning.instance_id("t", {"v": 1, "os": "a"}) == "t[os=a,v=1]"
+    assert planning.instance_id("t", {}) == "t"

@@ -1,0 +1,341 @@
+"""Expand a checked workflow document into a `models.Plan`: params, matrix instances, templates.
+
+`runner.workflow` checks a file and calls `build_plan`; nothing here re-checks what the checks
+guarantee (a schema-valid document, known dependencies, no cycle). Problems that only planning can
+find (a `--param` name the file does not declare, a template a param value cannot fill) are raised
+as `errors.WorkflowInvalid`, located at the YAML node at fault like every other problem.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import itertools
+import json
+import math
+import re
+import shlex
+from collections.abc import Mapping
+from typing import Any
+
+from runner import cronexpr, dag, errors, models, schema, templating, yamlsafe
+
+Path = yamlsafe.Path
+RESERVED_MATRIX_KEYS = ("include", "exclude")
+_ENV_NAME = re.compile(r"[^A-Za-z0-9]")
+
+
+def matrix_keys(matrix: Mapping[str, Any] | None) -> set[str]:
+    """Every key a matrix instance may have: the axes and the keys `include` adds."""
+    if not matrix:
+        return set()
+    keys = {k for k in matrix if k not in RESERVED_MATRIX_KEYS}
+    for entry in matrix.get("include") or ():
+        keys.update(entry)
+    return keys
+
+
+def matrix_size(matrix: Mapping[str, Any]) -> int:
+    """How many combinations the axes alone make (before include/exclude)."""
+    axes = [v for k, v in matrix.items() if k not in RESERVED_MATRIX_KEYS]
+    return math.prod(len(v) for v in axes) + len(matrix.get("include") or ())
+
+
+def expand_matrix(matrix: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The combinations of a `matrix`, with `exclude` and `include` as in GitHub Actions.
+
+    An `exclude` entry drops every combination that matches all of its keys. An `include`
+    entry extends every combination whose original axis values it does not contradict (values
+    added by an earlier include may be overwritten); when it fits none, it is a new combination.
+    """
+    axes = {k: v for k, v in matrix.items() if k not in RESERVED_MATRIX_KEYS}
+    combos = [dict(zip(axes, vs, strict=True)) for vs in itertools.product(*axes.values())]
+    if not axes:
+        combos = []
+    for entry in matrix.get("exclude") or ():
+        combos = [c for c in combos if not _matches(c, entry)]
+    originals = [dict(c) for c in combos]
+    for entry in matrix.get("include") or ():
+        fits = [i for i, o in enumerate(originals) if _matches(o, entry, only_common=True)]
+        for i in fits:
+            combos[i].update(entry)
+        if not fits:
+            combos.append(dict(entry))
+            originals.append(dict(entry))
+    return combos
+
+
+def _matches(
+    combo: Mapping[str, Any], entry: Mapping[str, Any], *, only_common: bool = False
+) -> bool:
+    return all(
+        templating.to_text(combo[k]) == templating.to_text(v) if k in combo else only_common
+        for k, v in entry.items()
+    )
+
+
+def check_matrix(name: str, matrix: Mapping[str, Any]) -> list[str]:
+    """What is wrong with a task's matrix: no instances, or two instances with one id."""
+    combos = expand_matrix(matrix)
+    if not combos:
+        return [f"the matrix of task {name!r} expands to no instances"]
+    ids = [instance_id(name, c) for c in combos]
+    dups = sorted({i for i in ids if ids.count(i) > 1}) if len(set(ids)) < len(ids) else []
+    return [f"the matrix expands to {i!r} more than once" for i in dups]
+
+
+def instance_id(name: str, combo: Mapping[str, Any]) -> str:
+    """`name[key=value,...]` with keys sorted; `name` when there is no matrix."""
+    if not combo:
+        return name
+    return f"{name}[{','.join(f'{k}={templating.to_text(combo[k])}' for k in sorted(combo))}]"
+
+
+def get_in(data: Any, path: Path) -> Any:
+    """The value at `path` inside `data`, or None when any step is missing."""
+    for part in path:
+        try:
+            data = data[part]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return data
+
+
+def resolve_params(
+    doc: yamlsafe.Document,
+    *,
+    params: Mapping[str, str] | None = None,
+    params_file: str | None = None,
+) -> dict[str, Any]:
+    """Defaults from spec.params, then `params_file` (a YAML mapping), then `params`."""
+    declared: dict[str, Any] = doc.data["spec"].get("params", {})
+    values = dict(declared)
+    problems: list[errors.Problem] = []
+    if params_file is not None:
+        problems += _read_params_file(params_file, declared, values)
+    for name, value in (params or {}).items():
+        if name in declared:
+            values[name] = value
+            continue
+        hint = schema.suggest(name, declared)
+        message = f"--param {name}: the workflow has no param {name!r}{hint}"
+        problems.append(doc.problem(("spec", "params"), message, at_key=True))
+    if problems:
+        raise errors.WorkflowInvalid(problems)
+    return values
+
+
+def _read_params_file(
+    path: str, declared: Mapping[str, Any], values: dict[str, Any]
+) -> list[errors.Problem]:
+    doc = yamlsafe.load_file(path)
+    problems: list[errors.Problem] = []
+    if not isinstance(doc.data, dict):
+        problems.append(doc.problem((), "a params file is a mapping of param names to values"))
+    for name, value in (doc.data if isinstance(doc.data, dict) else {}).items():
+        if name not in declared:
+            hint = schema.suggest(name, declared)
+            problems.append(doc.problem((name,), f"unknown param {name!r}{hint}", at_key=True))
+        elif isinstance(value, dict | list) or value is None:
+            problems.append(doc.problem((name,), f"param {name!r}: expected a scalar value"))
+        else:
+            values[name] = value
+    return problems
+
+
+def param_env(name: str) -> str:
+    """The environment variable a param is given to tasks as: `RUNNER_PARAM_<NAME>`."""
+    return "RUNNER_PARAM_" + _ENV_NAME.sub("_", name).upper()
+
+
+class _Located(Exception):
+    def __init__(self, path: Path, message: str) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+class _Planner:
+    """Builds every task instance of a checked document for one set of params."""
+
+    def __init__(self, doc: yamlsafe.Document, params: dict[str, Any]) -> None:
+        self.doc = doc
+        self.spec: dict[str, Any] = doc.data["spec"]
+        self.tasks: list[dict[str, Any]] = self.spec["tasks"]
+        self.defaults: dict[str, Any] = self.spec.get("defaults", {})
+        self.params = params
+        self.param_env = {param_env(k): templating.to_text(v) for k, v in params.items()}
+        self.problems: list[errors.Problem] = []
+        self.ids: dict[str, list[str]] = {}
+
+    def build(self) -> list[models.TaskSpec]:
+        combos: dict[str, list[dict[str, Any]]] = {
+            t["name"]: expand_matrix(t["matrix"]) if "matrix" in t else [{}] for t in self.tasks
+        }
+        self.ids = {n: [instance_id(n, c) for c in cs] for n, cs in combos.items()}
+        specs: list[models.TaskSpec] = []
+        for i, task in enumerate(self.tasks):
+            base = self.common(i, task)
+            for combo in combos[task["name"]]:
+                try:
+                    specs.append(self.instance(i, task, combo, base))
+                except _Located as exc:
+                    self.problems.append(self.doc.problem(exc.path, str(exc)))
+        if self.problems:
+            raise errors.WorkflowInvalid(self.problems)
+        return specs
+
+    def origin(self, i: int, task: dict[str, Any], key: str) -> tuple[Any, Path]:
+        if key in task or key not in self.defaults:
+            return task.get(key), ("spec", "tasks", i, key)
+        return self.defaults[key], ("spec", "defaults", key)
+
+    def common(self, i: int, task: dict[str, Any]) -> dict[str, Any]:
+        """The fields that are the same for every matrix instance of a task."""
+        semaphore = self.origin(i, task, "semaphore")[0]
+        priority = task.get("priority", self.defaults.get("priority", self.spec.get("priority", 0)))
+        try:
+            shell: tuple[str, ...] | _Located = self.shell(i, task)
+        except _Located as exc:  # raised by `instance`, after the problems found before it
+            shell = exc
+        return {
+            "name": task["name"],
+            "kind": next(k for k in models.Kind if k.value in task),
+            "call": task.get("call"),
+            "shell": shell,
+            "priority": int(priority),
+            "retries": _retries(self.origin(i, task, "retries")[0]),
+            "timeout": _seconds(self.origin(i, task, "timeout")[0]),
+            "depends": tuple(d for dep in task.get("depends", ()) for d in self.ids[dep]),
+            "when": models.When(self.origin(i, task, "when")[0] or "success"),
+            "allow_failure": bool(self.origin(i, task, "allowFailure")[0]),
+            "selector": self.origin(i, task, "selector")[0] or {},
+            "mutex": self.origin(i, task, "mutex")[0],
+            "semaphore": None if semaphore is None else models.Semaphore(**semaphore),
+        }
+
+    def text(self, value: Any, path: Path, combo: dict[str, Any], *, quote: bool = False) -> str:
+        try:
+            text = templating.to_text(value)
+            return templating.render(text, params=self.params, matrix=combo, quote=quote)
+        except templating.TemplateError as exc:
+            raise _Located(path, str(exc)) from None
+
+    def instance(
+        self, i: int, task: dict[str, Any], combo: dict[str, Any], base: dict[str, Any]
+    ) -> models.TaskSpec:
+        at: Path = ("spec", "tasks", i)
+        run = task.get("run")
+        args = task.get("args")
+        workdir, workdir_at = self.origin(i, task, "workdir")
+        try:
+            with_ = templating.render_value(task.get("with", {}), params=self.params, matrix=combo)
+        except templating.TemplateError as exc:
+            raise _Located((*at, "with"), str(exc)) from None
+        id_ = instance_id(task["name"], combo)
+        run_ = None if run is None else self.text(run, (*at, "run"), combo, quote=True)
+        args_ = None if args is None else self.args(args, (*at, "args"), combo)
+        if isinstance(base["shell"], _Located):
+            raise _Located(base["shell"].path, str(base["shell"]))
+        return models.TaskSpec(
+            id=id_,
+            run=run_,
+            args=args_,
+            with_=with_,
+            env=self.env(i, task, combo),
+            workdir=None if workdir is None else self.text(workdir, workdir_at, combo),
+            matrix=dict(combo),
+            **{**base, "selector": dict(base["selector"])},  # every instance owns its dicts
+        )
+
+    def args(self, args: list[Any], path: Path, combo: dict[str, Any]) -> tuple[str, ...]:
+        return tuple(self.text(a, (*path, j), combo) for j, a in enumerate(args))
+
+    def shell(self, i: int, task: dict[str, Any]) -> tuple[str, ...]:
+        value, path = self.origin(i, task, "shell")
+        if value is None:
+            return ("/bin/sh", "-c")
+        if isinstance(value, list):
+            return tuple(value)
+        try:
+            return tuple(shlex.split(value))
+        except ValueError as exc:
+            raise _Located(path, f"cannot split the shell command line: {exc}") from None
+
+    def env(self, i: int, task: dict[str, Any], combo: dict[str, Any]) -> dict[str, str]:
+        env: dict[str, str] = {}
+        for base in (("spec", "env"), ("spec", "defaults", "env"), ("spec", "tasks", i, "env")):
+            for name, value in (get_in(self.doc.data, base) or {}).items():
+                env[name] = self.text(value, (*base, name), combo)
+        env.update(self.param_env)
+        return env
+
+
+@functools.lru_cache(maxsize=1024)  # a file repeats the same few durations and retry policies
+def _duration(value: str | float) -> float:
+    return cronexpr.parse_duration(value)
+
+
+def _retries(value: Any) -> models.RetryPolicy:
+    if value is None:
+        return models.RetryPolicy()
+    if isinstance(value, int):
+        return models.RetryPolicy(limit=value)
+    backoff = value.get("backoff", {})
+    return models.RetryPolicy(
+        limit=value["limit"],
+        backoff=models.Backoff(
+            delay=_duration(backoff.get("delay", 1.0)),
+            factor=float(backoff.get("factor", 2.0)),
+            max=_seconds(backoff.get("max")),
+        ),
+    )
+
+
+def _seconds(value: Any) -> float | None:
+    return None if value is None else _duration(value)
+
+
+def _schedule(spec: Mapping[str, Any]) -> models.Schedule | None:
+    if "schedule" not in spec:
+        return None
+    return models.Schedule(
+        cron=spec["schedule"],
+        timezone=spec.get("timezone", "UTC"),
+        concurrency_policy=models.ConcurrencyPolicy(spec.get("concurrencyPolicy", "Allow")),
+        starting_deadline=_seconds(spec.get("startingDeadlineSeconds")),
+        suspend=bool(spec.get("suspend", False)),
+        catchup=spec.get("catchup", "latest"),
+    )
+
+
+def build_plan(doc: yamlsafe.Document, *, source: str, params: dict[str, Any]) -> models.Plan:
+    """The plan of a checked document for resolved `params` (see `resolve_params`)."""
+    graph = dag.build(_Planner(doc, params).build())
+    metadata = doc.data["metadata"]
+    spec = doc.data["spec"]
+    result = models.Plan(
+        workflow=str(metadata["name"]),
+        source=source,
+        description=metadata.get("description", ""),
+        labels=dict(metadata.get("labels", {})),
+        params=params,
+        fail_fast=bool(spec.get("failFast", False)),
+        parallelism=spec.get("parallelism"),
+        timeout=_seconds(spec.get("timeout")),
+        schedule=_schedule(spec),
+        tasks=tuple(graph.nodes[n]["spec"] for n in dag.topo_order(graph)),
+    )
+    return dataclasses.replace(result, hash=plan_hash(result))
+
+
+def plan_hash(p: models.Plan) -> str:
+    """sha256 of the plan's canonical JSON: every field but `source` and `hash`."""
+    body = {
+        f.name: getattr(p, f.name)
+        for f in dataclasses.fields(p)
+        if f.name not in ("source", "hash", "tasks")
+    }
+    body["tasks"] = [t.to_dict() for t in p.tasks]
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), default=dataclasses.asdict)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
