@@ -101,3 +101,24 @@ def next_times(expr: str, tz: str, after: float, count: int) -> list[float]:
     start = dt.datetime.fromtimestamp(after, zoneinfo.ZoneInfo(tz))
     it = croniter.croniter(text, start, second_at_beginning=True)
     return [float(it.get_next(float)) for _ in range(count)]
+
+
+def prev_time(expr: str, tz: str, at: float) -> float:
+    """The latest tick time (epoch seconds) of a valid schedule at or before `at`."""
+    text = _MACROS.get(expr.strip(), expr.strip())
+    if text.startswith(_EVERY):
+        step = parse_duration(text[len(_EVERY) :].strip())
+        return math.floor(at / step) * step
+    # cron ticks fall on whole seconds and get_prev is strictly before its start
+    start = dt.datetime.fromtimestamp(math.floor(at) + 1, zoneinfo.ZoneInfo(tz))
+    it = croniter.croniter(text, start, second_at_beginning=True)
+    return float(it.get_prev(float))
+
+
+def hour_field(expr: str) -> str | None:
+    """The hour field of a cron schedule after macro expansion; None for `@every`."""
+    text = _MACROS.get(expr.strip(), expr.strip())
+    if text.startswith(_EVERY):
+        return None
+    fields = text.split()
+    return fields[2] if len(fields) == 6 else fields[1]

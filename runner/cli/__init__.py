@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 import runner
 from runner import config, errors
-from runner.cli import get_cmds, run_cmds, workflow_cmds
+from runner.cli import cron_cmds, get_cmds, run_cmds, workflow_cmds
 
 EPILOG = """\
 exit codes:
@@ -32,6 +32,8 @@ examples:
   runner plan examples/diamond.yaml --format text
   runner apply examples/diamond.yaml
   runner get runs
+  runner apply workflows/nightly-etl.yaml   # a scheduled workflow: register it
+  runner scheduler --workflows workflows/
 """
 
 
@@ -53,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     workflow_cmds.add_parsers(sub)
     run_cmds.add_parsers(sub)
     get_cmds.add_parsers(sub)
+    cron_cmds.add_parsers(sub)
     return parser
 
 

@@ -10,7 +10,7 @@ import time
 from typing import Any
 
 from runner import engine, errors, workflow
-from runner.cli import common, output
+from runner.cli import common, cron_apply, output
 from runner.cli.progress import make_progress
 from runner.config import Settings
 from runner.executor import Executor
@@ -25,6 +25,7 @@ examples:
   runner apply etl.yaml --detach            # store the run, print its id, return
   runner apply --resume @latest             # finish a run whose processes died
   runner apply etl.yaml -o json | jq .state
+  runner apply workflows/nightly-etl.yaml   # spec.schedule: register, print next 3 times
 """
 
 
@@ -59,6 +60,9 @@ def add_apply_parser(sub: Any) -> None:
     p.add_argument("file", nargs="?", metavar="FILE")
     common.add_param_flags(p)
     p.add_argument("--resume", metavar="RUN", help="follow and finish a stored run instead")
+    p.add_argument(
+        "--now", action="store_true", help="scheduled workflow: also start one run at once"
+    )
     _add_drive_flags(p)
     p.set_defaults(func=cmd_apply)
 
@@ -72,6 +76,11 @@ def cmd_apply(args: argparse.Namespace, settings: Settings) -> int:
         plan = workflow.load_plan(args.file, params=params, params_file=args.params_file)
     store = common.open_settings_store(settings)
     try:
+        if plan is not None and plan.schedule is not None:
+            for line in cron_apply.register_and_describe(store, plan, now=time.time()):
+                print(line, flush=True)
+            if not args.now:
+                return errors.EXIT_OK
         if plan is not None:
             run = engine.submit(store, plan, now=time.time())
         else:
