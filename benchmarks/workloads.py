@@ -123,6 +123,49 @@ def _ceiling_sqlite(folder: Path, repeat: int) -> list[str]:
     return [bench.summary(rates) + " txn/s", "-", "-"]
 
 
+def _cas_child(url: str, seconds: float, start: float, out: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
+    """One client process: compare-and-set one key in a loop (compare its mod revision, put),
+    through runner's etcd client; puts its count of committed transactions."""
+    from runner.store import etcd_client as c  # the client runner itself uses
+    from runner.store.etcd import EtcdStore
+
+    store = EtcdStore.from_url(url)
+    client, key = store.client, f"{store.keys.prefix}cas/{uuid.uuid4().hex}"
+    mod, n = 0, 0
+    while time.time() < start:
+        time.sleep(0.001)
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        res = client.txn([c.mod_is(key, mod)], [c.put(key, str(n))], "cas")
+        assert res.succeeded
+        mod, n = res.revision, n + 1
+    store.close()
+    out.put(n)
+
+
+def _ceiling_etcd(base: str, repeat: int, w1: float | None) -> list[str]:
+    """C: compare-and-set txn/s from 1, 4 and 8 client processes (each on its own key)."""
+    ctx = multiprocessing.get_context("spawn")
+    cells, rate4 = [], 0.0
+    for procs in (1, 4, 8):
+        rates = []
+        for _ in range(repeat):
+            q, seconds, start = ctx.Queue(), 2.0, time.time() + 1.5
+            url = f"{base.rstrip('/')}/bench-c-{uuid.uuid4().hex[:8]}/"
+            ps = [
+                ctx.Process(target=_cas_child, args=(url, seconds, start, q)) for _ in range(procs)
+            ]
+            for p in ps:
+                p.start()
+            rates.append(sum(q.get() for _ in ps) / seconds)
+            for p in ps:
+                p.join()
+        cells.append(f"{procs}: {bench.summary(rates)}")
+        rate4 = statistics.median(rates) if procs == 4 else rate4
+    share = "-" if w1 is None or not rate4 else f"W1 = {w1 / (rate4 / 2):.0%} of C(4) ÷ 2 txn/task"
+    return [" · ".join(cells) + " txn/s", share, "-"]
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--store", default="sqlite", help="sqlite, or etcd://HOST:PORT")
@@ -146,6 +189,9 @@ def main() -> int:
             rows.append(("W5 submit 100,000-task DAG", _w5(b, folder, 100_000, 1)))
         if b == "sqlite":
             rows.append(("C SQLite write txn/s, 1 process", _ceiling_sqlite(folder, r)))
+        elif b.startswith("etcd"):
+            w1 = float(rows[0][1][0].split()[0])
+            rows.append(("C etcd CAS txn/s, 1 · 4 · 8 processes", _ceiling_etcd(b, r, w1)))
     table = _table(rows, args)
     print(table)
     if args.write:

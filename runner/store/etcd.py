@@ -10,7 +10,17 @@ from urllib.parse import parse_qs, urlsplit
 
 from runner import errors
 from runner.failpoints import Failpoints
-from runner.models import Heartbeat, Lease, Outcome, Plan, Run, RunState, TaskKey, WorkerInfo
+from runner.models import (
+    Heartbeat,
+    Lease,
+    Outcome,
+    Plan,
+    Run,
+    RunState,
+    TaskKey,
+    TaskRecord,
+    WorkerInfo,
+)
 from runner.store import etcd_client as c
 from runner.store import etcd_finish, etcd_logs, etcd_submit, etcd_work
 from runner.store import etcd_flow as flow
@@ -19,6 +29,8 @@ from runner.store.etcd_keys import Keys, dumps, loads, run_from_dict, task_recor
 from runner.store.etcd_watch import Watcher
 
 DEFAULT_PREFIX = "/runner/"
+RUNS_CACHED = 8  # runs whose task records get_run keeps, to read only what changed
+FULL_SWEEP_EVERY = 5.0  # seconds: a sweep runs in full at least this often
 
 
 class EtcdStore(EtcdCronMixin):
@@ -35,6 +47,8 @@ class EtcdStore(EtcdCronMixin):
         self._watcher = Watcher(self.client, self.keys.prefix)
         self._waited = 0
         self._leases: dict[str, int] = {}
+        self._tasks: dict[str, tuple[int, dict[str, tuple[int, TaskRecord]]]] = {}
+        self._swept = (0, 0.0, 0.0)  # watch revision, time and next run deadline of a sweep
         self._lock = threading.Lock()
         self._closed = False
 
@@ -70,16 +84,33 @@ class EtcdStore(EtcdCronMixin):
 
     def get_run(self, run_id: str, *, tasks: bool = True) -> Run:
         """The run with its tasks in plan order. Raises RunNotFound."""
-        item = self.client.get(self.keys.run(run_id))
-        if item is None:
+        ops = [c.get(self.keys.run(run_id)), c.count(self.keys.done(run_id, ""))]
+        responses, _ = self.client.reads(ops, "get run")
+        items = c.items_of(responses[:1])
+        if not items:
             raise errors.RunNotFound(run_id)
-        (done,) = self.client.counts([self.keys.done(run_id, "")])
-        run = run_from_dict(loads(item.value), done=done)
+        run = run_from_dict(loads(items[0].value), done=int(responses[1].response_range.count))
         if not tasks:
             return run
-        recs = [(loads(i.value), i.mod) for i in self.client.scan(self.keys.task(run_id, ""))]
-        recs.sort(key=lambda r: int(r[0]["order"]))
-        return _with_tasks(run, tuple(task_record(d, mod) for d, mod in recs))
+        return _with_tasks(run, self._task_records(run_id))
+
+    def _task_records(self, run_id: str) -> tuple[TaskRecord, ...]:
+        """The run's task records in plan order. Followers call this on every change, so only
+        the records modified since this object's last read of the run are fetched."""
+        with self._lock:
+            rev, known = self._tasks.get(run_id, (0, {}))
+        changed, at = self.client.scan_at(self.keys.task(run_id, ""), min_mod=rev + 1 if rev else 0)
+        known = dict(known)
+        for item in changed:
+            d = loads(item.value)
+            known[item.key] = (int(d["order"]), task_record(d, item.mod))
+        with self._lock:
+            if at >= self._tasks.get(run_id, (0, {}))[0]:
+                self._tasks.pop(run_id, None)
+                self._tasks[run_id] = (at, known)
+            while len(self._tasks) > RUNS_CACHED:
+                self._tasks.pop(next(iter(self._tasks)))
+        return tuple(r for _, r in sorted(known.values(), key=lambda x: x[0]))
 
     def list_runs(self, *, workflow: str | None = None, limit: int | None = None) -> list[Run]:
         """Runs newest first (created_at, then id), without tasks."""
@@ -152,6 +183,8 @@ class EtcdStore(EtcdCronMixin):
 
     def deregister_worker(self, worker_id: str, *, now: float) -> None:
         """Return the worker's attempts to the queue (losses not counted), revoke its lease."""
+        with self._lock:
+            self._leases.pop(worker_id, None)
         item = self.client.get(self.keys.worker(worker_id))
         for held in self.client.scan(self.keys.held(worker_id)):
             key = etcd_work.lose(self.ctx, worker_id, held, now=now, counted=False)
@@ -172,7 +205,9 @@ class EtcdStore(EtcdCronMixin):
         labels: Mapping[str, str] | None = None,
     ) -> list[Lease]:  # fmt: skip
         """See Store.claim."""
-        lease, _ = self._lease_of(worker_id)
+        lease = self._leases.get(worker_id)
+        if lease is None:  # registered through another store object
+            lease, _ = self._lease_of(worker_id)
         return etcd_work.claim(self.ctx, worker_id, lease, now=now, limit=limit, labels=labels)
 
     def append_log(self, lease: Lease, text: str) -> None:
@@ -184,7 +219,18 @@ class EtcdStore(EtcdCronMixin):
         etcd_finish.finish(self.ctx, lease, outcome, now=now)
 
     def sweep(self, *, now: float) -> list[TaskKey]:
-        """Lose attempts of expired leases, time out runs, drain leftover markers."""
+        """Lose attempts of expired leases, time out runs, drain leftover markers. Skipped
+        when the watch saw no commit since the last sweep (an expired lease deletes keys, so
+        it is a commit), no run deadline has come, and the last full sweep is recent."""
+        rev = self._watcher.start(self.client.revision)
+        last_rev, last_at, next_deadline = self._swept
+        if rev == last_rev and now < next_deadline and now - last_at < FULL_SWEEP_EVERY:
+            return []
+        changed, deadline = self._sweep(now=now)
+        self._swept = (rev, now, deadline)
+        return changed
+
+    def _sweep(self, *, now: float) -> tuple[list[TaskKey], float]:
         owned = {i.key for i in self.client.scan(self.keys.owns(), keys_only=True)}
         changed: list[TaskKey] = []
         for held in self.client.scan(self.keys.helds()):
@@ -194,9 +240,12 @@ class EtcdStore(EtcdCronMixin):
             key = etcd_work.lose(self.ctx, worker_id, held, now=now, counted=True)
             if key is not None:
                 changed.append(key)
+        soonest = float("inf")
         for item in self.client.scan(self.keys.active()):
             run_id = self.keys.split(item.key, "active")[0]
             deadline = loads(item.value).get("deadline")
+            if deadline is not None and deadline > now:
+                soonest = min(soonest, float(deadline))
             if deadline is not None and deadline <= now:
                 ids = self._end_run(run_id, RunState.FAILED, "timeout", now=now)
                 changed.extend((run_id, t) for t in ids)
@@ -212,7 +261,7 @@ class EtcdStore(EtcdCronMixin):
         }
         for run_id in runs:
             self._after(run_id, now=now)
-        return changed
+        return changed, soonest
 
     def _after(self, run_id: str, *, now: float) -> None:
         flow.drain(self.client, self.keys, run_id, now=now)
@@ -236,7 +285,9 @@ class EtcdStore(EtcdCronMixin):
 
     def wait(self, timeout: float) -> bool:
         """Block on the prefix watch until a commit newer than anything seen, or `timeout`."""
-        after = max(self._waited, self.client.revision)
+        # Every commit since the last wait counts, this object's own included: a worker whose
+        # slot thread finished a task while its main thread was busy must not sleep through it.
+        after = self._waited or self.client.revision
         changed = self._watcher.wait(after, max(0.0, timeout))
         self._waited = max(after, self._watcher.revision)
         return changed

@@ -135,6 +135,11 @@ def unchanged_since(prefix: str, rev: int) -> Cmp:
     )
 
 
+def items_of(responses: Sequence[Any]) -> list[Item]:
+    """The key-values returned by the range operations among a transaction's responses."""
+    return [_item(kv) for r in responses for kv in r.response_range.kvs]
+
+
 def _item(kv: Any) -> Item:
     return Item(kv.key.decode(), kv.value, kv.create_revision, kv.mod_revision, kv.lease)
 
@@ -206,18 +211,25 @@ class Client:
 
     def scan(self, prefix: str, *, keys_only: bool = False, page: int = PAGE) -> list[Item]:
         """Every key under `prefix` in key order, read page by page at one revision."""
+        return self.scan_at(prefix, keys_only=keys_only, page=page)[0]
+
+    def scan_at(
+        self, prefix: str, *, keys_only: bool = False, page: int = PAGE, min_mod: int = 0
+    ) -> tuple[list[Item], int]:
+        """`scan`, only keys modified at or after `min_mod` when set, and the read revision."""
         out: list[Item] = []
         start, end, rev = prefix.encode(), range_end(prefix), 0
         while True:
             req = etcdrpc.RangeRequest(
-                key=start, range_end=end, limit=page, keys_only=keys_only, revision=rev
-            )
+                key=start, range_end=end, limit=page, keys_only=keys_only, revision=rev,
+                min_mod_revision=min_mod,
+            )  # fmt: skip
             resp = self.call(self.kv.Range, req, prefix, retry=True)
             self._seen(resp.header)
             rev = rev or int(resp.header.revision)
             out.extend(_item(kv) for kv in resp.kvs)
             if not resp.more or not resp.kvs:
-                return out
+                return out, rev
             start = resp.kvs[-1].key + b"\0"
 
     def first(self, prefix: str, limit: int) -> tuple[list[Item], int]:
@@ -263,10 +275,22 @@ class Client:
 
     # ------------------------------------------------------------------ writes
 
-    def txn(self, compare: Sequence[Cmp], success: Sequence[Op], what: str) -> TxnResult:
-        """One transaction: apply `success` if every compare holds. Never retried here: a
-        caller whose compare failed re-reads and decides again."""
-        req = etcdrpc.TxnRequest(compare=list(compare), success=list(success))
+    def reads(self, ops: Sequence[Op], what: str) -> tuple[list[Any], int]:
+        """Several read operations in one round trip at one revision: responses, revision."""
+        resp = self.call(self.kv.Txn, etcdrpc.TxnRequest(success=list(ops)), what, retry=True)
+        self._seen(resp.header)
+        return list(resp.responses), int(resp.header.revision)
+
+    def txn(
+        self, compare: Sequence[Cmp], success: Sequence[Op], what: str,
+        failure: Sequence[Op] = (),
+    ) -> TxnResult:  # fmt: skip
+        """One transaction: apply `success` if every compare holds, else run `failure` (reads,
+        so a caller learns the current values without another round trip). Never retried
+        here: a caller whose compare failed decides again."""
+        req = etcdrpc.TxnRequest(
+            compare=list(compare), success=list(success), failure=list(failure)
+        )
         resp = self.call(self.kv.Txn, req, what)
         self._seen(resp.header)
         return TxnResult(bool(resp.succeeded), int(resp.header.revision), list(resp.responses))

@@ -39,13 +39,21 @@ class Watcher:
     def revision(self) -> int:
         return self._rev
 
-    def wait(self, after: int, timeout: float) -> bool:
-        """True once a change with a revision above `after` was seen, False after `timeout`."""
+    def start(self, after: int) -> int:
+        """Watch from revision `after` + 1 unless already watching; the latest revision seen
+        (`after` until an event arrives)."""
         with self._cond:
             if self._thread is None:
                 self._next = after + 1
+                self._rev = max(self._rev, after)
                 self._thread = threading.Thread(target=self._run, name="etcd-watch", daemon=True)
                 self._thread.start()
+            return self._rev
+
+    def wait(self, after: int, timeout: float) -> bool:
+        """True once a change with a revision above `after` was seen, False after `timeout`."""
+        self.start(after)
+        with self._cond:
             return self._cond.wait_for(lambda: self._rev > after, timeout=timeout)
 
     def close(self) -> None:

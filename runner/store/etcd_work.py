@@ -31,9 +31,12 @@ from runner.store import etcd_client as c
 from runner.store import etcd_flow as flow
 from runner.store import etcd_logs
 from runner.store.base import MAX_LOSSES
-from runner.store.etcd_keys import Keys, claim_revision, loads, token_of
+from runner.store.etcd_keys import Keys, claim_revision, dumps, loads, token_of
 
 Rec = dict[str, Any]
+Seen = dict[str, c.Item | None]  # key -> its item as last known (None: absent)
+MAX_OPS = 120  # operations per transaction, under etcd's 128
+MAX_CLAIMED = 10_000  # remembered claims; more (leases never finished here) are forgotten
 
 
 @dataclass
@@ -42,6 +45,16 @@ class Ctx:
     keys: Keys
     failpoints: Failpoints = field(default_factory=Failpoints)
     log_limit: int = 1024 * 1024
+    # token -> the records its claim wrote and the successors it read: a finish compares
+    # them without reading first (a stale entry only costs the finish one failed compare)
+    claimed: dict[int, Seen] = field(default_factory=dict)
+    # tokens whose finish transaction failed without an answer (it may have committed)
+    uncertain: set[int] = field(default_factory=set)
+
+    def remember(self, token: int, seen: Seen) -> None:
+        if len(self.claimed) >= MAX_CLAIMED:
+            self.claimed.clear()
+        self.claimed[token] = seen
 
 
 @dataclass
@@ -64,7 +77,7 @@ def claim(
         picks, runs = _candidates(ctx, now=now, labels=labels, want=limit, spread=rnd > 0)
         if not picks:
             return []
-        leases = _commit_claim(ctx, worker_id, lease_id, picks[:limit], runs, now=now)
+        leases = _commit_claim(ctx, worker_id, lease_id, picks[: min(limit, 25)], runs, now=now)
         if leases:
             return leases
     return []
@@ -81,15 +94,18 @@ def _candidates(
         k = random.randrange(len(top))
         due = top[k:] + top[:k] + due[len(top) :]
     ids = [ctx.keys.split(e.key, "queue")[3:5] for e in due]
-    runs, _ = ctx.client.read_many(ctx.keys.run(r) for r, _ in ids)
-    open_runs = {k: v for k, v in runs.items() if _claimable_run(loads(v.value))}
-    tasks, _ = ctx.client.read_many(
-        ctx.keys.task(r, t) for r, t in ids if ctx.keys.run(r) in open_runs
-    )
+    run_keys = [ctx.keys.run(r) for r, _ in ids]
+    found, _ = ctx.client.read_many([*run_keys, *(ctx.keys.task(r, t) for r, t in ids)])
+    open_runs = {
+        k: found[k] for k in run_keys if k in found and _claimable_run(loads(found[k].value))
+    }
+    tasks = {k: v for k, v in found.items() if k not in run_keys}
     picks: list[Pick] = []
     room = _room(ctx, open_runs)
     for entry, (run_id, task_id) in zip(due, ids, strict=True):
         item = tasks.get(ctx.keys.task(run_id, task_id))
+        if ctx.keys.run(run_id) not in open_runs:
+            continue
         rec = None if item is None else loads(item.value)
         if item is None or rec is None or rec.get("qkey") != entry.key:
             continue
@@ -130,18 +146,11 @@ def _commit_claim(
 ) -> list[Lease]:
     keys, b = ctx.keys, flow.Batch()
     nonce = uuid.uuid4().hex
-    for run_key, item in runs.items():
-        run = loads(item.value)
-        if not any(p.run_id == run["id"] for p in picks):
-            continue
-        b.guard(run_key, item.mod)
-        if run.get("parallelism"):
-            b.compares.append(c.unchanged_since(keys.own(run["id"], ""), ctx.client.revision))
-        if run["state"] == RunState.PENDING.value:
-            run.update(state=RunState.RUNNING.value, started_at=now)
-            b.put(run_key, run)
+    after = _guard_runs(ctx, b, picks, runs, now=now)
     for slot, p in enumerate(picks):
         _claim_ops(b, keys, p, worker_id, lease_id, nonce, slot, now=now)
+    succ_keys = _succ_keys(keys, picks, room=MAX_OPS - len(b.ops))
+    b.ops.extend(c.get(k) for k in succ_keys)  # for the finishes: no read before them
     ctx.failpoints.hit("claim.before_commit")
     try:
         res = ctx.client.txn(b.compares, b.ops, "claim")
@@ -155,7 +164,61 @@ def _commit_claim(
     if not res.succeeded:
         return []
     ctx.failpoints.hit("claim.after_commit")
+    found = {i.key: i for i in c.items_of(res.responses)}
+    for slot, p in enumerate(picks):
+        _remember(ctx, p, slot, res.revision, after, {k: found.get(k) for k in succ_keys})
     return _leases(ctx, picks, runs, worker_id, res.revision)
+
+
+def _guard_runs(
+    ctx: Ctx, b: flow.Batch, picks: list[Pick], runs: dict[str, c.Item], *, now: float
+) -> dict[str, c.Item]:
+    """Compare the picks' run records (and parallelism); start pending runs. Returns the run
+    records as the claim leaves them (mod 0: written by the claim)."""
+    after: dict[str, c.Item] = {}
+    for run_key, item in runs.items():
+        run = loads(item.value)
+        if not any(p.run_id == run["id"] for p in picks):
+            continue
+        b.guard(run_key, item.mod)
+        after[run_key] = item
+        if run.get("parallelism"):
+            b.compares.append(c.unchanged_since(ctx.keys.own(run["id"], ""), ctx.client.revision))
+        if run["state"] == RunState.PENDING.value:
+            run.update(state=RunState.RUNNING.value, started_at=now)
+            b.put(run_key, run)
+            after[run_key] = c.Item(run_key, dumps(run), item.create, 0, 0)
+    return after
+
+
+def _succ_keys(keys: Keys, picks: list[Pick], *, room: int) -> list[str]:
+    """The successor records the picks' finishes will compare, as many as fit in `room`."""
+    out: list[str] = []
+    for p in picks:
+        succ = p.rec.get("succ", [])
+        if len(succ) <= flow.PER_TXN and len(out) + len(succ) <= room:
+            out.extend(keys.task(p.run_id, s) for s in succ)
+    return out
+
+
+def _remember(
+    ctx: Ctx, p: Pick, slot: int, rev: int, after: dict[str, c.Item], succs: Seen
+) -> None:
+    """Keep what the claim wrote, for the finish of this attempt."""
+    keys, task_id = ctx.keys, p.rec["spec"]["id"]
+    run_key, own_key = keys.run(p.run_id), keys.own(p.run_id, task_id)
+    run = after[run_key]
+    number = len(p.rec["attempts"])
+    seen: Seen = {
+        own_key: c.Item(own_key, dumps({"slot": slot}), rev, rev, 0),
+        p.task.key: c.Item(p.task.key, dumps(p.rec), p.task.create, rev, 0),
+        run_key: c.Item(run_key, run.value, run.create, run.mod or rev, 0),
+        keys.log_meta(p.run_id, task_id, number): None,
+    }
+    for s in p.rec.get("succ", []):
+        if (k := keys.task(p.run_id, s)) in succs:
+            seen[k] = succs[k]
+    ctx.remember(token_of(rev, slot), seen)
 
 
 def _claim_ops(
@@ -283,6 +346,9 @@ def append_log(ctx: Ctx, lease: Lease, text: str) -> None:
         b = flow.Batch(compares=[c.created_at(own_key, claim_revision(lease.token))])
         log_ops(ctx, b, lease, data, found.get(meta_key))
         if ctx.client.txn(b.compares, b.ops, "append log").succeeded:
+            seen = ctx.claimed.get(lease.token)
+            if seen is not None:
+                seen.pop(meta_key, None)  # changed: a finish reads it again
             return
     raise errors.StoreError(f"append_log {lease.run_id}/{lease.task_id}: too much contention")
 

@@ -1,0 +1,82 @@
+"""EtcdStore.finish against a real etcd: lost replies, cached claims, successors in one txn."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from runner import errors
+from runner.store.etcd import EtcdStore
+from tests.contract import plans
+from tests.contract.plans import T0, claim_one, ok, states, worker
+
+
+@pytest.fixture
+def etcd_store(etcd_server: Any) -> Iterator[EtcdStore]:
+    s = EtcdStore.from_url(f"{etcd_server.url}/runner-unit-{uuid.uuid4().hex[:12]}/")
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+def test_etcd_finish_retry_after_lost_reply_succeeds_once(
+    etcd_store: EtcdStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    etcd_store.create_run(plans.linear(2), run_id="r1", now=T0)
+    lease = claim_one(etcd_store, worker(etcd_store))
+    real = etcd_store.client.txn
+
+    def txn(compare: Any, success: Any, label: str, failure: Any = ()) -> Any:
+        real(compare, success, label, failure)  # commits; then the reply is lost
+        raise errors.StoreUnavailable("reply lost")
+
+    with monkeypatch.context() as m:
+        m.setattr(etcd_store.client, "txn", txn)
+        with pytest.raises(errors.StoreUnavailable):
+            etcd_store.finish(lease, ok(), now=T0)
+    etcd_store.finish(lease, ok(), now=T0)  # recorded by the first call: not LeaseLost
+    assert states(etcd_store, "r1") == {"t0": "succeeded", "t1": "ready"}
+    assert len(etcd_store.get_run("r1").tasks[0].attempts) == 1
+    with pytest.raises(errors.LeaseLost):
+        etcd_store.finish(lease, ok(), now=T0)  # a later, deliberate second finish
+
+
+def test_etcd_finish_by_another_store_object_reads_what_it_compares(
+    etcd_store: EtcdStore, etcd_server: Any
+) -> None:
+    etcd_store.create_run(plans.linear(3), run_id="r1", now=T0)
+    lease = claim_one(etcd_store, worker(etcd_store))
+    other = EtcdStore.from_url(f"{etcd_server.url}{etcd_store.keys.prefix}")
+    try:
+        other.finish(lease, ok(), now=T0)  # nothing cached there: reads first
+    finally:
+        other.close()
+    assert states(etcd_store, "r1") == {"t0": "succeeded", "t1": "ready", "t2": "pending"}
+
+
+def test_etcd_finish_with_stale_cached_successor_retries(etcd_store: EtcdStore) -> None:
+    etcd_store.create_run(plans.linear(2), run_id="r1", now=T0)
+    lease = claim_one(etcd_store, worker(etcd_store))
+    seen = etcd_store.ctx.claimed[lease.token]
+    succ = etcd_store.keys.task("r1", "t1")
+    item = seen[succ]
+    assert item is not None
+    seen[succ] = type(item)(item.key, item.value, item.create, item.mod - 1, item.lease)
+    etcd_store.finish(lease, ok(), now=T0)  # the compare fails; the failure branch refreshes
+    assert states(etcd_store, "r1") == {"t0": "succeeded", "t1": "ready"}
+
+
+def test_etcd_get_run_follows_changes_incrementally(etcd_store: EtcdStore) -> None:
+    etcd_store.create_run(plans.linear(3), run_id="r1", now=T0)
+    assert states(etcd_store, "r1") == {"t0": "ready", "t1": "pending", "t2": "pending"}
+    w = worker(etcd_store)
+    for _ in range(3):
+        etcd_store.finish(claim_one(etcd_store, w), ok(), now=T0)
+    run = etcd_store.get_run("r1")
+    assert run.state.value == "succeeded"
+    assert [t.id for t in run.tasks] == ["t0", "t1", "t2"]
+    assert run.tasks_done == 3
