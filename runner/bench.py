@@ -119,7 +119,7 @@ def run_workload(store_url: str, plan: Plan, *, slots: int = 4, log_dir: str) ->
     try:
         cpu0, t0 = tree_cpu(), time.perf_counter()
         run = engine.submit(submitter, plan, now=time.time())
-        run = engine.follow(submitter, run.id, on_change=lambda r, c: None, poll=0.05)
+        run = engine.follow(submitter, run.id)
         wall, cpu = time.perf_counter() - t0, tree_cpu() - cpu0
     finally:
         worker.stop()

@@ -81,24 +81,32 @@ def follow(
     store: Store,
     run_id: str,
     *,
-    on_change: Callable[[Run, list[Change]], None],
+    on_change: Callable[[Run, list[Change]], None] | None = None,
     deadline: float | None = None,
     poll: float = 1.0,
+    detail_every: float = 0.2,
 ) -> Run:
-    """Watch a run until it ends and return it; `on_change` sees every state change.
+    """Watch a run until it ends and return it (with its tasks).
 
-    Wakes on store changes (Store.wait), so it neither busy-polls nor lags. Raises
-    WaitTimeout when the monotonic `deadline` passes first.
+    Wakes on store changes (Store.wait), so it neither busy-polls nor lags. Each wake reads
+    only the run's summary; the whole run (every task, for `on_change`) is read at most every
+    `detail_every` seconds and at the end, so following a 100,000-task run stays cheap.
+    Raises WaitTimeout when the monotonic `deadline` passes first.
     """
     previous: Run | None = None
+    last_detail = -detail_every
     while True:
-        run = store.get_run(run_id)
-        changes = diff(previous, run)
-        if changes or previous is None:
-            on_change(run, changes)
-        previous = run
-        if run.state.terminal and all(t.state.terminal for t in run.tasks):
-            return run
+        summary = store.get_run(run_id, tasks=False)
+        ended = summary.state.terminal and summary.tasks_done >= summary.tasks_total
+        if ended or (on_change is not None and time.monotonic() - last_detail >= detail_every):
+            run = store.get_run(run_id)
+            last_detail = time.monotonic()
+            changes = diff(previous, run)
+            if on_change is not None and (changes or previous is None):
+                on_change(run, changes)
+            previous = run
+            if ended:
+                return run
         remaining = poll if deadline is None else min(poll, deadline - time.monotonic())
         if remaining <= 0:
             raise errors.WaitTimeout(f"gave up waiting for run {run_id}; it goes on in the store")

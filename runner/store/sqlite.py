@@ -31,12 +31,15 @@ from runner.store import sqlite_ops as ops
 from runner.store import sqlite_queue as queue
 from runner.store import sqlite_rows as rows
 from runner.store.sqlite_cron import SqliteCronMixin
+from runner.store.sqlite_notify import WalWatcher
 from runner.store.sqlite_schema import connect, translate
 
 # How often `wait` looks for commits of other connections (PRAGMA data_version): an idle
 # waiter stays under 1% CPU (each wake-up costs ~0.15 ms on a small VM: ~0.75%), and a change
 # by another process is seen within ~30 ms.
 _POLL = 0.025
+_WATCHED = 0.5  # with inotify, a safety-net re-check of data_version this often
+_RECHECK = (0.001, 0.004, 0.015, 0.03)
 
 
 class SqliteStore(SqliteCronMixin):
@@ -55,6 +58,9 @@ class SqliteStore(SqliteCronMixin):
         self._polling = False  # a thread in wait() is polling data_version
         self._local = threading.local()  # per thread: (commits, version) last seen
         self._db: sqlite3.Connection | None = connect(path)
+        # Other processes' commits wake wait() through inotify on the WAL file; without it,
+        # wait() polls PRAGMA data_version every _POLL seconds.
+        self._watcher = WalWatcher(path)
 
     # ------------------------------------------------------------------ plumbing
 
@@ -293,22 +299,39 @@ class SqliteStore(SqliteCronMixin):
                     if self._polling:
                         self._cond.wait(remaining)  # the polling thread wakes us on a change
                     else:
-                        self._poll(min(remaining, _POLL))
+                        self._poll(min(remaining, _WATCHED if self._watcher.active else _POLL))
                 self._local.seen = (self._commits, self._version)
                 return True
             finally:
                 self._cond.notify_all()  # another waiter may take over polling
 
     def _poll(self, interval: float) -> None:
-        """Wait `interval` (or for a commit here), then look for other connections' commits."""
+        """Wait `interval` (or for a commit), then look for other connections' commits."""
         self._polling = True
         try:
-            self._cond.wait(interval)
+            woke = self._wait_for_wal(interval) if self._watcher.active else False
+            if not self._watcher.active:
+                self._cond.wait(interval)
         finally:
             self._polling = False
         before = self._version
-        if self._db is not None and self._refresh()[1] != before:
+        changed = self._db is not None and self._refresh()[1] != before
+        # A commit writes the WAL just before it becomes visible in the WAL index: after an
+        # inotify wake with no visible change, look again a few times, briefly.
+        for pause in _RECHECK if woke and not changed else ():
+            self._cond.wait(pause)
+            if self._db is None or self._refresh()[1] != before:
+                changed = True
+                break
+        if changed:
             self._cond.notify_all()
+
+    def _wait_for_wal(self, interval: float) -> bool:
+        self._cond.release()  # in-process commits also write the WAL: inotify sees them
+        try:
+            return self._watcher.wait(interval)
+        finally:
+            self._cond.acquire()
 
     def close(self) -> None:
         """Close the connection. Idempotent."""
@@ -316,6 +339,7 @@ class SqliteStore(SqliteCronMixin):
             if self._db is not None:
                 self._db.close()
                 self._db = None
+                self._watcher.close()
 
 
 def _worker(r: Any) -> WorkerInfo:
