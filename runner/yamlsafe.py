@@ -113,7 +113,12 @@ def _pos(event: Any) -> Pos:
 
 
 class _Builder:
-    """Turns one document's events into values, positions and problems."""
+    """Turns one document's events into values, positions and problems.
+
+    Sizes and depths (what an alias expands to) are kept only for anchored values: `expanded`
+    counts value nodes built so far (an alias counts as the nodes of its target) and `reach` the
+    deepest level reached, so an anchored value's size and depth are differences of the two.
+    """
 
     def __init__(self, parser: Any, doc: Document) -> None:
         self.parser = parser
@@ -121,9 +126,11 @@ class _Builder:
         self.anchors: dict[str, _Value] = {}
         self.nodes = 0
         self.alias_nodes = 0
+        self.expanded = 0
+        self.reach = 0
         self.problems: list[errors.Problem] = []
 
-    def node(self, event: Any, path: Path, depth: int) -> _Value:
+    def node(self, event: Any, path: Path, depth: int) -> Any:
         """The value that starts with `event` (already taken from the parser)."""
         if depth > MAX_DEPTH:
             raise _Fatal(_pos(event), f"nesting is deeper than {MAX_DEPTH} levels")
@@ -135,21 +142,30 @@ class _Builder:
             return self.alias(event, path, depth)
         mark = event.start_mark
         self.doc.positions[path] = (mark.line + 1, mark.column + 1)
-        if kind is events.ScalarEvent:
-            built = _Value(self.scalar(event, path), 1, 1)
-        elif kind is events.SequenceStartEvent:
-            self.check_tag(event, _T + "seq", path)
-            built = self.sequence(path, depth)
-        elif kind is events.MappingStartEvent:
-            self.check_tag(event, _T + "map", path)
-            built = self.mapping(path, depth)
-        else:  # pragma: no cover - the parser only emits the events above here
-            raise _Fatal(_pos(event), f"unexpected {type(event).__name__}")
-        if event.anchor is not None:
-            self.anchors[event.anchor] = built
-        return built
+        if event.anchor is None:
+            return self.build(event, kind, path, depth)
+        start, reach = self.expanded, self.reach
+        self.reach = depth
+        value = self.build(event, kind, path, depth)
+        self.anchors[event.anchor] = _Value(value, self.expanded - start, self.reach - depth + 1)
+        self.reach = max(reach, self.reach)
+        return value
 
-    def alias(self, event: Any, path: Path, depth: int) -> _Value:
+    def build(self, event: Any, kind: type, path: Path, depth: int) -> Any:
+        self.expanded += 1
+        if depth > self.reach:
+            self.reach = depth
+        if kind is events.ScalarEvent:
+            return self.scalar(event, path)
+        if kind is events.SequenceStartEvent:
+            self.check_tag(event, _T + "seq", path)
+            return self.sequence(path, depth)
+        if kind is events.MappingStartEvent:
+            self.check_tag(event, _T + "map", path)
+            return self.mapping(path, depth)
+        raise _Fatal(_pos(event), f"unexpected {kind.__name__}")  # pragma: no cover
+
+    def alias(self, event: Any, path: Path, depth: int) -> Any:
         target = self.anchors.get(event.anchor)
         if target is None:
             raise _Fatal(
@@ -164,7 +180,9 @@ class _Builder:
         if depth + target.depth > MAX_DEPTH:
             raise _Fatal(_pos(event), f"nesting is deeper than {MAX_DEPTH} levels")
         self.doc.positions[path] = _pos(event)
-        return target
+        self.expanded += target.size
+        self.reach = max(self.reach, depth + target.depth - 1)
+        return target.value
 
     def check_tag(self, event: Any, expected: str, path: Path) -> None:
         if event.tag not in (None, "!", expected):
@@ -193,59 +211,58 @@ class _Builder:
             return None
         return value
 
-    def sequence(self, path: Path, depth: int) -> _Value:
+    def sequence(self, path: Path, depth: int) -> list[Any]:
         items: list[Any] = []
-        size, deepest = 1, 0
         get_event = self.parser.get_event
         event = get_event()
         while type(event) is not events.SequenceEndEvent:
-            child = self.node(event, (*path, len(items)), depth + 1)
-            items.append(child.value)
-            size += child.size
-            if child.depth > deepest:
-                deepest = child.depth
+            items.append(self.node(event, (*path, len(items)), depth + 1))
             event = get_event()
-        return _Value(items, size, deepest + 1)
+        return items
 
-    def mapping(self, path: Path, depth: int) -> _Value:
+    def mapping(self, path: Path, depth: int) -> dict[str, Any]:
         out: dict[str, Any] = {}
         merged: list[Any] = []
-        size, deepest = 1, 0
         get_event = self.parser.get_event
         key_positions = self.doc.key_positions
         key_event = get_event()
         while type(key_event) is not events.MappingEndEvent:
-            key = self.key(key_event, path, depth)
-            where = (*path, key) if key is not None else (*path, "<key>")
-            child = self.node(get_event(), where, depth + 1)
-            size += child.size
-            if child.depth > deepest:
-                deepest = child.depth
-            if key is None:
-                key_event = get_event()
-                continue
-            if key == "<<" and key_event.tag is None and key_event.implicit[0]:
-                merged.append(child.value)
-            elif key in out:
-                line, _ = self.doc.key_positions[(*path, key)]
-                self.problems.append(
-                    errors.Problem(
-                        file=self.doc.file,
-                        line=_pos(key_event)[0],
-                        col=_pos(key_event)[1],
-                        path=dotted((*path, key)),
-                        message=f"duplicate key {key!r} (first defined on line {line})",
-                    )
-                )
+            if type(key_event) is events.ScalarEvent and key_event.tag is None:
+                self.nodes += 1  # the common case of `key`, inline
+                key: str | None = key_event.value
             else:
-                out[key] = child.value
+                key = self.key(key_event, path, depth)
+            where = (*path, key) if key is not None else (*path, "<key>")
+            value = self.node(get_event(), where, depth + 1)
+            if key is None:
+                pass
+            elif key == "<<" and key_event.tag is None and key_event.implicit[0]:
+                merged.append(value)
+            elif key in out:
+                self.duplicate(key_event, path, key)
+            else:
+                out[key] = value
                 key_positions[where] = _pos(key_event)
             key_event = get_event()
-        return _Value(self.merge(out, merged, path) if merged else out, size, deepest + 1)
+        return self.merge(out, merged, path) if merged else out
+
+    def duplicate(self, key_event: Any, path: Path, key: str) -> None:
+        line, _ = self.doc.key_positions[(*path, key)]
+        self.problems.append(
+            errors.Problem(
+                file=self.doc.file,
+                line=_pos(key_event)[0],
+                col=_pos(key_event)[1],
+                path=dotted((*path, key)),
+                message=f"duplicate key {key!r} (first defined on line {line})",
+            )
+        )
 
     def key(self, event: Any, path: Path, depth: int) -> str | None:
         if type(event) is not events.ScalarEvent:
+            start, reach = self.expanded, self.reach  # a key is no part of the mapping's size
             self.node(event, (*path, "<key>"), depth + 1)
+            self.expanded, self.reach = start, reach
             self.problems.append(
                 errors.Problem(
                     file=self.doc.file,
@@ -332,7 +349,7 @@ def _document(parser: Any, builder: _Builder) -> Any:
     if isinstance(parser.peek_event(), events.StreamEndEvent):
         return None
     parser.get_event()  # DocumentStart
-    value = builder.node(parser.get_event(), (), 0).value
+    value = builder.node(parser.get_event(), (), 0)
     parser.get_event()  # DocumentEnd
     if not isinstance(parser.peek_event(), events.StreamEndEvent):
         raise _Fatal(_pos(parser.peek_event()), "expected one YAML document, found more")
