@@ -6,6 +6,7 @@ in either order, the one declared first in the file comes first.
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TypeAlias
 
@@ -56,8 +57,28 @@ def find_cycle(graph: Graph) -> list[str] | None:
 
 
 def topo_order(graph: Graph) -> list[str]:
-    """Every node, dependencies first, ties broken by declaration order."""
-    return list(nx.lexicographical_topological_sort(graph, key=lambda n: _order(graph, n)))
+    """Every node, dependencies first, ties broken by declaration order.
+
+    The order of `nx.lexicographical_topological_sort` keyed on `order` (then graph order),
+    without a Python key call per node; `nx.NetworkXUnfeasible` if there is a cycle.
+    """
+    attrs = graph.nodes
+    rank = {n: (int(attrs[n].get("order", 0)), i) for i, n in enumerate(graph)}
+    waiting: dict[str, int] = {n: len(graph.pred[n]) for n in graph if graph.pred[n]}
+    ready = [(rank[n], n) for n in graph if n not in waiting]
+    heapq.heapify(ready)
+    out: list[str] = []
+    while ready:
+        node = heapq.heappop(ready)[1]
+        out.append(node)
+        for succ in graph.successors(node):
+            waiting[succ] -= 1
+            if not waiting[succ]:
+                del waiting[succ]
+                heapq.heappush(ready, (rank[succ], succ))
+    if waiting:
+        raise nx.NetworkXUnfeasible("the graph has a cycle")
+    return out
 
 
 def levels(graph: Graph) -> list[list[str]]:

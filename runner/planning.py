@@ -167,6 +167,11 @@ class _Planner:
         self.param_env = {param_env(k): templating.to_text(v) for k, v in params.items()}
         self.problems: list[errors.Problem] = []
         self.ids: dict[str, list[str]] = {}
+        self.shared_env: list[tuple[Path, Any]] = [  # spec.env, then spec.defaults.env
+            ((*base, name), value)
+            for base in (("spec", "env"), ("spec", "defaults", "env"))
+            for name, value in (get_in(doc.data, base) or {}).items()
+        ]
 
     def build(self) -> list[models.TaskSpec]:
         combos: dict[str, list[dict[str, Any]]] = {
@@ -192,25 +197,25 @@ class _Planner:
 
     def common(self, i: int, task: dict[str, Any]) -> dict[str, Any]:
         """The fields that are the same for every matrix instance of a task."""
-        semaphore = self.origin(i, task, "semaphore")[0]
-        priority = task.get("priority", self.defaults.get("priority", self.spec.get("priority", 0)))
+        field = {**self.defaults, **task}  # a task's own fields win over the defaults
         try:
             shell: tuple[str, ...] | _Located = self.shell(i, task)
         except _Located as exc:  # raised by `instance`, after the problems found before it
             shell = exc
+        semaphore = field.get("semaphore")
         return {
             "name": task["name"],
             "kind": next(k for k in models.Kind if k.value in task),
             "call": task.get("call"),
             "shell": shell,
-            "priority": int(priority),
-            "retries": _retries(self.origin(i, task, "retries")[0]),
-            "timeout": _seconds(self.origin(i, task, "timeout")[0]),
+            "priority": int(field.get("priority", self.spec.get("priority", 0))),
+            "retries": _retries(field.get("retries")),
+            "timeout": _seconds(field.get("timeout")),
             "depends": tuple(d for dep in task.get("depends", ()) for d in self.ids[dep]),
-            "when": models.When(self.origin(i, task, "when")[0] or "success"),
-            "allow_failure": bool(self.origin(i, task, "allowFailure")[0]),
-            "selector": self.origin(i, task, "selector")[0] or {},
-            "mutex": self.origin(i, task, "mutex")[0],
+            "when": models.When(field.get("when") or "success"),
+            "allow_failure": bool(field.get("allowFailure")),
+            "selector": field.get("selector") or {},
+            "mutex": field.get("mutex"),
             "semaphore": None if semaphore is None else models.Semaphore(**semaphore),
         }
 
@@ -264,9 +269,10 @@ class _Planner:
 
     def env(self, i: int, task: dict[str, Any], combo: dict[str, Any]) -> dict[str, str]:
         env: dict[str, str] = {}
-        for base in (("spec", "env"), ("spec", "defaults", "env"), ("spec", "tasks", i, "env")):
-            for name, value in (get_in(self.doc.data, base) or {}).items():
-                env[name] = self.text(value, (*base, name), combo)
+        for path, value in self.shared_env:
+            env[str(path[-1])] = self.text(value, path, combo)
+        for name, value in task.get("env", {}).items():
+            env[name] = self.text(value, ("spec", "tasks", i, "env", name), combo)
         env.update(self.param_env)
         return env
 

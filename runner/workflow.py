@@ -9,6 +9,7 @@ Every problem of a file is collected and raised at once as `errors.WorkflowInval
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -159,6 +160,8 @@ class _Checker:
         keys = planning.matrix_keys(task.get("matrix"))
         upstream: set[str] | None = None  # computed only when needed: ancestors are costly
         for path, text in self.texts(i, task):
+            if "${{" not in text:  # every reference and every problem starts with one
+                continue
             refs, messages = templating.references(text)
             if path[-1] == "run":
                 messages += templating.shell_problems(text)
@@ -183,10 +186,18 @@ class _Checker:
                 yield from templating.strings_at(
                     self.spec["defaults"][key], ("spec", "defaults", key)
                 )
-        for base in (("spec", "env"), ("spec", "defaults", "env"), (*own, "env")):
-            env = planning.get_in(self.doc.data, base) or {}
-            for name, value in env.items():
-                yield (*base, name), templating.to_text(value)
+        yield from self.shared_env
+        for name, value in task.get("env", {}).items():
+            yield (*own, "env", name), templating.to_text(value)
+
+    @functools.cached_property
+    def shared_env(self) -> list[tuple[Path, str]]:
+        """spec.env and spec.defaults.env: given to every task."""
+        return [
+            ((*base, name), templating.to_text(value))
+            for base in (("spec", "env"), ("spec", "defaults", "env"))
+            for name, value in (planning.get_in(self.doc.data, base) or {}).items()
+        ]
 
 
 def _durations(spec: Mapping[str, Any]) -> Iterator[tuple[Path, Any]]:
