@@ -87,7 +87,7 @@ class Worker:
     def _register(self) -> None:
         sent = time.monotonic()
         self.store.register_worker(self.info(), now=time.time(), ttl=self.ttl)
-        self._deadline = sent + self.ttl - 2 * self.interval
+        self._set_deadline(sent + self.ttl - 2 * self.interval)
         self._registered = True
         logger.info("registered worker %s", self.id, extra={"action": "worker_registered"})
 
@@ -106,6 +106,7 @@ class Worker:
             self._beat_stop.set()
             self._beat.join()
             self._deregister()
+            self.executor.set_deadline(None)
 
     def stop(self) -> None:
         """Stop claiming; running tasks finish (see `drain`)."""
@@ -214,6 +215,9 @@ class Worker:
         """Record the outcome; retry while the store is unreachable and the lease may hold."""
         lease = slot.lease
         while not slot.abandoned:
+            if time.monotonic() >= self._deadline:  # fenced: the result may be a killed task's
+                slot.abandoned = True
+                return
             try:
                 self.store.finish(lease, outcome, now=time.time())
                 return
@@ -221,8 +225,6 @@ class Worker:
                 logger.warning("lease lost: %s/%s not recorded", lease.run_id, lease.task_id)
                 return
             except errors.StoreError as exc:
-                if time.monotonic() >= self._deadline:
-                    return
                 logger.warning("finish failed, retrying: %s", exc)
                 self._stop.wait(0.2)
 
@@ -231,6 +233,10 @@ class Worker:
     def _heartbeat_loop(self) -> None:
         next_beat = next_sweep = time.monotonic()
         while not self._beat_stop.is_set():
+            # The deadline first: after a pause past it, our tasks were killed by the reaper and
+            # a heartbeat must not make their attempts look alive again.
+            if self._registered and time.monotonic() >= self._deadline:
+                self._fence()
             now = time.monotonic()
             if now >= next_beat:
                 self._heartbeat()
@@ -238,8 +244,6 @@ class Worker:
             if now >= next_sweep:
                 self._sweep()
                 next_sweep = now + SWEEP_INTERVAL
-            if self._registered and time.monotonic() >= self._deadline:
-                self._fence()
             self._beat_stop.wait(max(0.0, min(next_beat, next_sweep) - time.monotonic()))
 
     def _heartbeat(self) -> None:
@@ -257,11 +261,17 @@ class Worker:
         except errors.StoreError as exc:
             logger.warning("heartbeat failed: %s", exc)
             return
-        self._deadline = sent + self.ttl - 2 * self.interval
+        self._set_deadline(sent + self.ttl - 2 * self.interval)
         with self._lock:
             for key in beat.abort:
                 if key in self._slots:
                     self._slots[key].cancel.set()
+
+    def _set_deadline(self, deadline: float) -> None:
+        """Our self-fencing deadline; the executor's reaper enforces it too, so the tasks die
+        on time even while this process is stopped (SIGSTOP) or hung."""
+        self._deadline = deadline
+        self.executor.set_deadline(deadline)
 
     def _sweep(self) -> None:
         try:
@@ -272,8 +282,10 @@ class Worker:
     def _fence(self) -> None:
         """The lease may be gone: kill our tasks, record nothing for them, and come back as a
         new worker. The old lease expires on its own and `sweep` re-queues its attempts."""
-        if self.running():
-            logger.warning("lease deadline passed: killing %d task(s)", self.running())
+        logger.warning(
+            "self-fencing: lease deadline passed or lease lost; abandoning %d task(s)",
+            self.running(),
+        )
         self._abandon_all()
         self._registered = False
         self.id = f"{self.name}-{os.getpid()}-{secrets.token_hex(3)}"

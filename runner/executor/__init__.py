@@ -148,6 +148,12 @@ class Executor:
             log_tail=sink.tail(),
         )
 
+    def set_deadline(self, deadline: float | None) -> None:
+        """The worker's self-fencing deadline (a `time.monotonic()` value): if it passes without
+        a newer one, the reaper process kills every running attempt even while the worker
+        itself is stopped (SIGSTOP) or hung. None: no deadline."""
+        self._reaper.set_deadline(deadline)
+
     def kill_all(self) -> None:
         """SIGKILL every running attempt's process group now; they end as CANCELLED."""
         with self._lock:

@@ -191,9 +191,14 @@ class CallPool:
         return Ending(exit_code=None, reason=models.Reason.ERROR, error=f"call child died: {what}")
 
     def _acquire(self) -> CallChild:
-        with self._lock:
-            if self._idle:
-                return self._idle.pop()
+        while True:
+            with self._lock:
+                idle = self._idle.pop() if self._idle else None
+            if idle is None:
+                break
+            if idle.proc.poll() is None:
+                return idle
+            self._discard(idle)  # killed while idle (a fence, the OOM killer): replace it
         child = CallChild(base_env=self._base_env(), cwd=os.getcwd())
         self._on_spawn(child.pid)
         return child

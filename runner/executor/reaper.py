@@ -1,12 +1,16 @@
-"""The reaper: a small process that kills every task process group when its worker dies.
+"""The reaper: a small process that kills every task process group when its worker dies, or
+when the worker's self-fencing deadline passes while the worker cannot act (it is paused).
 
 The executor starts one per worker (`Reaper.start`) and reports each task's process group on
 its stdin (`+PGID` / `-PGID` lines). When the worker dies, even by kill -9, the pipe reaches
 EOF (and, as a second signal, the reaper's parent-death signal fires): the reaper then kills
 every registered group with SIGKILL, sweeps /proc for any process still carrying the
 executor's tag in its environment (a task that left its group, or one started between spawn
-and registration), and exits. It runs as a plain script (`python -I -S reaper.py`), so it
-imports only the standard library.
+and registration), and exits. The worker also sends its self-fencing deadline (`D<monotonic>`
+after every answered heartbeat); if that passes without a newer one, the worker is stopped or
+hung, its lease may be gone, and another worker may take its tasks over: the reaper kills them
+then (GUARANTEES G5), forgets them and keeps serving. It runs as a plain script
+(`python -I -S reaper.py`), so it imports only the standard library.
 """
 
 from __future__ import annotations
@@ -15,10 +19,12 @@ import contextlib
 import ctypes
 import logging
 import os
+import select
 import signal
 import subprocess
 import sys
 import threading
+import time
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +65,11 @@ class Reaper:
         """The group is gone (or about to be reaped): forget it."""
         self._send(b"-%d\n" % pgid)
 
+    def set_deadline(self, deadline: float | None) -> None:
+        """Kill every registered group at this `time.monotonic()` value unless a later deadline
+        arrives first; None: no deadline."""
+        self._send(b"D-\n" if deadline is None else b"D%.6f\n" % deadline)
+
     def close(self, timeout: float = 5.0) -> None:
         """Stop the reaper: it sweeps for leftover tagged processes and exits."""
         proc, self._proc = self._proc, None
@@ -98,7 +109,7 @@ def _set_pdeathsig(signum: int) -> None:
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signum)
 
 
-def _read_groups(groups: set[int], worker_pid: int) -> None:
+def _read_groups(groups: set[int], worker_pid: int, tag: str) -> None:
     """Track `+PGID`/`-PGID` lines until EOF or the worker's death."""
 
     def on_term(_signum: int, _frame: object) -> None:
@@ -111,15 +122,41 @@ def _read_groups(groups: set[int], worker_pid: int) -> None:
     _set_pdeathsig(signal.SIGTERM)
     if os.getppid() != worker_pid:
         return
-    pending = b""
+    state = _State(groups=groups, tag=tag)
     with contextlib.suppress(_WorkerGone):
-        while chunk := os.read(0, 65536):
-            *lines, pending = (pending + chunk).split(b"\n")
-            for line in lines:
-                if line[:1] == b"+":
-                    groups.add(int(line[1:]))
-                elif line[:1] == b"-":
-                    groups.discard(int(line[1:]))
+        while _serve_once(state):
+            pass
+
+
+class _State:
+    def __init__(self, *, groups: set[int], tag: str) -> None:
+        self.groups = groups
+        self.tag = tag
+        self.deadline: float | None = None
+        self.pending = b""
+
+
+def _serve_once(state: _State) -> bool:
+    """Handle one chunk of messages or a passed deadline; False at EOF."""
+    timeout = None if state.deadline is None else max(0.0, state.deadline - time.monotonic())
+    ready, _, _ = select.select([0], [], [], timeout)
+    if not ready:
+        reap(state.groups, state.tag)  # the worker missed its own deadline: fence for it
+        state.groups.clear()
+        state.deadline = None
+        return True
+    chunk = os.read(0, 65536)
+    if not chunk:
+        return False
+    *lines, state.pending = (state.pending + chunk).split(b"\n")
+    for line in lines:
+        if line[:1] == b"+":
+            state.groups.add(int(line[1:]))
+        elif line[:1] == b"-":
+            state.groups.discard(int(line[1:]))
+        elif line[:1] == b"D":
+            state.deadline = None if line[1:] == b"-" else float(line[1:])
+    return True
 
 
 def _tagged_pids(marker: bytes) -> list[int]:
@@ -165,7 +202,7 @@ def main(argv: list[str]) -> int:
     worker_pid, tag = int(argv[1]), argv[2]
     groups: set[int] = set()
     try:
-        _read_groups(groups, worker_pid)
+        _read_groups(groups, worker_pid, tag)
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         reap(groups, tag)

@@ -321,3 +321,19 @@ def test_executor_many_short_tasks_in_parallel(executor: Executor) -> None:
     assert sorted(r.outputs["n"] for r in results) == sorted(
         f"{i}-{j}" for i in range(4) for j in range(25)
     )
+
+
+def test_executor_reaper_enforces_the_fencing_deadline(executor: Executor, tmp_path: Path) -> None:
+    """The reaper kills running attempts when the worker's deadline passes, without the worker
+    doing anything (as when it is SIGSTOPped), then keeps serving later attempts."""
+    script, ready = _spawner(tmp_path)
+    # registered with the reaper once it has run a little; the deadline is set after that
+    when_exists(ready, lambda: executor.set_deadline(time.monotonic() + 0.3))
+    result = run(executor, task(run=script))
+    assert result.reason is models.Reason.EXIT
+    assert result.exit_code is not None
+    assert result.exit_code < 0  # killed by a signal, not by the executor's own timeout
+    assert_group_gone(int(ready.read_text()))
+    executor.set_deadline(time.monotonic() + 60)
+    assert run(executor, task(run="echo again")).exit_code == 0
+    executor.set_deadline(None)
