@@ -113,9 +113,9 @@ def _compile(node: Any) -> Check:
         return (lambda _: True) if node else (lambda _: False)
     if not isinstance(node, dict):
         raise _Unsupported(repr(node))
-    checks: list[Check] = []
+    checks: list[Check] = [_object(node)] if _OBJECT_KEYWORDS & node.keys() else []
     for key, value in node.items():
-        if key in _ANNOTATIONS or key.startswith("x-"):
+        if key in _ANNOTATIONS or key in _OBJECT_KEYWORDS or key.startswith("x-"):
             continue
         maker = _KEYWORDS.get(key)
         if maker is None:
@@ -123,29 +123,56 @@ def _compile(node: Any) -> Check:
         check = maker(value, node)
         if check is not None:
             checks.append(check)
-    if len(checks) == 1:
-        return checks[0]
-    return lambda v: all(check(v) for check in checks)
+    if len(checks) == 2:  # the usual case, without a generator
+        first, second = checks
+        return lambda v: first(v) and second(v)
+    return checks[0] if len(checks) == 1 else lambda v: all(check(v) for check in checks)
+
+
+_OBJECT_KEYWORDS = {"properties", "additionalProperties", "propertyNames", "required"}
+
+
+def _object(node: dict[str, Any]) -> Check:
+    """properties, additionalProperties, propertyNames and required in one pass over the keys."""
+    props = {k: _compile(s) for k, s in node.get("properties", {}).items()}
+    extra = node.get("additionalProperties", True)
+    closed = extra is False
+    rest = None if extra is True or closed else _compile(extra)
+    names = _compile(node["propertyNames"]) if "propertyNames" in node else None
+    required = tuple(node.get("required", ()))
+
+    def check(v: Any) -> bool:
+        if not isinstance(v, dict):
+            return True
+        for k, item in v.items():
+            sub = props.get(k)
+            if sub is None:
+                if closed or (rest is not None and not rest(item)):
+                    return False
+            elif not sub(item):
+                return False
+            if names is not None and not names(k):
+                return False
+        return all(r in v for r in required)
+
+    return check
 
 
 def _is_number(v: Any) -> bool:
     return isinstance(v, numbers.Number) and not isinstance(v, bool)
 
 
-def _is_integer(v: Any) -> bool:
-    if isinstance(v, bool):
-        return False
-    return isinstance(v, int) or (isinstance(v, float) and v.is_integer())
-
-
-_TYPES: dict[str, Check] = {
+_TYPES: dict[str, Check] = {  # jsonschema's Draft 2020-12 type checker
     "object": lambda v: isinstance(v, dict),
     "array": lambda v: isinstance(v, list),
     "string": lambda v: isinstance(v, str),
     "boolean": lambda v: isinstance(v, bool),
     "null": lambda v: v is None,
     "number": _is_number,
-    "integer": _is_integer,
+    "integer": lambda v: (
+        (isinstance(v, int) and not isinstance(v, bool))
+        or (isinstance(v, float) and v.is_integer())
+    ),
 }
 
 
@@ -154,60 +181,14 @@ def _type(value: Any, _: Any) -> Check:
     if not all(n in _TYPES for n in names):
         raise _Unsupported(f"type {value!r}")
     tests = [_TYPES[n] for n in names]
-    return lambda v: any(t(v) for t in tests)
+    return tests[0] if len(tests) == 1 else lambda v: any(t(v) for t in tests)
 
 
-def _strings(value: Any) -> frozenset[str]:
-    values = value if isinstance(value, list) else [value]
-    if not all(isinstance(v, str) for v in values):
+def _enum(value: list[Any], _: Any) -> Check:
+    if not all(isinstance(v, str) for v in value):  # for strings, jsonschema's `equal` is ==
         raise _Unsupported(f"non-string const or enum {value!r}")
-    return frozenset(values)
-
-
-def _enum(value: Any, _: Any) -> Check:
-    allowed = _strings(value)  # for a string, jsonschema's `equal` is plain ==
+    allowed = frozenset(value)
     return lambda v: isinstance(v, str) and v in allowed
-
-
-def _const(value: Any, _: Any) -> Check:
-    return _enum([value], _)
-
-
-def _properties(value: Any, _: Any) -> Check:
-    props = {k: _compile(s) for k, s in value.items()}
-
-    def check(v: Any) -> bool:
-        if not isinstance(v, dict):
-            return True
-        for k, item in v.items():
-            sub = props.get(k)
-            if sub is not None and not sub(item):
-                return False
-        return True
-
-    return check
-
-
-def _additional(value: Any, node: Any) -> Check:
-    if "patternProperties" in node:
-        raise _Unsupported("patternProperties")
-    known = frozenset(node.get("properties", ()))
-    if value is False:
-        return lambda v: not isinstance(v, dict) or known.issuperset(v)
-    sub = _compile(value)
-    return lambda v: (
-        not isinstance(v, dict) or all(sub(item) for k, item in v.items() if k not in known)
-    )
-
-
-def _property_names(value: Any, _: Any) -> Check:
-    sub = _compile(value)
-    return lambda v: not isinstance(v, dict) or all(sub(k) for k in v)
-
-
-def _required(value: Any, _: Any) -> Check:
-    names = tuple(value)
-    return lambda v: not isinstance(v, dict) or all(n in v for n in names)
 
 
 def _dependent(value: Any, _: Any) -> Check:
@@ -217,7 +198,7 @@ def _dependent(value: Any, _: Any) -> Check:
 
 def _items(value: Any, _: Any) -> Check:
     sub = _compile(value)
-    return lambda v: not isinstance(v, list) or all(sub(item) for item in v)
+    return lambda v: not isinstance(v, list) or all(map(sub, v))
 
 
 def _unique(value: Any, _: Any) -> Check | None:
@@ -251,19 +232,10 @@ def _one_of(value: Any, _: Any) -> Check:
     return lambda v: sum(1 for s in subs if s(v)) == 1
 
 
-def _all_of(value: Any, _: Any) -> Check:
-    subs = [_compile(s) for s in value]
-    return lambda v: all(s(v) for s in subs)
-
-
 _KEYWORDS: dict[str, Callable[[Any, Any], Check | None]] = {
     "type": _type,
     "enum": _enum,
-    "const": _const,
-    "properties": _properties,
-    "additionalProperties": _additional,
-    "propertyNames": _property_names,
-    "required": _required,
+    "const": lambda value, node: _enum([value], node),
     "dependentSchemas": _dependent,
     "items": _items,
     "uniqueItems": _unique,
@@ -276,7 +248,6 @@ _KEYWORDS: dict[str, Callable[[Any, Any], Check | None]] = {
     "minProperties": _bound(lambda v, n: len(v) >= n, _TYPES["object"]),
     "anyOf": _any_of,
     "oneOf": _one_of,
-    "allOf": _all_of,
 }
 
 
