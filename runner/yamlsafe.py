@@ -107,6 +107,11 @@ _IMPLICIT = {  # the resolver's implicit patterns by first character, then the w
 }
 
 
+def _is_text(event: Any) -> bool:
+    """An untagged scalar that no implicit type can match: quoted, or an unlikely first char."""
+    return not event.implicit[0] or (not _WILDCARDS and event.value[:1] not in _IMPLICIT)
+
+
 def _pos(event: Any) -> Pos:
     mark = event.start_mark
     return (mark.line + 1, mark.column + 1)
@@ -143,6 +148,11 @@ class _Builder:
         mark = event.start_mark
         self.doc.positions[path] = (mark.line + 1, mark.column + 1)
         if event.anchor is None:
+            if kind is events.ScalarEvent and event.tag is None and _is_text(event):
+                self.expanded += 1  # the common case of `build`, inline
+                if depth > self.reach:
+                    self.reach = depth
+                return event.value
             return self.build(event, kind, path, depth)
         start, reach = self.expanded, self.reach
         self.reach = depth
