@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,17 @@ def add_parsers(sub: Any) -> None:
     run.add_argument("--watch", action="store_true", help="follow until the run ends")
     run.set_defaults(func=cmd_get_run)
     add_logs_parser(sub)
+    workers = sub.add_parser(
+        "workers",
+        help="list live workers",
+        description="Live workers (their lease has not expired) with their load and the age "
+        "of their last heartbeat. A worker that stops heartbeating disappears when its lease "
+        "expires, and its tasks go back to the queue.",
+        epilog="examples:\n  runner workers\n  runner workers -o json\n",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    workers.add_argument("-o", "--output", choices=["table", "json"], default="table")
+    workers.set_defaults(func=cmd_workers)
 
 
 def cmd_get_runs(args: argparse.Namespace, settings: Settings) -> int:
@@ -71,6 +83,20 @@ def cmd_get_run(args: argparse.Namespace, settings: Settings) -> int:
     else:
         output.dump(output.run_json(run), args.output)
     return engine.exit_code(run) if args.watch else errors.EXIT_OK
+
+
+def cmd_workers(args: argparse.Namespace, settings: Settings) -> int:
+    store = common.open_settings_store(settings)
+    try:
+        now = time.time()
+        workers = store.list_workers(now=now)
+    finally:
+        store.close()
+    if args.output == "json":
+        output.dump([output.worker_json(w, now=now) for w in workers], "json")
+    else:
+        output.workers_table(workers, now=now)
+    return errors.EXIT_OK
 
 
 # ---------------------------------------------------------------------- logs

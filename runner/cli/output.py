@@ -12,7 +12,7 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
-from runner.models import Attempt, Run, TaskRecord
+from runner.models import Attempt, Run, TaskRecord, WorkerInfo
 
 
 def iso(ts: float | None) -> str | None:
@@ -131,3 +131,41 @@ def run_detail(run: Run, stream: TextIO | None = None) -> None:
             info or "",
         )
     console.print(table)
+
+
+def worker_json(w: WorkerInfo, *, now: float) -> dict[str, Any]:
+    """`runner workers -o json`: one live worker."""
+    return {
+        "id": w.id,
+        "name": w.name,
+        "host": w.host,
+        "pid": w.pid,
+        "labels": dict(w.labels),
+        "weight": w.weight,
+        "capacity": w.capacity,
+        "running": w.running,
+        "load": round(w.running / w.capacity, 3) if w.capacity else None,
+        "version": w.version,
+        "heartbeat_at": iso(w.heartbeat_at),
+        "heartbeat_age": round(max(0.0, now - w.heartbeat_at), 3),
+        "expires_at": iso(w.expires_at),
+    }
+
+
+def workers_table(workers: list[WorkerInfo], *, now: float, stream: TextIO | None = None) -> None:
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for col in ("NAME", "ID", "HOST", "PID", "LABELS", "RUNNING", "WEIGHT", "HEARTBEAT"):
+        table.add_column(col)
+    for w in workers:
+        labels = ",".join(f"{k}={v}" for k, v in sorted(w.labels.items())) or "-"
+        table.add_row(
+            w.name,
+            w.id,
+            w.host,
+            str(w.pid),
+            labels,
+            f"{w.running}/{w.capacity}",
+            str(w.weight),
+            f"{human_seconds(max(0.0, now - w.heartbeat_at))} ago",
+        )
+    Console(file=stream or sys.stdout, width=200, soft_wrap=True).print(table)

@@ -138,9 +138,9 @@ def _summary(run: Run, args: argparse.Namespace) -> None:
 class _LocalWorkers:
     """The worker slots `runner apply` runs in-process while it follows its run."""
 
-    def __init__(self, worker: Worker | None, thread: threading.Thread | None) -> None:
+    def __init__(self, worker: Worker | None, done: threading.Event | None) -> None:
         self.worker = worker
-        self.thread = thread
+        self.done = done
 
     @classmethod
     def start(cls, args: argparse.Namespace, settings: Settings) -> _LocalWorkers:
@@ -150,17 +150,15 @@ class _LocalWorkers:
         if n == 0:
             return cls(None, None)
         worker = make_worker(settings, concurrency=n, lease_ttl=args.lease_ttl, name="apply")
-        thread = threading.Thread(target=worker.run, name="local-worker", daemon=True)
-        thread.start()
-        return cls(worker, thread)
+        return cls(worker, run_in_thread(worker))
 
     def stop(self, *, abort_run: str | None) -> None:
-        if self.worker is None or self.thread is None:
+        if self.worker is None or self.done is None:
             return
         if abort_run is not None:
             self.worker.abort(abort_run)
         self.worker.stop()
-        self.thread.join()
+        self.done.wait()
         self.worker.store.close()
         self.worker.executor.close()
 
@@ -276,17 +274,34 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
         labels=args.labels,
         weight=args.weight,
     )
-    thread = threading.Thread(target=worker.run, name="worker", daemon=True)
-    thread.start()
+    done = run_in_thread(worker)
     print(f"worker {worker.id} serving {settings.store}", file=sys.stderr, flush=True)
     try:
-        while thread.is_alive():
-            thread.join(0.5)
+        while not done.wait(0.5):
+            pass
     except BaseException:  # SIGINT/SIGTERM: drain, then exit cleanly
         print(f"worker {worker.id} draining", file=sys.stderr, flush=True)
         worker.drain(args.drain_timeout)
-        thread.join()
+        done.wait()
     finally:
         worker.store.close()
         worker.executor.close()
     return errors.EXIT_OK
+
+
+def run_in_thread(worker: Worker) -> threading.Event:
+    """Run the worker in a daemon thread; the event is set when `Worker.run` has returned.
+
+    Waiting on an Event rather than `Thread.join` matters: a signal that interrupts `join` in
+    the main thread can leave the thread looking finished while it still runs (CPython 3.11).
+    """
+    done = threading.Event()
+
+    def target() -> None:
+        try:
+            worker.run()
+        finally:
+            done.set()
+
+    threading.Thread(target=target, name="worker", daemon=True).start()
+    return done
