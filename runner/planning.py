@@ -149,6 +149,10 @@ def param_env(name: str) -> str:
     return "RUNNER_PARAM_" + _ENV_NAME.sub("_", name).upper()
 
 
+_KINDS = tuple((kind.value, kind) for kind in models.Kind)  # the key that gives a task its kind
+_WHEN = {when.value: when for when in models.When}
+
+
 class _Located(Exception):
     def __init__(self, path: Path, message: str) -> None:
         super().__init__(message)
@@ -181,9 +185,9 @@ class _Planner:
         specs: list[models.TaskSpec] = []
         for i, task in enumerate(self.tasks):
             base = self.common(i, task)
-            for combo in combos[task["name"]]:
+            for combo, id_ in zip(combos[task["name"]], self.ids[task["name"]], strict=True):
                 try:
-                    specs.append(self.instance(i, task, combo, base))
+                    specs.append(self.instance(i, task, combo, {**base, "id": id_}))
                 except _Located as exc:
                     self.problems.append(self.doc.problem(exc.path, str(exc)))
         if self.problems:
@@ -205,14 +209,14 @@ class _Planner:
         semaphore = field.get("semaphore")
         return {
             "name": task["name"],
-            "kind": next(k for k in models.Kind if k.value in task),
+            "kind": next(kind for key, kind in _KINDS if key in task),
             "call": task.get("call"),
             "shell": shell,
             "priority": int(field.get("priority", self.spec.get("priority", 0))),
             "retries": _retries(field.get("retries")),
             "timeout": _seconds(field.get("timeout")),
             "depends": tuple(d for dep in task.get("depends", ()) for d in self.ids[dep]),
-            "when": models.When(field.get("when") or "success"),
+            "when": _WHEN[field.get("when") or "success"],
             "allow_failure": bool(field.get("allowFailure")),
             "selector": field.get("selector") or {},
             "mutex": field.get("mutex"),
@@ -237,13 +241,11 @@ class _Planner:
             with_ = templating.render_value(task.get("with", {}), params=self.params, matrix=combo)
         except templating.TemplateError as exc:
             raise _Located((*at, "with"), str(exc)) from None
-        id_ = instance_id(task["name"], combo)
         run_ = None if run is None else self.text(run, (*at, "run"), combo, quote=True)
         args_ = None if args is None else self.args(args, (*at, "args"), combo)
         if isinstance(base["shell"], _Located):
             raise _Located(base["shell"].path, str(base["shell"]))
         return models.TaskSpec(
-            id=id_,
             run=run_,
             args=args_,
             with_=with_,
