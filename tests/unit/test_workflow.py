@@ -172,3 +172,35 @@ def test_unreadable_and_oversized_files_are_clean_problems(tmp_path: Path) -> No
     latin.write_bytes(b"a: 1\nb: \xe9\n")
     with pytest.raises(errors.WorkflowInvalid, match=r"latin.yaml:2:4: the file is not UTF-8"):
         workflow.load(latin)
+
+
+PINNED = (
+    "apiVersion: runner/v1\nkind: Workflow\nmetadata: {name: w, labels: {team: data}}\nspec:\n"
+    "  params: {date: '2026-01-01', n: 3}\n  env: {A: '${{ params.date }}'}\n"
+    "  defaults: {retries: 2, timeout: 10m, shell: bash -euc}\n  schedule: '0 2 * * *'\n"
+    "  tasks:\n"
+    "    - {name: a, run: 'echo ${{ matrix.k }}', matrix: {k: [1, x]}, priority: 5}\n"
+    "    - name: b\n      depends: [a]\n      args: [x, '${{ params.n }}']\n"
+    "      retries: {limit: 3, backoff: {delay: 2s, factor: 2, max: 1m}}\n"
+    "    - {name: c, depends: [b], call: 'm:f', with: {n: '${{ params.n }}'}, when: always}\n"
+)
+
+
+def test_plan_hash_does_not_change_between_versions() -> None:
+    # stored schedules compare hashes to tell whether a re-apply changed anything
+    plan = workflow.plan(workflow.loads(PINNED))
+    assert plan.hash == "e310cf279b8d2e0fdb5bfb068ad4a0f76e3057c87a488f54e5269febc3f739c4"
+    assert workflow.plan_hash(plan) == plan.hash
+
+
+def test_planning_errors_keep_their_order_per_instance() -> None:
+    text = HEAD + (
+        '  params: {p: a}\n  defaults: {shell: "bash \'oops"}\n  tasks:\n'
+        "    - {name: a, run: 'echo ${{ matrix.k }}', matrix: {k: [1, 2]}}\n"
+    )
+    with pytest.raises(errors.WorkflowInvalid) as info:
+        workflow.plan(workflow.loads(text, file="w.yaml"))
+    assert (
+        info.value.message.splitlines()
+        == ["w.yaml:6:21: cannot split the shell command line: No closing quotation"] * 2
+    )

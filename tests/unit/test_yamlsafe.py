@@ -95,3 +95,27 @@ def test_timestamps_stay_text_and_booleans_are_yaml_1_1() -> None:
         "d": "2026-01-01",
         "b": True,
     }
+
+
+@pytest.mark.parametrize(("copies", "ok"), [(10_000, True), (10_001, False)])
+def test_alias_expansion_limit_counts_every_node_of_the_target(copies: int, ok: bool) -> None:
+    # the anchored list is 10 nodes (itself and 9 items): 10,000 copies reach the limit exactly
+    text = "a: &a [1, 2, 3, 4, 5, 6, 7, 8, 9]\nb: [" + ", ".join(["*a"] * copies) + "]\n"
+    if ok:
+        assert len(yamlsafe.load_text(text, file="w.yaml").data["b"]) == copies
+    else:
+        assert "alias bomb" in _problem(text)
+
+
+@pytest.mark.parametrize(("levels", "ok"), [(96, True), (97, False)])
+def test_nesting_through_an_alias_counts_the_target_depth(levels: int, ok: bool) -> None:
+    # *a sits at depth `levels` + 1 and its target is 3 levels deep ([[1]] plus its item)
+    text = "a: &a [[1]]\nb: " + "[" * levels + "*a" + "]" * levels + "\n"
+    if ok:
+        yamlsafe.load_text(text, file="w.yaml")
+    else:
+        assert "nesting is deeper than 100 levels" in _problem(text)
+
+
+def test_anchor_inside_a_complex_key_does_not_count_towards_its_mapping() -> None:
+    assert "a mapping key must be a plain string" in _problem("? &k [1, 2]\n: 1\nb: *k\n")
