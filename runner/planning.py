@@ -345,5 +345,12 @@ def plan_hash(p: models.Plan) -> str:
         if f.name not in ("source", "hash", "tasks")
     }
     body["tasks"] = [t.to_dict() for t in p.tasks]
-    text = json.dumps(body, sort_keys=True, separators=(",", ":"), default=dataclasses.asdict)
+    # YAML aliases can share values but never form a cycle: skip json's cycle bookkeeping
+    text = json.dumps(
+        body,
+        sort_keys=True,
+        separators=(",", ":"),
+        default=dataclasses.asdict,
+        check_circular=False,
+    )
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
