@@ -84,22 +84,32 @@ class EtcdStore(EtcdCronMixin):
 
     def get_run(self, run_id: str, *, tasks: bool = True) -> Run:
         """The run with its tasks in plan order. Raises RunNotFound."""
+        with self._lock:
+            rev, known = self._tasks.get(run_id, (0, {}))
         ops = [c.get(self.keys.run(run_id)), c.count(self.keys.done(run_id, ""))]
-        responses, _ = self.client.reads(ops, "get run")
+        if tasks and rev:  # the records changed since the last read, in the same round trip
+            ops.append(c.changed_since(self.keys.task(run_id, ""), rev + 1, c.PAGE))
+        responses, at = self.client.reads(ops, "get run")
         items = c.items_of(responses[:1])
         if not items:
             raise errors.RunNotFound(run_id)
         run = run_from_dict(loads(items[0].value), done=int(responses[1].response_range.count))
         if not tasks:
             return run
-        return _with_tasks(run, self._task_records(run_id))
+        if rev and not responses[2].response_range.more:
+            changed = c.items_of(responses[2:])
+        else:  # the first read of the run, or many changes: page through them
+            changed, at = self.client.scan_at(
+                self.keys.task(run_id, ""), min_mod=rev + 1 if rev else 0
+            )
+        return _with_tasks(run, self._task_records(run_id, known, changed, at))
 
-    def _task_records(self, run_id: str) -> tuple[TaskRecord, ...]:
-        """The run's task records in plan order. Followers call this on every change, so only
-        the records modified since this object's last read of the run are fetched."""
-        with self._lock:
-            rev, known = self._tasks.get(run_id, (0, {}))
-        changed, at = self.client.scan_at(self.keys.task(run_id, ""), min_mod=rev + 1 if rev else 0)
+    def _task_records(
+        self, run_id: str, known: dict[str, tuple[int, TaskRecord]], changed: list[c.Item], at: int
+    ) -> tuple[TaskRecord, ...]:
+        """The run's task records in plan order: `known` (read at an earlier revision) updated
+        with the records `changed` since, as of revision `at`. Followers call get_run on every
+        change, so only the records modified since this object's last read are fetched."""
         known = dict(known)
         for item in changed:
             d = loads(item.value)

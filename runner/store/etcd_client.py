@@ -107,6 +107,20 @@ def count(prefix: str) -> Op:
     return etcdrpc.RequestOp(request_range=req)
 
 
+def head(prefix: str, limit: int) -> Op:
+    """The first `limit` keys under `prefix`."""
+    req = etcdrpc.RangeRequest(key=prefix.encode(), range_end=range_end(prefix), limit=limit)
+    return etcdrpc.RequestOp(request_range=req)
+
+
+def changed_since(prefix: str, rev: int, limit: int) -> Op:
+    """The keys under `prefix` modified at or after revision `rev` (at most `limit`)."""
+    req = etcdrpc.RangeRequest(
+        key=prefix.encode(), range_end=range_end(prefix), min_mod_revision=rev, limit=limit
+    )
+    return etcdrpc.RequestOp(request_range=req)
+
+
 def mod_is(key: str, mod: int) -> Cmp:
     """The key exists and was last modified at `mod` (or is absent when mod == 0)."""
     return etcdrpc.Compare(

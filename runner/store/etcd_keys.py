@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 from urllib.parse import quote, unquote
 
@@ -19,8 +20,15 @@ SLOT_BITS = 8  # token = claim revision << 8 | slot: tasks claimed in one txn ge
 PRIORITY_BIAS = 10**9  # queue keys sort ascending; 10**9 - priority puts high priorities first
 
 
+@lru_cache(maxsize=1 << 16)
 def q(part: str) -> str:
+    """`part` percent-quoted for a key (cached: the same ids are quoted on every operation)."""
     return quote(part, safe="")
+
+
+@lru_cache(maxsize=1 << 16)
+def _unq(part: str) -> str:
+    return unquote(part)
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +105,7 @@ class Keys:
     def split(self, key: str, kind: str) -> list[str]:
         """The unquoted parts of `key` after `{prefix}{kind}/`."""
         rest = key[len(self.prefix) + len(kind) + 1 :]
-        return [unquote(p) for p in rest.split("/")]
+        return [_unq(p) for p in rest.split("/")]
 
 
 def dumps(value: Any) -> bytes:

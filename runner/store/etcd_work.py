@@ -48,6 +48,7 @@ class Ctx:
     # token -> the records its claim wrote and the successors it read: a finish compares
     # them without reading first (a stale entry only costs the finish one failed compare)
     claimed: dict[int, Seen] = field(default_factory=dict)
+    guess: list[tuple[str, str]] = field(default_factory=list)  # next queue entries, probably
     # tokens whose finish transaction failed without an answer (it may have committed)
     uncertain: set[int] = field(default_factory=set)
 
@@ -86,7 +87,11 @@ def claim(
 def _candidates(
     ctx: Ctx, *, now: float, labels: Any, want: int, spread: bool
 ) -> tuple[list[Pick], dict[str, c.Item]]:
-    entries, _ = ctx.client.first(ctx.keys.queue(), max(32, 8 * want))
+    """Up to `want` claimable queue entries with their task records, and their open runs.
+    Only the records of the entries it picks are read (speculatively the first `want` due
+    ones, with the runs, in one round trip)."""
+    window = max(32, 8 * want) if spread else max(8, 4 * want)
+    entries, found = _read_head(ctx, window, [] if spread else ctx.guess[:want])
     due = [e for e in entries if _due(e, now, labels)]
     if spread and due:
         tier = ctx.keys.split(due[0].key, "queue")[0]
@@ -94,27 +99,59 @@ def _candidates(
         k = random.randrange(len(top))
         due = top[k:] + top[:k] + due[len(top) :]
     ids = [ctx.keys.split(e.key, "queue")[3:5] for e in due]
-    run_keys = [ctx.keys.run(r) for r, _ in ids]
-    found, _ = ctx.client.read_many([*run_keys, *(ctx.keys.task(r, t) for r, t in ids)])
+    run_keys = list(dict.fromkeys(ctx.keys.run(r) for r, _ in ids))
+    wanted = [*run_keys, *(ctx.keys.task(r, t) for r, t in ids[:want])]
+    if any(k not in found for k in wanted):  # the guess missed: one more round trip
+        found.update(ctx.client.read_many(k for k in wanted if k not in found)[0])
     open_runs = {
         k: found[k] for k in run_keys if k in found and _claimable_run(loads(found[k].value))
     }
-    tasks = {k: v for k, v in found.items() if k not in run_keys}
+    chosen = _within_limits(ctx, due, ids, open_runs, want)
+    taken = {e.key for e, _ in chosen}
+    ctx.guess = [(r, t) for e, (r, t) in zip(due, ids, strict=True) if e.key not in taken][:32]
+    missing = [k for _, k in chosen if k not in found]
+    if missing:  # entries further down, behind runs at their parallelism
+        found.update(ctx.client.read_many(missing)[0])
     picks: list[Pick] = []
-    room = _room(ctx, open_runs)
-    for entry, (run_id, task_id) in zip(due, ids, strict=True):
-        item = tasks.get(ctx.keys.task(run_id, task_id))
-        if ctx.keys.run(run_id) not in open_runs:
-            continue
+    for entry, task_key in chosen:
+        item = found.get(task_key)
         rec = None if item is None else loads(item.value)
         if item is None or rec is None or rec.get("qkey") != entry.key:
+            continue
+        picks.append(Pick(entry, item, ctx.keys.split(entry.key, "queue")[3], rec))
+    return picks, open_runs
+
+
+def _read_head(
+    ctx: Ctx, window: int, guess: list[tuple[str, str]]
+) -> tuple[list[c.Item], dict[str, c.Item]]:
+    """The queue head and, in the same round trip, the run and task records of the entries
+    guessed to be next (those after the last claim's picks: right for a lone worker)."""
+    keys = ctx.keys
+    reads = [*dict.fromkeys(keys.run(r) for r, _ in guess), *(keys.task(r, t) for r, t in guess)]
+    responses, _ = ctx.client.reads(
+        [c.head(keys.queue(), window), *(c.get(k) for k in reads)], "claim candidates"
+    )
+    return c.items_of(responses[:1]), {i.key: i for i in c.items_of(responses[1:])}
+
+
+def _within_limits(
+    ctx: Ctx, due: list[c.Item], ids: list[list[str]], open_runs: dict[str, c.Item], want: int
+) -> list[tuple[c.Item, str]]:
+    """The first `want` entries of open runs with room under their parallelism."""
+    room = _room(ctx, open_runs)
+    chosen: list[tuple[c.Item, str]] = []
+    for entry, (run_id, task_id) in zip(due, ids, strict=True):
+        if len(chosen) >= want:
+            break
+        if ctx.keys.run(run_id) not in open_runs:
             continue
         if run_id in room:
             if room[run_id] <= 0:
                 continue
             room[run_id] -= 1
-        picks.append(Pick(entry, item, run_id, rec))
-    return picks, open_runs
+        chosen.append((entry, ctx.keys.task(run_id, task_id)))
+    return chosen
 
 
 def _due(entry: c.Item, now: float, labels: Any) -> bool:
@@ -130,7 +167,7 @@ def _claimable_run(run: Rec) -> bool:
 
 def _room(ctx: Ctx, runs: dict[str, c.Item]) -> dict[str, int]:
     """Free parallelism slots of the runs that have a limit (the rest are unlimited)."""
-    limited = [loads(i.value) for i in runs.values() if loads(i.value).get("parallelism")]
+    limited = [r for r in (loads(i.value) for i in runs.values()) if r.get("parallelism")]
     counts = ctx.client.counts([ctx.keys.own(r["id"], "") for r in limited])
     return {r["id"]: int(r["parallelism"]) - n for r, n in zip(limited, counts, strict=True)}
 
