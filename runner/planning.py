@@ -186,8 +186,9 @@ class _Planner:
         for i, task in enumerate(self.tasks):
             base = self.common(i, task)
             for combo, id_ in zip(combos[task["name"]], self.ids[task["name"]], strict=True):
+                fields = {**base, "id": id_, "selector": dict(base["selector"])}  # owned
                 try:
-                    specs.append(self.instance(i, task, combo, {**base, "id": id_}))
+                    specs.append(self.instance(i, task, combo, fields))
                 except _Located as exc:
                     self.problems.append(self.doc.problem(exc.path, str(exc)))
         if self.problems:
@@ -252,7 +253,7 @@ class _Planner:
             env=self.env(i, task, combo),
             workdir=None if workdir is None else self.text(workdir, workdir_at, combo),
             matrix=dict(combo),
-            **{**base, "selector": dict(base["selector"])},  # every instance owns its dicts
+            **base,
         )
 
     def args(self, args: list[Any], path: Path, combo: dict[str, Any]) -> tuple[str, ...]:
@@ -285,19 +286,22 @@ def _duration(value: str | float) -> float:
 
 
 def _retries(value: Any) -> models.RetryPolicy:
-    if value is None:
-        return models.RetryPolicy()
-    if isinstance(value, int):
-        return models.RetryPolicy(limit=value)
+    if not isinstance(value, dict):  # a count; the schema also accepts 2.0 as an integer
+        return _retry_policy(int(value or 0))
     backoff = value.get("backoff", {})
-    return models.RetryPolicy(
-        limit=value["limit"],
-        backoff=models.Backoff(
-            delay=_duration(backoff.get("delay", 1.0)),
-            factor=float(backoff.get("factor", 2.0)),
-            max=_seconds(backoff.get("max")),
-        ),
+    return _retry_policy(
+        value["limit"], backoff.get("delay", 1.0), backoff.get("factor", 2.0), backoff.get("max")
     )
+
+
+@functools.lru_cache(maxsize=1024, typed=True)  # immutable: tasks with one policy share it
+def _retry_policy(
+    limit: int, delay: Any = None, factor: float = 2.0, max_: Any = None
+) -> models.RetryPolicy:
+    if delay is None:
+        return models.RetryPolicy(limit=limit)
+    backoff = models.Backoff(delay=_duration(delay), factor=float(factor), max=_seconds(max_))
+    return models.RetryPolicy(limit=limit, backoff=backoff)
 
 
 def _seconds(value: Any) -> float | None:

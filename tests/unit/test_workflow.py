@@ -204,3 +204,8 @@ def test_planning_errors_keep_their_order_per_instance() -> None:
         info.value.message.splitlines()
         == ["w.yaml:6:21: cannot split the shell command line: No closing quotation"] * 2
     )
+
+
+def test_a_retry_count_written_as_a_float_plans() -> None:
+    text = HEAD + "  tasks:\n    - {name: a, run: x, retries: 2.0}\n"
+    assert workflow.plan(workflow.loads(text)).tasks[0].retries.limit == 2
