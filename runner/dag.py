@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Iterable, Mapping, Sequence
-from typing import TypeAlias
+from typing import Any, TypeAlias
 
 import networkx as nx
 
@@ -62,9 +62,10 @@ def topo_order(graph: Graph) -> list[str]:
     The order of `nx.lexicographical_topological_sort` keyed on `order` (then graph order),
     without a Python key call per node; `nx.NetworkXUnfeasible` if there is a cycle.
     """
-    attrs = graph.nodes
-    rank = {n: (int(attrs[n].get("order", 0)), i) for i, n in enumerate(graph)}
-    waiting: dict[str, int] = {n: len(graph.pred[n]) for n in graph if graph.pred[n]}
+    orders: Any = graph.nodes(data="order", default=0)
+    rank = {n: (int(order), i) for i, (n, order) in enumerate(orders)}
+    degrees: Any = graph.in_degree()
+    waiting: dict[str, int] = {n: d for n, d in degrees if d}
     ready = [(rank[n], n) for n in graph if n not in waiting]
     heapq.heapify(ready)
     out: list[str] = []

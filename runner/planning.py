@@ -323,7 +323,8 @@ def _schedule(spec: Mapping[str, Any]) -> models.Schedule | None:
 
 def build_plan(doc: yamlsafe.Document, *, source: str, params: dict[str, Any]) -> models.Plan:
     """The plan of a checked document for resolved `params` (see `resolve_params`)."""
-    graph = dag.build(_Planner(doc, params).build())
+    specs = {spec.id: spec for spec in _Planner(doc, params).build()}
+    graph = dag.build(specs.values())
     metadata = doc.data["metadata"]
     spec = doc.data["spec"]
     result = models.Plan(
@@ -336,7 +337,7 @@ def build_plan(doc: yamlsafe.Document, *, source: str, params: dict[str, Any]) -
         parallelism=spec.get("parallelism"),
         timeout=_seconds(spec.get("timeout")),
         schedule=_schedule(spec),
-        tasks=tuple(graph.nodes[n]["spec"] for n in dag.topo_order(graph)),
+        tasks=tuple(specs[n] for n in dag.topo_order(graph)),
     )
     return dataclasses.replace(result, hash=plan_hash(result))
 
