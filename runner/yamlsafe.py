@@ -128,6 +128,7 @@ class _Builder:
     def __init__(self, parser: Any, doc: Document) -> None:
         self.parser = parser
         self.doc = doc
+        self.positions = doc.positions
         self.anchors: dict[str, _Value] = {}
         self.nodes = 0
         self.alias_nodes = 0
@@ -146,7 +147,7 @@ class _Builder:
         if kind is events.AliasEvent:
             return self.alias(event, path, depth)
         mark = event.start_mark
-        self.doc.positions[path] = (mark.line + 1, mark.column + 1)
+        self.positions[path] = (mark.line + 1, mark.column + 1)
         if event.anchor is None:
             if kind is events.ScalarEvent and event.tag is None and _is_text(event):
                 self.expanded += 1  # the common case of `build`, inline
