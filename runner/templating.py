@@ -28,6 +28,7 @@ LITERAL = "${{ '${{' }}"
 _TOKEN = re.compile(
     r"(?P<lit>\$\{\{\s*'\$\{\{'\s*\}\})|\$\{\{(?P<expr>[^{}]{0,200})\}\}|(?P<bad>\$\{\{)"
 )
+_DOUBLE_QUOTED = re.compile(r'([\\$`"])')  # what a backslash must protect inside "..."
 _PART = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]*")
 HELP = (
     "use ${{ params.NAME }}, ${{ matrix.KEY }}, ${{ run.id }}, ${{ run.scheduled_time }} "
@@ -175,7 +176,7 @@ def shell_quote(value: str, context: str) -> str:
     if context == "single":
         return value.replace("'", "'\\''")
     if context == "double":
-        return re.sub(r'([\\$`"])', r"\\\1", value)
+        return _DOUBLE_QUOTED.sub(r"\\\1", value)
     return shlex.quote(value)
 
 
