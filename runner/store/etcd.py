@@ -21,8 +21,8 @@ from runner.models import (
     TaskRecord,
     WorkerInfo,
 )
+from runner.store import etcd_claim, etcd_finish, etcd_logs, etcd_submit, etcd_work
 from runner.store import etcd_client as c
-from runner.store import etcd_finish, etcd_logs, etcd_submit, etcd_work
 from runner.store import etcd_flow as flow
 from runner.store.etcd_cron import EtcdCronMixin
 from runner.store.etcd_keys import Keys, dumps, loads, run_from_dict, task_record
@@ -218,7 +218,7 @@ class EtcdStore(EtcdCronMixin):
         lease = self._leases.get(worker_id)
         if lease is None:  # registered through another store object
             lease, _ = self._lease_of(worker_id)
-        return etcd_work.claim(self.ctx, worker_id, lease, now=now, limit=limit, labels=labels)
+        return etcd_claim.claim(self.ctx, worker_id, lease, now=now, limit=limit, labels=labels)
 
     def append_log(self, lease: Lease, text: str) -> None:
         """See Store.append_log."""

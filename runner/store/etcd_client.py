@@ -113,6 +113,17 @@ def head(prefix: str, limit: int) -> Op:
     return etcdrpc.RequestOp(request_range=req)
 
 
+def none_in(start: str, end: str) -> Cmp:
+    """No key exists in [start, end) (an empty range compares as create revision 0)."""
+    return etcdrpc.Compare(
+        key=start.encode(),
+        range_end=end.encode(),
+        target=etcdrpc.Compare.CREATE,
+        result=etcdrpc.Compare.EQUAL,
+        create_revision=0,
+    )
+
+
 def changed_since(prefix: str, rev: int, limit: int) -> Op:
     """The keys under `prefix` modified at or after revision `rev` (at most `limit`)."""
     req = etcdrpc.RangeRequest(

@@ -18,7 +18,7 @@ from runner.models import AttemptState, Lease, Outcome, Reason, TaskSpec, TaskSt
 from runner.store import etcd_client as c
 from runner.store import etcd_flow as flow
 from runner.store import etcd_logs
-from runner.store.etcd_keys import claim_revision, loads
+from runner.store.etcd_keys import claim_revision, dumps, loads
 from runner.store.etcd_work import Ctx, Seen, append_log, complete, decide_outcome, log_ops, owns
 
 _ATTEMPT_STATE = {
@@ -114,8 +114,9 @@ def _finish_once(
     rec["attempts"][-1]["state"] = _ATTEMPT_STATE.get(state, AttemptState.FAILED).value
     if delay is not None:
         flow.enqueue(b, keys, run_id, rec, now=now, not_before=now + delay)
-    elif complete(b, keys, run_item, run, rec, state):
-        _successors(ctx, b, run, task_id, rec, seen, now=now)
+    queued: list[tuple[c.Item, flow.Rec]] = []
+    if delay is None and complete(b, keys, run_item, run, rec, state):
+        queued = _successors(ctx, b, run, task_id, rec, seen, now=now)
     if tail:
         meta_key = keys.log_meta(run_id, task_id, lease.attempt)
         log_ops(ctx, b, lease, tail, seen.get(meta_key))
@@ -134,7 +135,25 @@ def _finish_once(
         fresh = {i.key: i for i in c.items_of(res.responses)}
         return {k: fresh.get(k) for k in needed}
     done = int(res.responses[-1].response_range.count)
-    return bool(run.get("halted")) and not halted, props, done >= int(run["tasks_total"])
+    tripped = bool(run.get("halted")) and not halted
+    if queued and not tripped and not ctx.ahead:
+        _expect(ctx, queued, run_item, res.revision)
+    return tripped, props, done >= int(run["tasks_total"])
+
+
+def _expect(ctx: Ctx, queued: list[tuple[c.Item, flow.Rec]], run_item: c.Item, rev: int) -> None:
+    """The successors this finish queued, as the entries its store object's next claim
+    expects at the queue head (that claim compares that nothing lies before them)."""
+    out = []
+    for item, rec in queued:
+        if rec["state"] != TaskState.READY.value or not rec.get("qkey"):
+            continue
+        value = dumps({"nb": 0.0, "sel": rec["spec"].get("selector") or {}})
+        entry = c.Item(rec["qkey"], value, rev, rev, 0)
+        out.append((entry, c.Item(item.key, dumps(rec), item.create, rev, 0), run_item))
+    ctx.ahead = sorted(out, key=lambda e: e[0].key)
+    ids = (ctx.keys.split(e[0].key, "queue")[3:5] for e in ctx.ahead)
+    ctx.guess = [(r, t) for r, t in ids]
 
 
 def _recorded(task: c.Item | None, lease: Lease) -> bool:
@@ -170,12 +189,13 @@ def _record_attempt(rec: flow.Rec, lease: Lease, outcome: Outcome, *, now: float
 def _successors(
     ctx: Ctx, b: flow.Batch, run: flow.Rec, task_id: str, rec: flow.Rec, seen: Seen, *,
     now: float,
-) -> None:  # fmt: skip
-    """Advance a few successors in this transaction; many, through a `prop/` marker."""
+) -> list[tuple[c.Item, flow.Rec]]:  # fmt: skip
+    """Advance a few successors in this transaction (returned, as written); many, through a
+    `prop/` marker."""
     succ = rec.get("succ", [])
     if len(succ) > flow.PER_TXN:
         b.put(ctx.keys.prop(run["id"], task_id), b"1")
-        return
+        return []
     succs = {
         s: (item, loads(item.value))
         for s in succ
@@ -185,3 +205,4 @@ def _successors(
         ctx.client, ctx.keys, run["id"], flow.freed_deps(task_id, succs), known={task_id: rec}
     )
     flow.advance(b, ctx.keys, run, task_id, succs, deps, now=now)
+    return list(succs.values())

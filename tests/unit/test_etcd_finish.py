@@ -80,3 +80,38 @@ def test_etcd_get_run_follows_changes_incrementally(etcd_store: EtcdStore) -> No
     assert run.state.value == "succeeded"
     assert [t.id for t in run.tasks] == ["t0", "t1", "t2"]
     assert run.tasks_done == 3
+
+
+def test_etcd_claim_without_read_yields_to_a_new_higher_priority_entry(
+    etcd_store: EtcdStore, etcd_server: Any
+) -> None:
+    etcd_store.create_run(plans.fan_out(4), run_id="r1", now=T0)
+    w = worker(etcd_store)
+    assert [lease.task_id for lease in etcd_store.claim(w, now=T0)] == ["t0"]
+    assert etcd_store.ctx.ahead  # the next claim would commit without reading the head
+    other = EtcdStore.from_url(f"{etcd_server.url}{etcd_store.keys.prefix}")
+    try:
+        other.create_run(plans.plan(plans.task("urgent", priority=9)), run_id="r2", now=T0)
+    finally:
+        other.close()
+    assert [lease.task_id for lease in etcd_store.claim(w, now=T0, limit=2)] == ["urgent", "t1"]
+    assert [lease.task_id for lease in etcd_store.claim(w, now=T0, limit=5)] == ["t2", "t3"]
+
+
+def test_etcd_chain_claims_the_successor_a_finish_queued_without_reading(
+    etcd_store: EtcdStore,
+) -> None:
+    etcd_store.create_run(plans.linear(3), run_id="r1", now=T0)
+    w = worker(etcd_store)
+    etcd_store.finish(claim_one(etcd_store, w), ok(), now=T0)
+    assert [e[0].key.rsplit("/", 1)[-1] for e in etcd_store.ctx.ahead] == ["t1"]
+    calls: list[str] = []
+    real = etcd_store.client.call
+
+    def call(fn: Any, request: Any, what: str, **kw: Any) -> Any:
+        calls.append(what)
+        return real(fn, request, what, **kw)
+
+    etcd_store.client.call = call  # type: ignore[method-assign]
+    assert claim_one(etcd_store, w).task_id == "t1"
+    assert calls == ["claim"]

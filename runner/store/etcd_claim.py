@@ -1,0 +1,372 @@
+"""Claim ready tasks on etcd: one compare-and-set transaction per claim.
+
+A claim compares the queue entry, the task record and the run record it read, and that no
+ownership key exists; it deletes the entry and creates the ownership key on the worker's lease
+(the fencing token is that key's create revision, see `etcd_work`). It usually needs no read
+before it: the store object keeps the entries it expects at the queue head with their records
+(`Ctx.ahead`, refilled by the success branch of each claim and by finishes that queue
+successors) and commits directly, comparing their revisions and that no queue key lies before
+or between them (a range compare), so the order is exactly as if it had read the head. When a
+compare fails it reads the head and tries again, at a random offset within the top priority
+after a conflict with another worker (no head-key race).
+"""
+
+from __future__ import annotations
+
+import random
+import uuid
+from itertools import pairwise
+from typing import Any
+
+from runner import errors, transitions
+from runner.models import Lease, RunContext, RunState, TaskSpec, TaskState
+from runner.store import etcd_client as c
+from runner.store import etcd_flow as flow
+from runner.store.etcd_keys import Keys, dumps, loads, token_of
+from runner.store.etcd_work import MAX_OPS, Ctx, Pick, Rec, Seen, _worker_lost
+
+MISS_PAUSE = 8  # claims that read the head first after a guessed claim failed its compares
+HEAD_READS = 4  # entries whose records a claim reads for the next one
+HEAD_WINDOW = 8  # queue entries a claim's success branch returns
+
+# ---------------------------------------------------------------------- claim
+
+
+def claim(
+    ctx: Ctx, worker_id: str, lease_id: int, *, now: float, limit: int, labels: Any
+) -> list[Lease]:
+    """Take up to `limit` ready tasks in one transaction; on a conflict with another worker,
+    read again and pick at a random offset within the highest priority (no head-key race)."""
+    want = min(limit, 25)
+    blind = _blind(ctx, now=now, labels=labels, want=want)
+    if blind is not None:
+        leases = _commit_claim(ctx, worker_id, lease_id, *blind, now=now, ordered=want)
+        if leases:
+            return leases
+        ctx.misses = MISS_PAUSE
+    for rnd in range(20):
+        picks, runs = _candidates(ctx, now=now, labels=labels, want=limit, spread=rnd > 0)
+        if not picks:
+            return []
+        leases = _commit_claim(ctx, worker_id, lease_id, picks[:want], runs, now=now)
+        if leases:
+            return leases
+    return []
+
+
+def _blind(
+    ctx: Ctx, *, now: float, labels: Any, want: int
+) -> tuple[list[Pick], dict[str, c.Item]] | None:
+    """The picks of a claim without a read: the expected head entries, while they qualify."""
+    ahead, ctx.ahead = ctx.ahead, []
+    if ctx.misses > 0:
+        ctx.misses -= 1
+        return None
+    picks: list[Pick] = []
+    runs: dict[str, c.Item] = {}
+    for entry, task, run_item in ahead[:want]:
+        rec, run = loads(task.value), loads(run_item.value)
+        if (
+            not _due(entry, now, labels)
+            or not _claimable_run(run)
+            or run.get("parallelism")
+            or rec.get("qkey") != entry.key
+        ):
+            break
+        picks.append(Pick(entry, task, run["id"], rec))
+        runs[run_item.key] = run_item
+    ctx.guess = ctx.guess[len(picks) :]
+    return (picks, runs) if picks else None
+
+
+def _order(keys: Keys, picks: list[Pick], want: int) -> list[Any]:
+    """Compares: no queue entry before the picks or between them, and none after them when
+    they are fewer than `want` (a read of the head would have found the same picks)."""
+    names = [p.entry.key for p in picks]
+    out = [c.none_in(keys.queue(), names[0])]
+    out.extend(c.none_in(a + "\0", b) for a, b in pairwise(names))
+    if len(picks) < want:
+        out.append(c.none_in(names[-1] + "\0", c.range_end(keys.queue()).decode()))
+    return out
+
+
+def _candidates(
+    ctx: Ctx, *, now: float, labels: Any, want: int, spread: bool
+) -> tuple[list[Pick], dict[str, c.Item]]:
+    """Up to `want` claimable queue entries with their task records, and their open runs.
+    Only the records of the entries it picks are read (speculatively the first `want` due
+    ones, with the runs, in one round trip)."""
+    window = max(32, 8 * want) if spread else max(8, 4 * want)
+    entries, found = _read_head(ctx, window, [] if spread else ctx.guess[:want])
+    due = [e for e in entries if _due(e, now, labels)]
+    if spread and due:
+        tier = ctx.keys.split(due[0].key, "queue")[0]
+        top = [e for e in due if ctx.keys.split(e.key, "queue")[0] == tier]
+        k = random.randrange(len(top))
+        due = top[k:] + top[:k] + due[len(top) :]
+    ids = [ctx.keys.split(e.key, "queue")[3:5] for e in due]
+    run_keys = list(dict.fromkeys(ctx.keys.run(r) for r, _ in ids))
+    wanted = [*run_keys, *(ctx.keys.task(r, t) for r, t in ids[:want])]
+    if any(k not in found for k in wanted):  # the guess missed: one more round trip
+        found.update(ctx.client.read_many(k for k in wanted if k not in found)[0])
+    open_runs = {
+        k: found[k] for k in run_keys if k in found and _claimable_run(loads(found[k].value))
+    }
+    chosen = _within_limits(ctx, due, ids, open_runs, want)
+    taken = {e.key for e, _ in chosen}
+    ctx.guess = [(r, t) for e, (r, t) in zip(due, ids, strict=True) if e.key not in taken][:32]
+    missing = [k for _, k in chosen if k not in found]
+    if missing:  # entries further down, behind runs at their parallelism
+        found.update(ctx.client.read_many(missing)[0])
+    picks: list[Pick] = []
+    for entry, task_key in chosen:
+        item = found.get(task_key)
+        rec = None if item is None else loads(item.value)
+        if item is None or rec is None or rec.get("qkey") != entry.key:
+            continue
+        picks.append(Pick(entry, item, ctx.keys.split(entry.key, "queue")[3], rec))
+    return picks, open_runs
+
+
+def _read_head(
+    ctx: Ctx, window: int, guess: list[tuple[str, str]]
+) -> tuple[list[c.Item], dict[str, c.Item]]:
+    """The queue head and, in the same round trip, the run and task records of the entries
+    guessed to be next (those after the last claim's picks: right for a lone worker)."""
+    keys = ctx.keys
+    reads = [*dict.fromkeys(keys.run(r) for r, _ in guess), *(keys.task(r, t) for r, t in guess)]
+    responses, _ = ctx.client.reads(
+        [c.head(keys.queue(), window), *(c.get(k) for k in reads)], "claim candidates"
+    )
+    return c.items_of(responses[:1]), {i.key: i for i in c.items_of(responses[1:])}
+
+
+def _within_limits(
+    ctx: Ctx, due: list[c.Item], ids: list[list[str]], open_runs: dict[str, c.Item], want: int
+) -> list[tuple[c.Item, str]]:
+    """The first `want` entries of open runs with room under their parallelism."""
+    room = _room(ctx, open_runs)
+    chosen: list[tuple[c.Item, str]] = []
+    for entry, (run_id, task_id) in zip(due, ids, strict=True):
+        if len(chosen) >= want:
+            break
+        if ctx.keys.run(run_id) not in open_runs:
+            continue
+        if run_id in room:
+            if room[run_id] <= 0:
+                continue
+            room[run_id] -= 1
+        chosen.append((entry, ctx.keys.task(run_id, task_id)))
+    return chosen
+
+
+def _due(entry: c.Item, now: float, labels: Any) -> bool:
+    value = loads(entry.value)
+    return float(value.get("nb", 0)) <= now and transitions.selector_matches(
+        value.get("sel") or {}, labels
+    )
+
+
+def _claimable_run(run: Rec) -> bool:
+    return not RunState(run["state"]).terminal and not run.get("halted")
+
+
+def _room(ctx: Ctx, runs: dict[str, c.Item]) -> dict[str, int]:
+    """Free parallelism slots of the runs that have a limit (the rest are unlimited)."""
+    limited = [r for r in (loads(i.value) for i in runs.values()) if r.get("parallelism")]
+    counts = ctx.client.counts([ctx.keys.own(r["id"], "") for r in limited])
+    return {r["id"]: int(r["parallelism"]) - n for r, n in zip(limited, counts, strict=True)}
+
+
+def _commit_claim(
+    ctx: Ctx,
+    worker_id: str,
+    lease_id: int,
+    picks: list[Pick],
+    runs: dict[str, c.Item],
+    *,
+    now: float,
+    ordered: int = 0,
+) -> list[Lease]:
+    """Commit a claim of `picks` (`ordered`: a blind claim of that many, see `_order`)."""
+    keys, b = ctx.keys, flow.Batch()
+    nonce = uuid.uuid4().hex
+    after = _guard_runs(ctx, b, picks, runs, now=now)
+    if ordered:
+        b.compares.extend(_order(keys, picks, ordered))
+    for slot, p in enumerate(picks):
+        _claim_ops(b, keys, p, worker_id, lease_id, nonce, slot, now=now)
+    succ_keys = _succ_keys(keys, picks, room=MAX_OPS - HEAD_READS * 2 - 1 - len(b.ops))
+    b.ops.extend(c.get(k) for k in succ_keys)  # for the finishes: no read before them
+    next_keys = _next_keys(ctx, after)
+    b.ops.append(c.head(keys.queue(), HEAD_WINDOW))  # for the next claim: no read before it
+    b.ops.extend(c.get(k) for k in next_keys)
+    ctx.failpoints.hit("claim.before_commit")
+    try:
+        res = ctx.client.txn(b.compares, b.ops, "claim")
+    except c.LeaseMissing:
+        raise _worker_lost(worker_id) from None
+    except errors.StoreUnavailable:
+        token = _claimed_anyway(ctx, picks, nonce)
+        if not token:
+            raise
+        return _leases(ctx, picks, runs, worker_id, token)
+    if not res.succeeded:
+        return []
+    ctx.failpoints.hit("claim.after_commit")
+    found = {i.key: i for i in c.items_of(res.responses)}
+    for slot, p in enumerate(picks):
+        _remember(ctx, p, slot, res.revision, after, {k: found.get(k) for k in succ_keys})
+    _expect(ctx, found, after, res.revision)
+    return _leases(ctx, picks, runs, worker_id, res.revision)
+
+
+def _next_keys(ctx: Ctx, after: dict[str, c.Item]) -> list[str]:
+    """Records to read for the claim after this one: the next guessed entries' task and run."""
+    out: list[str] = []
+    for run_id, task_id in ctx.guess[:HEAD_READS]:
+        out.append(ctx.keys.task(run_id, task_id))
+        if ctx.keys.run(run_id) not in after:
+            out.append(ctx.keys.run(run_id))
+    return list(dict.fromkeys(out))
+
+
+def _expect(ctx: Ctx, found: dict[str, c.Item], after: dict[str, c.Item], rev: int) -> None:
+    """From a claim's success branch: the queue head after it, and the records read of its
+    first entries, as `Ctx.ahead` and `Ctx.guess` for the next claim."""
+    queue = ctx.keys.queue()
+    head = sorted((i for k, i in found.items() if k.startswith(queue)), key=lambda i: i.key)
+    ctx.guess = [(r, t) for r, t in (ctx.keys.split(i.key, "queue")[3:5] for i in head)]
+    ctx.ahead = []
+    for entry, (run_id, task_id) in zip(head, ctx.guess, strict=True):
+        task = found.get(ctx.keys.task(run_id, task_id))
+        run = after.get(ctx.keys.run(run_id)) or found.get(ctx.keys.run(run_id))
+        if task is None or run is None:
+            return
+        run = c.Item(run.key, run.value, run.create, run.mod or rev, 0)
+        ctx.ahead.append((entry, task, run))
+
+
+def _guard_runs(
+    ctx: Ctx, b: flow.Batch, picks: list[Pick], runs: dict[str, c.Item], *, now: float
+) -> dict[str, c.Item]:
+    """Compare the picks' run records (and parallelism); start pending runs. Returns the run
+    records as the claim leaves them (mod 0: written by the claim)."""
+    after: dict[str, c.Item] = {}
+    for run_key, item in runs.items():
+        run = loads(item.value)
+        if not any(p.run_id == run["id"] for p in picks):
+            continue
+        b.guard(run_key, item.mod)
+        after[run_key] = item
+        if run.get("parallelism"):
+            b.compares.append(c.unchanged_since(ctx.keys.own(run["id"], ""), ctx.client.revision))
+        if run["state"] == RunState.PENDING.value:
+            run.update(state=RunState.RUNNING.value, started_at=now)
+            b.put(run_key, run)
+            after[run_key] = c.Item(run_key, dumps(run), item.create, 0, 0)
+    return after
+
+
+def _succ_keys(keys: Keys, picks: list[Pick], *, room: int) -> list[str]:
+    """The successor records the picks' finishes will compare, as many as fit in `room`."""
+    out: list[str] = []
+    for p in picks:
+        succ = p.rec.get("succ", [])
+        if len(succ) <= flow.PER_TXN and len(out) + len(succ) <= room:
+            out.extend(keys.task(p.run_id, s) for s in succ)
+    return out
+
+
+def _remember(
+    ctx: Ctx, p: Pick, slot: int, rev: int, after: dict[str, c.Item], succs: Seen
+) -> None:
+    """Keep what the claim wrote, for the finish of this attempt."""
+    keys, task_id = ctx.keys, p.rec["spec"]["id"]
+    run_key, own_key = keys.run(p.run_id), keys.own(p.run_id, task_id)
+    run = after[run_key]
+    number = len(p.rec["attempts"])
+    seen: Seen = {
+        own_key: c.Item(own_key, dumps({"slot": slot}), rev, rev, 0),
+        p.task.key: c.Item(p.task.key, dumps(p.rec), p.task.create, rev, 0),
+        run_key: c.Item(run_key, run.value, run.create, run.mod or rev, 0),
+        keys.log_meta(p.run_id, task_id, number): None,
+    }
+    for s in p.rec.get("succ", []):
+        if (k := keys.task(p.run_id, s)) in succs:
+            seen[k] = succs[k]
+    ctx.remember(token_of(rev, slot), seen)
+
+
+def _claim_ops(
+    b: flow.Batch, keys: Keys, p: Pick, worker_id: str, lease_id: int, nonce: str, slot: int,
+    *, now: float,
+) -> None:  # fmt: skip
+    task_id = p.rec["spec"]["id"]
+    number = len(p.rec.get("attempts", [])) + 1
+    b.guard(p.entry.key, p.entry.mod)
+    b.guard(p.task.key, p.task.mod)
+    b.compares.append(c.created_at(keys.own(p.run_id, task_id), 0))
+    b.delete(p.entry.key)
+    p.rec.pop("qkey", None)
+    p.rec.update(state=TaskState.RUNNING.value, waiting_reason=None)
+    p.rec.setdefault("attempts", []).append(
+        {
+            "number": number,
+            "state": "running",
+            "worker": worker_id,
+            "token": 0,
+            "slot": slot,
+            "started_at": now,
+        }
+    )
+    owner = {"worker": worker_id, "attempt": number, "nonce": nonce, "slot": slot}
+    b.put(keys.own(p.run_id, task_id), owner, lease_id)
+    b.put(keys.held(worker_id, p.run_id, task_id), {"attempt": number})
+    b.put(p.task.key, p.rec)
+
+
+def _claimed_anyway(ctx: Ctx, picks: list[Pick], nonce: str) -> int:
+    """After an ambiguous failure: the claim's revision if it committed after all (its
+    ownership keys carry `nonce`), else 0."""
+    key = ctx.keys.own(picks[0].run_id, picks[0].rec["spec"]["id"])
+    try:
+        own = ctx.client.get(key)
+    except errors.StoreError:
+        return 0
+    if own is None or loads(own.value).get("nonce") != nonce:
+        return 0
+    return own.create  # picks[0] has slot 0
+
+
+def _leases(
+    ctx: Ctx, picks: list[Pick], runs: dict[str, c.Item], worker_id: str, token: int
+) -> list[Lease]:
+    refs = {(p.run_id, r) for p in picks for r in p.rec.get("refs", [])}
+    found, _ = ctx.client.read_many(ctx.keys.task(r, t) for r, t in refs)
+    out: list[Lease] = []
+    for slot, p in enumerate(picks):
+        run = loads(runs[ctx.keys.run(p.run_id)].value)
+        outputs = {
+            r: dict(loads(found[k].value).get("outputs") or {})
+            for r in p.rec.get("refs", [])
+            if (k := ctx.keys.task(p.run_id, r)) in found
+        }
+        context = RunContext(
+            run_id=p.run_id,
+            scheduled_time=run.get("scheduled_time"),
+            params=dict(run.get("params") or {}),
+            outputs=outputs,
+        )
+        out.append(
+            Lease(
+                run_id=p.run_id,
+                task_id=p.rec["spec"]["id"],
+                attempt=len(p.rec["attempts"]),
+                token=token_of(token, slot),
+                worker_id=worker_id,
+                spec=TaskSpec.from_dict(p.rec["spec"]),
+                context=context,
+            )
+        )
+    return out
