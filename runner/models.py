@@ -374,10 +374,61 @@ class WorkerInfo:
     running: int = 0
     heartbeat_at: float = 0.0
     expires_at: float = 0.0
+    assigned: int = 0  # queued tasks a dispatcher assigned to it, not yet claimed
+    draining: bool = False  # `runner worker drain` asked it to stop
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Heartbeat:
-    """The answer to a worker's heartbeat: attempts it holds that it must stop."""
+    """The answer to a worker's heartbeat: attempts it holds that it must stop, and whether
+    it was asked to drain (`runner worker drain NAME`)."""
 
     abort: frozenset[TaskKey] = frozenset()
+    drain: bool = False
+
+
+# --------------------------------------------------------------------------- the cluster
+
+DISPATCH_STRATEGIES = ("pull", "round_robin", "random", "least_load", "weighted")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReadyTask:
+    """A queued, claimable, unassigned task as a dispatcher sees it."""
+
+    run_id: str
+    task_id: str
+    priority: int = 0
+    selector: dict[str, str] = field(default_factory=dict)
+    dispatch: str | None = None  # the run's own strategy (spec.dispatch); None: the default
+
+    @property
+    def key(self) -> TaskKey:
+        return (self.run_id, self.task_id)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DispatchView:
+    """One consistent read for a dispatcher: live workers (with `running` counted from the
+    attempts they own and `assigned` from their assignments) and the ready tasks."""
+
+    workers: tuple[WorkerInfo, ...] = ()
+    tasks: tuple[ReadyTask, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LockHolder:
+    run_id: str
+    task_id: str
+    attempt: int
+    worker_id: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LockInfo:
+    """A mutex (limit 1) or semaphore: who holds it and which queued tasks want it."""
+
+    name: str
+    limit: int
+    holders: tuple[LockHolder, ...] = ()
+    waiters: tuple[TaskKey, ...] = ()

@@ -335,6 +335,7 @@ def build_plan(doc: yamlsafe.Document, *, source: str, params: dict[str, Any]) -
         params=params,
         fail_fast=bool(spec.get("failFast", False)),
         parallelism=spec.get("parallelism"),
+        dispatch=spec.get("dispatch"),
         timeout=_seconds(spec.get("timeout")),
         schedule=_schedule(spec),
         tasks=tuple(specs[n] for n in dag.topo_order(graph)),

@@ -50,6 +50,7 @@ class Worker:
         lease_ttl: float = 10.0,
         labels: Mapping[str, str] | None = None,
         weight: int = 1,
+        drain_timeout: float = 30.0,
     ) -> None:
         self.store = store
         self.executor = executor
@@ -59,11 +60,12 @@ class Worker:
         self.ttl = lease_ttl
         self.labels = dict(labels or {})
         self.weight = weight
+        self.drain_timeout = drain_timeout
         self.interval = lease_ttl / 5
         self._slots: dict[TaskKey, _Slot] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._draining = threading.Event()
+        self._drain_asked = threading.Event()  # `runner worker drain`, seen in a heartbeat
         self._deadline = 0.0  # monotonic self-fencing deadline
         self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="slot")
         self._beat: threading.Thread | None = None
@@ -98,6 +100,10 @@ class Worker:
         self._beat.start()
         try:
             while not self._stop.is_set() and not (until is not None and until()):
+                if self._drain_asked.is_set():
+                    logger.warning("worker %s: drain requested", self.id)
+                    self.drain(self.drain_timeout)
+                    break
                 if not self._claim_some():
                     self.store.wait(0.5)
         finally:
@@ -143,7 +149,12 @@ class Worker:
     def _claim_some(self) -> bool:
         """Claim up to the free slots' worth of tasks; True when something was claimed."""
         free = self.concurrency - self.running()
-        if free <= 0 or not self._registered or time.monotonic() >= self._deadline:
+        if (
+            free <= 0
+            or self._drain_asked.is_set()
+            or not self._registered
+            or time.monotonic() >= self._deadline
+        ):
             return False
         try:
             leases = self.store.claim(self.id, now=time.time(), limit=free, labels=self.labels)
@@ -192,6 +203,7 @@ class Worker:
             "RUNNER_TASK_ID": lease.task_id,
             "RUNNER_ATTEMPT": str(lease.attempt),
             "RUNNER_FENCING_TOKEN": str(lease.token),
+            "RUNNER_WORKER_NAME": self.name,
         }
         return self.executor.run(
             spec,
@@ -262,6 +274,8 @@ class Worker:
             logger.warning("heartbeat failed: %s", exc)
             return
         self._set_deadline(sent + self.ttl - 2 * self.interval)
+        if beat.drain:
+            self._drain_asked.set()
         with self._lock:
             for key in beat.abort:
                 if key in self._slots:

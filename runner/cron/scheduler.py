@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from runner import errors
+from runner import dispatch, errors
 from runner.cron import fire, ticks
 from runner.cron.folder import FolderSync
 from runner.store.base import Store
@@ -25,6 +25,7 @@ from runner.store.base import Store
 logger = logging.getLogger(__name__)
 SYNC_EVERY = 1.0  # seconds between looks at the --workflows folder
 MIN_DELAY = 0.01
+DISPATCH_WAIT = 0.2  # longest pause between dispatch passes while leading
 
 
 class Scheduler:
@@ -38,6 +39,8 @@ class Scheduler:
         lease_ttl: float = 10.0,
         folder: Path | None = None,
         report: Callable[[str], None] | None = None,
+        dispatch_default: str = dispatch.PULL,
+        dispatch_state: dispatch.DispatchState | None = None,
     ) -> None:
         self.store = store
         self.candidate = candidate
@@ -45,6 +48,8 @@ class Scheduler:
         self.report = report or (lambda text: logger.warning("%s", text))
         self.sync = FolderSync(store, folder, report=self.report) if folder else None
         self.leading = False
+        self.dispatch_default = dispatch_default
+        self.dispatch_state = dispatch_state or dispatch.DispatchState()
         self._renewed = float("-inf")  # monotonic time of the last successful campaign
         self._synced = float("-inf")
 
@@ -56,6 +61,8 @@ class Scheduler:
             won = self.store.campaign(self.candidate, now=now, ttl=self.ttl)
             if won:
                 self._renewed = sent
+            if won and not self.leading:
+                self.store.set_dispatch(self.candidate, self.dispatch_default, now=now)
             if won != self.leading:
                 self.report(f"scheduler {self.candidate}: {'leading' if won else 'standing by'}")
             self.leading = won
@@ -78,18 +85,44 @@ class Scheduler:
                 soonest = min(soonest, nxt[0])
         return max(MIN_DELAY, soonest - time.time())
 
+    def dispatch_once(self, now: float) -> int:
+        """One dispatch pass (leader only): assign the ready non-pull tasks; how many."""
+        view = self.store.dispatch_view(now=now, default=self.dispatch_default)
+        plan = dispatch.plan_assignments(
+            view, default=self.dispatch_default, state=self.dispatch_state
+        )
+        return len(self.store.assign(plan, now=now)) if plan else 0
+
+    def _fresh(self) -> bool:
+        return self.leading and time.monotonic() - self._renewed < self.ttl * 3 / 4
+
     def run(self, stop: threading.Event, *, clock: Callable[[], float] = time.time) -> None:
         """Loop until `stop` is set, then resign so a standby takes over at once. Store
         outages are reported and retried; they never end the loop."""
+        next_step = float("-inf")  # monotonic time of the next cron pass
         try:
             while not stop.is_set():
                 try:
-                    delay = self.step(clock())
+                    if time.monotonic() >= next_step:
+                        next_step = time.monotonic() + self.step(clock())
+                    if self._fresh():
+                        self.dispatch_once(clock())
                 except errors.StoreError as exc:
                     self.report(f"scheduler {self.candidate}: {exc.message}; retrying")
                     self.leading = False
-                    delay = min(1.0, self.ttl / 4)
-                stop.wait(delay)
+                    next_step = time.monotonic() + min(1.0, self.ttl / 4)
+                self._pause(stop, next_step)
         finally:
             with contextlib.suppress(errors.StoreError):
                 self.store.resign(self.candidate, now=clock())
+
+    def _pause(self, stop: threading.Event, next_step: float) -> None:
+        """Until the next cron pass; while leading, also until the store changes (bounded)."""
+        delay = max(0.0, next_step - time.monotonic())
+        if not self._fresh():
+            stop.wait(delay)
+            return
+        try:
+            self.store.wait(min(delay, DISPATCH_WAIT))
+        except errors.StoreError:
+            stop.wait(min(delay, DISPATCH_WAIT))

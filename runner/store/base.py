@@ -20,14 +20,16 @@ bookkeeping is testable; the etcd backend's lease expiry is etcd's own clock.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from runner.models import (
     ConcurrencyPolicy,
     CronEntry,
+    DispatchView,
     Heartbeat,
     Lease,
+    LockInfo,
     Outcome,
     Plan,
     Run,
@@ -67,7 +69,10 @@ class Store(Protocol):
         ...
 
     def get_run(self, run_id: str, *, tasks: bool = True) -> Run:
-        """The run with its tasks (in plan order) and their attempts. Raises RunNotFound."""
+        """The run with its tasks (in plan order) and their attempts. A queued task's
+        `waiting_reason` says why it waits: "waiting: no live worker matches gpu=true" when no
+        live worker's labels match its selector, "waiting: mutex NAME is held" when its lock
+        has no room, else "queued". Raises RunNotFound."""
         ...
 
     def list_runs(self, *, workflow: str | None = None, limit: int | None = None) -> list[Run]:
@@ -98,7 +103,8 @@ class Store(Protocol):
 
     def heartbeat(self, worker_id: str, *, now: float, ttl: float, running: int) -> Heartbeat:
         """Renew the worker's lease for `ttl` seconds from now. Returns the attempts the worker
-        holds that it must stop (their run was cancelled or timed out). Raises LeaseLost when
+        holds that it must stop (their run was cancelled or timed out), and `drain=True` once
+        `drain_worker` marked it. Raises LeaseLost when
         the lease has already expired: the worker must kill every task it runs and register
         again."""
         ...
@@ -109,7 +115,53 @@ class Store(Protocol):
         ...
 
     def list_workers(self, *, now: float) -> list[WorkerInfo]:
-        """Live workers (lease not expired), by name."""
+        """Live workers (lease not expired), by name, with `running` (attempts they own),
+        `assigned` (queued tasks assigned to them) and `draining`."""
+        ...
+
+    def drain_worker(self, name: str, *, now: float) -> list[str]:
+        """Mark every live worker named `name` (or whose id is `name`) draining, in one
+        transaction; their ids ([] when none matched). A draining worker's assignments go
+        back to the shared queue at once, `assign` skips it, its `claim` returns [] and its
+        `heartbeat` answers `drain=True`: it lets its running tasks finish, then deregisters."""
+        ...
+
+    # ------------------------------------------------------------------ dispatch
+
+    def set_dispatch(self, candidate: str, strategy: str, *, now: float) -> None:
+        """Record `strategy` as the dispatch default of scheduler `candidate`. It is in force
+        only while `candidate` holds the leadership (`campaign`): then a task whose effective
+        strategy (its run's `spec.dispatch`, else this default) is not `pull` is *reserved*:
+        `claim` leaves it in the shared queue for the leader to `assign`. Without a leading
+        scheduler nothing is reserved and every task is pulled, so work never stalls."""
+        ...
+
+    def dispatch_view(
+        self, *, now: float, default: str = "pull", limit: int = 1000
+    ) -> DispatchView:
+        """One consistent read for the dispatcher: live workers (as `list_workers`) and up to
+        `limit` queued tasks, in queue order, that are claimable now (backoff elapsed, run
+        open), not assigned, whose effective strategy (`ReadyTask.dispatch`, else `default`)
+        is not pull and whose locks have room."""
+        ...
+
+    def assign(self, assignments: Sequence[tuple[TaskKey, str]], *, now: float) -> list[TaskKey]:
+        """In one transaction, assign each (task key, worker id) whose task is still queued
+        and unassigned to that worker, when the worker is live and not draining; returns the
+        keys assigned. An assigned task stays queued (state `ready`) but only its worker's
+        `claim` takes it, before any task of the shared queue. When the worker's lease
+        expires (`sweep`), it deregisters or it drains, its assignments go back to the shared
+        queue. On etcd the queue entry moves to `assign/{worker}/...` in the same txn."""
+        ...
+
+    # ------------------------------------------------------------------ locks
+
+    def list_locks(self, *, now: float) -> list[LockInfo]:
+        """Every mutex (`mutex:NAME`) and semaphore (`semaphore:NAME`) with holders or queued
+        waiters, by name. A task's locks are taken in its `claim` transaction (a task whose
+        lock has no room is skipped and stays queued, holding no worker slot) and held under
+        the claiming worker's lease: released by `finish`, and when the attempt is lost
+        (`sweep` after the lease expired, `deregister_worker`)."""
         ...
 
     # ------------------------------------------------------------------ the queue
@@ -122,14 +174,18 @@ class Store(Protocol):
         limit: int = 1,
         labels: Mapping[str, str] | None = None,
     ) -> list[Lease]:
-        """Atomically take up to `limit` ready tasks for the worker: the highest priority first,
-        FIFO by ready time within a priority, over the ready tasks of every run. Skips tasks
-        whose retry backoff has not elapsed, whose run is at its `parallelism`, and whose
-        selector `labels` does not match. Each claimed task becomes `running` with a new
-        attempt owned under the worker's lease and a fencing token no earlier claim of that
-        task had. Returns [] when nothing is claimable; raises LeaseLost when the worker's
-        lease has expired. Each Lease carries the task spec and a RunContext with the outputs
-        of the tasks its templates reference."""
+        """Atomically take up to `limit` ready tasks for the worker: first the tasks assigned
+        to it (`assign`), then the shared queue; the highest priority first, FIFO by ready
+        time within a priority, over the ready tasks of every run. Skips tasks whose retry
+        backoff has not elapsed, whose run is at its `parallelism`, whose selector `labels`
+        does not match, tasks assigned to another worker, tasks reserved for the leading
+        scheduler (`set_dispatch`), and tasks whose mutex or semaphore has no room (the
+        claim takes their locks in the same transaction). A draining worker gets []. Each
+        claimed task becomes `running` with a new attempt owned under the worker's lease and
+        a fencing token no earlier claim of that task had. Returns [] when nothing is
+        claimable; raises LeaseLost when the worker's lease has expired. Each Lease carries
+        the task spec and a RunContext with the outputs of the tasks its templates
+        reference."""
         ...
 
     def append_log(self, lease: Lease, text: str) -> None:

@@ -14,7 +14,6 @@ import threading
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any
 
 from runner import errors
 from runner.failpoints import Failpoints
@@ -27,6 +26,7 @@ from runner.models import (
     TaskKey,
     WorkerInfo,
 )
+from runner.store import sqlite_cluster as cluster
 from runner.store import sqlite_ops as ops
 from runner.store import sqlite_queue as queue
 from runner.store import sqlite_rows as rows
@@ -42,7 +42,7 @@ _WATCHED = 0.5  # with inotify, a safety-net re-check of data_version this often
 _RECHECK = (0.001, 0.004, 0.015, 0.03)
 
 
-class SqliteStore(SqliteCronMixin):
+class SqliteStore(SqliteCronMixin, cluster.SqliteClusterMixin):
     """The Store protocol on one SQLite file; see runner.store.base.Store for the contract."""
 
     def __init__(
@@ -189,7 +189,10 @@ class SqliteStore(SqliteCronMixin):
                 " WHERE o.worker_id = ? AND r.finished_at IS NOT NULL",
                 (worker_id,),
             ).fetchall()
-        return Heartbeat(abort=frozenset((r, t) for r, t in abort))
+            (draining,) = db.execute(
+                "SELECT draining FROM workers WHERE id = ?", (worker_id,)
+            ).fetchone()
+        return Heartbeat(abort=frozenset((r, t) for r, t in abort), drain=bool(draining))
 
     def deregister_worker(self, worker_id: str, *, now: float) -> None:
         """Close the lease; held attempts go back to the queue as uncounted losses."""
@@ -199,20 +202,19 @@ class SqliteStore(SqliteCronMixin):
     def list_workers(self, *, now: float) -> list[WorkerInfo]:
         """Live workers (lease not expired), by name."""
         with self._tx(write=False) as db:
-            found = db.execute(
-                "SELECT id, name, host, pid, labels, weight, capacity, version, running,"
-                " heartbeat_at, expires_at FROM workers WHERE expires_at > ? ORDER BY name, id",
-                (now,),
-            ).fetchall()
-        return [_worker(r) for r in found]
+            return cluster.live_workers(db, now=now)
 
     @staticmethod
-    def _check_worker(db: sqlite3.Connection, worker_id: str, *, now: float) -> None:
-        row = db.execute("SELECT expires_at FROM workers WHERE id = ?", (worker_id,)).fetchone()
+    def _check_worker(db: sqlite3.Connection, worker_id: str, *, now: float) -> bool:
+        """LeaseLost unless the worker's lease is alive; True when it is draining."""
+        row = db.execute(
+            "SELECT expires_at, draining FROM workers WHERE id = ?", (worker_id,)
+        ).fetchone()
         if row is None or row[0] <= now:
             err = errors.LeaseLost("", "", 0)
             err.args = (f"worker {worker_id}: its lease expired; stop its tasks and register",)
             raise err
+        return bool(row[1])
 
     @staticmethod
     def _lose_worker(
@@ -222,6 +224,7 @@ class SqliteStore(SqliteCronMixin):
             "SELECT token FROM ownership WHERE worker_id = ? ORDER BY token", (worker_id,)
         ).fetchall()
         lost = [ops.lose_attempt(db, t, now=now, counted=counted) for (t,) in tokens]
+        cluster.unassign_worker(db, worker_id)
         db.execute("DELETE FROM workers WHERE id = ?", (worker_id,))
         return [key for key in lost if key is not None]
 
@@ -235,10 +238,12 @@ class SqliteStore(SqliteCronMixin):
         limit: int = 1,
         labels: Mapping[str, str] | None = None,
     ) -> list[Lease]:
-        """Take up to `limit` ready tasks, highest priority first, FIFO within a priority."""
+        """Take up to `limit` ready tasks: the worker's assignments first, then the shared
+        queue, highest priority first, FIFO within a priority. A draining worker gets none."""
         with self._tx() as db:
-            self._check_worker(db, worker_id, now=now)
-            picked = queue.pick(db, now=now, limit=limit, labels=labels)
+            if self._check_worker(db, worker_id, now=now):
+                return []
+            picked = queue.pick(db, worker_id, now=now, limit=limit, labels=labels)
             leases = queue.open_attempts(db, worker_id, picked, now=now)
             if leases:
                 self._failpoints.hit("claim.before_commit")
@@ -259,6 +264,8 @@ class SqliteStore(SqliteCronMixin):
         with self._tx() as db:
             queue.check_owner(db, lease, now=now)
             db.execute("DELETE FROM ownership WHERE token = ?", (lease.token,))
+            if lease.spec.mutex or lease.spec.semaphore:
+                cluster.release(db, lease.token)
             if outcome.log_tail:
                 key = (lease.run_id, lease.task_id, lease.attempt)
                 rows.append_log(db, key, outcome.log_tail, limit=self.log_limit)
@@ -340,19 +347,3 @@ class SqliteStore(SqliteCronMixin):
                 self._db.close()
                 self._db = None
                 self._watcher.close()
-
-
-def _worker(r: Any) -> WorkerInfo:
-    return WorkerInfo(
-        id=r[0],
-        name=r[1],
-        host=r[2],
-        pid=r[3],
-        labels=json.loads(r[4]),
-        weight=r[5],
-        capacity=r[6],
-        version=r[7],
-        running=r[8],
-        heartbeat_at=r[9],
-        expires_at=r[10],
-    )

@@ -45,7 +45,8 @@ def enqueue(
         return
     first = next_seq(db, len(task_ids))
     db.executemany(
-        "UPDATE tasks SET state = ?, ready_seq = ?, ready_at = ?, not_before = ?"
+        "UPDATE tasks SET state = ?, ready_seq = ?, ready_at = ?, not_before = ?,"
+        " assigned_to = NULL"
         " WHERE run_id = ? AND task_id = ?",
         [
             (state.value, first + i, max(now, not_before), not_before, run_id, tid)
@@ -59,7 +60,8 @@ def set_terminal(
 ) -> None:
     """Make tasks terminal (out of the queue) and count them as done for their run."""
     db.executemany(
-        "UPDATE tasks SET state = ?, ready_seq = NULL WHERE run_id = ? AND task_id = ?",
+        "UPDATE tasks SET state = ?, ready_seq = NULL, assigned_to = NULL"
+        " WHERE run_id = ? AND task_id = ?",
         [(state.value, run_id, tid) for tid in task_ids],
     )
     db.execute("UPDATE runs SET tasks_done = tasks_done + ? WHERE id = ?", (len(task_ids), run_id))
@@ -68,7 +70,7 @@ def set_terminal(
 def cancel_unstarted(db: sqlite3.Connection, run_id: str) -> list[str]:
     """Cancel the run's pending, ready and retrying tasks; their ids."""
     rows = db.execute(
-        "UPDATE tasks SET state = 'cancelled', ready_seq = NULL"
+        "UPDATE tasks SET state = 'cancelled', ready_seq = NULL, assigned_to = NULL"
         " WHERE run_id = ? AND state IN (?, ?, ?) RETURNING task_id",
         (run_id, *_UNSTARTED),
     ).fetchall()
@@ -164,6 +166,7 @@ def lose_attempt(
     if row is None:
         return None
     run_id, task_id, attempt = row
+    db.execute("DELETE FROM holds WHERE token = ?", (token,))  # a dead holder's locks are free
     db.execute(
         "UPDATE attempts SET state = ?, reason = ?, finished_at = ?"
         " WHERE run_id = ? AND task_id = ? AND number = ?",

@@ -8,42 +8,86 @@ from collections.abc import Mapping
 
 from runner import errors, transitions
 from runner.models import AttemptState, Lease, Outcome, Reason, RunContext, TaskSpec, TaskState
+from runner.store import sqlite_cluster as cluster
 from runner.store import sqlite_ops as ops
 
 _CLAIMABLE = (
-    "SELECT t.run_id, t.task_id, t.selector, r.parallelism"
+    "SELECT t.run_id, t.task_id, t.selector, r.parallelism, t.locks, t.assigned_to, r.dispatch"
     " FROM tasks t INDEXED BY tasks_queue CROSS JOIN runs r ON r.id = t.run_id"
     " WHERE t.ready_seq IS NOT NULL AND t.not_before <= ? AND r.finished_at IS NULL"
     " ORDER BY t.priority DESC, t.ready_seq"
 )
+# A worker's assignments come first; the partial index is empty unless a dispatcher assigns.
+# The dispatcher matched the selector already; 'pull' marks the rows as not reserved.
+_ASSIGNED = (
+    "SELECT t.run_id, t.task_id, NULL, r.parallelism, t.locks, NULL, 'pull'"
+    " FROM tasks t INDEXED BY tasks_assigned CROSS JOIN runs r ON r.id = t.run_id"
+    " WHERE t.assigned_to = ? AND t.ready_seq IS NOT NULL AND t.not_before <= ?"
+    " AND r.finished_at IS NULL ORDER BY t.priority DESC, t.ready_seq"
+)
+
+Picked = tuple[str, str, str | None]  # (run_id, task_id, locks JSON)
+
+
+class _Picker:
+    """Admits queue rows for one claim: selector, parallelism, reservation and locks."""
+
+    def __init__(self, db: sqlite3.Connection, labels: Mapping[str, str] | None, *,
+                 now: float) -> None:  # fmt: skip
+        self.db = db
+        self.labels = labels
+        self.mode = cluster.mode(db, now=now)
+        self.held = cluster.Held(db)
+        self.running: dict[str, int] = {}
+        self.picked: list[Picked] = []
+
+    def offer(self, row: tuple[str, str, str | None, int | None, str | None, str | None,
+                               str | None]) -> None:  # fmt: skip
+        run_id, task_id, selector, parallelism, locks, assigned, run_dispatch = row
+        if assigned is not None or cluster.reserved(run_dispatch, self.mode):
+            return
+        if selector and not transitions.selector_matches(json.loads(selector), self.labels):
+            return
+        if parallelism is not None and not self._room(run_id, parallelism):
+            return
+        if locks:
+            wanted = cluster.parse_locks(locks)
+            if not self.held.free(wanted):
+                return
+            self.held.take(wanted)
+        if parallelism is not None:
+            self.running[run_id] += 1
+        self.picked.append((run_id, task_id, locks))
+
+    def _room(self, run_id: str, parallelism: int) -> bool:
+        if run_id not in self.running:
+            self.running[run_id] = self.db.execute(
+                "SELECT count(*) FROM tasks WHERE run_id = ? AND state = 'running'", (run_id,)
+            ).fetchone()[0]
+        return self.running[run_id] < parallelism
 
 
 def pick(
-    db: sqlite3.Connection, *, now: float, limit: int, labels: Mapping[str, str] | None
-) -> list[tuple[str, str]]:
-    """The task keys to claim, walking the queue index in priority, then FIFO order."""
-    picked: list[tuple[str, str]] = []
-    running: dict[str, int] = {}
-    for run_id, task_id, selector, parallelism in db.execute(_CLAIMABLE, (now,)):
-        if selector and not transitions.selector_matches(json.loads(selector), labels):
-            continue
-        if parallelism is not None:
-            if run_id not in running:
-                running[run_id] = db.execute(
-                    "SELECT count(*) FROM tasks WHERE run_id = ? AND state = 'running'",
-                    (run_id,),
-                ).fetchone()[0]
-            if running[run_id] >= parallelism:
-                continue
-            running[run_id] += 1
-        picked.append((run_id, task_id))
-        if len(picked) >= limit:
-            break
-    return picked
+    db: sqlite3.Connection,
+    worker_id: str,
+    *,
+    now: float,
+    limit: int,
+    labels: Mapping[str, str] | None,
+) -> list[Picked]:
+    """The tasks to claim: the worker's assignments first, then the shared queue, each walked
+    in priority, then FIFO order."""
+    picker = _Picker(db, labels, now=now)
+    for query, args in ((_ASSIGNED, (worker_id, now)), (_CLAIMABLE, (now,))):
+        for row in db.execute(query, args):
+            if len(picker.picked) >= limit:
+                return picker.picked
+            picker.offer(row)
+    return picker.picked
 
 
 def open_attempts(
-    db: sqlite3.Connection, worker_id: str, picked: list[tuple[str, str]], *, now: float
+    db: sqlite3.Connection, worker_id: str, picked: list[Picked], *, now: float
 ) -> list[Lease]:
     """Make the picked tasks running under new attempts and fencing tokens; their leases."""
     if not picked:
@@ -51,8 +95,11 @@ def open_attempts(
     first = ops.next_seq(db, len(picked))
     runs: dict[str, RunContext] = {}
     leases = []
-    for token, (run_id, task_id) in enumerate(picked, start=first):
+    for token, (run_id, task_id, locks) in enumerate(picked, start=first):
         attempt, spec_json = _open_attempt(db, worker_id, (run_id, task_id), token, now=now)
+        if locks:
+            cluster.acquire(db, locks, (run_id, task_id), attempt, token=token,
+                            worker_id=worker_id)  # fmt: skip
         if run_id not in runs:
             runs[run_id] = _start_run(db, run_id, now=now)
         spec = TaskSpec.from_dict(json.loads(spec_json))
@@ -67,7 +114,8 @@ def _open_attempt(
 ) -> tuple[int, str]:
     """The task becomes running with a new attempt owned by the worker; (attempt, spec JSON)."""
     attempt, spec_json = db.execute(
-        "UPDATE tasks SET state = 'running', ready_seq = NULL, attempts = attempts + 1"
+        "UPDATE tasks SET state = 'running', ready_seq = NULL, assigned_to = NULL,"
+        " attempts = attempts + 1"
         " WHERE run_id = ? AND task_id = ? RETURNING attempts, spec",
         key,
     ).fetchone()

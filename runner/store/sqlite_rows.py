@@ -5,19 +5,34 @@ from __future__ import annotations
 import dataclasses
 import json
 import sqlite3
+import time
 from collections import defaultdict
 from datetime import UTC, datetime
 from typing import Any
 
-from runner import errors
-from runner.models import Attempt, AttemptState, Plan, Reason, Run, RunState, TaskRecord, TaskState
+from runner import dispatch, errors
+from runner.models import (
+    Attempt,
+    AttemptState,
+    Plan,
+    Reason,
+    Run,
+    RunState,
+    TaskRecord,
+    TaskState,
+    WorkerInfo,
+)
+from runner.store import sqlite_cluster as cluster
 from runner.store import sqlite_ops as ops
 
 _RUN_COLS = (
     "id, workflow, state, params, created_at, started_at, finished_at, key, scheduled_time,"
     " plan_hash, tasks_total, tasks_done, reason"
 )
-_TASK_COLS = "task_id, name, state, priority, remaining_deps, not_before, outputs, losses, ready_at"
+_TASK_COLS = (
+    "task_id, name, state, priority, remaining_deps, not_before, outputs, losses, ready_at,"
+    " selector, locks"
+)
 _ATTEMPT_COLS = (
     "task_id, number, state, worker, token, exit_code, reason, error, started_at, finished_at"
 )
@@ -37,8 +52,8 @@ def insert_run(
     deadline = None if plan.timeout is None else now + plan.timeout
     db.execute(
         "INSERT INTO runs (id, workflow, state, params, created_at, key, scheduled_time,"
-        " plan_hash, fail_fast, parallelism, timeout, deadline, tasks_total, tasks_done)"
-        " VALUES (?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0)",
+        " plan_hash, fail_fast, parallelism, timeout, deadline, tasks_total, tasks_done, dispatch)"
+        " VALUES (?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?)",
         (
             run_id,
             plan.workflow,
@@ -52,6 +67,7 @@ def insert_run(
             plan.timeout,
             deadline,
             len(plan.tasks),
+            plan.dispatch,
         ),
     )
     _insert_tasks(db, run_id, plan)
@@ -69,10 +85,12 @@ def _insert_tasks(db: sqlite3.Connection, run_id: str, plan: Plan) -> None:
         selector = json.dumps(t.selector) if t.selector else None
         spec = json.dumps(t.to_dict())
         rows.append((run_id, t.id, seq, t.name, spec, json.dumps(depends), t.when.value,
-                     int(t.allow_failure), selector, t.priority, len(depends)))  # fmt: skip
+                     int(t.allow_failure), selector, t.priority, len(depends),
+                     cluster.locks_json(t)))  # fmt: skip
     db.executemany(
         "INSERT INTO tasks (run_id, task_id, seq, name, spec, depends, when_, allow_failure,"
-        " selector, state, priority, remaining_deps) VALUES (?,?,?,?,?,?,?,?,?,'pending',?,?)",
+        " selector, state, priority, remaining_deps, locks)"
+        " VALUES (?,?,?,?,?,?,?,?,?,'pending',?,?,?)",
         rows,
     )
     db.executemany("INSERT INTO deps (run_id, dep_id, task_id) VALUES (?, ?, ?)", edges)
@@ -103,13 +121,38 @@ def read_run(db: sqlite3.Connection, run_id: str, *, tasks: bool) -> Run:
         (run_id,),
     ):
         attempts[a[0]].append(_attempt(a))
-    records = tuple(
-        _task(t, attempts.get(t[0], []))
-        for t in db.execute(
-            f"SELECT {_TASK_COLS} FROM tasks WHERE run_id = ? ORDER BY seq", (run_id,)
-        )
-    )
+    found = db.execute(
+        f"SELECT {_TASK_COLS} FROM tasks WHERE run_id = ? ORDER BY seq", (run_id,)
+    ).fetchall()
+    why = _QueuedReasons(db, found)
+    records = tuple(_task(t, attempts.get(t[0], []), why) for t in found)
     return dataclasses.replace(run, tasks=records)
+
+
+class _QueuedReasons:
+    """Why a queued task waits: no live worker matches its selector, or its lock is full.
+    Workers and holders are read only when some queued task has a selector or locks."""
+
+    def __init__(self, db: sqlite3.Connection, found: list[Any]) -> None:
+        queued = [t for t in found if t[2] == TaskState.READY.value]
+        self.workers: list[WorkerInfo] = []
+        if any(t[9] for t in queued):
+            # display only: the wall clock decides which leases look alive
+            self.workers = cluster.live_workers(db, now=time.time())
+        self.held = cluster.Held(db)
+
+    def reason(self, t: Any) -> str:
+        if t[9]:
+            missing = dispatch.no_worker_reason(json.loads(t[9]), self.workers)
+            if missing:
+                return missing
+        if t[10]:
+            locks = cluster.parse_locks(t[10])
+            self.held.free(locks)
+            full = dispatch.lock_reason(locks, self.held.counts)
+            if full:
+                return full
+        return "queued"
 
 
 def list_runs(db: sqlite3.Connection, *, workflow: str | None, limit: int | None) -> list[Run]:
@@ -226,14 +269,15 @@ def _run(r: Any) -> Run:
     )
 
 
-def _task(t: Any, attempts: list[Attempt]) -> TaskRecord:
+def _task(t: Any, attempts: list[Attempt], why: _QueuedReasons) -> TaskRecord:
     state = TaskState(t[2])
+    reason = why.reason(t) if state is TaskState.READY else _waiting_reason(state, t[4], t[5])
     return TaskRecord(
         id=t[0],
         name=t[1],
         state=state,
         priority=t[3],
-        waiting_reason=_waiting_reason(state, t[4], t[5]),
+        waiting_reason=reason,
         outputs=ops.loads(t[6]),
         attempts=tuple(attempts),
         losses=t[7],

@@ -6,6 +6,7 @@ import sqlite3
 from pathlib import Path
 
 from runner import errors
+from runner.store.sqlite_cluster import CLUSTER_DDL, COLUMNS
 from runner.store.sqlite_cron import CRON_DDL
 
 SCHEMA_VERSION = 1
@@ -34,7 +35,8 @@ CREATE TABLE IF NOT EXISTS runs (
     deadline REAL,
     tasks_total INTEGER NOT NULL,
     tasks_done INTEGER NOT NULL,
-    reason TEXT
+    reason TEXT,
+    dispatch TEXT
 );
 CREATE INDEX IF NOT EXISTS runs_created ON runs (created_at DESC, id DESC);
 CREATE INDEX IF NOT EXISTS runs_deadline ON runs (deadline) WHERE finished_at IS NULL;
@@ -58,6 +60,8 @@ CREATE TABLE IF NOT EXISTS tasks (
     ready_seq INTEGER,
     ready_at REAL,
     not_before REAL NOT NULL DEFAULT 0,
+    locks TEXT,
+    assigned_to TEXT,
     PRIMARY KEY (run_id, task_id)
 );
 CREATE INDEX IF NOT EXISTS tasks_queue ON tasks (priority DESC, ready_seq)
@@ -110,7 +114,8 @@ CREATE TABLE IF NOT EXISTS workers (
     version TEXT NOT NULL,
     running INTEGER NOT NULL,
     heartbeat_at REAL NOT NULL,
-    expires_at REAL NOT NULL
+    expires_at REAL NOT NULL,
+    draining INTEGER NOT NULL DEFAULT 0
 );
 INSERT OR IGNORE INTO counters (name, value) VALUES ('seq', 0);
 """
@@ -182,6 +187,9 @@ def _ensure_schema(conn: sqlite3.Connection, path: str) -> None:
             )
         for statement in _statements(DDL + CRON_DDL):
             conn.execute(statement)
+        _add_columns(conn)
+        for statement in _statements(CLUSTER_DDL):
+            conn.execute(statement)
         conn.execute(
             "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)",
             (str(SCHEMA_VERSION),),
@@ -190,6 +198,15 @@ def _ensure_schema(conn: sqlite3.Connection, path: str) -> None:
     except BaseException:
         conn.execute("ROLLBACK")
         raise
+
+
+def _add_columns(conn: sqlite3.Connection) -> None:
+    """Add the cluster columns to a file created before they existed (same schema version:
+    they are nullable or defaulted, so older runners keep working on the file)."""
+    for table, column, decl in COLUMNS:
+        have = {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
+        if column not in have:
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
 
 
 def _schema_version(conn: sqlite3.Connection) -> int | None:
