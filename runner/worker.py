@@ -320,6 +320,6 @@ class Worker:
 
 
 def log_name(run_id: str, task_id: str, attempt: int) -> str:
-    """The executor's log name of an attempt: `<run>/<task>/<attempt>`."""
+    """The executor's log name of an attempt: `<run>/<task>.<attempt>` (one folder per run)."""
     safe = task_id.replace("/", "_")
-    return f"{run_id}/{safe}/{attempt}"
+    return f"{run_id}/{safe}.{attempt}"
