@@ -11,20 +11,22 @@ The leading scheduler reads a `DispatchView`, asks `plan_assignments` and writes
 - `weighted`: smooth weighted round robin (nginx): shares in proportion to `--weight`.
 
 A worker can take a task when it is not draining, its labels match the task's selector and it
-has a free slot: running + assigned < capacity.
+has a free slot: running + assigned < capacity. round_robin and weighted keep their turn order
+strictly (a task waits for the worker whose turn it is), so their shares hold end to end.
 """
 
 from __future__ import annotations
 
 import random
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from runner import transitions
 from runner.models import DispatchView, ReadyTask, TaskKey, TaskSpec, WorkerInfo
 
 PULL = "pull"
+STRATEGIES = ("round_robin", "random", "least_load", "weighted")  # the assigning ones
 Assignment = tuple[TaskKey, str]  # (task key, worker id)
 LockSpec = tuple[str, int]  # (lock name, limit)
 
@@ -48,60 +50,65 @@ def _order(w: WorkerInfo) -> str:
     return f"{w.name}\0{w.id}"
 
 
-def round_robin(eligible: Sequence[WorkerInfo], state: DispatchState) -> WorkerInfo:
-    """The first eligible worker after the last one chosen, in name order (wrapping)."""
-    ranked = sorted(eligible, key=_order)
+def round_robin(matching: Sequence[WorkerInfo], state: DispatchState) -> WorkerInfo:
+    """The first matching worker after the last one chosen, in name order (wrapping)."""
+    ranked = sorted(matching, key=_order)
     after = [w for w in ranked if state.last is None or _order(w) > state.last]
-    chosen = (after or ranked)[0]
-    state.last = _order(chosen)
-    return chosen
+    return (after or ranked)[0]
 
 
-def weighted(eligible: Sequence[WorkerInfo], state: DispatchState) -> WorkerInfo:
-    """Smooth weighted round robin: each eligible worker earns its weight, the richest is
-    chosen and pays the total. Over any window shares follow the weights within one task."""
-    total = 0.0
-    for w in eligible:
-        state.current[w.id] = state.current.get(w.id, 0.0) + max(1, w.weight)
-        total += max(1, w.weight)
-    chosen = max(sorted(eligible, key=_order), key=lambda w: state.current[w.id])
-    state.current[chosen.id] -= total
-    return chosen
+def weighted(matching: Sequence[WorkerInfo], state: DispatchState) -> WorkerInfo:
+    """Smooth weighted round robin: each matching worker earns its weight, the richest is
+    chosen (and pays the total in `commit`). Shares follow the weights within one task."""
+    credit = {w.id: state.current.get(w.id, 0.0) + max(1, w.weight) for w in matching}
+    return max(sorted(matching, key=_order), key=lambda w: credit[w.id])
 
 
 def least_load(
-    eligible: Sequence[WorkerInfo], state: DispatchState, load: Mapping[str, int]
+    free: Sequence[WorkerInfo], state: DispatchState, load: Mapping[str, int]
 ) -> WorkerInfo:
     """The fewest (running + assigned) ÷ capacity; ties: the worker chosen least, then name."""
-    return min(
-        eligible,
-        key=lambda w: (load[w.id] / max(1, w.capacity), state.chosen[w.id], _order(w)),
-    )
+    return min(free, key=lambda w: (load[w.id] / max(1, w.capacity), state.chosen[w.id], _order(w)))
 
 
-def pick_random(eligible: Sequence[WorkerInfo], state: DispatchState) -> WorkerInfo:
+def pick_random(free: Sequence[WorkerInfo], state: DispatchState) -> WorkerInfo:
     """Uniformly at random (seed `state.rng` for reproducible tests)."""
-    return state.rng.choice(sorted(eligible, key=_order))
+    return state.rng.choice(sorted(free, key=_order))
+
+
+def commit(
+    strategy: str, chosen: WorkerInfo, matching: Sequence[WorkerInfo], state: DispatchState
+) -> None:
+    """Remember a choice that was made: the rotation moves on, credits are paid."""
+    state.chosen[chosen.id] += 1
+    if strategy == "round_robin":
+        state.last = _order(chosen)
+    elif strategy == "weighted":
+        for w in matching:
+            state.current[w.id] = state.current.get(w.id, 0.0) + max(1, w.weight)
+        state.current[chosen.id] -= sum(max(1, w.weight) for w in matching)
 
 
 def choose(
     strategy: str,
-    eligible: Sequence[WorkerInfo],
+    matching: Sequence[WorkerInfo],
     state: DispatchState,
     load: Mapping[str, int],
-) -> WorkerInfo:
-    """The worker `strategy` picks among `eligible` (not empty)."""
-    pickers: dict[str, Callable[[], WorkerInfo]] = {
-        "round_robin": lambda: round_robin(eligible, state),
-        "weighted": lambda: weighted(eligible, state),
-        "least_load": lambda: least_load(eligible, state, load),
-        "random": lambda: pick_random(eligible, state),
-    }
-    if strategy not in pickers:
+) -> WorkerInfo | None:
+    """The worker `strategy` picks for a task among the `matching` workers, or None when the
+    task must wait. round_robin and weighted keep their order strictly: when the worker
+    whose turn it is has no free slot, the task waits for it (so shares hold whatever the
+    workers' speeds). least_load and random pick among the workers with a free slot."""
+    if strategy not in STRATEGIES:
         raise ValueError(f"unknown dispatch strategy {strategy!r}")
-    chosen = pickers[strategy]()
-    state.chosen[chosen.id] += 1
-    return chosen
+    if strategy in ("round_robin", "weighted"):
+        turn = round_robin if strategy == "round_robin" else weighted
+        chosen = turn(matching, state)
+        return chosen if load[chosen.id] < chosen.capacity else None
+    free = [w for w in matching if load[w.id] < w.capacity]
+    if not free:
+        return None
+    return least_load(free, state, load) if strategy == "least_load" else pick_random(free, state)
 
 
 def plan_assignments(view: DispatchView, *, default: str, state: DispatchState) -> list[Assignment]:
@@ -114,14 +121,11 @@ def plan_assignments(view: DispatchView, *, default: str, state: DispatchState) 
         strategy = effective(task, default)
         if strategy == PULL:
             continue
-        eligible = [
-            w
-            for w in workers
-            if load[w.id] < w.capacity and transitions.selector_matches(task.selector, w.labels)
-        ]
-        if not eligible:
+        matching = [w for w in workers if transitions.selector_matches(task.selector, w.labels)]
+        chosen = choose(strategy, matching, state, load) if matching else None
+        if chosen is None:
             continue
-        chosen = choose(strategy, eligible, state, load)
+        commit(strategy, chosen, matching, state)
         load[chosen.id] += 1
         out.append((task.key, chosen.id))
     return out

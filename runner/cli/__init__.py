@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 import runner
 from runner import config, errors
-from runner.cli import cron_cmds, get_cmds, run_cmds, workflow_cmds
+from runner.cli import cluster_cmds, cron_cmds, get_cmds, run_cmds, workflow_cmds
 
 EPILOG = """\
 exit codes:
@@ -56,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     run_cmds.add_parsers(sub)
     get_cmds.add_parsers(sub)
     cron_cmds.add_parsers(sub)
+    cluster_cmds.add_parsers(sub)
     return parser
 
 

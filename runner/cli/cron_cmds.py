@@ -18,7 +18,7 @@ from runner.cli.cron_apply import local_iso, next_fire_times
 from runner.config import Settings
 from runner.cron import fire
 from runner.cron.scheduler import Scheduler
-from runner.models import CronEntry
+from runner.models import DISPATCH_STRATEGIES, CronEntry
 from runner.store import Store
 
 _RAW = argparse.RawDescriptionHelpFormatter
@@ -200,6 +200,13 @@ def _add_loop_flags(p: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help="leadership lease: a standby takes over within this after the leader dies",
     )
+    p.add_argument(
+        "--dispatch",
+        choices=list(DISPATCH_STRATEGIES),
+        default="pull",
+        help="how the leader hands ready tasks to workers (default pull: workers claim); "
+        "a workflow's spec.dispatch overrides it",
+    )
 
 
 def _add_scheduler_parser(sub: Any) -> None:
@@ -240,7 +247,12 @@ def _scheduler(args: argparse.Namespace, settings: Settings, store: Store) -> Sc
         print(text, file=sys.stderr, flush=True)
 
     return Scheduler(
-        store, candidate=candidate, lease_ttl=args.lease_ttl, folder=args.workflows, report=report
+        store,
+        candidate=candidate,
+        lease_ttl=args.lease_ttl,
+        folder=args.workflows,
+        report=report,
+        dispatch_default=args.dispatch,
     )
 
 

@@ -144,6 +144,8 @@ def worker_json(w: WorkerInfo, *, now: float) -> dict[str, Any]:
         "weight": w.weight,
         "capacity": w.capacity,
         "running": w.running,
+        "assigned": w.assigned,
+        "draining": w.draining,
         "load": round(w.running / w.capacity, 3) if w.capacity else None,
         "version": w.version,
         "heartbeat_at": iso(w.heartbeat_at),

@@ -10,7 +10,7 @@ import time
 from typing import Any
 
 from runner import engine, errors, workflow
-from runner.cli import common, cron_apply, output
+from runner.cli import cluster_cmds, common, cron_apply, output
 from runner.cli.progress import make_progress
 from runner.config import Settings
 from runner.executor import Executor
@@ -171,6 +171,7 @@ def make_worker(
     name: str | None = None,
     labels: dict[str, str] | None = None,
     weight: int = 1,
+    drain_timeout: float = 30.0,
 ) -> Worker:
     """A worker with its own store connection and executor, as the settings say."""
     store = common.open_settings_store(settings)
@@ -183,6 +184,7 @@ def make_worker(
         lease_ttl=lease_ttl or settings.lease_ttl,
         labels=labels,
         weight=weight,
+        drain_timeout=drain_timeout,
     )
 
 
@@ -251,11 +253,16 @@ def add_worker_parser(sub: Any) -> None:
         help="serve the store's queue",
         description="A long-running worker: claims ready tasks of every run and executes them. "
         "SIGTERM or Ctrl-C drains it: no new claims, running tasks get --drain-timeout to "
-        "finish, then go back to the queue. Exit code 0 after a drain.",
+        "finish, then go back to the queue. Exit code 0 after a drain. `runner worker drain "
+        "NAME` drains the live workers named NAME from elsewhere: they learn it from their "
+        "next heartbeat.",
         epilog="examples:\n  runner worker --concurrency 4\n"
-        "  runner --store etcd://10.0.0.5:2379 worker --name gpu-1 --labels gpu=true\n",
+        "  runner --store etcd://10.0.0.5:2379 worker --name gpu-1 --labels gpu=true\n"
+        "  runner worker drain gpu-1\n",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    p.add_argument("action", nargs="?", choices=["drain"], help="drain: drain worker NAME")
+    p.add_argument("target", nargs="?", metavar="NAME", help="the worker to drain")
     p.add_argument("--concurrency", type=common.positive_int, default=os.cpu_count() or 1)
     p.add_argument("--name", help="worker name (default: the host name)")
     p.add_argument("--labels", type=common.labels_arg, default={}, metavar="K=V,...")
@@ -266,6 +273,8 @@ def add_worker_parser(sub: Any) -> None:
 
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    if args.action == "drain":
+        return cluster_cmds.cmd_worker_drain(args, settings)
     worker = make_worker(
         settings,
         concurrency=args.concurrency,
@@ -273,6 +282,7 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
         name=args.name,
         labels=args.labels,
         weight=args.weight,
+        drain_timeout=args.drain_timeout,
     )
     done = run_in_thread(worker)
     print(f"worker {worker.id} serving {settings.store}", file=sys.stderr, flush=True)

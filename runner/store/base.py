@@ -68,10 +68,11 @@ class Store(Protocol):
         """
         ...
 
-    def get_run(self, run_id: str, *, tasks: bool = True) -> Run:
+    def get_run(self, run_id: str, *, tasks: bool = True, now: float | None = None) -> Run:
         """The run with its tasks (in plan order) and their attempts. A queued task's
         `waiting_reason` says why it waits: "waiting: no live worker matches gpu=true" when no
-        live worker's labels match its selector, "waiting: mutex NAME is held" when its lock
+        live worker (lease alive at `now`, default the wall clock; etcd uses its own lease
+        expiry) has labels matching its selector, "waiting: mutex NAME is held" when its lock
         has no room, else "queued". Raises RunNotFound."""
         ...
 

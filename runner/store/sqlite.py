@@ -128,10 +128,10 @@ class SqliteStore(SqliteCronMixin, cluster.SqliteClusterMixin):
             )
             return rows.read_run(db, run_id, tasks=False)
 
-    def get_run(self, run_id: str, *, tasks: bool = True) -> Run:
+    def get_run(self, run_id: str, *, tasks: bool = True, now: float | None = None) -> Run:
         """The run with its tasks in plan order and their attempts. Raises RunNotFound."""
         with self._tx(write=False) as db:
-            return rows.read_run(db, run_id, tasks=tasks)
+            return rows.read_run(db, run_id, tasks=tasks, now=now)
 
     def list_runs(self, *, workflow: str | None = None, limit: int | None = None) -> list[Run]:
         """Runs newest first (by created_at, then id), without their tasks."""

@@ -107,7 +107,9 @@ def _check_free(db: sqlite3.Connection, run_id: str, key: str | None) -> None:
             raise errors.RunExists(row[0], key)
 
 
-def read_run(db: sqlite3.Connection, run_id: str, *, tasks: bool) -> Run:
+def read_run(
+    db: sqlite3.Connection, run_id: str, *, tasks: bool, now: float | None = None
+) -> Run:
     """The run (with its tasks in plan order and their attempts when `tasks`)."""
     row = db.execute(f"SELECT {_RUN_COLS} FROM runs WHERE id = ?", (run_id,)).fetchone()
     if row is None:
@@ -124,7 +126,7 @@ def read_run(db: sqlite3.Connection, run_id: str, *, tasks: bool) -> Run:
     found = db.execute(
         f"SELECT {_TASK_COLS} FROM tasks WHERE run_id = ? ORDER BY seq", (run_id,)
     ).fetchall()
-    why = _QueuedReasons(db, found)
+    why = _QueuedReasons(db, found, now=time.time() if now is None else now)
     records = tuple(_task(t, attempts.get(t[0], []), why) for t in found)
     return dataclasses.replace(run, tasks=records)
 
@@ -133,12 +135,11 @@ class _QueuedReasons:
     """Why a queued task waits: no live worker matches its selector, or its lock is full.
     Workers and holders are read only when some queued task has a selector or locks."""
 
-    def __init__(self, db: sqlite3.Connection, found: list[Any]) -> None:
+    def __init__(self, db: sqlite3.Connection, found: list[Any], *, now: float) -> None:
         queued = [t for t in found if t[2] == TaskState.READY.value]
         self.workers: list[WorkerInfo] = []
         if any(t[9] for t in queued):
-            # display only: the wall clock decides which leases look alive
-            self.workers = cluster.live_workers(db, now=time.time())
+            self.workers = cluster.live_workers(db, now=now)
         self.held = cluster.Held(db)
 
     def reason(self, t: Any) -> str:
