@@ -215,10 +215,24 @@ class EtcdStore(EtcdCronMixin):
         labels: Mapping[str, str] | None = None,
     ) -> list[Lease]:  # fmt: skip
         """See Store.claim."""
+        if self._queue_unchanged():
+            return []
         lease = self._leases.get(worker_id)
         if lease is None:  # registered through another store object
             lease, _ = self._lease_of(worker_id)
         return etcd_claim.claim(self.ctx, worker_id, lease, now=now, limit=limit, labels=labels)
+
+    def _queue_unchanged(self) -> bool:
+        """This object read an empty queue, and its watch has since seen every commit this
+        object knows of and no queue entry change: a claim would find nothing (a workers' wait
+        wakes on every commit, so most of its claims would be such empty reads)."""
+        empty_at = self.ctx.empty_at
+        return bool(
+            empty_at
+            and not self.ctx.ahead
+            and self._watcher.revision >= self.client.revision
+            and self._watcher.queue_rev <= empty_at
+        )
 
     def append_log(self, lease: Lease, text: str) -> None:
         """See Store.append_log."""

@@ -135,10 +135,12 @@ def _read_head(
     guessed to be next (those after the last claim's picks: right for a lone worker)."""
     keys = ctx.keys
     reads = [*dict.fromkeys(keys.run(r) for r, _ in guess), *(keys.task(r, t) for r, t in guess)]
-    responses, _ = ctx.client.reads(
+    responses, rev = ctx.client.reads(
         [c.head(keys.queue(), window), *(c.get(k) for k in reads)], "claim candidates"
     )
-    return c.items_of(responses[:1]), {i.key: i for i in c.items_of(responses[1:])}
+    head = c.items_of(responses[:1])
+    ctx.empty_at = 0 if head else rev
+    return head, {i.key: i for i in c.items_of(responses[1:])}
 
 
 def _within_limits(
@@ -237,6 +239,7 @@ def _expect(ctx: Ctx, found: dict[str, c.Item], after: dict[str, c.Item], rev: i
     queue = ctx.keys.queue()
     head = sorted((i for k, i in found.items() if k.startswith(queue)), key=lambda i: i.key)
     ctx.guess = [(r, t) for r, t in (ctx.keys.split(i.key, "queue")[3:5] for i in head)]
+    ctx.empty_at = 0 if head else rev
     ctx.ahead = []
     for entry, (run_id, task_id) in zip(head, ctx.guess, strict=True):
         task = found.get(ctx.keys.task(run_id, task_id))

@@ -34,6 +34,8 @@ class Watcher:
         self._thread: threading.Thread | None = None
         self._call: Any = None
         self._requests: queue.Queue[Any] = queue.Queue()
+        self._queue = f"{prefix}queue/".encode()
+        self.queue_rev = 0  # the latest change to a queue entry seen (compaction: unknown)
 
     @property
     def revision(self) -> int:
@@ -94,10 +96,13 @@ class Watcher:
         for resp in self._call:
             if resp.compact_revision:
                 self._next = int(resp.compact_revision)
+                self.queue_rev = max(self.queue_rev, self._next)  # events were skipped
                 self._seen(self._next)
                 return  # recreate the watch from the compaction point
             for event in resp.events:
                 self._next = max(self._next, int(event.kv.mod_revision) + 1)
+                if event.kv.key.startswith(self._queue):
+                    self.queue_rev = max(self.queue_rev, int(event.kv.mod_revision))
                 self._seen(int(event.kv.mod_revision))
             if resp.canceled:
                 return

@@ -47,6 +47,7 @@ class Ctx:
     # (queue entry, task record, run record) expected at the queue head: a claim without a read
     ahead: list[tuple[c.Item, c.Item, c.Item]] = field(default_factory=list)
     misses: int = 0  # claims left before guessing again, after a guess failed
+    empty_at: int = 0  # a revision at which this object read an empty queue (0: unknown)
     # tokens whose finish transaction failed without an answer (it may have committed)
     uncertain: set[int] = field(default_factory=set)
 
