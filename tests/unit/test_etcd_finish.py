@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
 from runner import errors
+from runner.store import Store
 from runner.store.etcd import EtcdStore
 from tests.contract import plans
 from tests.contract.plans import T0, claim_one, ok, states, worker
+
+
+def _s(store: EtcdStore) -> Store:
+    """The store as the protocol (the helpers of tests/contract take a Store)."""
+    return cast(Store, store)
 
 
 @pytest.fixture
@@ -27,7 +33,7 @@ def test_etcd_finish_retry_after_lost_reply_succeeds_once(
     etcd_store: EtcdStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     etcd_store.create_run(plans.linear(2), run_id="r1", now=T0)
-    lease = claim_one(etcd_store, worker(etcd_store))
+    lease = claim_one(_s(etcd_store), worker(_s(etcd_store)))
     real = etcd_store.client.txn
 
     def txn(compare: Any, success: Any, label: str, failure: Any = ()) -> Any:
@@ -39,7 +45,7 @@ def test_etcd_finish_retry_after_lost_reply_succeeds_once(
         with pytest.raises(errors.StoreUnavailable):
             etcd_store.finish(lease, ok(), now=T0)
     etcd_store.finish(lease, ok(), now=T0)  # recorded by the first call: not LeaseLost
-    assert states(etcd_store, "r1") == {"t0": "succeeded", "t1": "ready"}
+    assert states(_s(etcd_store), "r1") == {"t0": "succeeded", "t1": "ready"}
     assert len(etcd_store.get_run("r1").tasks[0].attempts) == 1
     with pytest.raises(errors.LeaseLost):
         etcd_store.finish(lease, ok(), now=T0)  # a later, deliberate second finish
@@ -49,33 +55,33 @@ def test_etcd_finish_by_another_store_object_reads_what_it_compares(
     etcd_store: EtcdStore, etcd_server: Any
 ) -> None:
     etcd_store.create_run(plans.linear(3), run_id="r1", now=T0)
-    lease = claim_one(etcd_store, worker(etcd_store))
+    lease = claim_one(_s(etcd_store), worker(_s(etcd_store)))
     other = EtcdStore.from_url(f"{etcd_server.url}{etcd_store.keys.prefix}")
     try:
         other.finish(lease, ok(), now=T0)  # nothing cached there: reads first
     finally:
         other.close()
-    assert states(etcd_store, "r1") == {"t0": "succeeded", "t1": "ready", "t2": "pending"}
+    assert states(_s(etcd_store), "r1") == {"t0": "succeeded", "t1": "ready", "t2": "pending"}
 
 
 def test_etcd_finish_with_stale_cached_successor_retries(etcd_store: EtcdStore) -> None:
     etcd_store.create_run(plans.linear(2), run_id="r1", now=T0)
-    lease = claim_one(etcd_store, worker(etcd_store))
+    lease = claim_one(_s(etcd_store), worker(_s(etcd_store)))
     seen = etcd_store.ctx.claimed[lease.token]
     succ = etcd_store.keys.task("r1", "t1")
     item = seen[succ]
     assert item is not None
     seen[succ] = type(item)(item.key, item.value, item.create, item.mod - 1, item.lease)
     etcd_store.finish(lease, ok(), now=T0)  # the compare fails; the failure branch refreshes
-    assert states(etcd_store, "r1") == {"t0": "succeeded", "t1": "ready"}
+    assert states(_s(etcd_store), "r1") == {"t0": "succeeded", "t1": "ready"}
 
 
 def test_etcd_get_run_follows_changes_incrementally(etcd_store: EtcdStore) -> None:
     etcd_store.create_run(plans.linear(3), run_id="r1", now=T0)
-    assert states(etcd_store, "r1") == {"t0": "ready", "t1": "pending", "t2": "pending"}
-    w = worker(etcd_store)
+    assert states(_s(etcd_store), "r1") == {"t0": "ready", "t1": "pending", "t2": "pending"}
+    w = worker(_s(etcd_store))
     for _ in range(3):
-        etcd_store.finish(claim_one(etcd_store, w), ok(), now=T0)
+        etcd_store.finish(claim_one(_s(etcd_store), w), ok(), now=T0)
     run = etcd_store.get_run("r1")
     assert run.state.value == "succeeded"
     assert [t.id for t in run.tasks] == ["t0", "t1", "t2"]
@@ -86,7 +92,7 @@ def test_etcd_claim_without_read_yields_to_a_new_higher_priority_entry(
     etcd_store: EtcdStore, etcd_server: Any
 ) -> None:
     etcd_store.create_run(plans.fan_out(4), run_id="r1", now=T0)
-    w = worker(etcd_store)
+    w = worker(_s(etcd_store))
     assert [lease.task_id for lease in etcd_store.claim(w, now=T0)] == ["t0"]
     assert etcd_store.ctx.ahead  # the next claim would commit without reading the head
     other = EtcdStore.from_url(f"{etcd_server.url}{etcd_store.keys.prefix}")
@@ -102,8 +108,8 @@ def test_etcd_chain_claims_the_successor_a_finish_queued_without_reading(
     etcd_store: EtcdStore,
 ) -> None:
     etcd_store.create_run(plans.linear(3), run_id="r1", now=T0)
-    w = worker(etcd_store)
-    etcd_store.finish(claim_one(etcd_store, w), ok(), now=T0)
+    w = worker(_s(etcd_store))
+    etcd_store.finish(claim_one(_s(etcd_store), w), ok(), now=T0)
     assert [e[0].key.rsplit("/", 1)[-1] for e in etcd_store.ctx.ahead] == ["t1"]
     calls: list[str] = []
     real = etcd_store.client.call
@@ -113,5 +119,5 @@ def test_etcd_chain_claims_the_successor_a_finish_queued_without_reading(
         return real(fn, request, what, **kw)
 
     etcd_store.client.call = call  # type: ignore[method-assign]
-    assert claim_one(etcd_store, w).task_id == "t1"
+    assert claim_one(_s(etcd_store), w).task_id == "t1"
     assert calls == ["claim"]
