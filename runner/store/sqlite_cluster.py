@@ -147,10 +147,13 @@ _VIEW_TASKS = (
 def view(db: sqlite3.Connection, *, now: float, default: str, limit: int) -> DispatchView:
     """Live workers with their true load, and up to `limit` ready unassigned tasks whose
     strategy is not pull and whose locks have room."""
-    if default == dispatch.PULL and not db.execute(
-        "SELECT 1 FROM runs WHERE finished_at IS NULL AND dispatch IS NOT NULL"
-        " AND dispatch != 'pull' LIMIT 1"
-    ).fetchone():
+    if (
+        default == dispatch.PULL
+        and not db.execute(
+            "SELECT 1 FROM runs WHERE finished_at IS NULL AND dispatch IS NOT NULL"
+            " AND dispatch != 'pull' LIMIT 1"
+        ).fetchone()
+    ):
         return DispatchView()  # nothing to dispatch: no walk of the queue
     held = Held(db)
     tasks: list[ReadyTask] = []
