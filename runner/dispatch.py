@@ -6,13 +6,13 @@ The leading scheduler reads a `DispatchView`, asks `plan_assignments` and writes
 
 - `pull`: no assignment; idle workers claim from the shared queue.
 - `round_robin`: the next worker in name order after the previous choice.
-- `random`: uniformly among the workers that can take the task (`DispatchState.rng`).
+- `random`: uniformly among the workers that match the task (`DispatchState.rng`).
 - `least_load`: the fewest (running + assigned) ÷ capacity; ties go to the worker chosen least.
 - `weighted`: smooth weighted round robin (nginx): shares in proportion to `--weight`.
 
 A worker can take a task when it is not draining, its labels match the task's selector and it
-has a free slot: running + assigned < capacity. round_robin and weighted keep their turn order
-strictly (a task waits for the worker whose turn it is), so their shares hold end to end.
+has a free slot: running + assigned < capacity. round_robin, weighted and random are strict (a
+task waits for the worker whose turn it is, or that it drew), so their shares hold end to end.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from runner import transitions
 from runner.models import DispatchView, ReadyTask, TaskKey, TaskSpec, WorkerInfo
 
 PULL = "pull"
+MAX_DRAWN = 100_000  # random: draws remembered for waiting tasks
 STRATEGIES = ("round_robin", "random", "least_load", "weighted")  # the assigning ones
 Assignment = tuple[TaskKey, str]  # (task key, worker id)
 LockSpec = tuple[str, int]  # (lock name, limit)
@@ -39,6 +40,7 @@ class DispatchState:
     last: str | None = None  # round_robin: the sort key of the last worker chosen
     current: dict[str, float] = field(default_factory=dict)  # weighted: smooth WRR credit
     chosen: Counter[str] = field(default_factory=Counter)  # tasks given to each worker
+    drawn: dict[TaskKey, str] = field(default_factory=dict)  # random: a waiting task's draw
 
 
 def effective(task: ReadyTask, default: str) -> str:
@@ -71,17 +73,33 @@ def least_load(
     return min(free, key=lambda w: (load[w.id] / max(1, w.capacity), state.chosen[w.id], _order(w)))
 
 
-def pick_random(free: Sequence[WorkerInfo], state: DispatchState) -> WorkerInfo:
-    """Uniformly at random (seed `state.rng` for reproducible tests)."""
-    return state.rng.choice(sorted(free, key=_order))
+def pick_random(matching: Sequence[WorkerInfo], state: DispatchState, key: TaskKey) -> WorkerInfo:
+    """Uniformly at random among the matching workers (seed `state.rng` for reproducible
+    tests). The draw is kept while the task waits for that worker's slot, so a slow worker is
+    not drawn less often: shares stay uniform end to end."""
+    ranked = sorted(matching, key=_order)
+    drawn = state.drawn.get(key)
+    chosen = next((w for w in ranked if w.id == drawn), None)
+    if chosen is None:
+        if len(state.drawn) > MAX_DRAWN:
+            state.drawn.clear()
+        chosen = state.rng.choice(ranked)
+        state.drawn[key] = chosen.id
+    return chosen
 
 
 def commit(
-    strategy: str, chosen: WorkerInfo, matching: Sequence[WorkerInfo], state: DispatchState
+    strategy: str,
+    chosen: WorkerInfo,
+    matching: Sequence[WorkerInfo],
+    state: DispatchState,
+    key: TaskKey,
 ) -> None:
     """Remember a choice that was made: the rotation moves on, credits are paid."""
     state.chosen[chosen.id] += 1
-    if strategy == "round_robin":
+    if strategy == "random":
+        state.drawn.pop(key, None)
+    elif strategy == "round_robin":
         state.last = _order(chosen)
     elif strategy == "weighted":
         for w in matching:
@@ -94,21 +112,22 @@ def choose(
     matching: Sequence[WorkerInfo],
     state: DispatchState,
     load: Mapping[str, int],
+    key: TaskKey = ("", ""),
 ) -> WorkerInfo | None:
-    """The worker `strategy` picks for a task among the `matching` workers, or None when the
-    task must wait. round_robin and weighted keep their order strictly: when the worker
-    whose turn it is has no free slot, the task waits for it (so shares hold whatever the
-    workers' speeds). least_load and random pick among the workers with a free slot."""
+    """The worker `strategy` picks for task `key` among the `matching` workers, or None when
+    the task must wait. round_robin, weighted and random are strict: when the worker whose
+    turn it is (or that was drawn) has no free slot, the task waits for it, so shares hold
+    whatever the workers' speeds. least_load picks among the workers with a free slot."""
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown dispatch strategy {strategy!r}")
-    if strategy in ("round_robin", "weighted"):
-        turn = round_robin if strategy == "round_robin" else weighted
-        chosen = turn(matching, state)
-        return chosen if load[chosen.id] < chosen.capacity else None
-    free = [w for w in matching if load[w.id] < w.capacity]
-    if not free:
-        return None
-    return least_load(free, state, load) if strategy == "least_load" else pick_random(free, state)
+    if strategy == "least_load":
+        free = [w for w in matching if load[w.id] < w.capacity]
+        return least_load(free, state, load) if free else None
+    if strategy == "random":
+        chosen = pick_random(matching, state, key)
+    else:
+        chosen = (round_robin if strategy == "round_robin" else weighted)(matching, state)
+    return chosen if load[chosen.id] < chosen.capacity else None
 
 
 def plan_assignments(view: DispatchView, *, default: str, state: DispatchState) -> list[Assignment]:
@@ -122,10 +141,10 @@ def plan_assignments(view: DispatchView, *, default: str, state: DispatchState) 
         if strategy == PULL:
             continue
         matching = [w for w in workers if transitions.selector_matches(task.selector, w.labels)]
-        chosen = choose(strategy, matching, state, load) if matching else None
+        chosen = choose(strategy, matching, state, load, task.key) if matching else None
         if chosen is None:
             continue
-        commit(strategy, chosen, matching, state)
+        commit(strategy, chosen, matching, state, task.key)
         load[chosen.id] += 1
         out.append((task.key, chosen.id))
     return out

@@ -11,6 +11,7 @@ import json
 import signal
 import subprocess
 import time
+import uuid
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -75,14 +76,25 @@ def _apply(cli: Cli, path: str) -> dict[str, Any]:
     return data
 
 
-def test_dispatch_distributions_end_to_end(tmp_path: Path) -> None:
-    cli = Cli(tmp_path)
+def _cli(tmp_path: Path, backend: str, request: pytest.FixtureRequest) -> Cli:
+    """A CLI on SQLite, or on a fresh prefix of the session's etcd server."""
+    if backend == "sqlite":
+        return Cli(tmp_path)
+    server = request.getfixturevalue("etcd_server")
+    return Cli(tmp_path, store=f"{server.url}/e2e-{uuid.uuid4().hex[:10]}/")
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "etcd"])
+def test_dispatch_distributions_end_to_end(
+    tmp_path: Path, backend: str, request: pytest.FixtureRequest
+) -> None:
+    cli = _cli(tmp_path, backend, request)
     flags = [["--name", f"w{w}", "--weight", str(w), "--concurrency", "4"] for w in (1, 2, 3)]
     with _cluster(cli, *flags, dispatch="weighted"):
         weighted = _per_worker(_apply(cli, _write(cli, "weighted", 600)))
         rr = _per_worker(_apply(cli, _write(cli, "rr", 90, dispatch="round_robin")))
         rand = _per_worker(_apply(cli, _write(cli, "rand", 300, dispatch="random")))
-    print(f"weighted {dict(weighted)} round_robin {dict(rr)} random {dict(rand)}")
+    print(f"{backend}: weighted {dict(weighted)} round_robin {dict(rr)} random {dict(rand)}")
     for name, share in (("w1", 100), ("w2", 200), ("w3", 300)):
         assert abs(weighted[name] - share) <= share * 0.10
     assert sum(rr.values()) == 90

@@ -113,6 +113,20 @@ def test_strict_turns_wait_for_a_busy_worker() -> None:
     assert [w for _, w in plan] == ["a", "b"]
 
 
+def test_random_keeps_its_draw_while_the_worker_is_busy() -> None:
+    busy = WorkerInfo(id="busy", name="busy", capacity=1, running=1)
+    idle = WorkerInfo(id="idle", name="idle", capacity=1)
+    state = dispatch.DispatchState(rng=random.Random(3))
+    key = ("r", "t")
+    first = dispatch.choose("random", [busy, idle], state, {"busy": 1, "idle": 0}, key)
+    drawn = state.drawn.get(key)
+    again = dispatch.choose("random", [busy, idle], state, {"busy": 1, "idle": 0}, key)
+    assert (first, again) == ((None, None) if drawn == "busy" else (idle, idle))
+    if drawn == "busy":
+        chosen = dispatch.choose("random", [busy, idle], state, {"busy": 0, "idle": 0}, key)
+        assert chosen is busy
+
+
 def test_weighted_shares_hold_when_slots_bind() -> None:
     workers = _workers(1, 2, 3, capacity=2)
     state = dispatch.DispatchState()
