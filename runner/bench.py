@@ -105,7 +105,9 @@ def _descendants(root: int) -> list[int]:
     return out
 
 
-def run_workload(store_url: str, plan: Plan, *, slots: int = 4, log_dir: str) -> Result:
+def run_workload(
+    store_url: str, plan: Plan, *, slots: int = 4, log_dir: str, prefetch: int = 0
+) -> Result:
     """Submit `plan`, serve it with one worker of `slots` slots, return when the run is done."""
     submitter = open_store(store_url)
     worker = Worker(
@@ -113,6 +115,7 @@ def run_workload(store_url: str, plan: Plan, *, slots: int = 4, log_dir: str) ->
         Executor(slots=slots, log_dir=log_dir, log_limit=64 * 1024),
         name="bench",
         concurrency=slots,
+        prefetch=prefetch,
     )
     thread = threading.Thread(target=worker.run, daemon=True)
     thread.start()

@@ -51,6 +51,7 @@ class Worker:
         labels: Mapping[str, str] | None = None,
         weight: int = 1,
         drain_timeout: float = 30.0,
+        prefetch: int = 0,
     ) -> None:
         self.store = store
         self.executor = executor
@@ -61,9 +62,15 @@ class Worker:
         self.labels = dict(labels or {})
         self.weight = weight
         self.drain_timeout = drain_timeout
+        # Like Celery's prefetch: hold up to `prefetch` claimed tasks beyond the busy slots, and
+        # claim in batches of at least half of that, so one claim transaction serves several
+        # tasks. Held tasks are owned (and lost with the worker) like running ones.
+        self.prefetch = max(0, prefetch)
+        self._batch = max(1, self.prefetch // 2)
         self.interval = lease_ttl / 5
         self._slots: dict[TaskKey, _Slot] = {}
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
+        self._room = threading.Condition(self._lock)  # notified when a slot frees
         self._stop = threading.Event()
         self._drain_asked = threading.Event()  # `runner worker drain`, seen in a heartbeat
         self._deadline = 0.0  # monotonic self-fencing deadline
@@ -104,7 +111,9 @@ class Worker:
                     logger.warning("worker %s: drain requested", self.id)
                     self.drain(self.drain_timeout)
                     break
-                if not self._claim_some():
+                if not self._has_room():
+                    self._wait_for_room(0.5)  # a slot frees without any store commit
+                elif not self._claim_some():
                     self.store.wait(0.5)
         finally:
             self._stop.set()
@@ -117,6 +126,8 @@ class Worker:
     def stop(self) -> None:
         """Stop claiming; running tasks finish (see `drain`)."""
         self._stop.set()
+        with self._room:
+            self._room.notify_all()
 
     def abort(self, run_id: str | None = None) -> None:
         """Kill the running attempts (of one run, or all); they finish as cancelled."""
@@ -147,10 +158,11 @@ class Worker:
     # ------------------------------------------------------------------ claiming
 
     def _claim_some(self) -> bool:
-        """Claim up to the free slots' worth of tasks; True when something was claimed."""
-        free = self.concurrency - self.running()
+        """Claim up to the free slots' (and prefetch) worth of tasks; True when something was
+        claimed."""
+        free = self.concurrency + self.prefetch - self.running()
         if (
-            free <= 0
+            not self._has_room()
             or self._drain_asked.is_set()
             or not self._registered
             or time.monotonic() >= self._deadline
@@ -172,6 +184,17 @@ class Worker:
             self._pool.submit(self._execute, slot)
         return bool(leases)
 
+    def _has_room(self) -> bool:
+        """With slots idle, room for whatever can be claimed; with every slot busy, room for a
+        prefetch batch."""
+        held = self.running()
+        free = self.concurrency + self.prefetch - held
+        return free > 0 and (held < self.concurrency or free >= self._batch)
+
+    def _wait_for_room(self, timeout: float) -> None:
+        with self._room:
+            self._room.wait_for(lambda: self._stop.is_set() or self._has_room(), timeout)
+
     # ------------------------------------------------------------------ executing
 
     def _execute(self, slot: _Slot) -> None:
@@ -183,6 +206,9 @@ class Worker:
             lease.attempt,
             extra={"action": "task_claimed", "run_id": lease.run_id},
         )
+        if slot.abandoned:  # a prefetched task whose worker fenced or drained meanwhile
+            self._forget(slot)
+            return
         try:
             outcome = self._outcome(self._run_attempt(slot))
         except Exception as exc:  # a bug or an unrenderable template: the attempt errs
@@ -192,8 +218,12 @@ class Worker:
             if not slot.abandoned:
                 self._finish(slot, outcome)
         finally:
-            with self._lock:
-                self._slots.pop(lease.key, None)
+            self._forget(slot)
+
+    def _forget(self, slot: _Slot) -> None:
+        with self._room:
+            self._slots.pop(slot.lease.key, None)
+            self._room.notify_all()
 
     def _run_attempt(self, slot: _Slot) -> ExecResult:
         lease = slot.lease

@@ -314,6 +314,7 @@ class SqliteStore(SqliteCronMixin, cluster.SqliteClusterMixin):
 
     def _poll(self, interval: float) -> None:
         """Wait `interval` (or for a commit), then look for other connections' commits."""
+        before = (self._commits, self._version)
         self._polling = True
         try:
             woke = self._wait_for_wal(interval) if self._watcher.active else False
@@ -321,13 +322,13 @@ class SqliteStore(SqliteCronMixin, cluster.SqliteClusterMixin):
                 self._cond.wait(interval)
         finally:
             self._polling = False
-        before = self._version
-        changed = self._db is not None and self._refresh()[1] != before
+        changed = self._db is not None and self._refresh() != before
         # A commit writes the WAL just before it becomes visible in the WAL index: after an
-        # inotify wake with no visible change, look again a few times, briefly.
+        # inotify wake with no visible change, look again a few times, briefly. (Commits through
+        # this object count at once: data_version only moves for other connections' commits.)
         for pause in _RECHECK if woke and not changed else ():
             self._cond.wait(pause)
-            if self._db is None or self._refresh()[1] != before:
+            if self._db is None or self._refresh() != before:
                 changed = True
                 break
         if changed:
