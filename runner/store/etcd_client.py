@@ -61,6 +61,12 @@ class Connection:
     password: str | None = None
     tls: bool = False
     timeout: float = 5.0
+    connect_timeout: float = 3.0  # opening the store fails (exit 3) when no endpoint answers
+
+    @property
+    def where(self) -> str:
+        """The endpoints as the user wrote them, for messages."""
+        return ",".join(f"{host}:{port}" for host, port in self.endpoints)
 
 
 def range_end(prefix: str) -> bytes:
@@ -185,8 +191,19 @@ class Client:
         self.leases = etcdrpc.LeaseStub(self.channel)
         self.watch_stub = etcdrpc.WatchStub(self.channel)
         self._auth = etcdrpc.AuthStub(self.channel)
+        self._wait_connected()
         if conn.user is not None:
             self._authenticate()
+
+    def _wait_connected(self) -> None:
+        try:
+            grpc.channel_ready_future(self.channel).result(timeout=self.conn.connect_timeout)
+        except grpc.FutureTimeoutError:
+            self.channel.close()
+            raise errors.StoreUnavailable(
+                f"etcd unreachable at {self.conn.where}: no endpoint answered within "
+                f"{self.conn.connect_timeout:g} s; check the store URL and that etcd is running"
+            ) from None
 
     def close(self) -> None:
         self.channel.close()
@@ -200,7 +217,7 @@ class Client:
         try:
             resp = self._auth.Authenticate(req, timeout=self.conn.timeout, wait_for_ready=True)
         except grpc.RpcError as exc:
-            raise _mapped(exc, "authenticate") from exc
+            raise _mapped(exc, "authenticate", self.conn.where) from exc
         self._metadata = (("token", resp.token),)
 
     def _seen(self, header: Any) -> None:
@@ -222,7 +239,7 @@ class Client:
                     or (retry and code in _UNAVAILABLE)
                 )
                 if not again:
-                    raise _mapped(exc, what) from exc
+                    raise _mapped(exc, what, self.conn.where) from exc
                 if code is grpc.StatusCode.UNAUTHENTICATED:
                     self._authenticate()
         raise AssertionError("unreachable")
@@ -338,7 +355,7 @@ class Client:
             ):
                 return int(resp.TTL)
         except grpc.RpcError as exc:
-            raise _mapped(exc, "lease keep-alive") from exc
+            raise _mapped(exc, "lease keep-alive", self.conn.where) from exc
         return 0
 
     def revoke(self, lease: int) -> None:
@@ -388,7 +405,7 @@ def _credentials(conn: Connection) -> grpc.ChannelCredentials:
     return grpc.ssl_channel_credentials(read(conn.ca), read(conn.key), read(conn.cert))
 
 
-def _mapped(exc: grpc.RpcError, what: str) -> Exception:
+def _mapped(exc: grpc.RpcError, what: str, where: str) -> Exception:
     """The runner error for a gRPC failure (the caller raises it `from exc`)."""
     code = exc.code() if isinstance(exc, grpc.Call) else None
     detail = exc.details() if isinstance(exc, grpc.Call) else str(exc)
@@ -396,7 +413,8 @@ def _mapped(exc: grpc.RpcError, what: str) -> Exception:
         return LeaseMissing(detail)
     if code in _UNAVAILABLE:
         return errors.StoreUnavailable(
-            f"etcd unreachable ({what}): {detail}; check the endpoints and that etcd is running"
+            f"etcd unreachable at {where} ({what}): {detail}; check the store URL and that etcd"
+            " is running"
         )
     if code is grpc.StatusCode.RESOURCE_EXHAUSTED:
         return errors.StoreError(
