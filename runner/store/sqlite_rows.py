@@ -107,9 +107,7 @@ def _check_free(db: sqlite3.Connection, run_id: str, key: str | None) -> None:
             raise errors.RunExists(row[0], key)
 
 
-def read_run(
-    db: sqlite3.Connection, run_id: str, *, tasks: bool, now: float | None = None
-) -> Run:
+def read_run(db: sqlite3.Connection, run_id: str, *, tasks: bool, now: float | None = None) -> Run:
     """The run (with its tasks in plan order and their attempts when `tasks`)."""
     row = db.execute(f"SELECT {_RUN_COLS} FROM runs WHERE id = ?", (run_id,)).fetchone()
     if row is None:
