@@ -11,7 +11,10 @@ from __future__ import annotations
 import itertools
 import os
 import resource
+import signal
 import statistics
+import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -20,7 +23,7 @@ from pathlib import Path
 from runner import engine
 from runner.executor import Executor
 from runner.models import Kind, Plan, Run, TaskSpec, WorkerInfo
-from runner.store import open_store
+from runner.store import Store, open_store
 from runner.worker import Worker
 
 NOOP = "runner.bench:noop"
@@ -106,31 +109,83 @@ def _descendants(root: int) -> list[int]:
 
 
 def run_workload(
-    store_url: str, plan: Plan, *, slots: int = 4, log_dir: str, prefetch: int = 0
+    store_url: str,
+    plan: Plan,
+    *,
+    slots: int = 4,
+    log_dir: str,
+    prefetch: int = 0,
+    processes: int = 0,
 ) -> Result:
-    """Submit `plan`, serve it with one worker of `slots` slots, return when the run is done."""
+    """Submit `plan` and return when the run is done. The work is served by one in-process
+    worker of `slots` slots (as `runner apply` does), or with `processes` > 0 by that many
+    `runner worker` processes sharing the slots (as a cluster does)."""
     submitter = open_store(store_url)
-    worker = Worker(
-        open_store(store_url),
-        Executor(slots=slots, log_dir=log_dir, log_limit=64 * 1024),
-        name="bench",
-        concurrency=slots,
-        prefetch=prefetch,
-    )
-    thread = threading.Thread(target=worker.run, daemon=True)
-    thread.start()
+    workers = _Workers(store_url, slots=slots, log_dir=log_dir, prefetch=prefetch)
     try:
+        workers.start(processes)
+        workers.wait_registered(submitter)
         cpu0, t0 = tree_cpu(), time.perf_counter()
         run = engine.submit(submitter, plan, now=time.time())
         run = engine.follow(submitter, run.id)
         wall, cpu = time.perf_counter() - t0, tree_cpu() - cpu0
     finally:
-        worker.stop()
-        thread.join()
-        worker.store.close()
-        worker.executor.close()
+        workers.stop()
         submitter.close()
     return Result(wall=wall, cpu=cpu, run=run)
+
+
+class _Workers:
+    def __init__(self, url: str, *, slots: int, log_dir: str, prefetch: int) -> None:
+        self.url, self.slots, self.log_dir, self.prefetch = url, slots, log_dir, prefetch
+        self.worker: Worker | None = None
+        self.done = threading.Event()
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def start(self, processes: int) -> None:
+        if processes <= 0:
+            self.worker = Worker(
+                open_store(self.url),
+                Executor(slots=self.slots, log_dir=self.log_dir, log_limit=64 * 1024),
+                name="bench",
+                concurrency=self.slots,
+                prefetch=self.prefetch,
+            )
+            threading.Thread(target=self._serve, daemon=True).start()
+            return
+        env = {**os.environ, "RUNNER_STORE": self.url, "RUNNER_LOG_DIR": self.log_dir}
+        per = max(1, self.slots // processes)
+        argv = [sys.executable, "-m", "runner", "worker", "--concurrency", str(per)]
+        argv += ["--prefetch", str(self.prefetch)]
+        self.procs = [
+            subprocess.Popen(argv, env=env, stderr=subprocess.DEVNULL) for _ in range(processes)
+        ]
+
+    def _serve(self) -> None:
+        assert self.worker is not None
+        try:
+            self.worker.run()
+        finally:
+            self.done.set()
+
+    def wait_registered(self, store: Store) -> None:
+        deadline = time.monotonic() + 60
+        want = max(1, len(self.procs))
+        while len(store.list_workers(now=time.time())) < want:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the benchmark's workers did not register")
+            store.wait(0.1)
+
+    def stop(self) -> None:
+        if self.worker is not None:
+            self.worker.stop()
+            self.done.wait()
+            self.worker.store.close()
+            self.worker.executor.close()
+        for proc in self.procs:
+            proc.send_signal(signal.SIGTERM)
+        for proc in self.procs:
+            proc.wait()
 
 
 def handoffs(run: Run) -> list[float]:

@@ -85,17 +85,25 @@ def follow(
     deadline: float | None = None,
     poll: float = 1.0,
     detail_every: float = 0.2,
+    min_gap: float = 0.02,
 ) -> Run:
     """Watch a run until it ends and return it (with its tasks).
 
     Wakes on store changes (Store.wait), so it neither busy-polls nor lags. Each wake reads
-    only the run's summary; the whole run (every task, for `on_change`) is read at most every
-    `detail_every` seconds and at the end, so following a 100,000-task run stays cheap.
+    only the run's summary, at most every `min_gap` seconds (a busy run commits thousands of
+    times a second; its follower should not read as often); the whole run (every task, for
+    `on_change`) is read at most every `detail_every` seconds and at the end, so following a
+    100,000-task run stays cheap.
     Raises WaitTimeout when the monotonic `deadline` passes first.
     """
     previous: Run | None = None
     last_detail = -detail_every
+    last_read = -min_gap
     while True:
+        gap = last_read + min_gap - time.monotonic()
+        if gap > 0:
+            time.sleep(gap)  # a throttle, not synchronisation: the next read sees every change
+        last_read = time.monotonic()
         summary = store.get_run(run_id, tasks=False)
         ended = summary.state.terminal and summary.tasks_done >= summary.tasks_total
         if ended or (on_change is not None and time.monotonic() - last_detail >= detail_every):

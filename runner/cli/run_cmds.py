@@ -172,6 +172,7 @@ def make_worker(
     labels: dict[str, str] | None = None,
     weight: int = 1,
     drain_timeout: float = 30.0,
+    prefetch: int = 0,
 ) -> Worker:
     """A worker with its own store connection and executor, as the settings say."""
     store = common.open_settings_store(settings)
@@ -185,6 +186,7 @@ def make_worker(
         labels=labels,
         weight=weight,
         drain_timeout=drain_timeout,
+        prefetch=prefetch,
     )
 
 
@@ -269,6 +271,14 @@ def add_worker_parser(sub: Any) -> None:
     p.add_argument("--weight", type=common.positive_int, default=1)
     p.add_argument("--lease-ttl", type=common.positive_float, metavar="SECONDS")
     p.add_argument("--drain-timeout", type=common.duration_arg, default=30.0)
+    p.add_argument(
+        "--prefetch",
+        type=common.non_negative_int,
+        default=0,
+        metavar="N",
+        help="hold up to N claimed tasks beyond the busy slots and claim in batches: fewer "
+        "store transactions per task, at the cost of strict priority order across workers",
+    )
     p.set_defaults(func=cmd_worker)
 
 
@@ -283,6 +293,7 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
         labels=args.labels,
         weight=args.weight,
         drain_timeout=args.drain_timeout,
+        prefetch=args.prefetch,
     )
     done = run_in_thread(worker)
     print(f"worker {worker.id} serving {settings.store}", file=sys.stderr, flush=True)
