@@ -215,9 +215,12 @@ def _add_scheduler_parser(sub: Any) -> None:
         help="fire the schedules' due runs (several may run; one leads)",
         description="Fire due ticks of every schedule. Run several for high availability: one "
         "leads, the others stand by and take over within --lease-ttl when it dies. Each tick "
-        "fires exactly once whatever happens to the schedulers.",
+        "fires exactly once whatever happens to the schedulers. With --dispatch other than pull "
+        "(or a workflow's spec.dispatch) the leader also assigns each ready task to a live "
+        "worker: round_robin, random, least_load (running / capacity) or weighted (--weight).",
         epilog="examples:\n  runner scheduler --workflows workflows/\n"
-        "  runner --store etcd://10.0.0.5:2379 scheduler --lease-ttl 5\n",
+        "  runner --store etcd://10.0.0.5:2379 scheduler --lease-ttl 5\n"
+        "  runner scheduler --dispatch least_load\n",
         formatter_class=_RAW,
     )
     _add_loop_flags(p)
