@@ -44,8 +44,11 @@ def _repeat(n: int, fn: Callable[[], tuple[float, float]]) -> tuple[list[float],
     return walls, cpus
 
 
+SERVE = {"processes": 0, "prefetch": 0}  # set from the command line in main()
+
+
 def _workload(base: str, folder: Path, plan: Plan) -> bench.Result:
-    return bench.run_workload(_fresh_url(base, folder), plan, slots=4, log_dir=str(folder))
+    return bench.run_workload(_fresh_url(base, folder), plan, slots=4, log_dir=str(folder), **SERVE)
 
 
 def _w_rate(base: str, folder: Path, plan: Plan, repeat: int) -> list[str]:
@@ -172,7 +175,13 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--write", action="store_true", help="update docs/PERFORMANCE.md")
     ap.add_argument("--skip-w5-100k", action="store_true")
+    ap.add_argument(
+        "--processes", type=int, default=0,
+        help="serve with N `runner worker` processes sharing the 4 slots (default: in-process)",
+    )  # fmt: skip
+    ap.add_argument("--prefetch", type=int, default=0, help="worker claim prefetch")
     args = ap.parse_args()
+    SERVE.update(processes=args.processes, prefetch=args.prefetch)
     rows: list[tuple[str, list[str]]] = []
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -202,7 +211,9 @@ def main() -> int:
 def _table(rows: list[tuple[str, list[str]]], args: argparse.Namespace) -> str:
     cmd = "python benchmarks/workloads.py " + " ".join(sys.argv[1:])
     head = (
-        f"Command: `{cmd.strip()}` · store `{args.store}` · 4 worker slots · "
+        f"Command: `{cmd.strip()}` · store `{args.store}` · 4 worker slots "
+        f"({'in one process' if not args.processes else f'{args.processes} processes'}, "
+        f"prefetch {args.prefetch}) · "
         f"{platform.python_version()} · {time.strftime('%Y-%m-%d')}\n\n"
         "| workload | rate / latency | wall | CPU ms per task |\n|---|---|---|---|\n"
     )
