@@ -42,14 +42,15 @@ class Cli:
             check=False,
         )
 
-    def start(self, *args: str) -> subprocess.Popen[bytes]:
-        """Start a runner process; its output goes to `proc-<n>.log` in the folder."""
+    def start(self, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        """Start a runner process (with `env` added to the folder's environment); its output
+        goes to `proc-<n>.log` in the folder."""
         self._started += 1
         with open(self.cwd / f"proc-{self._started}.log", "wb") as log:
             return subprocess.Popen(
                 [sys.executable, "-m", "runner", *args],
                 cwd=self.cwd,
-                env=self.env,
+                env={**self.env, **(env or {})},
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
