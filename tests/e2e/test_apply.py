@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import json
+import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.e2e.helpers import Cli, pid_alive, tasks_by_id, wait_for
 
 
-@pytest.fixture
-def cli(tmp_path: Path) -> Cli:
-    return Cli(tmp_path)
+@pytest.fixture(params=["sqlite", "etcd"])
+def cli(request: pytest.FixtureRequest, tmp_path: Path) -> Cli:
+    """The same behaviour on both stores (with etcd, apply runs no local workers unless told)."""
+    if request.param == "sqlite":
+        return Cli(tmp_path)
+    server: Any = request.getfixturevalue("etcd_server")
+    return Cli(tmp_path, store=f"{server.url}/e2e-{uuid.uuid4().hex[:8]}/")
 
 
 def test_apply_diamond_runs_in_dependency_order(cli: Cli) -> None:
@@ -39,7 +45,7 @@ def test_apply_matrix_fans_out_then_joins(cli: Cli) -> None:
 
 
 def test_apply_flaky_task_succeeds_on_third_attempt(cli: Cli) -> None:
-    res = cli.run("apply", cli.workflow("flaky.yaml"))
+    res = cli.run("apply", cli.workflow("flaky.yaml"), "--workers", "1")
     assert res.returncode == 0, res.stderr
     attempts = tasks_by_id(cli.get_run())["flaky"]["attempts"]
     assert [a["state"] for a in attempts] == ["failed", "failed", "succeeded"]
@@ -47,7 +53,7 @@ def test_apply_flaky_task_succeeds_on_third_attempt(cli: Cli) -> None:
 
 
 def test_apply_timeout_kills_the_whole_process_group(cli: Cli) -> None:
-    res = cli.run("apply", cli.workflow("timeout.yaml"))
+    res = cli.run("apply", cli.workflow("timeout.yaml"), "--workers", "1")
     assert res.returncode == 1, res.stderr
     task = tasks_by_id(cli.get_run())["hang"]
     assert task["state"] == "failed"
@@ -81,7 +87,7 @@ def test_apply_one_worker_runs_in_priority_order(cli: Cli) -> None:
 
 
 def test_apply_passes_outputs_downstream(cli: Cli) -> None:
-    res = cli.run("apply", cli.workflow("outputs.yaml"))
+    res = cli.run("apply", cli.workflow("outputs.yaml"), "--workers", "1")
     assert res.returncode == 0, res.stderr
     assert (cli.cwd / "consumed.txt").read_text().strip() == "42"
     assert tasks_by_id(cli.get_run())["producer"]["outputs"] == {"rows": "42"}
@@ -89,14 +95,16 @@ def test_apply_passes_outputs_downstream(cli: Cli) -> None:
 
 def test_apply_param_full_of_shell_syntax_stays_inert(cli: Cli) -> None:
     value = "$(touch pwned); `touch pwned2`; echo 'a' \"b\" | cat > pwned3 & ${HOME} \\ \n x"
-    res = cli.run("apply", cli.workflow("inert.yaml"), "--param", f"value={value}")
+    res = cli.run(
+        "apply", cli.workflow("inert.yaml"), "--workers", "1", "--param", f"value={value}"
+    )
     assert res.returncode == 0, res.stderr
     assert (cli.cwd / "out.txt").read_text() == value
     assert not any((cli.cwd / name).exists() for name in ("pwned", "pwned2", "pwned3"))
 
 
 def test_apply_json_output_is_the_run_contract(cli: Cli) -> None:
-    res = cli.run("apply", cli.workflow("diamond.yaml"), "-o", "json")
+    res = cli.run("apply", cli.workflow("diamond.yaml"), "--workers", "2", "-o", "json")
     assert res.returncode == 0, res.stderr
     run = json.loads(res.stdout)
     assert set(run) >= {"id", "workflow", "state", "params", "created_at", "started_at"}
@@ -121,7 +129,8 @@ def test_apply_invalid_workflow_exits_2_and_stores_nothing(cli: Cli) -> None:
     assert json.loads(listed.stdout) == []
 
 
-def test_apply_corrupt_store_exits_3(cli: Cli) -> None:
+def test_apply_corrupt_store_exits_3(tmp_path: Path) -> None:
+    cli = Cli(tmp_path)
     (cli.cwd / "state.db").write_bytes(b"this is not a database" * 100)
     res = cli.run("apply", cli.workflow("diamond.yaml"))
     assert res.returncode == 3

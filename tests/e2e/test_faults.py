@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import signal
+import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.e2e.helpers import Cli, pid_alive, tasks_by_id, wait_for
 
 
-@pytest.fixture
-def cli(tmp_path: Path) -> Cli:
-    return Cli(tmp_path)
+@pytest.fixture(params=["sqlite", "etcd"])
+def cli(request: pytest.FixtureRequest, tmp_path: Path) -> Cli:
+    if request.param == "sqlite":
+        return Cli(tmp_path)
+    server: Any = request.getfixturevalue("etcd_server")
+    return Cli(tmp_path, store=f"{server.url}/faults-{uuid.uuid4().hex[:8]}/")
 
 
 def _started(cli: Cli) -> list[tuple[int, int]]:
@@ -80,7 +85,7 @@ def test_interrupted_apply_cancels_its_run_cleanly(cli: Cli, sig: int, code: int
 
 
 def test_retry_reruns_failed_and_skipped_keeps_succeeded(cli: Cli) -> None:
-    res = cli.run("apply", cli.workflow("retry.yaml"))
+    res = cli.run("apply", cli.workflow("retry.yaml"), "--workers", "1")
     assert res.returncode == 1
     states = {k: t["state"] for k, t in tasks_by_id(cli.get_run()).items()}
     assert states == {"first": "succeeded", "gate": "failed", "last": "skipped"}
@@ -88,7 +93,7 @@ def test_retry_reruns_failed_and_skipped_keeps_succeeded(cli: Cli) -> None:
     assert dry.returncode == 0, dry.stderr
     assert dry.stdout.split() == ["gate", "last"]
     (cli.cwd / "fixed").touch()
-    res = cli.run("retry", "@latest")
+    res = cli.run("retry", "@latest", "--workers", "1")
     assert res.returncode == 0, res.stderr
     tasks = tasks_by_id(cli.get_run())
     assert all(t["state"] == "succeeded" for t in tasks.values())
