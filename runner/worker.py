@@ -9,6 +9,7 @@ them, before the store can have given them to anyone else (GUARANTEES G3, G5).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import secrets
@@ -22,6 +23,7 @@ from dataclasses import dataclass, field
 import runner
 from runner import errors, templating
 from runner.executor import ExecResult, Executor
+from runner.logpump import LogPump
 from runner.models import Lease, Outcome, Reason, TaskKey, WorkerInfo
 from runner.store.base import Store
 
@@ -75,6 +77,7 @@ class Worker:
         self._drain_asked = threading.Event()  # `runner worker drain`, seen in a heartbeat
         self._deadline = 0.0  # monotonic self-fencing deadline
         self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="slot")
+        self._pump = LogPump(store, limit=executor.log_limit)
         self._beat: threading.Thread | None = None
         self._beat_stop = threading.Event()
         self._registered = False
@@ -122,6 +125,7 @@ class Worker:
             self._beat.join()
             self._deregister()
             self.executor.set_deadline(None)
+            self._pump.close()
 
     def stop(self) -> None:
         """Stop claiming; running tasks finish (see `drain`)."""
@@ -211,6 +215,9 @@ class Worker:
             return
         try:
             outcome = self._outcome(self._run_attempt(slot))
+            rest = self._pump.remove(lease)
+            if rest is not None:  # the pump sent the beginning already
+                outcome = dataclasses.replace(outcome, log_tail=rest)
         except Exception as exc:  # a bug or an unrenderable template: the attempt errs
             logger.exception("attempt %s/%s failed to run", lease.run_id, lease.task_id)
             outcome = Outcome(succeeded=False, reason=Reason.ERROR, error=str(exc))
@@ -218,6 +225,7 @@ class Worker:
             if not slot.abandoned:
                 self._finish(slot, outcome)
         finally:
+            self._pump.remove(lease)  # a no-op unless running the attempt raised
             self._forget(slot)
 
     def _forget(self, slot: _Slot) -> None:
@@ -235,12 +243,9 @@ class Worker:
             "RUNNER_FENCING_TOKEN": str(lease.token),
             "RUNNER_WORKER_NAME": self.name,
         }
-        return self.executor.run(
-            spec,
-            env=env,
-            log_name=log_name(lease.run_id, lease.task_id, lease.attempt),
-            cancel=slot.cancel,
-        )
+        name = log_name(lease.run_id, lease.task_id, lease.attempt)
+        self._pump.add(lease, self.executor.log_path(name))
+        return self.executor.run(spec, env=env, log_name=name, cancel=slot.cancel)
 
     @staticmethod
     def _outcome(result: ExecResult) -> Outcome:

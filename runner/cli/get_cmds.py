@@ -163,15 +163,40 @@ def cmd_logs(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _follow_logs(store: Store, run: Run, args: argparse.Namespace) -> int:
-    """Print each selected task's log once it has finished, until the run ends."""
-    printed: set[str] = set()
+    """Print the selected tasks' logs as they grow (workers stream running attempts' logs into
+    the store every second), each attempt under its own header, until the run ends."""
+    shown: dict[tuple[str, int], str] = {}  # (task, attempt) -> the stored text printed so far
     while True:
         for task in _select(run, args):
-            if task.state.terminal and task.id not in printed:
-                printed.add(task.id)
-                _print_log(store, run, task, args)
+            if task.attempts and task.state is not TaskState.PENDING:
+                _print_new(store, run, task, shown)
         sys.stdout.flush()
         if run.state.terminal and all(t.state.terminal for t in run.tasks):
             return engine.exit_code(run)
         store.wait(1.0)
         run = store.get_run(run.id)
+
+
+def _print_new(store: Store, run: Run, task: TaskRecord, shown: dict[tuple[str, int], str]) -> None:
+    attempt = task.attempts[-1].number
+    key = (task.id, attempt)
+    text = store.get_log(run.id, task.id, attempt=attempt)
+    before = shown.get(key)
+    if before is None:
+        if not text and not task.state.terminal:
+            return
+        print(f"==> {task.id} (attempt {attempt}) <==")
+        before = ""
+    if new := _after(before, text):
+        print(new, end="" if new.endswith("\n") else "\n")
+    shown[key] = text
+
+
+def _after(before: str, text: str) -> str:
+    """What `text` adds to `before`. The store keeps only the last bytes of a log, so once it
+    trims, the old text's end is found again inside the new one."""
+    if text.startswith(before):
+        return text[len(before) :]
+    tail = before[-256:]
+    at = text.rfind(tail) if tail else -1
+    return text[at + len(tail) :] if at >= 0 else text

@@ -105,6 +105,11 @@ class Executor:
             on_exit=self._reaper.unregister,
         )
 
+    @property
+    def log_limit(self) -> int:
+        """How many bytes of each attempt's log `ExecResult.log_tail` keeps."""
+        return self._log_limit
+
     def log_path(self, log_name: str) -> Path:
         """Where the full log of an attempt goes: `log_dir/<log_name>.log`."""
         parts = log_name.split("/")
