@@ -96,6 +96,17 @@ class Store(Protocol):
         finished."""
         ...
 
+    def gc(self, *, older_than: float, now: float, dry_run: bool = False) -> list[str]:
+        """Delete every finished run (succeeded, failed or cancelled, with every task
+        terminal) whose `finished_at` is more than `older_than` seconds before `now`, with
+        everything stored for it: tasks, dependencies, attempts, logs, queue leftovers and its
+        idempotency key (which a later `create_run` may take again). Unfinished runs are never
+        touched. Each run disappears in one step (it is never visible half-deleted); the store
+        may use several transactions, and a gc interrupted midway is completed by the next.
+        Idempotent. Returns the ids of the runs deleted (with `dry_run`: that would be), oldest
+        first."""
+        ...
+
     # ------------------------------------------------------------------ workers
 
     def register_worker(self, info: WorkerInfo, *, now: float, ttl: float) -> None:

@@ -21,7 +21,7 @@ from runner.models import (
     TaskRecord,
     WorkerInfo,
 )
-from runner.store import etcd_claim, etcd_finish, etcd_logs, etcd_submit, etcd_work
+from runner.store import etcd_claim, etcd_finish, etcd_gc, etcd_logs, etcd_submit, etcd_work
 from runner.store import etcd_client as c
 from runner.store import etcd_flow as flow
 from runner.store.etcd_cron import EtcdCronMixin
@@ -155,6 +155,10 @@ class EtcdStore(EtcdCronMixin):
     def retry_run(self, run_id: str, *, now: float, dry_run: bool = False) -> list[str]:
         """See Store.retry_run."""
         return etcd_submit.retry_run(self.client, self.keys, run_id, now=now, dry_run=dry_run)
+
+    def gc(self, *, older_than: float, now: float, dry_run: bool = False) -> list[str]:
+        """See Store.gc (etcd_gc: unlink each run in one txn, then delete the rest in chunks)."""
+        return etcd_gc.gc(self.client, self.keys, older_than=older_than, now=now, dry_run=dry_run)
 
     # ------------------------------------------------------------------ workers
 

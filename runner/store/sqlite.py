@@ -27,6 +27,7 @@ from runner.models import (
     WorkerInfo,
 )
 from runner.store import sqlite_cluster as cluster
+from runner.store import sqlite_gc
 from runner.store import sqlite_ops as ops
 from runner.store import sqlite_queue as queue
 from runner.store import sqlite_rows as rows
@@ -148,6 +149,10 @@ class SqliteStore(SqliteCronMixin, cluster.SqliteClusterMixin):
         """Re-run the failed, cancelled and skipped tasks of a finished run; their ids."""
         with self._tx() as db:
             return rows.retry(db, run_id, now=now, dry_run=dry_run)
+
+    def gc(self, *, older_than: float, now: float, dry_run: bool = False) -> list[str]:
+        """Delete finished runs older than `older_than` seconds (see Store.gc)."""
+        return sqlite_gc.gc(self._tx, older_than=older_than, now=now, dry_run=dry_run)
 
     # ------------------------------------------------------------------ workers
 
