@@ -382,3 +382,8 @@ def _invalid(file: str, pos: Pos, message: str) -> errors.WorkflowInvalid:
 
 def _first_line(exc: BaseException) -> str:
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def dump(data: Any, stream: Any) -> None:
+    """Write plain data (dicts, lists, scalars) as YAML, keys in the given order."""
+    yaml.safe_dump(data, stream, sort_keys=False, allow_unicode=True)

@@ -8,10 +8,10 @@ import time
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
-import yaml
 from rich.console import Console
 from rich.table import Table
 
+from runner import yamlsafe
 from runner.models import Attempt, Run, TaskRecord, WorkerInfo
 
 
@@ -70,7 +70,7 @@ def run_json(run: Run, *, tasks: bool = True) -> dict[str, Any]:
 def dump(data: Any, fmt: str, stream: TextIO | None = None) -> None:
     stream = stream or sys.stdout
     if fmt == "yaml":
-        yaml.safe_dump(data, stream, sort_keys=False)
+        yamlsafe.dump(data, stream)
     else:
         json.dump(data, stream, indent=2)
         stream.write("\n")

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from tests.e2e.helpers import Cli, pid_alive, tasks_by_id, wait_for
 
@@ -153,3 +154,14 @@ def test_unknown_run_is_a_clear_error(cli: Cli) -> None:
     assert res.returncode == 2
     assert "no-such-run" in res.stderr
     assert "Traceback" not in res.stderr
+
+
+def test_get_run_yaml_matches_json(cli: Cli) -> None:
+    res = cli.run("apply", cli.workflow("diamond.yaml"), "--workers", "2", "--detach")
+    assert res.returncode == 0, res.stderr
+    as_yaml = cli.run("get", "run", "@latest", "-o", "yaml")
+    assert as_yaml.returncode == 0, as_yaml.stderr
+    assert yaml.safe_load(as_yaml.stdout) == cli.get_run()
+    table = cli.run("get", "runs")
+    assert "diamond" in table.stdout
+    assert "pending" in table.stdout
