@@ -9,11 +9,12 @@ from runner import errors
 from runner.config import Settings
 from runner.store import Store, open_store
 
-_DURATION = re.compile(r"^(?:(\d+)h)?(?:(\d+)m(?!s))?(?:(\d+(?:\.\d+)?)s)?(?:(\d+)ms)?$")
+_DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m(?!s))?(?:(\d+(?:\.\d+)?)s)?(?:(\d+)ms)?$")
 
 
 def parse_duration(text: str) -> float:
-    """`500ms`, `2s`, `5m`, `1h30m` or a number of seconds, as seconds. Raises ValueError."""
+    """`500ms`, `2s`, `5m`, `1h30m`, `7d` or a number of seconds, as seconds. Raises
+    ValueError."""
     text = text.strip()
     try:
         return float(text)
@@ -21,9 +22,10 @@ def parse_duration(text: str) -> float:
         pass
     match = _DURATION.match(text)
     if not text or match is None or not any(match.groups()):
-        raise ValueError(f"{text!r} is not a duration (like 500ms, 2s, 5m, 1h30m or 30)")
-    h, m, s, ms = match.groups()
-    return int(h or 0) * 3600 + int(m or 0) * 60 + float(s or 0) + int(ms or 0) / 1000
+        raise ValueError(f"{text!r} is not a duration (like 500ms, 2s, 5m, 1h30m, 7d or 30)")
+    d, h, m, s, ms = match.groups()
+    hours = int(d or 0) * 24 + int(h or 0)
+    return hours * 3600 + int(m or 0) * 60 + float(s or 0) + int(ms or 0) / 1000
 
 
 def duration_arg(text: str) -> float:
