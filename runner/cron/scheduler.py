@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from runner import dispatch, errors
-from runner.cron import fire, ticks
+from runner.cron import fire, retention, ticks
 from runner.cron.folder import FolderSync
 from runner.store.base import Store
 
@@ -41,6 +41,7 @@ class Scheduler:
         report: Callable[[str], None] | None = None,
         dispatch_default: str = dispatch.PULL,
         dispatch_state: dispatch.DispatchState | None = None,
+        gc_older_than: float = retention.DEFAULT_OLDER_THAN,
     ) -> None:
         self.store = store
         self.candidate = candidate
@@ -52,6 +53,12 @@ class Scheduler:
         self.dispatch_state = dispatch_state or dispatch.DispatchState()
         self._renewed = float("-inf")  # monotonic time of the last successful campaign
         self._synced = float("-inf")
+        # The leader deletes finished runs older than gc_older_than (0: never), in a thread.
+        self.collector = (
+            retention.Collector(store, older_than=gc_older_than, report=self.report)
+            if gc_older_than > 0
+            else None
+        )
 
     def _campaign(self, now: float) -> bool:
         """Renew or seek the leadership every ttl/4; True while it is fresh enough to fire."""
@@ -100,6 +107,9 @@ class Scheduler:
         """Loop until `stop` is set, then resign so a standby takes over at once. Store
         outages are reported and retried; they never end the loop."""
         next_step = float("-inf")  # monotonic time of the next cron pass
+        halt = threading.Event()  # stops the gc thread however this loop ends
+        if self.collector is not None:
+            self.collector.start(halt, leading=self._fresh, clock=clock)
         try:
             while not stop.is_set():
                 try:
@@ -113,6 +123,7 @@ class Scheduler:
                     next_step = time.monotonic() + min(1.0, self.ttl / 4)
                 self._pause(stop, next_step)
         finally:
+            halt.set()
             with contextlib.suppress(errors.StoreError):
                 self.store.resign(self.candidate, now=clock())
 
