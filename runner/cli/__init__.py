@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 import runner
 from runner import config, errors
-from runner.cli import cluster_cmds, cron_cmds, get_cmds, run_cmds, workflow_cmds
+from runner.cli import cluster_cmds, cron_cmds, gc_cmds, get_cmds, run_cmds, workflow_cmds
 
 EPILOG = """\
 exit codes:
@@ -34,6 +34,7 @@ examples:
   runner get runs
   runner apply workflows/nightly-etl.yaml   # a scheduled workflow: register it
   runner scheduler --workflows workflows/
+  runner gc --older-than 30d --dry-run
 """
 
 
@@ -57,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     get_cmds.add_parsers(sub)
     cron_cmds.add_parsers(sub)
     cluster_cmds.add_parsers(sub)
+    gc_cmds.add_parsers(sub)
     return parser
 
 

@@ -13,10 +13,11 @@ from pathlib import Path
 from typing import Any
 
 from runner import engine, errors, planview
-from runner.cli import common, output, run_cmds
+from runner.cli import common, gc_cmds, output, run_cmds
 from runner.cli.cron_apply import local_iso, next_fire_times
 from runner.config import Settings
 from runner.cron import fire
+from runner.cron.retention import DEFAULT_OLDER_THAN
 from runner.cron.scheduler import Scheduler
 from runner.models import DISPATCH_STRATEGIES, CronEntry
 from runner.store import Store
@@ -207,6 +208,14 @@ def _add_loop_flags(p: argparse.ArgumentParser) -> None:
         help="how the leader hands ready tasks to workers (default pull: workers claim); "
         "a workflow's spec.dispatch overrides it",
     )
+    p.add_argument(
+        "--gc-older-than",
+        type=gc_cmds.retention_arg,
+        default=DEFAULT_OLDER_THAN,
+        metavar="DURATION",
+        help="while leading, delete finished runs older than this every hour "
+        "(like `runner gc`; default 7d; 0 disables)",
+    )
 
 
 def _add_scheduler_parser(sub: Any) -> None:
@@ -220,7 +229,8 @@ def _add_scheduler_parser(sub: Any) -> None:
         "worker: round_robin, random, least_load (running / capacity) or weighted (--weight).",
         epilog="examples:\n  runner scheduler --workflows workflows/\n"
         "  runner --store etcd://10.0.0.5:2379 scheduler --lease-ttl 5\n"
-        "  runner scheduler --dispatch least_load\n",
+        "  runner scheduler --dispatch least_load\n"
+        "  runner scheduler --gc-older-than 30d   # keep finished runs 30 days (0: forever)\n",
         formatter_class=_RAW,
     )
     _add_loop_flags(p)
@@ -256,6 +266,7 @@ def _scheduler(args: argparse.Namespace, settings: Settings, store: Store) -> Sc
         folder=args.workflows,
         report=report,
         dispatch_default=args.dispatch,
+        gc_older_than=args.gc_older_than,
     )
 
 
