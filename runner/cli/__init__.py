@@ -121,7 +121,9 @@ def _print_error(exc: errors.RunnerError, *, debug: bool) -> None:
         print(f"runner: {exc.message}", file=sys.stderr)
         cause = exc.__cause__
         while cause is not None:
-            print(f"  caused by: {cause}", file=sys.stderr)
+            # a gRPC error's str() is a multi-line dump: print its details() instead
+            details = getattr(cause, "details", None)
+            print(f"  caused by: {details() if callable(details) else cause}", file=sys.stderr)
             cause = cause.__cause__
     if debug:
         traceback.print_exception(exc)

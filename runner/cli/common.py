@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import re
 
 from runner import errors
@@ -104,6 +105,9 @@ def parse_params(items: list[str]) -> dict[str, str]:
 
 def open_settings_store(settings: Settings) -> Store:
     """The store the settings name, with their log limit, failpoints and etcd credentials."""
+    # gRPC's C core logs TLS handshake failures line by line on stderr; runner reports the
+    # failure itself. GRPC_VERBOSITY=debug (or any value) set by the user still wins.
+    os.environ.setdefault("GRPC_VERBOSITY", "NONE")
     return open_store(
         settings.store,
         log_limit=settings.log_limit,

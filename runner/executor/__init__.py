@@ -21,7 +21,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from runner import models
+from runner import config, models
 from runner.executor._callpool import CallPool
 from runner.executor._log import LogSink
 from runner.executor._proc import Ending, Stopper, Supervisor, kill_group, spawn
@@ -87,6 +87,9 @@ class Executor:
             **(os.environ if base_env is None else base_env),
             TAG_VAR: secrets.token_hex(8),
         }
+        # G9: a task's output (kept in the store) must never be able to carry the store's
+        # password; tasks that call runner themselves can use RUNNER_ETCD_PASSWORD_FILE.
+        self._base_env.pop(config.ENV_ETCD_PASSWORD, None)
         self._tag = self._base_env[TAG_VAR]
         self._devnull = os.open(os.devnull, os.O_RDONLY)
         self._reaper = Reaper(self._tag)

@@ -28,7 +28,14 @@ def open_store(
 ) -> Store:
     """Open the store at `url`. Raises ConfigError for a malformed URL, StoreUnavailable when
     it cannot be reached or opened."""
-    scheme = urlsplit(url).scheme
+    parts = urlsplit(url)
+    scheme = parts.scheme
+    if "@" in parts.netloc:
+        raise errors.ConfigError(
+            f"store URL {scheme}://***@{parts.netloc.rpartition('@')[2]}: credentials do not"
+            " belong in the URL (process listings and logs show it); use RUNNER_ETCD_USER and"
+            " RUNNER_ETCD_PASSWORD or RUNNER_ETCD_PASSWORD_FILE"
+        )
     fp = Failpoints(failpoints)
     if scheme == "sqlite":
         import runner.store.sqlite as sqlite

@@ -11,13 +11,13 @@ from __future__ import annotations
 import socket
 import threading
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import grpc  # type: ignore[import-untyped]  # no stubs; only etcd_* modules import it
 from etcd3 import etcdrpc
 
-from runner import errors
+from runner import config, errors
 
 T = TypeVar("T")
 Op = Any  # an etcdrpc.RequestOp
@@ -58,7 +58,7 @@ class Connection:
     cert: str | None = None
     key: str | None = None
     user: str | None = None
-    password: str | None = None
+    password: str | None = field(default=None, repr=False)  # never printed
     tls: bool = False
     timeout: float = 5.0
     connect_timeout: float = 3.0  # opening the store fails (exit 3) when no endpoint answers
@@ -67,6 +67,17 @@ class Connection:
     def where(self) -> str:
         """The endpoints as the user wrote them, for messages."""
         return ",".join(f"{host}:{port}" for host, port in self.endpoints)
+
+    @property
+    def secure(self) -> bool:
+        """The channel uses TLS (etcds://, or any TLS file given)."""
+        return self.tls or self.ca is not None or self.cert is not None
+
+    def tls_files(self) -> str:
+        """The TLS files in use, for messages: "ca=FILE cert=FILE key=FILE"."""
+        files = {"ca": self.ca, "cert": self.cert, "key": self.key}
+        named = " ".join(f"{k}={v}" for k, v in files.items() if v is not None)
+        return named or "the system's CA bundle and no client certificate"
 
 
 def range_end(prefix: str) -> bytes:
@@ -200,10 +211,7 @@ class Client:
             grpc.channel_ready_future(self.channel).result(timeout=self.conn.connect_timeout)
         except grpc.FutureTimeoutError:
             self.channel.close()
-            raise errors.StoreUnavailable(
-                f"etcd unreachable at {self.conn.where}: no endpoint answered within "
-                f"{self.conn.connect_timeout:g} s; check the store URL and that etcd is running"
-            ) from None
+            raise _not_connected(self.conn) from None
 
     def close(self) -> None:
         self.channel.close()
@@ -217,7 +225,14 @@ class Client:
         try:
             resp = self._auth.Authenticate(req, timeout=self.conn.timeout, wait_for_ready=True)
         except grpc.RpcError as exc:
-            raise _mapped(exc, "authenticate", self.conn.where) from exc
+            code = exc.code() if isinstance(exc, grpc.Call) else None
+            if code in _UNAVAILABLE:
+                raise _mapped(exc, "authenticate", self.conn.where) from exc
+            raise errors.StoreUnavailable(
+                f"etcd at {self.conn.where} refused the credentials of user "
+                f"{self.conn.user!r}: {_detail(exc)}; check {config.ENV_ETCD_USER} and "
+                f"{config.ENV_ETCD_PASSWORD} (or {config.ENV_ETCD_PASSWORD_FILE})"
+            ) from exc
         self._metadata = (("token", resp.token),)
 
     def _seen(self, header: Any) -> None:
@@ -405,10 +420,38 @@ def _credentials(conn: Connection) -> grpc.ChannelCredentials:
     return grpc.ssl_channel_credentials(read(conn.ca), read(conn.key), read(conn.cert))
 
 
+def _not_connected(conn: Connection) -> errors.StoreUnavailable:
+    """Why no endpoint answered: nothing listens, or (over TLS) the handshake failed."""
+    wait = f"{conn.connect_timeout:g} s"
+    if conn.secure and any(_listening(host, port) for host, port in conn.endpoints):
+        return errors.StoreUnavailable(
+            f"etcd at {conn.where}: TLS handshake failed within {wait} using "
+            f"{conn.tls_files()}; check that ca= names the CA that signed the server's "
+            "certificate and that cert= and key= are a client certificate the server trusts"
+        )
+    return errors.StoreUnavailable(
+        f"etcd unreachable at {conn.where}: no endpoint answered within {wait}; "
+        "check the store URL and that etcd is running"
+    )
+
+
+def _listening(host: str, port: int) -> bool:
+    """A TCP connection to host:port can be opened."""
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def _detail(exc: grpc.RpcError) -> str:
+    return str(exc.details()) if isinstance(exc, grpc.Call) else str(exc)
+
+
 def _mapped(exc: grpc.RpcError, what: str, where: str) -> Exception:
     """The runner error for a gRPC failure (the caller raises it `from exc`)."""
     code = exc.code() if isinstance(exc, grpc.Call) else None
-    detail = exc.details() if isinstance(exc, grpc.Call) else str(exc)
+    detail = _detail(exc)
     if code is grpc.StatusCode.NOT_FOUND and "lease" in (detail or ""):
         return LeaseMissing(detail)
     if code in _UNAVAILABLE:
@@ -422,5 +465,13 @@ def _mapped(exc: grpc.RpcError, what: str, where: str) -> Exception:
             " compact and defragment etcd and disarm the NOSPACE alarm"
         )
     if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
-        return errors.StoreUnavailable(f"etcd refused access ({what}): {detail}")
+        return errors.StoreUnavailable(
+            f"etcd at {where} refused access to {what}: {detail}; the etcd user needs a role"
+            " granting readwrite on the store's prefix"
+        )
+    if "user name is empty" in (detail or ""):
+        return errors.StoreUnavailable(
+            f"etcd at {where} requires authentication ({what}); set {config.ENV_ETCD_USER}"
+            f" and {config.ENV_ETCD_PASSWORD} or {config.ENV_ETCD_PASSWORD_FILE}"
+        )
     return errors.StoreError(f"etcd error ({what}): {detail}")
