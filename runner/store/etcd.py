@@ -21,7 +21,16 @@ from runner.models import (
     TaskRecord,
     WorkerInfo,
 )
-from runner.store import etcd_claim, etcd_finish, etcd_gc, etcd_logs, etcd_submit, etcd_work
+from runner.store import (
+    etcd_claim,
+    etcd_cluster,
+    etcd_dispatch,
+    etcd_finish,
+    etcd_gc,
+    etcd_logs,
+    etcd_submit,
+    etcd_work,
+)
 from runner.store import etcd_client as c
 from runner.store import etcd_flow as flow
 from runner.store.etcd_cron import EtcdCronMixin
@@ -33,7 +42,7 @@ RUNS_CACHED = 8  # runs whose task records get_run keeps, to read only what chan
 FULL_SWEEP_EVERY = 5.0  # seconds: a sweep runs in full at least this often
 
 
-class EtcdStore(EtcdCronMixin):
+class EtcdStore(etcd_dispatch.EtcdClusterMixin, EtcdCronMixin):
     """Durable runs and the ready queue in etcd. Thread-safe; one gRPC channel."""
 
     def __init__(
@@ -49,6 +58,7 @@ class EtcdStore(EtcdCronMixin):
         self._leases: dict[str, int] = {}
         self._tasks: dict[str, tuple[int, dict[str, tuple[int, TaskRecord]]]] = {}
         self._swept = (0, 0.0, 0.0)  # watch revision, time and next run deadline of a sweep
+        self._needs: dict[str, dict[str, etcd_dispatch.Needs]] = {}  # run -> waiting reasons
         self._lock = threading.Lock()
         self._closed = False
 
@@ -82,8 +92,9 @@ class EtcdStore(EtcdCronMixin):
             scheduled_time=scheduled_time,
         )  # fmt: skip
 
-    def get_run(self, run_id: str, *, tasks: bool = True) -> Run:
-        """The run with its tasks in plan order. Raises RunNotFound."""
+    def get_run(self, run_id: str, *, tasks: bool = True, now: float | None = None) -> Run:
+        """The run with its tasks in plan order (live workers: those with a lease, whatever
+        `now`). Raises RunNotFound."""
         with self._lock:
             rev, known = self._tasks.get(run_id, (0, {}))
         ops = [c.get(self.keys.run(run_id)), c.count(self.keys.done(run_id, ""))]
@@ -102,7 +113,9 @@ class EtcdStore(EtcdCronMixin):
             changed, at = self.client.scan_at(
                 self.keys.task(run_id, ""), min_mod=rev + 1 if rev else 0
             )
-        return _with_tasks(run, self._task_records(run_id, known, changed, at))
+        records = self._task_records(run_id, known, changed, at)
+        needs = self._needs.get(run_id, {})
+        return _with_tasks(run, etcd_dispatch.with_reasons(self.client, self.keys, records, needs))
 
     def _task_records(
         self, run_id: str, known: dict[str, tuple[int, TaskRecord]], changed: list[c.Item], at: int
@@ -114,12 +127,16 @@ class EtcdStore(EtcdCronMixin):
         for item in changed:
             d = loads(item.value)
             known[item.key] = (int(d["order"]), task_record(d, item.mod))
+            if (need := etcd_dispatch.needs_of(d["spec"])) is not None:
+                self._needs.setdefault(run_id, {})[d["spec"]["id"]] = need
         with self._lock:
             if at >= self._tasks.get(run_id, (0, {}))[0]:
                 self._tasks.pop(run_id, None)
                 self._tasks[run_id] = (at, known)
             while len(self._tasks) > RUNS_CACHED:
-                self._tasks.pop(next(iter(self._tasks)))
+                oldest = next(iter(self._tasks))
+                self._tasks.pop(oldest)
+                self._needs.pop(oldest, None)
         return tuple(r for _, r in sorted(known.values(), key=lambda x: x[0]))
 
     def list_runs(self, *, workflow: str | None = None, limit: int | None = None) -> list[Run]:
@@ -193,7 +210,8 @@ class EtcdStore(EtcdCronMixin):
             self.keys.held(worker_id), keys_only=True)]  # fmt: skip
         runs, _ = self.client.read_many(self.keys.run(r) for r, _ in held)
         ended = {k for k, v in runs.items() if RunState(loads(v.value)["state"]).terminal}
-        return Heartbeat(abort=frozenset((r, t) for r, t in held if self.keys.run(r) in ended))
+        abort = frozenset((r, t) for r, t in held if self.keys.run(r) in ended)
+        return Heartbeat(abort=abort, drain=bool(value.get("draining")))
 
     def deregister_worker(self, worker_id: str, *, now: float) -> None:
         """Return the worker's attempts to the queue (losses not counted), revoke its lease."""
@@ -204,6 +222,7 @@ class EtcdStore(EtcdCronMixin):
             key = etcd_work.lose(self.ctx, worker_id, held, now=now, counted=False)
             if key is not None:
                 self._after(key[0], now=now)
+        self._touched(etcd_cluster.unassign(self.client, self.keys, worker_id))
         if item is not None:
             self.client.revoke(int(loads(item.value)["lease"]))
 
@@ -218,13 +237,31 @@ class EtcdStore(EtcdCronMixin):
         self, worker_id: str, *, now: float, limit: int = 1,
         labels: Mapping[str, str] | None = None,
     ) -> list[Lease]:  # fmt: skip
-        """See Store.claim."""
-        if self._queue_unchanged():
+        """See Store.claim: the worker's assignments first (read again only when the watch
+        saw a change to cluster keys), then the shared queue."""
+        view = self._worker_view(worker_id)
+        if view.draining:
             return []
         lease = self._leases.get(worker_id)
         if lease is None:  # registered through another store object
             lease, _ = self._lease_of(worker_id)
-        return etcd_claim.claim(self.ctx, worker_id, lease, now=now, limit=limit, labels=labels)
+        leases: list[Lease] = []
+        if view.assigned:
+            self.ctx.cluster.views.pop(worker_id, None)  # read them again next time
+            leases = etcd_dispatch.claim_assigned(
+                self.ctx, worker_id, lease, view.assigned, now=now, limit=limit
+            )
+        if len(leases) >= limit or self._queue_unchanged():
+            return leases
+        more = etcd_claim.claim(
+            self.ctx, worker_id, lease, now=now, limit=limit - len(leases), labels=labels
+        )
+        return leases + more
+
+    def resign(self, candidate: str, *, now: float) -> None:
+        """See Store.resign (the dispatch default goes with the leadership)."""
+        super().resign(candidate, now=now)
+        self._touched(self.client.revision)
 
     def _queue_unchanged(self) -> bool:
         """This object read an empty queue, and its watch has since seen every commit this
@@ -268,6 +305,8 @@ class EtcdStore(EtcdCronMixin):
             key = etcd_work.lose(self.ctx, worker_id, held, now=now, counted=True)
             if key is not None:
                 changed.append(key)
+        for worker_id in etcd_cluster.orphans(self.client, self.keys):  # dead: back to the queue
+            self._touched(etcd_cluster.unassign(self.client, self.keys, worker_id))
         soonest = float("inf")
         for item in self.client.scan(self.keys.active()):
             run_id = self.keys.split(item.key, "active")[0]

@@ -18,9 +18,10 @@ import uuid
 from itertools import pairwise
 from typing import Any
 
-from runner import errors, transitions
+from runner import dispatch, errors, transitions
 from runner.models import Lease, RunContext, RunState, TaskSpec, TaskState
 from runner.store import etcd_client as c
+from runner.store import etcd_cluster as cluster
 from runner.store import etcd_flow as flow
 from runner.store.etcd_keys import Keys, dumps, loads, token_of
 from runner.store.etcd_work import MAX_OPS, Ctx, Pick, Rec, Seen, _worker_lost
@@ -71,6 +72,8 @@ def _blind(
             or not _claimable_run(run)
             or run.get("parallelism")
             or rec.get("qkey") != entry.key
+            or b'"lk"' in entry.value
+            or cluster.reserved(run, ctx.cluster.mode)
         ):
             break
         picks.append(Pick(entry, task, run["id"], rec))
@@ -118,14 +121,20 @@ def _candidates(
     missing = [k for _, k in chosen if k not in found]
     if missing:  # entries further down, behind runs at their parallelism
         found.update(ctx.client.read_many(missing)[0])
+    return _picks(ctx, chosen, found), open_runs
+
+
+def _picks(ctx: Ctx, chosen: list[tuple[c.Item, str]], found: dict[str, c.Item]) -> list[Pick]:
+    """The chosen entries whose task record still names them (`qkey`)."""
     picks: list[Pick] = []
     for entry, task_key in chosen:
         item = found.get(task_key)
         rec = None if item is None else loads(item.value)
         if item is None or rec is None or rec.get("qkey") != entry.key:
             continue
-        picks.append(Pick(entry, item, ctx.keys.split(entry.key, "queue")[3], rec))
-    return picks, open_runs
+        run_id = cluster.task_of(ctx.keys, entry.key)[0]
+        picks.append(Pick(entry, item, run_id, rec, lock_rev=ctx.lock_rev))
+    return picks
 
 
 def _read_head(
@@ -144,16 +153,30 @@ def _read_head(
 
 
 def _within_limits(
-    ctx: Ctx, due: list[c.Item], ids: list[list[str]], open_runs: dict[str, c.Item], want: int
-) -> list[tuple[c.Item, str]]:
-    """The first `want` entries of open runs with room under their parallelism."""
+    ctx: Ctx, due: list[c.Item], ids: list[list[str]], open_runs: dict[str, c.Item], want: int,
+    *, assigned: bool = False,
+) -> list[tuple[c.Item, str]]:  # fmt: skip
+    """The first `want` entries of open runs with room under their parallelism and locks, not
+    reserved for the leading scheduler (unless `assigned`)."""
     room = _room(ctx, open_runs)
+    held, ctx.lock_rev = cluster.holders(
+        ctx.client,
+        ctx.keys,
+        (n for e in due if b'"lk"' in e.value for n, _ in cluster.entry_locks(e)),
+    )
     chosen: list[tuple[c.Item, str]] = []
     for entry, (run_id, task_id) in zip(due, ids, strict=True):
         if len(chosen) >= want:
             break
-        if ctx.keys.run(run_id) not in open_runs:
+        run_item = open_runs.get(ctx.keys.run(run_id))
+        if run_item is None or cluster.reserved(loads(run_item.value), ctx.cluster.mode,
+                                                assigned=assigned):  # fmt: skip
             continue
+        locks = cluster.entry_locks(entry) if b'"lk"' in entry.value else []
+        if locks and not dispatch.locks_free(locks, held):
+            continue
+        for name, _ in locks:
+            held[name] = held.get(name, 0) + 1
         if run_id in room:
             if room[run_id] <= 0:
                 continue
@@ -196,6 +219,9 @@ def _commit_claim(
     after = _guard_runs(ctx, b, picks, runs, now=now)
     if ordered:
         b.compares.extend(_order(keys, picks, ordered))
+    for name in {n for p in picks for n, _ in cluster.entry_locks(p.entry)}:
+        rev = max(p.lock_rev for p in picks)  # no holder added since the counts were read
+        b.compares.append(c.unchanged_since(cluster.lock_prefix(keys, name), rev))
     for slot, p in enumerate(picks):
         _claim_ops(b, keys, p, worker_id, lease_id, nonce, slot, now=now)
     succ_keys = _succ_keys(keys, picks, room=MAX_OPS - HEAD_READS * 2 - 1 - len(b.ops))
@@ -325,6 +351,9 @@ def _claim_ops(
     )
     owner = {"worker": worker_id, "attempt": number, "nonce": nonce, "slot": slot}
     b.put(keys.own(p.run_id, task_id), owner, lease_id)
+    for name, _ in cluster.entry_locks(p.entry):  # held under the lease: a dead holder frees it
+        holder = {"worker": worker_id, "attempt": number}
+        b.put(cluster.lock_key(keys, name, p.run_id, task_id), holder, lease_id)
     b.put(keys.held(worker_id, p.run_id, task_id), {"attempt": number})
     b.put(p.task.key, p.rec)
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 from runner import errors
 from runner.models import AttemptState, Lease, Outcome, Reason, TaskSpec, TaskState
 from runner.store import etcd_client as c
+from runner.store import etcd_cluster as cluster
 from runner.store import etcd_flow as flow
 from runner.store import etcd_logs
 from runner.store.etcd_keys import claim_revision, dumps, loads
@@ -123,6 +124,8 @@ def _finish_once(
     b.put(task_key, rec)
     b.delete(own_key)
     b.delete(keys.held(lease.worker_id, run_id, task_id))
+    for name, _ in cluster.spec_locks(rec["spec"]):  # release the attempt's locks
+        b.delete(cluster.lock_key(keys, name, run_id, task_id))
     props = any(op.request_put.key.startswith(keys.prop().encode()) for op in b.ops)
     b.ops.append(c.count(keys.done(run_id, "")))
     ctx.failpoints.hit("finish.before_commit")

@@ -15,6 +15,7 @@ from typing import Any
 from runner import transitions
 from runner.models import RunState, TaskState, When
 from runner.store import etcd_client as c
+from runner.store import etcd_cluster as cluster
 from runner.store.etcd_keys import Keys, dumps, loads
 
 UNSTARTED = (TaskState.PENDING.value, TaskState.READY.value, TaskState.RETRYING.value)
@@ -49,7 +50,12 @@ def enqueue(
     rec["state"] = TaskState.RETRYING.value if not_before > now else TaskState.READY.value
     rec["ready_at"] = ready
     rec["qkey"] = qkey
-    b.put(qkey, {"nb": not_before, "sel": spec.get("selector") or {}})
+    entry = {"nb": not_before, "sel": spec.get("selector") or {}}
+    if spec.get("mutex") or spec.get("semaphore"):
+        entry["lk"] = cluster.spec_locks(spec)
+    if rec.get("dsp"):
+        entry["dsp"] = rec["dsp"]
+    b.put(qkey, entry)
 
 
 def terminal(b: Batch, keys: Keys, run_id: str, rec: Rec, state: TaskState) -> bool:

@@ -63,11 +63,14 @@ def create_run(
         tasks_total=len(plan.tasks),
     )  # fmt: skip
     deadline = None if plan.timeout is None else now + plan.timeout
-    extra = {"fail_fast": plan.fail_fast, "parallelism": plan.parallelism, "halted": False}
+    extra = {"fail_fast": plan.fail_fast, "parallelism": plan.parallelism, "halted": False,
+             "dispatch": plan.dispatch}  # fmt: skip
     written: list[str] = []
     batch = flow.Batch(compares=[c.created_at(keys.run(run_id), 0)])
     size = 0
     for rec in task_records(plan):
+        if plan.dispatch:
+            rec["dsp"] = plan.dispatch  # copied into its queue entries, for the dispatcher
         if len(batch.ops) + 2 > MAX_OPS or size > MAX_BYTES:
             _write(client, batch, written)
             batch, size = flow.Batch(compares=[c.created_at(keys.run(run_id), 0)]), 0

@@ -36,6 +36,10 @@ class Watcher:
         self._requests: queue.Queue[Any] = queue.Queue()
         self._queue = f"{prefix}queue/".encode()
         self.queue_rev = 0  # the latest change to a queue entry seen (compaction: unknown)
+        self._cluster = tuple(
+            f"{prefix}{k}".encode() for k in ("assign/", "worker/", "cron/leader", "cluster/")
+        )
+        self.cluster_rev = 0  # the latest change to a key a worker's claims depend on
 
     @property
     def revision(self) -> int:
@@ -97,12 +101,15 @@ class Watcher:
             if resp.compact_revision:
                 self._next = int(resp.compact_revision)
                 self.queue_rev = max(self.queue_rev, self._next)  # events were skipped
+                self.cluster_rev = max(self.cluster_rev, self._next)
                 self._seen(self._next)
                 return  # recreate the watch from the compaction point
             for event in resp.events:
                 self._next = max(self._next, int(event.kv.mod_revision) + 1)
                 if event.kv.key.startswith(self._queue):
                     self.queue_rev = max(self.queue_rev, int(event.kv.mod_revision))
+                elif event.kv.key.startswith(self._cluster):
+                    self.cluster_rev = max(self.cluster_rev, int(event.kv.mod_revision))
                 self._seen(int(event.kv.mod_revision))
             if resp.canceled:
                 return

@@ -23,6 +23,7 @@ from runner.models import (
     TaskState,
 )
 from runner.store import etcd_client as c
+from runner.store import etcd_cluster as cluster
 from runner.store import etcd_flow as flow
 from runner.store import etcd_logs
 from runner.store.base import MAX_LOSSES
@@ -50,6 +51,8 @@ class Ctx:
     empty_at: int = 0  # a revision at which this object read an empty queue (0: unknown)
     # tokens whose finish transaction failed without an answer (it may have committed)
     uncertain: set[int] = field(default_factory=set)
+    cluster: cluster.Cluster = field(default_factory=cluster.Cluster)  # assignments, drains
+    lock_rev: int = 0  # revision at which the last claim counted lock holders
 
     def remember(self, token: int, seen: Seen) -> None:
         if len(self.claimed) >= MAX_CLAIMED:
@@ -63,6 +66,7 @@ class Pick:
     task: c.Item
     run_id: str
     rec: Rec
+    lock_rev: int = 0  # lock holders were counted at this revision (0: no locks)
 
 
 def owns(own: c.Item | None, lease: Lease) -> bool:
@@ -193,6 +197,8 @@ def lose(
         b.put(keys.prop(run_id, task_id), b"1")
     b.put(task.key, rec)
     b.delete(held.key)
+    for name, _ in cluster.spec_locks(rec["spec"]):  # the lost attempt's locks are free
+        b.delete(cluster.lock_key(keys, name, run_id, task_id))
     if own is not None:
         b.delete(own_key)
     return (
