@@ -219,9 +219,7 @@ def _commit_claim(
     after = _guard_runs(ctx, b, picks, runs, now=now)
     if ordered:
         b.compares.extend(_order(keys, picks, ordered))
-    for name in {n for p in picks for n, _ in cluster.entry_locks(p.entry)}:
-        rev = max(p.lock_rev for p in picks)  # no holder added since the counts were read
-        b.compares.append(c.unchanged_since(cluster.lock_prefix(keys, name), rev))
+    b.compares.extend(_lock_compares(keys, picks))
     for slot, p in enumerate(picks):
         _claim_ops(b, keys, p, worker_id, lease_id, nonce, slot, now=now)
     succ_keys = _succ_keys(keys, picks, room=MAX_OPS - HEAD_READS * 2 - 1 - len(b.ops))
@@ -247,6 +245,13 @@ def _commit_claim(
         _remember(ctx, p, slot, res.revision, after, {k: found.get(k) for k in succ_keys})
     _expect(ctx, found, after, res.revision)
     return _leases(ctx, picks, runs, worker_id, res.revision)
+
+
+def _lock_compares(keys: Keys, picks: list[Pick]) -> list[Any]:
+    """No holder was added to the picks' locks since their holders were counted."""
+    rev = max(p.lock_rev for p in picks)
+    names = {n for p in picks for n, _ in cluster.entry_locks(p.entry)}
+    return [c.unchanged_since(cluster.lock_prefix(keys, n), rev) for n in sorted(names)]
 
 
 def _next_keys(ctx: Ctx, after: dict[str, c.Item]) -> list[str]:
