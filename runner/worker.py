@@ -262,8 +262,8 @@ class Worker:
         """Record the outcome; retry while the store is unreachable and the lease may hold."""
         lease = slot.lease
         while not slot.abandoned:
-            if time.monotonic() >= self._deadline:  # fenced: the result may be a killed task's
-                slot.abandoned = True
+            if time.monotonic() >= self._deadline:  # the reaper fenced: maybe a killed task's
+                self._fence()  # and give up the lease, or the attempt would stay ours forever
                 return
             try:
                 self.store.finish(lease, outcome, now=time.time())
@@ -308,6 +308,11 @@ class Worker:
         except errors.StoreError as exc:
             logger.warning("heartbeat failed: %s", exc)
             return
+        if time.monotonic() >= self._deadline:
+            # The answer came after our deadline: the reaper has killed our tasks meanwhile, so
+            # this lease must go too, even though the store still has it.
+            self._fence()
+            return
         self._set_deadline(sent + self.ttl - 2 * self.interval)
         if beat.drain:
             self._drain_asked.set()
@@ -330,14 +335,19 @@ class Worker:
 
     def _fence(self) -> None:
         """The lease may be gone: kill our tasks, record nothing for them, and come back as a
-        new worker. The old lease expires on its own and `sweep` re-queues its attempts."""
+        new worker. The old lease expires on its own and `sweep` re-queues its attempts. Slot
+        threads and the heartbeat thread may both call it; the first one fences."""
+        with self._lock:
+            if not self._registered:
+                return  # fenced already; registering again
+            self._registered = False
+            old, self.id = self.id, f"{self.name}-{os.getpid()}-{secrets.token_hex(3)}"
         logger.warning(
-            "self-fencing: lease deadline passed or lease lost; abandoning %d task(s)",
+            "self-fencing %s: lease deadline passed or lease lost; abandoning %d task(s)",
+            old,
             self.running(),
         )
         self._abandon_all()
-        self._registered = False
-        self.id = f"{self.name}-{os.getpid()}-{secrets.token_hex(3)}"
         self._try_register()
 
     def _abandon_all(self) -> None:
