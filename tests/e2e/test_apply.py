@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import uuid
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
@@ -13,13 +11,9 @@ import yaml
 from tests.e2e.helpers import Cli, pid_alive, tasks_by_id, wait_for
 
 
-@pytest.fixture(params=["sqlite", "etcd"])
-def cli(request: pytest.FixtureRequest, tmp_path: Path) -> Cli:
-    """The same behaviour on both stores (with etcd, apply runs no local workers unless told)."""
-    if request.param == "sqlite":
-        return Cli(tmp_path)
-    server: Any = request.getfixturevalue("etcd_server")
-    return Cli(tmp_path, store=f"{server.url}/e2e-{uuid.uuid4().hex[:8]}/")
+@pytest.fixture
+def cli(any_store_cli: Cli) -> Cli:
+    return any_store_cli
 
 
 def test_apply_diamond_runs_in_dependency_order(cli: Cli) -> None:

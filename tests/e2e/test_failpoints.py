@@ -3,8 +3,6 @@ one recorded result (G2), execution at least once and said so (G4) — on both s
 
 from __future__ import annotations
 
-import uuid
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,12 +12,9 @@ from tests.e2e.helpers import Cli, tasks_by_id
 KILLED = -9
 
 
-@pytest.fixture(params=["sqlite", "etcd"])
-def cli(request: pytest.FixtureRequest, tmp_path: Path) -> Cli:
-    if request.param == "sqlite":
-        return Cli(tmp_path)
-    server: Any = request.getfixturevalue("etcd_server")
-    return Cli(tmp_path, store=f"{server.url}/fp-{uuid.uuid4().hex[:8]}/")
+@pytest.fixture
+def cli(any_store_cli: Cli) -> Cli:
+    return any_store_cli
 
 
 def _crash_then_finish(cli: Cli, failpoint: str) -> dict[str, Any]:

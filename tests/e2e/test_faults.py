@@ -3,21 +3,15 @@
 from __future__ import annotations
 
 import signal
-import uuid
-from pathlib import Path
-from typing import Any
 
 import pytest
 
 from tests.e2e.helpers import Cli, pid_alive, tasks_by_id, wait_for
 
 
-@pytest.fixture(params=["sqlite", "etcd"])
-def cli(request: pytest.FixtureRequest, tmp_path: Path) -> Cli:
-    if request.param == "sqlite":
-        return Cli(tmp_path)
-    server: Any = request.getfixturevalue("etcd_server")
-    return Cli(tmp_path, store=f"{server.url}/faults-{uuid.uuid4().hex[:8]}/")
+@pytest.fixture
+def cli(any_store_cli: Cli) -> Cli:
+    return any_store_cli
 
 
 def _started(cli: Cli) -> list[tuple[int, int]]:

@@ -3,21 +3,15 @@
 from __future__ import annotations
 
 import json
-import uuid
-from pathlib import Path
-from typing import Any
 
 import pytest
 
 from tests.e2e.helpers import Cli
 
 
-@pytest.fixture(params=["sqlite", "etcd"])
-def cli(request: pytest.FixtureRequest, tmp_path: Path) -> Cli:
-    if request.param == "sqlite":
-        return Cli(tmp_path)
-    server: Any = request.getfixturevalue("etcd_server")
-    return Cli(tmp_path, store=f"{server.url}/e2e-gc-{uuid.uuid4().hex[:8]}/")
+@pytest.fixture
+def cli(any_store_cli: Cli) -> Cli:
+    return any_store_cli
 
 
 def test_gc_cli_deletes_finished_runs_older_than_retention(cli: Cli) -> None:
