@@ -45,9 +45,11 @@ class LogSink:
         self._at_line_start = True
         self._clock = _Clock()
         # Unbuffered: output arrives in reads of up to 256 KiB, and a buffer per attempt costs
-        # more than it saves for the many attempts that print little.
+        # more than it saves for the many attempts that print little. Opened at the first
+        # output: an attempt that prints nothing leaves no file (creating one per attempt was
+        # a tenth of a no-op task's CPU).
         self._path = path
-        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+        self._fd = -1
         self._file_failed = False
 
     def write(self, data: bytes) -> None:
@@ -99,6 +101,10 @@ class LogSink:
                 del self._ring[: -self._limit]
         if not self._file_failed:
             try:
+                if self._fd < 0:
+                    self._fd = os.open(
+                        self._path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644
+                    )
                 view = memoryview(body)
                 while view:
                     view = view[os.write(self._fd, view) :]
