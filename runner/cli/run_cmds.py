@@ -138,7 +138,7 @@ def _summary(run: Run, args: argparse.Namespace) -> None:
 class _LocalWorkers:
     """The worker slots `runner apply` runs in-process while it follows its run."""
 
-    def __init__(self, worker: Worker | None, done: threading.Event | None) -> None:
+    def __init__(self, worker: Worker | None, done: _Done | None) -> None:
         self.worker = worker
         self.done = done
 
@@ -307,20 +307,30 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     finally:
         worker.store.close()
         worker.executor.close()
+    if done.error is not None:
+        raise done.error  # e.g. StoreUnavailable: exit 3 with its message
     return errors.EXIT_OK
 
 
-def run_in_thread(worker: Worker) -> threading.Event:
+class _Done(threading.Event):
+    """Set when `Worker.run` has returned; `error` is what it raised, if anything."""
+
+    error: BaseException | None = None
+
+
+def run_in_thread(worker: Worker) -> _Done:
     """Run the worker in a daemon thread; the event is set when `Worker.run` has returned.
 
     Waiting on an Event rather than `Thread.join` matters: a signal that interrupts `join` in
     the main thread can leave the thread looking finished while it still runs (CPython 3.11).
     """
-    done = threading.Event()
+    done = _Done()
 
     def target() -> None:
         try:
             worker.run()
+        except BaseException as exc:  # handed to the main thread, which reports it
+            done.error = exc
         finally:
             done.set()
 
