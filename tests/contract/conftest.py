@@ -27,3 +27,14 @@ def store(store_url: str) -> Iterator[Store]:
         yield s
     finally:
         s.close()
+
+
+@pytest.fixture
+def stores(store_url: str) -> Iterator[list[Store]]:
+    """Four store objects on one backing store, as four processes or threads would open."""
+    opened = [open_store(store_url) for _ in range(4)]
+    try:
+        yield opened
+    finally:
+        for s in opened:
+            s.close()

@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-from collections.abc import Iterator
-
-import pytest
 
 from runner.models import Semaphore, TaskSpec, WorkerInfo
-from runner.store import Store, open_store
+from runner.store import Store
 from tests.contract import plans
 from tests.contract.plans import (
     SHORT_TTL,
@@ -206,16 +203,6 @@ def test_dead_holder_releases_its_lock(store: Store) -> None:
     assert len(again) == 1  # the mutex again admits exactly one of a (re-queued) and b
     assert {held.task_id, again[0].task_id} <= {"a", "b"}
     assert [len(x.holders) for x in store.list_locks(now=later)] == [1]
-
-
-@pytest.fixture
-def stores(store_url: str) -> Iterator[list[Store]]:
-    opened = [open_store(store_url) for _ in range(4)]
-    try:
-        yield opened
-    finally:
-        for s in opened:
-            s.close()
 
 
 def test_contended_mutex_across_runs_never_overlaps(store: Store, stores: list[Store]) -> None:

@@ -6,12 +6,12 @@ import multiprocessing
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 
 from runner.models import Lease, RunState
-from runner.store import Store, open_store
+from runner.store import Store
 from tests.contract import plans
 from tests.contract.plans import T0, claim_one, ok, states, worker
 
@@ -59,16 +59,6 @@ def _assert_each_claimed_once(store: Store, run_id: str, claimed: list[Lease]) -
     run = store.get_run(run_id)
     assert (run.state, run.tasks_done) == (RunState.SUCCEEDED, TASKS)
     assert all(len(t.attempts) == 1 for t in run.tasks)
-
-
-@pytest.fixture
-def stores(store_url: str) -> Iterator[list[Store]]:
-    opened = [open_store(store_url) for _ in range(4)]
-    try:
-        yield opened
-    finally:
-        for s in opened:
-            s.close()
 
 
 def test_claim_from_threads_with_own_stores_claims_each_task_once(stores: list[Store]) -> None:
