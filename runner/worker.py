@@ -202,6 +202,13 @@ class Worker:
     # ------------------------------------------------------------------ executing
 
     def _execute(self, slot: _Slot) -> None:
+        """Run the slot's attempt and record it; the same transaction that records it claims
+        this slot's next task, which runs here too, with no claim loop round (W1, W2)."""
+        next_slot: _Slot | None = slot
+        while next_slot is not None:
+            next_slot = self._execute_one(next_slot)
+
+    def _execute_one(self, slot: _Slot) -> _Slot | None:
         lease = slot.lease
         logger.info(
             "claimed %s/%s attempt %d",
@@ -212,7 +219,7 @@ class Worker:
         )
         if slot.abandoned:  # a prefetched task whose worker fenced or drained meanwhile
             self._forget(slot)
-            return
+            return None
         try:
             outcome = self._outcome(self._run_attempt(slot))
             rest = self._pump.remove(lease)
@@ -221,12 +228,41 @@ class Worker:
         except Exception as exc:  # a bug or an unrenderable template: the attempt errs
             logger.exception("attempt %s/%s failed to run", lease.run_id, lease.task_id)
             outcome = Outcome(succeeded=False, reason=Reason.ERROR, error=str(exc))
+        leases: list[Lease] = []
         try:
             if not slot.abandoned:
-                self._finish(slot, outcome)
+                leases = self._finish(slot, outcome)
         finally:
             self._pump.remove(lease)  # a no-op unless running the attempt raised
+            next_slot = self._hand_over(slot, leases)
+        return next_slot
+
+    def _hand_over(self, slot: _Slot, leases: list[Lease]) -> _Slot | None:
+        """The slot's attempt is done: its next task (claimed with the finish) takes the
+        slot without waking the claim loop; with none, the slot frees."""
+        if not leases:
             self._forget(slot)
+            return None
+        (lease,) = leases
+        nxt = _Slot(lease=lease)
+        with self._lock:
+            self._slots.pop(slot.lease.key, None)
+            self._slots[lease.key] = nxt
+            if not self._registered or slot.abandoned:  # fenced meanwhile
+                nxt.abandoned = True
+        return nxt
+
+    def _chain(self) -> int:
+        """How many tasks a finish may claim for its slot: one while claiming is allowed and
+        no prefetched task is waiting for a slot."""
+        ok = (
+            not self._stop.is_set()
+            and not self._drain_asked.is_set()
+            and self._registered
+            and time.monotonic() < self._deadline
+            and self.running() <= self.concurrency
+        )
+        return int(ok)
 
     def _forget(self, slot: _Slot) -> None:
         with self._room:
@@ -258,22 +294,25 @@ class Worker:
             log_tail=result.log_tail,
         )
 
-    def _finish(self, slot: _Slot, outcome: Outcome) -> None:
-        """Record the outcome; retry while the store is unreachable and the lease may hold."""
+    def _finish(self, slot: _Slot, outcome: Outcome) -> list[Lease]:
+        """Record the outcome (and claim the slot's next task with it); retry while the store
+        is unreachable and the lease may hold."""
         lease = slot.lease
         while not slot.abandoned:
             if time.monotonic() >= self._deadline:  # the reaper fenced: maybe a killed task's
                 self._fence()  # and give up the lease, or the attempt would stay ours forever
-                return
+                return []
             try:
-                self.store.finish(lease, outcome, now=time.time())
-                return
+                return self.store.finish(
+                    lease, outcome, now=time.time(), claim=self._chain(), labels=self.labels
+                )
             except errors.LeaseLost:
                 logger.warning("lease lost: %s/%s not recorded", lease.run_id, lease.task_id)
-                return
+                return []
             except errors.StoreError as exc:
                 logger.warning("finish failed, retrying: %s", exc)
                 self._stop.wait(0.2)
+        return []
 
     # ------------------------------------------------------------------ the lease
 

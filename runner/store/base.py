@@ -205,7 +205,15 @@ class Store(Protocol):
         Raises LeaseLost when the token is stale; nothing is written then."""
         ...
 
-    def finish(self, lease: Lease, outcome: Outcome, *, now: float) -> None:
+    def finish(
+        self,
+        lease: Lease,
+        outcome: Outcome,
+        *,
+        now: float,
+        claim: int = 0,
+        labels: Mapping[str, str] | None = None,
+    ) -> list[Lease]:
         """Record how an attempt ended, in one transaction that first checks the ownership
         record still carries `lease.token` and the worker's lease is alive (else LeaseLost,
         nothing written). Then: the log tail and outputs are kept; a failure (Reason.EXIT or
@@ -213,7 +221,14 @@ class Store(Protocol):
         backoff; otherwise the task becomes terminal, every successor whose dependencies are
         now all terminal is queued or skipped by its `when` (skips cascade), failFast cancels
         the run's not-started tasks, and when every task is terminal the run ends
-        `succeeded` or `failed`. An attempt of a cancelled run ends its task `cancelled`."""
+        `succeeded` or `failed`. An attempt of a cancelled run ends its task `cancelled`.
+
+        With `claim` > 0 the worker then takes up to `claim` more tasks as `claim(...,
+        labels=labels)` would, with the queue as this finish left it (so a successor it made
+        ready can be among them), and they are returned; [] when nothing is claimable or the
+        worker is draining. Once the finish is recorded, a failed claim returns [] rather than
+        raising: the worker claims again in its claim loop. SQLite does both in one
+        transaction; etcd in two, back to back."""
         ...
 
     def sweep(self, *, now: float) -> list[TaskKey]:

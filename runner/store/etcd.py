@@ -3,6 +3,7 @@ leases, watches). The key layout is in `etcd_keys` and docs/ARCHITECTURE.md."""
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Mapping
 from typing import Any
@@ -36,6 +37,8 @@ from runner.store import etcd_flow as flow
 from runner.store.etcd_cron import EtcdCronMixin
 from runner.store.etcd_keys import Keys, dumps, loads, run_from_dict, task_record
 from runner.store.etcd_watch import Watcher
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_PREFIX = "/runner/"
 RUNS_CACHED = 8  # runs whose task records get_run keeps, to read only what changed
@@ -279,9 +282,25 @@ class EtcdStore(etcd_dispatch.EtcdClusterMixin, EtcdCronMixin):
         """See Store.append_log."""
         etcd_work.append_log(self.ctx, lease, text)
 
-    def finish(self, lease: Lease, outcome: Outcome, *, now: float) -> None:
-        """See Store.finish."""
+    def finish(
+        self,
+        lease: Lease,
+        outcome: Outcome,
+        *,
+        now: float,
+        claim: int = 0,
+        labels: Mapping[str, str] | None = None,
+    ) -> list[Lease]:
+        """See Store.finish: the finish transaction, then (with `claim`) a claim transaction
+        right after it, without waiting for the watch to report the queue change."""
         etcd_finish.finish(self.ctx, lease, outcome, now=now)
+        if claim <= 0:
+            return []
+        try:
+            return self.claim(lease.worker_id, now=now, limit=claim, labels=labels)
+        except errors.StoreError as exc:  # LeaseLost too: the claim loop will find out
+            logger.debug("claim after finish failed: %s", exc)
+            return []
 
     def sweep(self, *, now: float) -> list[TaskKey]:
         """Lose attempts of expired leases, time out runs, drain leftover markers. Skipped

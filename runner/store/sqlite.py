@@ -31,6 +31,7 @@ from runner.store import sqlite_gc
 from runner.store import sqlite_ops as ops
 from runner.store import sqlite_queue as queue
 from runner.store import sqlite_rows as rows
+from runner.store.sqlite_checkpoint import Checkpointer, WriterLock
 from runner.store.sqlite_cron import SqliteCronMixin
 from runner.store.sqlite_notify import WalWatcher
 from runner.store.sqlite_schema import connect, translate
@@ -58,7 +59,9 @@ class SqliteStore(SqliteCronMixin, cluster.SqliteClusterMixin):
         self._version = 0  # the connection's PRAGMA data_version, last read
         self._polling = False  # a thread in wait() is polling data_version
         self._local = threading.local()  # per thread: (commits, version) last seen
-        self._db: sqlite3.Connection | None = connect(path)
+        self._db: sqlite3.Connection | None = connect(path, autocheckpoint=False)
+        self._checkpointer = Checkpointer(path)  # with the automatic checkpoint off
+        self._writer = WriterLock(path)
         # Other processes' commits wake wait() through inotify on the WAL file; without it,
         # wait() polls PRAGMA data_version every _POLL seconds.
         self._watcher = WalWatcher(path)
@@ -68,7 +71,7 @@ class SqliteStore(SqliteCronMixin, cluster.SqliteClusterMixin):
     @contextmanager
     def _tx(self, *, write: bool = True) -> Iterator[sqlite3.Connection]:
         """One transaction under the object's lock; sqlite3 errors become StoreError."""
-        with self._lock:
+        with self._lock, self._writer.held(write):
             db = self._conn()
             before = db.total_changes
             try:
@@ -82,8 +85,11 @@ class SqliteStore(SqliteCronMixin, cluster.SqliteClusterMixin):
             except BaseException:
                 self._rollback(db)
                 raise
-            changed = db.total_changes != before or version != self._version
-            self._commits += int(db.total_changes != before)
+            wrote = db.total_changes != before
+            changed = wrote or version != self._version
+            self._commits += int(wrote)
+            if wrote:
+                self._checkpointer.wrote()
             self._version = version
             self._local.seen = (self._commits, version)
         if changed:
@@ -248,12 +254,24 @@ class SqliteStore(SqliteCronMixin, cluster.SqliteClusterMixin):
         with self._tx() as db:
             if self._check_worker(db, worker_id, now=now):
                 return []
-            picked = queue.pick(db, worker_id, now=now, limit=limit, labels=labels)
-            leases = queue.open_attempts(db, worker_id, picked, now=now)
-            if leases:
-                self._failpoints.hit("claim.before_commit")
+            leases = self._claim_in(db, worker_id, now=now, limit=limit, labels=labels)
         if leases:
             self._failpoints.hit("claim.after_commit")
+        return leases
+
+    def _claim_in(
+        self,
+        db: sqlite3.Connection,
+        worker_id: str,
+        *,
+        now: float,
+        limit: int,
+        labels: Mapping[str, str] | None,
+    ) -> list[Lease]:
+        picked = queue.pick(db, worker_id, now=now, limit=limit, labels=labels)
+        leases = queue.open_attempts(db, worker_id, picked, now=now)
+        if leases:
+            self._failpoints.hit("claim.before_commit")
         return leases
 
     def append_log(self, lease: Lease, text: str) -> None:
@@ -264,10 +282,19 @@ class SqliteStore(SqliteCronMixin, cluster.SqliteClusterMixin):
                 db, (lease.run_id, lease.task_id, lease.attempt), text, limit=self.log_limit
             )
 
-    def finish(self, lease: Lease, outcome: Outcome, *, now: float) -> None:
-        """Record how the attempt ended and move the run on, fenced by `lease.token`."""
+    def finish(
+        self,
+        lease: Lease,
+        outcome: Outcome,
+        *,
+        now: float,
+        claim: int = 0,
+        labels: Mapping[str, str] | None = None,
+    ) -> list[Lease]:
+        """Record how the attempt ended and move the run on, fenced by `lease.token`; with
+        `claim`, take the worker's next tasks in the same transaction."""
         with self._tx() as db:
-            queue.check_owner(db, lease, now=now)
+            draining = queue.check_owner(db, lease, now=now)
             db.execute("DELETE FROM ownership WHERE token = ?", (lease.token,))
             if lease.spec.mutex or lease.spec.semaphore:
                 cluster.release(db, lease.token)
@@ -276,7 +303,13 @@ class SqliteStore(SqliteCronMixin, cluster.SqliteClusterMixin):
                 rows.append_log(db, key, outcome.log_tail, limit=self.log_limit)
             queue.record(db, lease, outcome, now=now)
             self._failpoints.hit("finish.before_commit")
+            leases: list[Lease] = []
+            if claim > 0 and not draining:
+                leases = self._claim_in(db, lease.worker_id, now=now, limit=claim, labels=labels)
         self._failpoints.hit("finish.after_commit")
+        if leases:
+            self._failpoints.hit("claim.after_commit")
+        return leases
 
     def sweep(self, *, now: float) -> list[TaskKey]:
         """Lose the attempts of expired workers and time out runs past their deadline."""
@@ -348,8 +381,10 @@ class SqliteStore(SqliteCronMixin, cluster.SqliteClusterMixin):
 
     def close(self) -> None:
         """Close the connection. Idempotent."""
+        self._checkpointer.close()
         with self._lock:
             if self._db is not None:
                 self._db.close()
                 self._db = None
                 self._watcher.close()
+                self._writer.close()

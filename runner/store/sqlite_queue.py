@@ -132,13 +132,12 @@ def _open_attempt(
 
 
 def _start_run(db: sqlite3.Connection, run_id: str, *, now: float) -> RunContext:
-    """Mark the run running at its first claim; its template context."""
-    db.execute(
-        "UPDATE runs SET state = 'running', started_at = ? WHERE id = ? AND state = 'pending'",
-        (now, run_id),
-    )
+    """Mark the run running at its first claim (one statement); its template context."""
     params, scheduled = db.execute(
-        "SELECT params, scheduled_time FROM runs WHERE id = ?", (run_id,)
+        "UPDATE runs SET state = iif(state = 'pending', 'running', state),"
+        " started_at = iif(state = 'pending', ?, started_at) WHERE id = ?"
+        " RETURNING params, scheduled_time",
+        (now, run_id),
     ).fetchone()
     return RunContext(run_id=run_id, scheduled_time=scheduled, params=json.loads(params))
 
@@ -159,17 +158,19 @@ def _with_outputs(db: sqlite3.Connection, ctx: RunContext, refs: set[str]) -> Ru
     )
 
 
-def check_owner(db: sqlite3.Connection, lease: Lease, *, now: float | None) -> None:
-    """LeaseLost unless the ownership record carries the lease's token under a live lease."""
+def check_owner(db: sqlite3.Connection, lease: Lease, *, now: float | None) -> bool:
+    """LeaseLost unless the ownership record carries the lease's token under a live lease;
+    True when the worker is draining."""
     row = db.execute(
-        "SELECT o.run_id, o.task_id, o.attempt, o.worker_id, w.expires_at FROM ownership o"
-        " LEFT JOIN workers w ON w.id = o.worker_id WHERE o.token = ?",
+        "SELECT o.run_id, o.task_id, o.attempt, o.worker_id, w.expires_at, w.draining"
+        " FROM ownership o LEFT JOIN workers w ON w.id = o.worker_id WHERE o.token = ?",
         (lease.token,),
     ).fetchone()
     mine = (lease.run_id, lease.task_id, lease.attempt, lease.worker_id)
     alive = row is not None and row[4] is not None and (now is None or row[4] > now)
     if not alive or tuple(row[:4]) != mine:
         raise errors.LeaseLost(lease.run_id, lease.task_id, lease.attempt)
+    return bool(row[5])
 
 
 def record(db: sqlite3.Connection, lease: Lease, outcome: Outcome, *, now: float) -> None:

@@ -224,6 +224,53 @@ def test_finish_twice_with_one_token_raises_lease_lost(store: Store) -> None:
     assert len(store.get_run("r1").tasks[0].attempts) == 1
 
 
+def test_finish_with_claim_takes_the_successor_it_made_ready(store: Store) -> None:
+    store.create_run(plans.linear(3), run_id="r1", now=T0)
+    w = worker(store)
+    first = claim_one(store, w)
+    (second,) = store.finish(first, ok(), now=T0, claim=1)
+    assert (second.task_id, second.attempt, second.worker_id) == ("t1", 1, w)
+    assert second.token != first.token
+    assert states(store, "r1") == {"t0": "succeeded", "t1": "running", "t2": "pending"}
+    assert store.finish(second, ok(), now=T0) == []  # no claim asked: t2 stays queued
+    assert states(store, "r1")["t2"] == "ready"
+    (third,) = store.claim(w, now=T0)
+    assert store.finish(third, ok(), now=T0, claim=5) == []  # nothing left to claim
+    assert store.get_run("r1").state is RunState.SUCCEEDED
+
+
+def test_finish_with_claim_follows_priority_over_every_run(store: Store) -> None:
+    store.create_run(plans.linear(2), run_id="r1", now=T0)
+    store.create_run(plans.plan(plans.task("urgent", priority=9)), run_id="r2", now=T0)
+    w = worker(store)
+    (lease,) = store.claim(w, now=T0)
+    assert lease.task_id == "urgent"
+    store.finish(lease, ok(), now=T0)
+    lease = claim_one(store, w)
+    store.create_run(plans.plan(plans.task("high", priority=5)), run_id="r3", now=T0)
+    leases = store.finish(lease, ok(), now=T0, claim=2)
+    assert [(x.run_id, x.task_id) for x in leases] == [("r3", "high"), ("r1", "t1")]
+
+
+def test_finish_with_claim_of_a_stale_lease_claims_nothing(store: Store) -> None:
+    store.create_run(plans.fan_out(3), run_id="r1", now=T0)
+    w = worker(store)
+    lease = claim_one(store, w)
+    store.finish(lease, ok(), now=T0)
+    with pytest.raises(errors.LeaseLost):
+        store.finish(lease, ok(), now=T0, claim=2)
+    assert states(store, "r1") == {"t0": "succeeded", "t1": "ready", "t2": "ready"}
+
+
+def test_finish_with_claim_gives_a_draining_worker_nothing(store: Store) -> None:
+    store.create_run(plans.fan_out(3), run_id="r1", now=T0)
+    w = worker(store, "drainme")
+    lease = claim_one(store, w)
+    store.drain_worker("drainme", now=T0)
+    assert store.finish(lease, ok(), now=T0, claim=2) == []
+    assert states(store, "r1") == {"t0": "succeeded", "t1": "ready", "t2": "ready"}
+
+
 def test_task_fails_on_its_last_loss_and_failure_propagates(store: Store) -> None:
     store.create_run(plans.linear(2), run_id="r1", now=T0)
     now = T0

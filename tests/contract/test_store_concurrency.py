@@ -18,7 +18,7 @@ from tests.contract.plans import T0, claim_one, ok, states, worker
 TASKS = 200
 
 
-def _run_threads(bodies: list[Callable[[], None]]) -> None:
+def _run_threads(bodies: list[Callable[[], object]]) -> None:
     """Run the bodies in threads started together; re-raise the first error."""
     barrier = threading.Barrier(len(bodies))
     errors: list[BaseException] = []
@@ -114,6 +114,26 @@ def test_join_successor_is_queued_once_when_predecessors_finish_together(
     assert states(stores[0], "r1")["d"] == "ready"
     assert [x.task_id for x in stores[3].claim(w, now=T0, limit=5)] == ["d"]
     assert stores[3].claim(w, now=T0) == []
+
+
+@pytest.mark.parametrize("round_", range(5))
+def test_join_successor_is_claimed_once_by_finishes_that_claim(
+    stores: list[Store], round_: int
+) -> None:
+    stores[0].create_run(plans.diamond(), run_id="r1", now=T0)
+    w = worker(stores[0])
+    stores[0].finish(claim_one(stores[0], w), ok(), now=T0)
+    b, c = stores[0].claim(w, now=T0, limit=2)
+    got: list[list[Lease]] = []
+    _run_threads(
+        [
+            lambda: got.append(stores[1].finish(b, ok(), now=T0, claim=1)),
+            lambda: got.append(stores[2].finish(c, ok(), now=T0, claim=1)),
+        ]
+    )
+    claimed = [lease.task_id for leases in got for lease in leases]
+    assert claimed == ["d"]  # the later finish queued d and claimed it; never both
+    assert len(stores[0].get_run("r1").tasks[3].attempts) == 1
 
 
 def test_wait_returns_true_soon_after_another_store_commits(stores: list[Store]) -> None:
