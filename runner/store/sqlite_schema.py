@@ -148,8 +148,9 @@ def translate(exc: sqlite3.Error, path: str) -> errors.StoreError:
     return errors.StoreError(f"store {path}: {text}")
 
 
-def connect(path: str) -> sqlite3.Connection:
-    """Open `path` (creating its folder), set WAL and the pragmas, create or check the schema."""
+def connect(path: str, *, autocheckpoint: bool = True) -> sqlite3.Connection:
+    """Open `path` (creating its folder), set WAL and the pragmas, create or check the schema.
+    `autocheckpoint=False`: the caller checkpoints the WAL itself (sqlite_checkpoint)."""
     try:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -166,6 +167,8 @@ def connect(path: str) -> sqlite3.Connection:
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA synchronous = NORMAL")
+        if not autocheckpoint:
+            conn.execute("PRAGMA wal_autocheckpoint = 0")
         _ensure_schema(conn, path)
     except sqlite3.Error as exc:
         conn.close()
