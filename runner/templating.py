@@ -297,6 +297,9 @@ def render_runtime(spec: models.TaskSpec, ctx: models.RunContext) -> models.Task
     task has its name as instance id. A missing output renders as the empty string (as in GitHub
     Actions). In `run` every value is shell-quoted; literal `${{ '${{' }}` tokens become `${{`.
     """
+    fields = (spec.run, spec.args, spec.with_, spec.env, spec.workdir)
+    if not _templated(fields):  # most specs: nothing to fill, nothing to copy
+        return spec
     lookup = _runtime_lookup(ctx)
 
     def text(value: str, *, quote: bool = False) -> str:
@@ -317,6 +320,17 @@ def render_runtime(spec: models.TaskSpec, ctx: models.RunContext) -> models.Task
         env={k: text(v) for k, v in spec.env.items()},
         workdir=None if spec.workdir is None else text(spec.workdir),
     )
+
+
+def _templated(value: Any) -> bool:
+    """Whether a string anywhere in `value` (dicts, lists and tuples walked) holds `${{`."""
+    if isinstance(value, str):
+        return "${{" in value
+    if isinstance(value, dict):
+        return any(_templated(v) for v in value.values())
+    if isinstance(value, list | tuple):
+        return any(_templated(v) for v in value)
+    return False
 
 
 def _runtime_lookup(ctx: models.RunContext) -> Callable[[Ref], str]:
