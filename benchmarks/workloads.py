@@ -81,13 +81,30 @@ def _w2(base: str, folder: Path, repeat: int) -> list[str]:
     ]
 
 
-def _xargs(repeat: int) -> list[float]:
-    walls = []
+def _xargs() -> float:
+    t0 = time.perf_counter()
+    subprocess.run("seq 1000 | xargs -P4 -n1 true", shell=True, check=True)
+    return time.perf_counter() - t0
+
+
+def _w4(base: str, folder: Path, repeat: int) -> list[str]:
+    """W4, each run right after an xargs run (the reference), so each ratio compares two
+    runs seconds apart on this shared machine."""
+    plan = bench.independent(1000, Kind.RUN)
+    walls, cpus, refs = [], [], []
     for _ in range(repeat):
-        t0 = time.perf_counter()
-        subprocess.run("seq 1000 | xargs -P4 -n1 true", shell=True, check=True)
-        walls.append(time.perf_counter() - t0)
-    return walls
+        refs.append(_xargs())
+        r = _workload(base, folder, plan)
+        assert r.run.state.value == "succeeded", r.run.state
+        walls.append(r.wall)
+        cpus.append(r.cpu)
+    ratios = [w / x for w, x in zip(walls, refs, strict=True)]
+    return [
+        bench.summary([1000 / w for w in walls]) + " tasks/s",
+        f"{bench.summary(walls)} s (xargs -P4: {bench.summary(refs)} s; "
+        f"ratio {bench.summary(ratios)}×)",
+        f"{statistics.median(cpus) / 1000 * 1000:.2f}",
+    ]
 
 
 def _w5_child(url: str, n: int, out: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
@@ -180,26 +197,35 @@ def main() -> int:
         help="serve with N `runner worker` processes sharing the 4 slots (default: in-process)",
     )  # fmt: skip
     ap.add_argument("--prefetch", type=int, default=0, help="worker claim prefetch")
+    ap.add_argument(
+        "--only", default="W1,W2,W3,W4,W5,C", help="comma-separated workloads (default: all)"
+    )
     args = ap.parse_args()
+    only = {w.strip().upper() for w in args.only.split(",")}
     SERVE.update(processes=args.processes, prefetch=args.prefetch)
     rows: list[tuple[str, list[str]]] = []
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         b, r = args.store, args.repeat
-        rows.append(("W1 2,000 no-op call tasks", _w_rate(b, folder, bench.independent(2000), r)))
-        rows.append(("W2 chain of 200, hand-off", _w2(b, folder, r)))
-        rows.append(("W3 1 → 500 → 1", _w_rate(b, folder, bench.fan(500), r)))
-        w4 = _w_rate(b, folder, bench.independent(1000, Kind.RUN), r)
-        xargs = _xargs(r)
-        w4[1] += f" (xargs -P4: {bench.summary(xargs)} s)"
-        rows.append(("W4 1,000 × `true`", w4))
-        rows.append(("W5 submit 10,000-task DAG", _w5(b, folder, 10_000, r)))
-        if not args.skip_w5_100k:
-            rows.append(("W5 submit 100,000-task DAG", _w5(b, folder, 100_000, 1)))
-        if b == "sqlite":
+        w1: float | None = None
+        if "W1" in only:
+            rows.append(
+                ("W1 2,000 no-op call tasks", _w_rate(b, folder, bench.independent(2000), r))
+            )
+            w1 = float(rows[-1][1][0].split()[0])
+        if "W2" in only:
+            rows.append(("W2 chain of 200, hand-off", _w2(b, folder, r)))
+        if "W3" in only:
+            rows.append(("W3 1 → 500 → 1", _w_rate(b, folder, bench.fan(500), r)))
+        if "W4" in only:
+            rows.append(("W4 1,000 × `true`", _w4(b, folder, r)))
+        if "W5" in only:
+            rows.append(("W5 submit 10,000-task DAG", _w5(b, folder, 10_000, r)))
+            if not args.skip_w5_100k:
+                rows.append(("W5 submit 100,000-task DAG", _w5(b, folder, 100_000, 1)))
+        if "C" in only and b == "sqlite":
             rows.append(("C SQLite write txn/s, 1 process", _ceiling_sqlite(folder, r)))
-        elif b.startswith("etcd"):
-            w1 = float(rows[0][1][0].split()[0])
+        elif "C" in only and b.startswith("etcd"):
             rows.append(("C etcd CAS txn/s, 1 · 4 · 8 processes", _ceiling_etcd(b, r, w1)))
     table = _table(rows, args)
     print(table)

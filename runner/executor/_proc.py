@@ -125,7 +125,7 @@ def kill_group(pgid: int, signum: int) -> None:
 
 
 def spawn(
-    argv: Sequence[str], *, env: Mapping[str, str], cwd: str | None, stdin: int
+    argv: Sequence[str], *, env: Mapping[bytes, bytes], cwd: str | None, stdin: int
 ) -> subprocess.Popen[bytes]:
     """Start the attempt in a new session: its pid is its process group id.
 

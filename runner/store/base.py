@@ -226,9 +226,11 @@ class Store(Protocol):
         With `claim` > 0 the worker then takes up to `claim` more tasks as `claim(...,
         labels=labels)` would, with the queue as this finish left it (so a successor it made
         ready can be among them), and they are returned; [] when nothing is claimable or the
-        worker is draining. Once the finish is recorded, a failed claim returns [] rather than
-        raising: the worker claims again in its claim loop. SQLite does both in one
-        transaction; etcd in two, back to back."""
+        worker is draining. Fewer is always correct: once the finish is recorded, a failed
+        claim returns [] rather than raising, and the worker claims in its claim loop. SQLite
+        does both in one transaction; etcd claims (in a second transaction, right after) only
+        when the finish queued successors, so a chain's next task starts at once while
+        independent tasks are claimed in batches by the claim loop."""
         ...
 
     def sweep(self, *, now: float) -> list[TaskKey]:

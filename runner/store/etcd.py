@@ -291,10 +291,13 @@ class EtcdStore(etcd_dispatch.EtcdClusterMixin, EtcdCronMixin):
         claim: int = 0,
         labels: Mapping[str, str] | None = None,
     ) -> list[Lease]:
-        """See Store.finish: the finish transaction, then (with `claim`) a claim transaction
-        right after it, without waiting for the watch to report the queue change."""
-        etcd_finish.finish(self.ctx, lease, outcome, now=now)
-        if claim <= 0:
+        """See Store.finish: the finish transaction, then (with `claim`, when the finish
+        queued successors) a claim transaction right after it, without waiting for the watch
+        to report them. A finish that queued nothing claims nothing: the worker's claim loop
+        claims for several slots in one transaction, where one claim per slot thread would
+        race its siblings for the same head entries."""
+        queued = etcd_finish.finish(self.ctx, lease, outcome, now=now)
+        if claim <= 0 or not queued:
             return []
         try:
             return self.claim(lease.worker_id, now=now, limit=claim, labels=labels)

@@ -29,10 +29,11 @@ _ATTEMPT_STATE = {
 _RECORDED = {s.value for s in AttemptState} - {AttemptState.RUNNING.value, AttemptState.LOST.value}
 
 
-def finish(ctx: Ctx, lease: Lease, outcome: Outcome, *, now: float) -> None:
-    """Record how an attempt ended (see Store.finish). Raises LeaseLost on a stale token,
-    except on a retry after this object's earlier finish of the token failed ambiguously
-    (its reply lost) and the record shows that it committed: that retry succeeds."""
+def finish(ctx: Ctx, lease: Lease, outcome: Outcome, *, now: float) -> bool:
+    """Record how an attempt ended (see Store.finish); True when it queued tasks. Raises
+    LeaseLost on a stale token, except on a retry after this object's earlier finish of the
+    token failed ambiguously (its reply lost) and the record shows that it committed: that
+    retry succeeds."""
     tail = outcome.log_tail.encode()
     if len(tail) > etcd_logs.CHUNK:
         append_log(ctx, lease, outcome.log_tail)  # fenced too; keeps the finish txn small
@@ -48,7 +49,7 @@ def finish(ctx: Ctx, lease: Lease, outcome: Outcome, *, now: float) -> None:
         if isinstance(result, dict):
             seen = result  # a conflict: the current values, from the failure branch
             continue
-        tripped, props, ended = result
+        tripped, props, ended, queued = result
         ctx.uncertain.discard(lease.token)
         ctx.failpoints.hit("finish.after_commit")
         if tripped:  # this finish tripped failFast
@@ -57,7 +58,7 @@ def finish(ctx: Ctx, lease: Lease, outcome: Outcome, *, now: float) -> None:
             flow.drain(ctx.client, ctx.keys, lease.run_id, now=now)
         if ended or props or tripped:
             flow.maybe_end(ctx.client, ctx.keys, lease.run_id, now=now)
-        return
+        return queued
     raise errors.StoreError(f"finish {lease.run_id}/{lease.task_id}: too much contention")
 
 
@@ -89,9 +90,9 @@ def _complete_reads(ctx: Ctx, lease: Lease, tail: bytes, seen: Seen) -> Seen:
 
 def _finish_once(
     ctx: Ctx, lease: Lease, outcome: Outcome, tail: bytes, seen: Seen, *, now: float
-) -> tuple[bool, bool, bool] | Seen:
+) -> tuple[bool, bool, bool, bool] | Seen:
     """One decide-commit round: the current values on a conflict, else (failFast tripped,
-    `prop/` markers written, every task of the run terminal)."""
+    `prop/` markers written, every task of the run terminal, tasks queued)."""
     keys, run_id, task_id = ctx.keys, lease.run_id, lease.task_id
     own_key, task_key, run_key = (
         keys.own(run_id, task_id),
@@ -101,7 +102,7 @@ def _finish_once(
     own, task, run_item = seen.get(own_key), seen.get(task_key), seen.get(run_key)
     if not owns(own, lease) or task is None or run_item is None:
         if lease.token in ctx.uncertain and _recorded(task, lease):
-            return False, True, True  # an earlier call committed: only its follow-up remains
+            return False, True, True, False  # an earlier call committed: its follow-up remains
         raise errors.LeaseLost(run_id, task_id, lease.attempt)
     rec, run = loads(task.value), loads(run_item.value)
     halted = bool(run.get("halted"))
@@ -141,7 +142,7 @@ def _finish_once(
     tripped = bool(run.get("halted")) and not halted
     if queued and not tripped and not ctx.ahead:
         _expect(ctx, queued, run_item, res.revision)
-    return tripped, props, done >= int(run["tasks_total"])
+    return tripped, props, done >= int(run["tasks_total"]), bool(queued)
 
 
 def _expect(ctx: Ctx, queued: list[tuple[c.Item, flow.Rec]], run_item: c.Item, rev: int) -> None:

@@ -254,10 +254,10 @@ class SqliteStore(SqliteCronMixin, cluster.SqliteClusterMixin):
         with self._tx() as db:
             if self._check_worker(db, worker_id, now=now):
                 return []
-            leases = self._claim_in(db, worker_id, now=now, limit=limit, labels=labels)
-        if leases:
+            opened = self._claim_in(db, worker_id, now=now, limit=limit, labels=labels)
+        if opened:
             self._failpoints.hit("claim.after_commit")
-        return leases
+        return [o.lease() for o in opened]
 
     def _claim_in(
         self,
@@ -267,12 +267,12 @@ class SqliteStore(SqliteCronMixin, cluster.SqliteClusterMixin):
         now: float,
         limit: int,
         labels: Mapping[str, str] | None,
-    ) -> list[Lease]:
+    ) -> list[queue.Opened]:
         picked = queue.pick(db, worker_id, now=now, limit=limit, labels=labels)
-        leases = queue.open_attempts(db, worker_id, picked, now=now)
-        if leases:
+        opened = queue.open_attempts(db, worker_id, picked, now=now)
+        if opened:
             self._failpoints.hit("claim.before_commit")
-        return leases
+        return opened
 
     def append_log(self, lease: Lease, text: str) -> None:
         """Append to the attempt's log, keeping the last `log_limit` bytes. LeaseLost if stale."""
@@ -303,13 +303,13 @@ class SqliteStore(SqliteCronMixin, cluster.SqliteClusterMixin):
                 rows.append_log(db, key, outcome.log_tail, limit=self.log_limit)
             queue.record(db, lease, outcome, now=now)
             self._failpoints.hit("finish.before_commit")
-            leases: list[Lease] = []
+            opened: list[queue.Opened] = []
             if claim > 0 and not draining:
-                leases = self._claim_in(db, lease.worker_id, now=now, limit=claim, labels=labels)
+                opened = self._claim_in(db, lease.worker_id, now=now, limit=claim, labels=labels)
         self._failpoints.hit("finish.after_commit")
-        if leases:
+        if opened:
             self._failpoints.hit("claim.after_commit")
-        return leases
+        return [o.lease() for o in opened]
 
     def sweep(self, *, now: float) -> list[TaskKey]:
         """Lose the attempts of expired workers and time out runs past their deadline."""

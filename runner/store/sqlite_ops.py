@@ -56,14 +56,28 @@ def enqueue(
 
 
 def set_terminal(
-    db: sqlite3.Connection, run_id: str, task_ids: list[str], state: TaskState
+    db: sqlite3.Connection,
+    run_id: str,
+    task_ids: list[str],
+    state: TaskState,
+    *,
+    outputs: str | None = None,
 ) -> None:
-    """Make tasks terminal (out of the queue) and count them as done for their run."""
-    db.executemany(
-        "UPDATE tasks SET state = ?, ready_seq = NULL, assigned_to = NULL"
-        " WHERE run_id = ? AND task_id = ?",
-        [(state.value, run_id, tid) for tid in task_ids],
-    )
+    """Make tasks terminal (out of the queue) and count them as done for their run; with
+    `outputs` (one task), write its outputs JSON in the same statement."""
+    if outputs is not None:
+        (task_id,) = task_ids
+        db.execute(
+            "UPDATE tasks SET state = ?, ready_seq = NULL, assigned_to = NULL, outputs = ?"
+            " WHERE run_id = ? AND task_id = ?",
+            (state.value, outputs, run_id, task_id),
+        )
+    else:
+        db.executemany(
+            "UPDATE tasks SET state = ?, ready_seq = NULL, assigned_to = NULL"
+            " WHERE run_id = ? AND task_id = ?",
+            [(state.value, run_id, tid) for tid in task_ids],
+        )
     db.execute("UPDATE runs SET tasks_done = tasks_done + ? WHERE id = ?", (len(task_ids), run_id))
 
 
@@ -79,10 +93,19 @@ def cancel_unstarted(db: sqlite3.Connection, run_id: str) -> list[str]:
 
 
 def complete_task(
-    db: sqlite3.Connection, run_id: str, task_id: str, state: TaskState, *, now: float
+    db: sqlite3.Connection,
+    run_id: str,
+    task_id: str,
+    state: TaskState,
+    *,
+    now: float,
+    outputs: str | None = None,
+    left: int | None = None,
 ) -> None:
-    """A task reached a terminal state: failFast, successors, and the end of the run."""
-    set_terminal(db, run_id, [task_id], state)
+    """A task reached a terminal state: failFast, successors, and the end of the run.
+    `left`: the run's tasks not terminal before this one, when the caller read it (then
+    the run's end is only looked for when this task may be its last)."""
+    set_terminal(db, run_id, [task_id], state, outputs=outputs)
     if state is TaskState.FAILED:
         allow, fail_fast = db.execute(
             "SELECT t.allow_failure, r.fail_fast FROM tasks t JOIN runs r ON r.id = t.run_id"
@@ -91,13 +114,17 @@ def complete_task(
         ).fetchone()
         if fail_fast and transitions.counts_as_failure(state, bool(allow)):
             cancel_unstarted(db, run_id)
-    propagate(db, run_id, [task_id], now=now)
-    maybe_end_run(db, run_id, now=now)
+            left = None
+    skipped = propagate(db, run_id, [task_id], now=now)
+    if left is None or left - 1 - skipped <= 0:
+        maybe_end_run(db, run_id, now=now)
 
 
-def propagate(db: sqlite3.Connection, run_id: str, done: Iterable[str], *, now: float) -> None:
-    """Count terminal tasks off their successors; queue or skip (cascading) those now free."""
+def propagate(db: sqlite3.Connection, run_id: str, done: Iterable[str], *, now: float) -> int:
+    """Count terminal tasks off their successors; queue or skip (cascading) those now free.
+    Returns how many it skipped."""
     frontier = list(done)
+    skips = 0
     while frontier:
         rows = db.execute(
             "UPDATE tasks SET remaining_deps = remaining_deps - 1 WHERE run_id = ? AND task_id IN"
@@ -108,6 +135,8 @@ def propagate(db: sqlite3.Connection, run_id: str, done: Iterable[str], *, now: 
         free = [r for r in rows if r[1] <= 0 and r[2] == TaskState.PENDING.value]
         _, skipped = activate(db, run_id, [(r[0], r[3], r[4]) for r in free], now=now)
         frontier.extend(skipped)
+        skips += len(skipped)
+    return skips
 
 
 def activate(

@@ -5,9 +5,19 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 from runner import errors, transitions
-from runner.models import AttemptState, Lease, Outcome, Reason, RunContext, TaskSpec, TaskState
+from runner.models import (
+    AttemptState,
+    Lease,
+    Outcome,
+    Reason,
+    RunContext,
+    RunState,
+    TaskSpec,
+    TaskState,
+)
 from runner.store import sqlite_cluster as cluster
 from runner.store import sqlite_ops as ops
 
@@ -86,15 +96,36 @@ def pick(
     return picker.picked
 
 
+@dataclass(frozen=True, slots=True)
+class Opened:
+    """An attempt opened in the claim's transaction; `lease()` builds its Lease after the
+    commit, so parsing the spec does not lengthen the time the store's write lock is held."""
+
+    run_id: str
+    task_id: str
+    attempt: int
+    token: int
+    worker_id: str
+    spec_json: str
+    spec: TaskSpec | None  # parsed already when its templates needed upstream outputs
+    context: RunContext
+
+    def lease(self) -> Lease:
+        spec = self.spec or TaskSpec.from_dict(json.loads(self.spec_json))
+        return Lease(run_id=self.run_id, task_id=self.task_id, attempt=self.attempt,
+                     token=self.token, worker_id=self.worker_id, spec=spec,
+                     context=self.context)  # fmt: skip
+
+
 def open_attempts(
     db: sqlite3.Connection, worker_id: str, picked: list[Picked], *, now: float
-) -> list[Lease]:
-    """Make the picked tasks running under new attempts and fencing tokens; their leases."""
+) -> list[Opened]:
+    """Make the picked tasks running under new attempts and fencing tokens."""
     if not picked:
         return []
     first = ops.next_seq(db, len(picked))
     runs: dict[str, RunContext] = {}
-    leases = []
+    opened = []
     for token, (run_id, task_id, locks) in enumerate(picked, start=first):
         attempt, spec_json = _open_attempt(db, worker_id, (run_id, task_id), token, now=now)
         if locks:
@@ -102,11 +133,13 @@ def open_attempts(
                             worker_id=worker_id)  # fmt: skip
         if run_id not in runs:
             runs[run_id] = _start_run(db, run_id, now=now)
-        spec = TaskSpec.from_dict(json.loads(spec_json))
-        context = _with_outputs(db, runs[run_id], transitions.output_refs(spec))
-        leases.append(Lease(run_id=run_id, task_id=task_id, attempt=attempt, token=token,
-                            worker_id=worker_id, spec=spec, context=context))  # fmt: skip
-    return leases
+        spec, context = None, runs[run_id]
+        if "${{" in spec_json:  # templates: maybe upstream outputs to read now
+            spec = TaskSpec.from_dict(json.loads(spec_json))
+            context = _with_outputs(db, context, transitions.output_refs(spec))
+        opened.append(Opened(run_id, task_id, attempt, token, worker_id, spec_json, spec,
+                             context))  # fmt: skip
+    return opened
 
 
 def _open_attempt(
@@ -196,15 +229,21 @@ def record(db: sqlite3.Connection, lease: Lease, outcome: Outcome, *, now: float
             lease.attempt,
         ),
     )
-    if outcome.outputs or outcome.succeeded:
+    outputs = json.dumps(outcome.outputs) if outcome.outputs or outcome.succeeded else None
+    run_state, total, done = db.execute(
+        "SELECT state, tasks_total, tasks_done FROM runs WHERE id = ?", (run_id,)
+    ).fetchone()
+    if outcome.succeeded and not RunState(run_state).terminal:
+        ops.complete_task(db, run_id, task_id, TaskState.SUCCEEDED, now=now, outputs=outputs,
+                          left=total - done)  # fmt: skip
+        return
+    if outputs is not None:
         db.execute(
             "UPDATE tasks SET outputs = ? WHERE run_id = ? AND task_id = ?",
-            (json.dumps(outcome.outputs), run_id, task_id),
+            (outputs, run_id, task_id),
         )
-    if ops.run_state(db, run_id).terminal:
+    if RunState(run_state).terminal:
         ops.set_terminal(db, run_id, [task_id], TaskState.CANCELLED)
-    elif outcome.succeeded:
-        ops.complete_task(db, run_id, task_id, TaskState.SUCCEEDED, now=now)
     else:
         _failed(db, lease, outcome.reason, now=now)
 
