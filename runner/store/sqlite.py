@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 
 from runner import errors
 from runner.failpoints import Failpoints
@@ -44,6 +45,25 @@ _WATCHED = 0.5  # with inotify, a safety-net re-check of data_version this often
 _RECHECK = (0.001, 0.004, 0.015, 0.03)
 
 
+@dataclass(slots=True)
+class _Committed:
+    changed: bool = False  # the transaction wrote, or saw another connection's commit
+
+
+@dataclass(slots=True)
+class _Finish:
+    """A finish waiting for a transaction (see `SqliteStore.finish`)."""
+
+    lease: Lease
+    outcome: Outcome
+    now: float
+    claim: int
+    labels: Mapping[str, str] | None
+    opened: list[queue.Opened] = field(default_factory=list)
+    error: BaseException | None = None
+    done: bool = False
+
+
 class SqliteStore(SqliteCronMixin, cluster.SqliteClusterMixin):
     """The Store protocol on one SQLite file; see runner.store.base.Store for the contract."""
 
@@ -59,6 +79,8 @@ class SqliteStore(SqliteCronMixin, cluster.SqliteClusterMixin):
         self._version = 0  # the connection's PRAGMA data_version, last read
         self._polling = False  # a thread in wait() is polling data_version
         self._local = threading.local()  # per thread: (commits, version) last seen
+        self._pending: list[_Finish] = []  # finishes waiting for the lock (group commit)
+        self._pending_lock = threading.Lock()
         self._db: sqlite3.Connection | None = connect(path, autocheckpoint=False)
         self._checkpointer = Checkpointer(path)  # with the automatic checkpoint off
         self._writer = WriterLock(path)
@@ -71,12 +93,22 @@ class SqliteStore(SqliteCronMixin, cluster.SqliteClusterMixin):
     @contextmanager
     def _tx(self, *, write: bool = True) -> Iterator[sqlite3.Connection]:
         """One transaction under the object's lock; sqlite3 errors become StoreError."""
-        with self._lock, self._writer.held(write):
+        with self._lock, self._open(write) as (db, done):
+            yield db
+        if done.changed:
+            self._notify()
+
+    @contextmanager
+    def _open(self, write: bool) -> Iterator[tuple[sqlite3.Connection, _Committed]]:
+        """A transaction; the caller holds `self._lock` (and notifies waiters after releasing
+        it when `changed`: `wait()` takes the locks in the other order)."""
+        done = _Committed()
+        with self._writer.held(write):
             db = self._conn()
             before = db.total_changes
             try:
                 db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
-                yield db
+                yield db, done
                 (version,) = db.execute("PRAGMA data_version").fetchone()
                 db.execute("COMMIT")
             except sqlite3.Error as exc:
@@ -86,15 +118,16 @@ class SqliteStore(SqliteCronMixin, cluster.SqliteClusterMixin):
                 self._rollback(db)
                 raise
             wrote = db.total_changes != before
-            changed = wrote or version != self._version
+            done.changed = wrote or version != self._version
             self._commits += int(wrote)
             if wrote:
                 self._checkpointer.wrote()
             self._version = version
             self._local.seen = (self._commits, version)
-        if changed:
-            with self._cond:
-                self._cond.notify_all()
+
+    def _notify(self) -> None:
+        with self._cond:
+            self._cond.notify_all()
 
     def _conn(self) -> sqlite3.Connection:
         if self._db is None:
@@ -292,8 +325,48 @@ class SqliteStore(SqliteCronMixin, cluster.SqliteClusterMixin):
         labels: Mapping[str, str] | None = None,
     ) -> list[Lease]:
         """Record how the attempt ended and move the run on, fenced by `lease.token`; with
-        `claim`, take the worker's next tasks in the same transaction."""
-        with self._tx() as db:
+        `claim`, take the worker's next tasks in the same transaction.
+
+        Group commit: finishes that threads of this process ask for while another one holds
+        the store commit in one transaction (each in a savepoint, so a stale token fails only
+        its own), which saves a BEGIN/COMMIT and the WAL frames of the pages they share."""
+        req = _Finish(lease, outcome, now, claim, labels)
+        with self._pending_lock:
+            self._pending.append(req)
+        changed = False
+        with self._lock:
+            if not req.done:
+                with self._pending_lock:
+                    batch, self._pending = self._pending, []
+                try:
+                    with self._open(True) as (db, done):
+                        for r in batch:
+                            self._finish_in(db, r, alone=len(batch) == 1)
+                except BaseException as exc:
+                    for r in batch:
+                        r.done = True
+                        if r is not req:  # theirs failed with ours: their workers retry
+                            r.error = errors.StoreError(f"store {self.path}: {exc}")
+                    raise
+                for r in batch:
+                    r.done = True
+                changed = done.changed
+        if changed:
+            self._notify()
+        if req.error is not None:
+            raise req.error
+        self._failpoints.hit("finish.after_commit")
+        if req.opened:
+            self._failpoints.hit("claim.after_commit")
+        return [o.lease() for o in req.opened]
+
+    def _finish_in(self, db: sqlite3.Connection, req: _Finish, *, alone: bool) -> None:
+        """One finish inside the open transaction; in a batch, a stale token rolls back only
+        its own savepoint."""
+        if not alone:
+            db.execute("SAVEPOINT finish")
+        try:
+            lease, outcome, now = req.lease, req.outcome, req.now
             draining = queue.check_owner(db, lease, now=now)
             db.execute("DELETE FROM ownership WHERE token = ?", (lease.token,))
             if lease.spec.mutex or lease.spec.semaphore:
@@ -303,13 +376,17 @@ class SqliteStore(SqliteCronMixin, cluster.SqliteClusterMixin):
                 rows.append_log(db, key, outcome.log_tail, limit=self.log_limit)
             queue.record(db, lease, outcome, now=now)
             self._failpoints.hit("finish.before_commit")
-            opened: list[queue.Opened] = []
-            if claim > 0 and not draining:
-                opened = self._claim_in(db, lease.worker_id, now=now, limit=claim, labels=labels)
-        self._failpoints.hit("finish.after_commit")
-        if opened:
-            self._failpoints.hit("claim.after_commit")
-        return [o.lease() for o in opened]
+            if req.claim > 0 and not draining:
+                req.opened = self._claim_in(
+                    db, lease.worker_id, now=now, limit=req.claim, labels=req.labels
+                )
+        except errors.LeaseLost as exc:
+            if alone:
+                raise
+            db.execute("ROLLBACK TO finish")
+            req.error, req.opened = exc, []
+        if not alone:
+            db.execute("RELEASE finish")
 
     def sweep(self, *, now: float) -> list[TaskKey]:
         """Lose the attempts of expired workers and time out runs past their deadline."""

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
 from runner import errors
-from runner.models import RunState
+from runner.models import Lease, RunState
 from runner.store import open_store, sqlite, sqlite_queue, sqlite_schema
 from tests.contract import plans
 from tests.contract.plans import T0, claim_one, ok, states, worker
@@ -163,5 +165,47 @@ def test_claim_query_walks_the_queue_index(tmp_path: Path) -> None:
         plan = " ".join(str(row[-1]) for row in db.execute(sql, (T0,)))
         assert "USING INDEX tasks_queue" in plan
         assert "TEMP B-TREE" not in plan  # no sort: the index gives the order
+    finally:
+        store.close()
+
+
+def test_finishes_waiting_for_the_lock_commit_together_and_a_stale_one_fails_alone(
+    tmp_path: Path,
+) -> None:
+    store = sqlite.SqliteStore(str(tmp_path / "s.db"))
+    try:
+        store.create_run(plans.fan_out(4), run_id="r1", now=T0)
+        w = worker(store)
+        first, *rest = store.claim(w, now=T0, limit=4)
+        store.finish(first, ok(), now=T0)  # `first` is stale from here on
+        results: dict[str, object] = {}
+
+        def finish(lease: Lease) -> None:
+            try:
+                results[lease.task_id] = store.finish(lease, ok(n=lease.task_id), now=T0)
+            except errors.LeaseLost as exc:
+                results[lease.task_id] = exc
+
+        commits = store._commits
+        threads = [threading.Thread(target=finish, args=(x,)) for x in (*rest, first)]
+        with store._lock:  # hold the store while all four queue up behind it
+            for t in threads:
+                t.start()
+            deadline = time.monotonic() + 10
+            while len(store._pending) < 4:
+                assert time.monotonic() < deadline, "the finishes did not queue up"
+                time.sleep(0.001)
+        for t in threads:
+            t.join()
+        assert store._commits == commits + 1  # one transaction for all four
+        assert isinstance(results["t0"], errors.LeaseLost)
+        assert [results[x.task_id] for x in rest] == [[], [], []]
+        run = store.get_run("r1")
+        assert run.state is RunState.SUCCEEDED
+        assert {t.id: t.outputs for t in run.tasks} == {
+            "t0": {},
+            **{x.task_id: {"n": x.task_id} for x in rest},
+        }
+        assert all(len(t.attempts) == 1 for t in run.tasks)
     finally:
         store.close()
