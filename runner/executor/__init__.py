@@ -92,8 +92,8 @@ class Executor:
         # password; tasks that call runner themselves can use RUNNER_ETCD_PASSWORD_FILE.
         self._base_env.pop(config.ENV_ETCD_PASSWORD, None)
         self._tag = self._base_env[TAG_VAR]
-        # Encoded once: Popen encodes every variable of `env` on each spawn in Python (~0.1 ms
-        # for a typical environment), and passes bytes through as they are.
+        # Encoded once: Popen runs every variable of `env` through os.fsencode on each spawn,
+        # which returns bytes as they are, so only the attempt's own variables are encoded.
         self._base_env_bytes = {os.fsencode(k): os.fsencode(v) for k, v in self._base_env.items()}
         self._devnull = os.open(os.devnull, os.O_RDONLY)
         self._reaper = Reaper(self._tag)
