@@ -35,7 +35,7 @@ from runner.store import sqlite_rows as rows
 from runner.store.sqlite_checkpoint import Checkpointer, WriterLock
 from runner.store.sqlite_cron import SqliteCronMixin
 from runner.store.sqlite_notify import WalWatcher
-from runner.store.sqlite_schema import connect, translate
+from runner.store.sqlite_schema import BUSY_TIMEOUT_MS, connect, translate
 
 # How often `wait` looks for commits of other connections (PRAGMA data_version): an idle
 # waiter stays under 1% CPU (each wake-up costs ~0.15 ms on a small VM: ~0.75%), and a change
@@ -83,7 +83,7 @@ class SqliteStore(SqliteCronMixin, cluster.SqliteClusterMixin):
         self._pending_lock = threading.Lock()
         self._db: sqlite3.Connection | None = connect(path, autocheckpoint=False)
         self._checkpointer = Checkpointer(path)  # with the automatic checkpoint off
-        self._writer = WriterLock(path)
+        self._writer = WriterLock(path, timeout=BUSY_TIMEOUT_MS / 1000)
         # Other processes' commits wake wait() through inotify on the WAL file; without it,
         # wait() polls PRAGMA data_version every _POLL seconds.
         self._watcher = WalWatcher(path)

@@ -16,7 +16,10 @@ import logging
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
+
+from runner import errors
 
 logger = logging.getLogger(__name__)
 
@@ -73,11 +76,14 @@ class Checkpointer:
 
 class WriterLock:
     """Queue the writers of one store file on an flock of `<file>-lock`: a writer that finds
-    the file busy sleeps in the kernel and wakes when the holder releases, instead of in
-    SQLite's busy handler (1, 2, 5, 10 ... ms naps: with several worker processes, most of
-    their time). The kernel drops the lock of a process that dies."""
+    it taken retries after 50 µs, doubling up to 5 ms, instead of napping in SQLite's busy
+    handler (1, 2, 5, 10 ... ms: with several worker processes, most of their time). Like
+    SQLite's busy timeout, it gives up after `timeout` seconds (a holder stopped with SIGSTOP
+    must not hang every other process); the kernel drops the lock of a process that dies."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, *, timeout: float) -> None:
+        self.path = path
+        self.timeout = timeout
         self._fd: int | None = None
         with contextlib.suppress(OSError):  # unwritable folder: SQLite's own locking alone
             self._fd = os.open(path + "-lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
@@ -86,12 +92,27 @@ class WriterLock:
     def held(self, write: bool) -> Iterator[None]:
         fd = self._fd if write else None
         if fd is not None:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            self._acquire(fd)
         try:
             yield
         finally:
             if fd is not None:
                 fcntl.flock(fd, fcntl.LOCK_UN)
+
+    def _acquire(self, fd: int) -> None:
+        pause, deadline = 0.00005, time.monotonic() + self.timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise errors.StoreUnavailable(
+                        f"store {self.path}: another process held its write lock for "
+                        f"{self.timeout:.0f} s; try again"
+                    ) from None
+            time.sleep(pause)  # a backoff between attempts, like SQLite's busy handler
+            pause = min(pause * 2, 0.005)
 
     def close(self) -> None:
         if self._fd is not None:

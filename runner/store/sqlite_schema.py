@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import time
 from pathlib import Path
 
 from runner import errors
@@ -163,20 +164,31 @@ def connect(path: str, *, autocheckpoint: bool = True) -> sqlite3.Connection:
         )
     except sqlite3.Error as exc:
         raise translate(exc, path) from exc
-    try:
-        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute("PRAGMA synchronous = NORMAL")
-        if not autocheckpoint:
-            conn.execute("PRAGMA wal_autocheckpoint = 0")
-        _ensure_schema(conn, path)
-    except sqlite3.Error as exc:
-        conn.close()
-        raise translate(exc, path) from exc
-    except errors.StoreError:
-        conn.close()
-        raise
-    return conn
+    for attempt in range(3):
+        started = time.monotonic()
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")
+            if not autocheckpoint:
+                conn.execute("PRAGMA wal_autocheckpoint = 0")
+            _ensure_schema(conn, path)
+            return conn
+        except sqlite3.OperationalError as exc:
+            # SQLite answers "locked" at once, without its busy handler, in some races of
+            # processes opening a new file together (switching it to WAL): try again.
+            quick = time.monotonic() - started < 1.0 and "locked" in str(exc).lower()
+            if not quick or attempt == 2:
+                conn.close()
+                raise translate(exc, path) from exc
+            time.sleep(0.05 * (attempt + 1))  # a backoff: let the other opener finish
+        except sqlite3.Error as exc:
+            conn.close()
+            raise translate(exc, path) from exc
+        except errors.StoreError:
+            conn.close()
+            raise
+    raise AssertionError("unreachable")
 
 
 def _ensure_schema(conn: sqlite3.Connection, path: str) -> None:

@@ -3,12 +3,25 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.e2e.helpers import Cli
+
+
+@pytest.fixture(autouse=True)
+def _reap_started_processes() -> Iterator[None]:
+    """Kill what a test started and left running (a failed test stops half-way), so its
+    processes neither outlive it nor surface as ResourceWarnings in a later test."""
+    yield
+    while Cli.live:
+        proc = Cli.live.pop()
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
 
 
 @pytest.fixture(params=["sqlite", "etcd"])

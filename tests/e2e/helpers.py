@@ -10,7 +10,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 WORKFLOWS = Path(__file__).parent / "workflows"
 REPO = Path(__file__).resolve().parents[2]
@@ -18,6 +18,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 class Cli:
     """The runner CLI in `cwd`, on a SQLite store in that folder."""
+
+    live: ClassVar[list[subprocess.Popen[bytes]]] = []  # started; conftest reaps leftovers
 
     def __init__(self, cwd: Path, store: str | None = None) -> None:
         self.cwd = cwd
@@ -47,13 +49,15 @@ class Cli:
         goes to `proc-<n>.log` in the folder."""
         self._started += 1
         with open(self.cwd / f"proc-{self._started}.log", "wb") as log:
-            return subprocess.Popen(
+            proc = subprocess.Popen(
                 [sys.executable, "-m", "runner", *args],
                 cwd=self.cwd,
                 env={**self.env, **(env or {})},
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
+        Cli.live.append(proc)
+        return proc
 
     def get_run(self, run_id: str = "@latest") -> dict[str, Any]:
         res = self.run("get", "run", run_id, "-o", "json")

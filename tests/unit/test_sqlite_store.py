@@ -12,7 +12,7 @@ import pytest
 
 from runner import errors
 from runner.models import Lease, RunState
-from runner.store import open_store, sqlite, sqlite_queue, sqlite_schema
+from runner.store import open_store, sqlite, sqlite_checkpoint, sqlite_queue, sqlite_schema
 from tests.contract import plans
 from tests.contract.plans import T0, claim_one, ok, states, worker
 
@@ -209,3 +209,39 @@ def test_finishes_waiting_for_the_lock_commit_together_and_a_stale_one_fails_alo
         assert all(len(t.attempts) == 1 for t in run.tasks)
     finally:
         store.close()
+
+
+def test_writer_lock_waits_for_its_holder_and_gives_up_after_its_timeout(tmp_path: Path) -> None:
+    path = str(tmp_path / "s.db")
+    holder = sqlite_checkpoint.WriterLock(path, timeout=30)
+    waiter = sqlite_checkpoint.WriterLock(path, timeout=0.2)
+    try:
+        with holder.held(True):
+            with pytest.raises(errors.StoreUnavailable) as info, waiter.held(True):
+                pass
+            assert "held its write lock" in info.value.message
+            with waiter.held(False):  # readers never take it
+                pass
+        acquired, release, got = threading.Event(), threading.Event(), threading.Event()
+
+        def hold() -> None:
+            with holder.held(True):
+                acquired.set()
+                release.wait(10)
+
+        def wait_for_it() -> None:
+            with sqlite_checkpoint.WriterLock(path, timeout=30).held(True):
+                got.set()
+
+        threads = [threading.Thread(target=hold), threading.Thread(target=wait_for_it)]
+        threads[0].start()
+        assert acquired.wait(10)
+        threads[1].start()
+        assert not got.wait(0.1)  # still queued behind the holder
+        release.set()
+        assert got.wait(10)  # and in once it let go
+        for t in threads:
+            t.join()
+    finally:
+        holder.close()
+        waiter.close()
