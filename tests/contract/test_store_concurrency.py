@@ -97,14 +97,20 @@ def test_claim_from_processes_claims_each_task_once(store_url: str, store: Store
     assert store.get_run("r1").state is RunState.SUCCEEDED
 
 
+def _diamond_before_join(store: Store) -> tuple[str, Lease, Lease]:
+    """A diamond run with `a` done and `b`, `c` claimed: (worker, lease of b, lease of c)."""
+    store.create_run(plans.diamond(), run_id="r1", now=T0)
+    w = worker(store)
+    store.finish(claim_one(store, w), ok(), now=T0)
+    b, c = store.claim(w, now=T0, limit=2)
+    return w, b, c
+
+
 @pytest.mark.parametrize("round_", range(15))
 def test_join_successor_is_queued_once_when_predecessors_finish_together(
     stores: list[Store], round_: int
 ) -> None:
-    stores[0].create_run(plans.diamond(), run_id="r1", now=T0)
-    w = worker(stores[0])
-    stores[0].finish(claim_one(stores[0], w), ok(), now=T0)
-    b, c = stores[0].claim(w, now=T0, limit=2)
+    w, b, c = _diamond_before_join(stores[0])
     _run_threads(
         [
             lambda: stores[1].finish(b, ok(), now=T0),
@@ -120,10 +126,7 @@ def test_join_successor_is_queued_once_when_predecessors_finish_together(
 def test_join_successor_is_claimed_once_by_finishes_that_claim(
     stores: list[Store], round_: int
 ) -> None:
-    stores[0].create_run(plans.diamond(), run_id="r1", now=T0)
-    w = worker(stores[0])
-    stores[0].finish(claim_one(stores[0], w), ok(), now=T0)
-    b, c = stores[0].claim(w, now=T0, limit=2)
+    _, b, c = _diamond_before_join(stores[0])
     got: list[list[Lease]] = []
     _run_threads(
         [
