@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from runner import engine
+from runner import config, engine
 from runner.executor import Executor
 from runner.models import Kind, Plan, Run, TaskSpec, WorkerInfo
 from runner.store import Store, open_store
@@ -60,6 +60,13 @@ def wide_dag(n: int) -> Plan:
         back = 1 + (i * 7919) % min(10, i)
         tasks.append(_task(i, (f"t{i - back}",)))
     return Plan(workflow=f"dag-{n}", tasks=tuple(tasks))
+
+
+def open_url(url: str) -> Store:
+    """The store at `url`, with the etcd credentials of the environment (RUNNER_ETCD_USER,
+    RUNNER_ETCD_PASSWORD or _FILE), as `runner worker` processes open it."""
+    settings = config.from_env(os.environ, store=url)
+    return open_store(url, etcd_user=settings.etcd_user, etcd_password=settings.etcd_password)
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,7 +121,7 @@ def run_workload(
     """Submit `plan` and return when the run is done. The work is served by one in-process
     worker of `slots` slots (as `runner apply` does), or with `processes` > 0 by that many
     `runner worker` processes sharing the slots (as a cluster does)."""
-    submitter = open_store(store_url)
+    submitter = open_url(store_url)
     workers = _Workers(store_url, slots=slots, log_dir=log_dir, prefetch=prefetch)
     try:
         workers.start(processes)
@@ -139,7 +146,7 @@ class _Workers:
     def start(self, processes: int) -> None:
         if processes <= 0:
             self.worker = Worker(
-                open_store(self.url),
+                open_url(self.url),
                 Executor(slots=self.slots, log_dir=self.log_dir, log_limit=64 * 1024),
                 name="bench",
                 concurrency=self.slots,
@@ -192,7 +199,7 @@ def handoffs(run: Run) -> list[float]:
 
 def submit_only(store_url: str, plan: Plan) -> tuple[float, float]:
     """W5: seconds until every task is stored and the first is claimable; peak RSS in MiB."""
-    store = open_store(store_url)
+    store = open_url(store_url)
     try:
         t0 = time.perf_counter()
         engine.submit(store, plan, now=time.time())
@@ -200,6 +207,7 @@ def submit_only(store_url: str, plan: Plan) -> tuple[float, float]:
         claimed = store.claim("w5", now=time.time(), limit=1)
         seconds = time.perf_counter() - t0
         assert claimed, "the first task was not claimable"
+        store.deregister_worker("w5", now=time.time())  # the claimed task goes back
     finally:
         store.close()
     return seconds, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -18,7 +18,15 @@ from collections.abc import Sequence
 
 import runner
 from runner import config, errors
-from runner.cli import cluster_cmds, cron_cmds, gc_cmds, get_cmds, run_cmds, workflow_cmds
+from runner.cli import (
+    bench_cmds,
+    cluster_cmds,
+    cron_cmds,
+    gc_cmds,
+    get_cmds,
+    run_cmds,
+    workflow_cmds,
+)
 
 EPILOG = """\
 exit codes:
@@ -59,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     cron_cmds.add_parsers(sub)
     cluster_cmds.add_parsers(sub)
     gc_cmds.add_parsers(sub)
+    bench_cmds.add_parsers(sub)
     return parser
 
 
