@@ -104,18 +104,24 @@ def test_dispatch_distributions_end_to_end(
     assert chi2 < 13.82  # 2 degrees of freedom, p = 0.001
 
 
-def test_least_load_gives_a_slow_worker_fewer_tasks(tmp_path: Path) -> None:
-    cli = Cli(tmp_path)
+@pytest.mark.parametrize("backend", ["sqlite", "etcd"])
+def test_least_load_gives_a_slow_worker_fewer_tasks(
+    tmp_path: Path, backend: str, request: pytest.FixtureRequest
+) -> None:
+    cli = _cli(tmp_path, backend, request)
     slow = 'case "$RUNNER_WORKER_NAME" in slow) sleep 0.4;; *) sleep 0.05;; esac'
     flags = [["--name", n, "--concurrency", "2"] for n in ("fast", "slow")]
     with _cluster(cli, *flags, dispatch="least_load"):
         counts = _per_worker(_apply(cli, _write(cli, "ll", 40, run=slow)))
-    print(f"least_load {dict(counts)}")
+    print(f"{backend}: least_load {dict(counts)}")
     assert counts["fast"] > 2 * counts["slow"]
 
 
-def test_mutex_across_runs_never_overlaps_with_real_workers(tmp_path: Path) -> None:
-    cli = Cli(tmp_path)
+@pytest.mark.parametrize("backend", ["sqlite", "etcd"])
+def test_mutex_across_runs_never_overlaps_with_real_workers(
+    tmp_path: Path, backend: str, request: pytest.FixtureRequest
+) -> None:
+    cli = _cli(tmp_path, backend, request)
     held = tmp_path / "held"
     body = f"mkdir {held} && sleep 0.05 && rmdir {held}"  # mkdir fails on an overlap
     extra = "      mutex: db\n"
@@ -129,8 +135,11 @@ def test_mutex_across_runs_never_overlaps_with_real_workers(tmp_path: Path) -> N
     assert (res.returncode, json.loads(res.stdout)) == (0, [])
 
 
-def test_worker_drain_by_name_from_elsewhere(tmp_path: Path) -> None:
-    cli = Cli(tmp_path)
+@pytest.mark.parametrize("backend", ["sqlite", "etcd"])
+def test_worker_drain_by_name_from_elsewhere(
+    tmp_path: Path, backend: str, request: pytest.FixtureRequest
+) -> None:
+    cli = _cli(tmp_path, backend, request)
     ready = tmp_path / "started"
     path = _write(cli, "drained", 1, run=f"touch {ready} && sleep 1")
     proc = cli.start("worker", "--name", "dr", "--lease-ttl", "2", "--drain-timeout", "20")
