@@ -34,6 +34,7 @@ from runner.store import (
 )
 from runner.store import etcd_client as c
 from runner.store import etcd_flow as flow
+from runner.store import etcd_handoff as handoff
 from runner.store.etcd_cron import EtcdCronMixin
 from runner.store.etcd_keys import Keys, dumps, loads, run_from_dict, task_record
 from runner.store.etcd_watch import Watcher
@@ -291,19 +292,34 @@ class EtcdStore(etcd_dispatch.EtcdClusterMixin, EtcdCronMixin):
         claim: int = 0,
         labels: Mapping[str, str] | None = None,
     ) -> list[Lease]:
-        """See Store.finish: the finish transaction, then (with `claim`, when the finish
-        queued successors) a claim transaction right after it, without waiting for the watch
-        to report them. A finish that queued nothing claims nothing: the worker's claim loop
-        claims for several slots in one transaction, where one claim per slot thread would
-        race its siblings for the same head entries."""
-        queued = etcd_finish.finish(self.ctx, lease, outcome, now=now)
-        if claim <= 0 or not queued:
-            return []
+        """See Store.finish. With `claim`, the finish transaction itself hands the finishing
+        worker a successor it made ready when nothing is ahead of it in the queue (see
+        `etcd_handoff`); when it queued successors without handing one over, a claim
+        transaction follows right after it, without waiting for the watch to report them. A
+        finish that queued nothing claims nothing: the worker's claim loop claims for several
+        slots in one transaction, where one claim per slot thread would race its siblings for
+        the same head entries."""
+        taker = self._taker(lease.worker_id, labels) if claim > 0 else None
+        queued, leases = etcd_finish.finish(self.ctx, lease, outcome, now=now, taker=taker)
+        if leases or claim <= 0 or not queued:
+            return leases
         try:
             return self.claim(lease.worker_id, now=now, limit=claim, labels=labels)
         except errors.StoreError as exc:  # LeaseLost too: the claim loop will find out
             logger.debug("claim after finish failed: %s", exc)
             return []
+
+    def _taker(self, worker_id: str, labels: Mapping[str, str] | None) -> handoff.Taker | None:
+        """Who a finish may hand a successor to: the worker, unless it is draining or has
+        tasks assigned by the scheduler (those come first)."""
+        try:
+            view = self._worker_view(worker_id)
+            lease = self._leases.get(worker_id) or self._lease_of(worker_id)[0]
+        except errors.StoreError:
+            return None  # LeaseLost too: the finish itself will say so
+        if view.draining or view.assigned:
+            return None
+        return handoff.Taker(worker_id, lease, labels)
 
     def sweep(self, *, now: float) -> list[TaskKey]:
         """Lose attempts of expired leases, time out runs, drain leftover markers. Skipped

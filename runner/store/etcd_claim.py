@@ -236,15 +236,15 @@ def _commit_claim(
         token = _claimed_anyway(ctx, picks, nonce)
         if not token:
             raise
-        return _leases(ctx, picks, runs, worker_id, token)
+        return leases_of(ctx, picks, runs, worker_id, token)
     if not res.succeeded:
         return []
     ctx.failpoints.hit("claim.after_commit")
     found = {i.key: i for i in c.items_of(res.responses)}
     for slot, p in enumerate(picks):
-        _remember(ctx, p, slot, res.revision, after, {k: found.get(k) for k in succ_keys})
+        remember(ctx, p, slot, res.revision, after, {k: found.get(k) for k in succ_keys})
     _expect(ctx, found, after, res.revision)
-    return _leases(ctx, picks, runs, worker_id, res.revision)
+    return leases_of(ctx, picks, runs, worker_id, res.revision)
 
 
 def _lock_compares(keys: Keys, picks: list[Pick]) -> list[Any]:
@@ -312,9 +312,7 @@ def _succ_keys(keys: Keys, picks: list[Pick], *, room: int) -> list[str]:
     return out
 
 
-def _remember(
-    ctx: Ctx, p: Pick, slot: int, rev: int, after: dict[str, c.Item], succs: Seen
-) -> None:
+def remember(ctx: Ctx, p: Pick, slot: int, rev: int, after: dict[str, c.Item], succs: Seen) -> None:
     """Keep what the claim wrote, for the finish of this attempt."""
     keys, task_id = ctx.keys, p.rec["spec"]["id"]
     run_key, own_key = keys.run(p.run_id), keys.own(p.run_id, task_id)
@@ -336,12 +334,21 @@ def _claim_ops(
     b: flow.Batch, keys: Keys, p: Pick, worker_id: str, lease_id: int, nonce: str, slot: int,
     *, now: float,
 ) -> None:  # fmt: skip
-    task_id = p.rec["spec"]["id"]
-    number = len(p.rec.get("attempts", [])) + 1
     b.guard(p.entry.key, p.entry.mod)
     b.guard(p.task.key, p.task.mod)
-    b.compares.append(c.created_at(keys.own(p.run_id, task_id), 0))
+    b.compares.append(c.created_at(keys.own(p.run_id, p.rec["spec"]["id"]), 0))
     b.delete(p.entry.key)
+    claim_writes(b, keys, p, worker_id, lease_id, nonce, slot, now=now)
+
+
+def claim_writes(
+    b: flow.Batch, keys: Keys, p: Pick, worker_id: str, lease_id: int, nonce: str, slot: int,
+    *, now: float,
+) -> None:  # fmt: skip
+    """The writes of a claim of `p` (its compares are the caller's): a new running attempt in
+    the task record, the ownership key on the worker's lease, lock holders, the `held` key."""
+    task_id = p.rec["spec"]["id"]
+    number = len(p.rec.get("attempts", [])) + 1
     p.rec.pop("qkey", None)
     p.rec.update(state=TaskState.RUNNING.value, waiting_reason=None)
     p.rec.setdefault("attempts", []).append(
@@ -376,7 +383,7 @@ def _claimed_anyway(ctx: Ctx, picks: list[Pick], nonce: str) -> int:
     return own.create  # picks[0] has slot 0
 
 
-def _leases(
+def leases_of(
     ctx: Ctx, picks: list[Pick], runs: dict[str, c.Item], worker_id: str, token: int
 ) -> list[Lease]:
     refs = {(p.run_id, r) for p in picks for r in p.rec.get("refs", [])}

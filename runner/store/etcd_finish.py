@@ -18,6 +18,7 @@ from runner.models import AttemptState, Lease, Outcome, Reason, TaskSpec, TaskSt
 from runner.store import etcd_client as c
 from runner.store import etcd_cluster as cluster
 from runner.store import etcd_flow as flow
+from runner.store import etcd_handoff as handoff
 from runner.store import etcd_logs
 from runner.store.etcd_keys import claim_revision, dumps, loads
 from runner.store.etcd_work import Ctx, Seen, append_log, complete, decide_outcome, log_ops, owns
@@ -29,11 +30,14 @@ _ATTEMPT_STATE = {
 _RECORDED = {s.value for s in AttemptState} - {AttemptState.RUNNING.value, AttemptState.LOST.value}
 
 
-def finish(ctx: Ctx, lease: Lease, outcome: Outcome, *, now: float) -> bool:
-    """Record how an attempt ended (see Store.finish); True when it queued tasks. Raises
-    LeaseLost on a stale token, except on a retry after this object's earlier finish of the
-    token failed ambiguously (its reply lost) and the record shows that it committed: that
-    retry succeeds."""
+def finish(
+    ctx: Ctx, lease: Lease, outcome: Outcome, *, now: float, taker: handoff.Taker | None = None
+) -> tuple[bool, list[Lease]]:
+    """Record how an attempt ended (see Store.finish). Returns whether it queued tasks, and
+    the lease of a successor it handed to `taker` (see `etcd_handoff`). Raises LeaseLost on
+    a stale token, except on a retry after this object's earlier finish of the token failed
+    ambiguously (its reply lost) and the record shows that it committed: that retry succeeds
+    (and returns the successor that finish handed over, if any)."""
     tail = outcome.log_tail.encode()
     if len(tail) > etcd_logs.CHUNK:
         append_log(ctx, lease, outcome.log_tail)  # fenced too; keeps the finish txn small
@@ -42,14 +46,14 @@ def finish(ctx: Ctx, lease: Lease, outcome: Outcome, *, now: float) -> bool:
     for _ in range(200):
         seen = _complete_reads(ctx, lease, tail, seen)
         try:
-            result = _finish_once(ctx, lease, outcome, tail, seen, now=now)
+            result = _finish_once(ctx, lease, outcome, tail, seen, now=now, taker=taker)
         except errors.LeaseLost:
             ctx.uncertain.discard(lease.token)
             raise
         if isinstance(result, dict):
             seen = result  # a conflict: the current values, from the failure branch
             continue
-        tripped, props, ended, queued = result
+        tripped, props, ended, queued, leases = result
         ctx.uncertain.discard(lease.token)
         ctx.failpoints.hit("finish.after_commit")
         if tripped:  # this finish tripped failFast
@@ -58,7 +62,7 @@ def finish(ctx: Ctx, lease: Lease, outcome: Outcome, *, now: float) -> bool:
             flow.drain(ctx.client, ctx.keys, lease.run_id, now=now)
         if ended or props or tripped:
             flow.maybe_end(ctx.client, ctx.keys, lease.run_id, now=now)
-        return queued
+        return queued, leases
     raise errors.StoreError(f"finish {lease.run_id}/{lease.task_id}: too much contention")
 
 
@@ -89,10 +93,12 @@ def _complete_reads(ctx: Ctx, lease: Lease, tail: bytes, seen: Seen) -> Seen:
 
 
 def _finish_once(
-    ctx: Ctx, lease: Lease, outcome: Outcome, tail: bytes, seen: Seen, *, now: float
-) -> tuple[bool, bool, bool, bool] | Seen:
+    ctx: Ctx, lease: Lease, outcome: Outcome, tail: bytes, seen: Seen, *, now: float,
+    taker: handoff.Taker | None,
+) -> tuple[bool, bool, bool, bool, list[Lease]] | Seen:  # fmt: skip
     """One decide-commit round: the current values on a conflict, else (failFast tripped,
-    `prop/` markers written, every task of the run terminal, tasks queued)."""
+    `prop/` markers written, every task of the run terminal, tasks queued, the lease of a
+    successor handed over)."""
     keys, run_id, task_id = ctx.keys, lease.run_id, lease.task_id
     own_key, task_key, run_key = (
         keys.own(run_id, task_id),
@@ -102,7 +108,10 @@ def _finish_once(
     own, task, run_item = seen.get(own_key), seen.get(task_key), seen.get(run_key)
     if not owns(own, lease) or task is None or run_item is None:
         if lease.token in ctx.uncertain and _recorded(task, lease):
-            return False, True, True, False  # an earlier call committed: its follow-up remains
+            # an earlier call committed: its follow-up remains, and its hand-off
+            assert task is not None
+            rec = loads(task.value)
+            return False, True, True, False, handoff.recover(ctx, lease.token, run_id, rec, taker)
         raise errors.LeaseLost(run_id, task_id, lease.attempt)
     rec, run = loads(task.value), loads(run_item.value)
     halted = bool(run.get("halted"))
@@ -128,6 +137,7 @@ def _finish_once(
     for name, _ in cluster.spec_locks(rec["spec"]):  # release the attempt's locks
         b.delete(cluster.lock_key(keys, name, run_id, task_id))
     props = any(op.request_put.key.startswith(keys.prop().encode()) for op in b.ops)
+    handed = handoff.prepare(ctx, b, taker, lease.token, run_item, queued, now=now)
     b.ops.append(c.count(keys.done(run_id, "")))
     ctx.failpoints.hit("finish.before_commit")
     try:
@@ -140,9 +150,11 @@ def _finish_once(
         return {k: fresh.get(k) for k in needed}
     done = int(res.responses[-1].response_range.count)
     tripped = bool(run.get("halted")) and not halted
-    if queued and not tripped and not ctx.ahead:
-        _expect(ctx, queued, run_item, res.revision)
-    return tripped, props, done >= int(run["tasks_total"]), bool(queued)
+    leases = handoff.taken(ctx, handed, list(res.responses), res.revision)
+    left = [q for q in queued if not leases or handed is None or q[0].key != handed.pick.task.key]
+    if left and not tripped and not ctx.ahead:
+        _expect(ctx, left, run_item, res.revision)
+    return tripped, props, done >= int(run["tasks_total"]), bool(queued), leases
 
 
 def _expect(ctx: Ctx, queued: list[tuple[c.Item, flow.Rec]], run_item: c.Item, rev: int) -> None:

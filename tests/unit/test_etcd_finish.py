@@ -121,3 +121,48 @@ def test_etcd_chain_claims_the_successor_a_finish_queued_without_reading(
     etcd_store.client.call = call  # type: ignore[method-assign]
     assert claim_one(_s(etcd_store), w).task_id == "t1"
     assert calls == ["claim"]
+
+
+def test_etcd_finish_hands_the_successor_over_in_its_own_transaction(
+    etcd_store: EtcdStore,
+) -> None:
+    etcd_store.create_run(plans.linear(3), run_id="r1", now=T0)
+    w = worker(_s(etcd_store))
+    (t1,) = etcd_store.finish(claim_one(_s(etcd_store), w), ok(), now=T0, claim=1)
+    calls: list[str] = []
+    real = etcd_store.client.call
+
+    def call(fn: Any, request: Any, what: str, **kw: Any) -> Any:
+        calls.append(what)
+        return real(fn, request, what, **kw)
+
+    etcd_store.client.call = call  # type: ignore[method-assign]
+    (t2,) = etcd_store.finish(t1, ok(), now=T0, claim=1)
+    assert (t1.task_id, t2.task_id) == ("t1", "t2")
+    assert calls == ["finish"]  # no claim transaction, no queue entry for other workers
+    assert not etcd_store.client.scan(etcd_store.keys.queue())
+    assert states(_s(etcd_store), "r1") == {"t0": "succeeded", "t1": "succeeded", "t2": "running"}
+    etcd_store.finish(t2, ok(), now=T0)
+    assert etcd_store.get_run("r1").state.value == "succeeded"
+
+
+def test_etcd_finish_retry_after_lost_reply_returns_the_handed_over_successor(
+    etcd_store: EtcdStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    etcd_store.create_run(plans.linear(3), run_id="r1", now=T0)
+    lease = claim_one(_s(etcd_store), worker(_s(etcd_store)))
+    real = etcd_store.client.txn
+
+    def txn(compare: Any, success: Any, label: str, failure: Any = ()) -> Any:
+        real(compare, success, label, failure)  # commits; then the reply is lost
+        raise errors.StoreUnavailable("reply lost")
+
+    with monkeypatch.context() as m:
+        m.setattr(etcd_store.client, "txn", txn)
+        with pytest.raises(errors.StoreUnavailable):
+            etcd_store.finish(lease, ok(), now=T0, claim=1)
+    assert states(_s(etcd_store), "r1") == {"t0": "succeeded", "t1": "running", "t2": "pending"}
+    (t1,) = etcd_store.finish(lease, ok(), now=T0, claim=1)  # the retry finds its hand-off
+    assert (t1.task_id, t1.attempt) == ("t1", 1)
+    assert etcd_store.finish(t1, ok(), now=T0) == []  # its token is the one the store holds
+    assert states(_s(etcd_store), "r1")["t1"] == "succeeded"
