@@ -6,7 +6,10 @@ finish transaction ends in a nested transaction that compares that no queue entr
 the successor's (nothing of higher priority in any run, nothing earlier within its priority)
 and that nobody owns it. If so it claims the successor for the finishing worker (ownership key
 on the worker's lease, a running attempt), else it queues it as before: one round trip either
-way, and the queue order is exactly that of a claim that read the head. Successors with locks,
+way, and the queue order is exactly that of a claim that read the head. (etcd evaluates every
+compare of a transaction, nested ones included, before any of its writes: the nested compare
+sees the queue as it was before this finish, whose own new entries, the other successors', sort
+after the one handed over.) Successors with locks,
 a selector the worker does not match, a run with a parallelism limit or a run left to the
 leading scheduler's dispatch are queued as before.
 
