@@ -39,6 +39,7 @@ def claim(
     """Take up to `limit` ready tasks in one transaction; on a conflict with another worker,
     read again and pick at a random offset within the highest priority (no head-key race)."""
     want = min(limit, 25)
+    contended = ctx.misses > 0  # a claim of this object lost a race lately
     blind = _blind(ctx, now=now, labels=labels, want=want)
     if blind is not None:
         leases = _commit_claim(ctx, worker_id, lease_id, *blind, now=now, ordered=want)
@@ -46,12 +47,14 @@ def claim(
             return leases
         ctx.misses = MISS_PAUSE
     for rnd in range(20):
-        picks, runs = _candidates(ctx, now=now, labels=labels, want=limit, spread=rnd > 0)
+        spread = contended or rnd > 0
+        picks, runs = _candidates(ctx, now=now, labels=labels, want=limit, spread=spread)
         if not picks:
             return []
         leases = _commit_claim(ctx, worker_id, lease_id, picks[:want], runs, now=now)
         if leases:
             return leases
+        ctx.misses = MISS_PAUSE
     return []
 
 
@@ -100,12 +103,17 @@ def _candidates(
     Only the records of the entries it picks are read (speculatively the first `want` due
     ones, with the runs, in one round trip)."""
     window = max(32, 8 * want) if spread else max(8, 4 * want)
-    entries, found = _read_head(ctx, window, [] if spread else ctx.guess[:want])
+    # Spread: start at a random entry of the last head read, whose records are read with the
+    # head (right unless another worker took it meanwhile), else at a random one of this read.
+    guess = random.sample(ctx.guess, min(want, len(ctx.guess))) if spread else ctx.guess[:want]
+    entries, found = _read_head(ctx, window, guess)
     due = [e for e in entries if _due(e, now, labels)]
     if spread and due:
         tier = ctx.keys.split(due[0].key, "queue")[0]
         top = [e for e in due if ctx.keys.split(e.key, "queue")[0] == tier]
-        k = random.randrange(len(top))
+        hits = [i for i, e in enumerate(top) if tuple(ctx.keys.split(e.key, "queue")[3:5]) in
+                {tuple(g) for g in guess}]  # fmt: skip
+        k = hits[0] if hits else random.randrange(len(top))
         due = top[k:] + top[:k] + due[len(top) :]
     ids = [ctx.keys.split(e.key, "queue")[3:5] for e in due]
     run_keys = list(dict.fromkeys(ctx.keys.run(r) for r, _ in ids))
