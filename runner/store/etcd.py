@@ -3,6 +3,7 @@ leases, watches). The key layout is in `etcd_keys` and docs/ARCHITECTURE.md."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 from collections.abc import Mapping
@@ -20,6 +21,7 @@ from runner.models import (
     RunState,
     TaskKey,
     TaskRecord,
+    TaskState,
     WorkerInfo,
 )
 from runner.store import (
@@ -36,7 +38,7 @@ from runner.store import etcd_client as c
 from runner.store import etcd_flow as flow
 from runner.store import etcd_handoff as handoff
 from runner.store.etcd_cron import EtcdCronMixin
-from runner.store.etcd_keys import Keys, dumps, loads, run_from_dict, task_record
+from runner.store.etcd_keys import Keys, dumps, loads, run_from_dict, task_record, waiting_reason
 from runner.store.etcd_watch import Watcher
 
 logger = logging.getLogger(__name__)
@@ -63,6 +65,7 @@ class EtcdStore(etcd_dispatch.EtcdClusterMixin, EtcdCronMixin):
         self._tasks: dict[str, tuple[int, dict[str, tuple[int, TaskRecord]]]] = {}
         self._swept = (0, 0.0, 0.0)  # watch revision, time and next run deadline of a sweep
         self._needs: dict[str, dict[str, etcd_dispatch.Needs]] = {}  # run -> waiting reasons
+        self._wide: dict[str, dict[str, int]] = {}  # run -> its wide tasks' dependency counts
         self._lock = threading.Lock()
         self._closed = False
 
@@ -119,7 +122,28 @@ class EtcdStore(etcd_dispatch.EtcdClusterMixin, EtcdCronMixin):
             )
         records = self._task_records(run_id, known, changed, at)
         needs = self._needs.get(run_id, {})
-        return _with_tasks(run, etcd_dispatch.with_reasons(self.client, self.keys, records, needs))
+        records = etcd_dispatch.with_reasons(self.client, self.keys, records, needs)
+        return _with_tasks(run, self._count_arrivals(run_id, records))
+
+    def _count_arrivals(
+        self, run_id: str, records: tuple[TaskRecord, ...]
+    ) -> tuple[TaskRecord, ...]:
+        """Pending wide tasks with how many dependencies they still wait for (their records
+        do not change as dependencies arrive: the `arr/` markers are counted)."""
+        wide = self._wide.get(run_id, {})
+        pending = [r.id for r in records if r.id in wide and r.state is TaskState.PENDING]
+        if not pending:
+            return records
+        arrived = self.client.counts([self.keys.arrived(run_id, t) for t in pending])
+        left = {t: wide[t] - n for t, n in zip(pending, arrived, strict=True)}
+        return tuple(
+            dataclasses.replace(
+                r, waiting_reason=waiting_reason({"state": "pending", "wide": left[r.id]})
+            )
+            if r.id in left
+            else r
+            for r in records
+        )
 
     def _task_records(
         self, run_id: str, known: dict[str, tuple[int, TaskRecord]], changed: list[c.Item], at: int
@@ -133,6 +157,8 @@ class EtcdStore(etcd_dispatch.EtcdClusterMixin, EtcdCronMixin):
             known[item.key] = (int(d["order"]), task_record(d, item.mod))
             if (need := etcd_dispatch.needs_of(d["spec"])) is not None:
                 self._needs.setdefault(run_id, {})[d["spec"]["id"]] = need
+            if d.get("wide"):
+                self._wide.setdefault(run_id, {})[d["spec"]["id"]] = int(d["wide"])
         with self._lock:
             if at >= self._tasks.get(run_id, (0, {}))[0]:
                 self._tasks.pop(run_id, None)
@@ -141,6 +167,7 @@ class EtcdStore(etcd_dispatch.EtcdClusterMixin, EtcdCronMixin):
                 oldest = next(iter(self._tasks))
                 self._tasks.pop(oldest)
                 self._needs.pop(oldest, None)
+                self._wide.pop(oldest, None)
         return tuple(r for _, r in sorted(known.values(), key=lambda x: x[0]))
 
     def list_runs(self, *, workflow: str | None = None, limit: int | None = None) -> list[Run]:

@@ -314,7 +314,7 @@ def _succ_keys(keys: Keys, picks: list[Pick], *, room: int) -> list[str]:
     """The successor records the picks' finishes will compare, as many as fit in `room`."""
     out: list[str] = []
     for p in picks:
-        succ = p.rec.get("succ", [])
+        succ = flow.narrow_succ(p.rec)
         if len(succ) <= flow.PER_TXN and len(out) + len(succ) <= room:
             out.extend(keys.task(p.run_id, s) for s in succ)
     return out

@@ -166,6 +166,21 @@ def created_at(key: str, rev: int) -> Cmp:
     )
 
 
+def version_is(key: str, version: int) -> Cmp:
+    """The key has been written `version` times since it was created (0: absent)."""
+    return etcdrpc.Compare(
+        key=key.encode(), target=etcdrpc.Compare.VERSION, result=etcdrpc.Compare.EQUAL,
+        version=version,
+    )  # fmt: skip
+
+
+def nested(compare: Sequence[Cmp], success: Sequence[Op], failure: Sequence[Op] = ()) -> Op:
+    """A transaction inside a transaction. etcd evaluates every compare of a transaction,
+    nested ones included, before any of its writes."""
+    txn = etcdrpc.TxnRequest(compare=list(compare), success=list(success), failure=list(failure))
+    return etcdrpc.RequestOp(request_txn=txn)
+
+
 def unchanged_since(prefix: str, rev: int) -> Cmp:
     """No key under `prefix` was created or modified after revision `rev`."""
     return etcdrpc.Compare(

@@ -72,7 +72,7 @@ def _needed(ctx: Ctx, lease: Lease, tail: bytes, rec: flow.Rec | None) -> list[s
     out = [keys.own(run_id, task_id), keys.task(run_id, task_id), keys.run(run_id)]
     if tail:
         out.append(keys.log_meta(run_id, task_id, lease.attempt))
-    succ = [] if rec is None else rec.get("succ", [])
+    succ = [] if rec is None else flow.narrow_succ(rec)
     if len(succ) <= flow.PER_TXN:
         out.extend(keys.task(run_id, s) for s in succ)
     return out
@@ -149,12 +149,14 @@ def _finish_once(
         fresh = {i.key: i for i in c.items_of(res.responses)}
         return {k: fresh.get(k) for k in needed}
     done = int(res.responses[-1].response_range.count)
+    joined = flow.joined(b, list(res.responses))  # a wide successor to decide (and queue)
+    props = props or joined
     tripped = bool(run.get("halted")) and not halted
     leases = handoff.taken(ctx, handed, list(res.responses), res.revision)
     left = [q for q in queued if not leases or handed is None or q[0].key != handed.pick.task.key]
     if left and not tripped and not ctx.ahead:
         _expect(ctx, left, run_item, res.revision)
-    return tripped, props, done >= int(run["tasks_total"]), bool(queued), leases
+    return tripped, props, done >= int(run["tasks_total"]), bool(queued) or joined, leases
 
 
 def _expect(ctx: Ctx, queued: list[tuple[c.Item, flow.Rec]], run_item: c.Item, rev: int) -> None:
@@ -208,13 +210,13 @@ def _successors(
 ) -> list[tuple[c.Item, flow.Rec]]:  # fmt: skip
     """Advance a few successors in this transaction (returned, as written); many, through a
     `prop/` marker."""
-    succ = rec.get("succ", [])
-    if len(succ) > flow.PER_TXN:
+    if len(rec.get("succ", [])) > flow.PER_TXN:
         b.put(ctx.keys.prop(run["id"], task_id), b"1")
         return []
+    flow.arrive(b, ctx.keys, run["id"], rec)  # at its wide successors
     succs = {
         s: (item, loads(item.value))
-        for s in succ
+        for s in flow.narrow_succ(rec)
         if (item := seen.get(ctx.keys.task(run["id"], s))) is not None
     }
     deps = flow.dep_reader(

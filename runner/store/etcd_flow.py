@@ -20,6 +20,10 @@ from runner.store.etcd_keys import Keys, dumps, loads
 
 UNSTARTED = (TaskState.PENDING.value, TaskState.READY.value, TaskState.RETRYING.value)
 PER_TXN = 30  # tasks per transaction: 4 operations each stays under etcd's 128
+# A task with more dependencies than this is *wide*: it has no `waiting` list, which every
+# dependency's finish would rewrite (a hot key, and O(n^2) bytes: a 100,000-way join's list
+# alone passes etcd's request limit); its dependencies' arrivals are counted instead.
+WIDE = 30
 Rec = dict[str, Any]
 
 
@@ -29,6 +33,7 @@ class Batch:
 
     compares: list[Any] = field(default_factory=list)
     ops: list[Any] = field(default_factory=list)
+    arrivals: list[Any] = field(default_factory=list)  # the arrival ops among `ops`
 
     def guard(self, key: str, mod: int) -> None:
         self.compares.append(c.mod_is(key, mod))
@@ -74,6 +79,49 @@ def dep_of(rec: Rec) -> transitions.DepState:
     return (TaskState(rec["state"]), bool(rec["spec"].get("allowFailure")))
 
 
+def is_wide(spec: Rec) -> bool:
+    return len(set(spec.get("depends") or ())) > WIDE
+
+
+def narrow_succ(rec: Rec) -> list[str]:
+    """The successors of a task that keep a `waiting` list (the others are wide)."""
+    fan = rec.get("fan") or {}
+    return [s for s in rec.get("succ", []) if s not in fan]
+
+
+def arrive(b: Batch, keys: Keys, run_id: str, done: Rec, *, only: set[str] | None = None) -> None:
+    """Count the terminal task `done` at its wide successors (`only` those): once per
+    dependency (`arr/` absent), each adds a write to the successor's counter (`cnt/`); the
+    arrival that finds the counter one short of its target writes a `join/` marker, so exactly
+    one transaction learns that all have arrived (etcd evaluates nested compares before any
+    write: no hot key to compare, no conflicts between arrivals)."""
+    state = {"st": done["state"], "af": bool(done["spec"].get("allowFailure"))}
+    done_id = done["spec"]["id"]
+    for succ_id, target in (done.get("fan") or {}).items():
+        if only is not None and succ_id not in only:
+            continue
+        counter = keys.arrivals(run_id, succ_id)
+        last = c.nested(
+            [c.version_is(counter, int(target) - 1)], [c.put(keys.join(run_id, succ_id), b"1")]
+        )
+        mark = keys.arrived(run_id, succ_id, done_id)
+        op = c.nested(
+            [c.created_at(mark, 0)], [c.put(mark, dumps(state)), c.put(counter, b"1"), last]
+        )
+        b.ops.append(op)
+        b.arrivals.append(op)
+
+
+def joined(b: Batch, responses: list[Any]) -> bool:
+    """Whether a committed transaction of `b` wrote a `join/` marker (an arrival was last)."""
+    at = [i for i, op in enumerate(b.ops) if any(op is a for a in b.arrivals)]
+    for i in at:
+        inner = responses[i].response_txn
+        if inner.succeeded and inner.responses[2].response_txn.succeeded:
+            return True
+    return False
+
+
 def advance(
     b: Batch,
     keys: Keys,
@@ -84,8 +132,8 @@ def advance(
     *,
     now: float,
 ) -> None:
-    """Count `done_id` off its successors; queue or skip those whose dependencies are now all
-    terminal (a skipped one with successors gets a `prop/` marker: skips cascade)."""
+    """Count `done_id` off its (narrow) successors; queue or skip those whose dependencies are
+    now all terminal (a skipped one with successors gets a `prop/` marker: skips cascade)."""
     run_id = run["id"]
     halted = run.get("halted") or RunState(run["state"]).terminal
     for item, rec in succs.values():
@@ -118,12 +166,18 @@ def freed_deps(done_id: str, succs: dict[str, tuple[c.Item, Rec]]) -> set[str]:
 
 
 def drain(client: c.Client, keys: Keys, run_id: str, *, now: float) -> None:
-    """Advance the successors of every task with a `prop/` marker in the run, in batches."""
+    """Decide every wide task with a `join/` marker and advance the successors of every task
+    with a `prop/` marker in the run, in batches, until none is left (each may make more)."""
     for _ in range(10_000):
-        markers = client.scan(keys.prop(run_id, ""), keys_only=True)
-        if not markers:
+        responses, _ = client.reads(
+            [c.head(keys.join(run_id, ""), 0), c.head(keys.prop(run_id, ""), 0)], "markers"
+        )
+        joins, props = c.items_of(responses[:1]), c.items_of(responses[1:])
+        if not joins and not props:
             return
-        for marker in markers:
+        for marker in joins:
+            _decide_join(client, keys, run_id, marker, now=now)
+        for marker in props:
             _drain_one(client, keys, run_id, marker, now=now)
 
 
@@ -137,20 +191,58 @@ def _drain_one(client: c.Client, keys: Keys, run_id: str, marker: c.Item, *, now
     done_rec = loads(task.value)
     succ = done_rec.get("succ", [])
     parts = [succ[i : i + PER_TXN] for i in range(0, len(succ), PER_TXN)] or [[]]
+    fan = done_rec.get("fan") or {}
     for i, part in enumerate(parts):
         while True:
             b = Batch()
             b.guard(marker.key, marker.mod)
-            succs = read_tasks(client, keys, run_id, part)
+            succs = read_tasks(client, keys, run_id, [s for s in part if s not in fan])
             freed = freed_deps(done_id, succs)
             deps = dep_reader(client, keys, run_id, freed, known={done_id: done_rec})
             advance(b, keys, loads(run.value), done_id, succs, deps, now=now)
+            arrive(b, keys, run_id, done_rec, only={s for s in part if s in fan})
             if i == len(parts) - 1:
                 b.delete(marker.key)
             if client.txn(b.compares, b.ops, "advance successors").succeeded:
                 break
             if client.get(marker.key) is None:
                 return  # another process drained it
+
+
+def _decide_join(client: c.Client, keys: Keys, run_id: str, marker: c.Item, *, now: float) -> None:
+    """Queue or skip a wide task whose dependencies have all arrived (their states are in
+    the `arr/` markers), and clear its `join/` marker; compared on the task's record."""
+    task_id = keys.split(marker.key, "join")[1]
+    for _ in range(100):
+        found, _ = client.read_many([keys.task(run_id, task_id), keys.run(run_id)])
+        item, run_item = found.get(keys.task(run_id, task_id)), found.get(keys.run(run_id))
+        b = Batch()
+        b.guard(marker.key, marker.mod)
+        b.delete(marker.key)
+        if item is not None and run_item is not None:
+            rec, run = loads(item.value), loads(run_item.value)
+            if rec["state"] == TaskState.PENDING.value:
+                states = {
+                    keys.split(a.key, "arr")[2]: loads(a.value)
+                    for a in client.scan(keys.arrived(run_id, task_id))
+                }
+                depends = list(dict.fromkeys(rec["spec"].get("depends", [])))
+                if any(d not in states for d in depends):
+                    return  # cannot happen: the counter counts arrivals; leave it to a sweep
+                deps = [(TaskState(states[d]["st"]), bool(states[d]["af"])) for d in depends]
+                state = transitions.decide(When(rec["spec"].get("when", "success")), deps)
+                if run.get("halted") or RunState(run["state"]).terminal:
+                    state = TaskState.CANCELLED
+                if state is TaskState.READY:
+                    enqueue(b, keys, run_id, rec, now=now)
+                elif terminal(b, keys, run_id, rec, state):
+                    b.put(keys.prop(run_id, task_id), b"1")
+                b.guard(item.key, item.mod)
+                b.put(item.key, rec)
+        if client.txn(b.compares, b.ops, "decide join").succeeded:
+            return
+        if client.get(marker.key) is None:
+            return  # another process decided it
 
 
 def read_tasks(

@@ -111,7 +111,7 @@ def prepare(
     )
     claim_writes(inner, ctx.keys, pick, taker.worker_id, taker.lease_id, nonce_of(token), 0,
                  now=now)  # fmt: skip
-    succ = pick.rec.get("succ", [])
+    succ = flow.narrow_succ(pick.rec)
     room = MAX_OPS - len(inner.ops)
     succ_keys = [ctx.keys.task(pick.run_id, s) for s in succ] if len(succ) <= room else []
     inner.ops.extend(c.get(k) for k in succ_keys)  # for its finish: no read before it

@@ -63,6 +63,18 @@ class Keys:
             return f"{self.prefix}prop/"
         return f"{self.prefix}prop/{q(run_id)}/{q(task_id)}"
 
+    def arrived(self, run_id: str, task_id: str, dep_id: str = "") -> str:
+        """A dependency of a wide task that became terminal (its state), once per dependency."""
+        return f"{self.prefix}arr/{q(run_id)}/{q(task_id)}/{q(dep_id)}"
+
+    def arrivals(self, run_id: str, task_id: str) -> str:
+        """The counter of a wide task's arrivals: its version is their number."""
+        return f"{self.prefix}cnt/{q(run_id)}/{q(task_id)}"
+
+    def join(self, run_id: str, task_id: str = "") -> str:
+        """A wide task whose dependencies have all arrived, to decide."""
+        return f"{self.prefix}join/{q(run_id)}/{q(task_id)}"
+
     def ending(self, run_id: str = "") -> str:
         return f"{self.prefix}ending/{q(run_id)}"
 
@@ -177,7 +189,7 @@ def waiting_reason(d: dict[str, Any]) -> str | None:
     """Why a task is not running yet, worded as on every backend."""
     state = TaskState(d["state"])
     if state is TaskState.PENDING:
-        n = len(d.get("waiting", ()))
+        n = int(d["wide"]) if d.get("wide") else len(d.get("waiting", ()))
         return f"waiting for {n} dependenc{'y' if n == 1 else 'ies'}"
     if state is TaskState.RETRYING:
         until = datetime.fromtimestamp(float(d.get("ready_at") or 0), UTC)

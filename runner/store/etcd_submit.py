@@ -29,25 +29,30 @@ def task_records(plan: Plan) -> list[dict[str, Any]]:
         for d in t.depends:
             succ[d].append(t.id)
     ids = {t.id for t in plan.tasks}
+    wide = {t.id: len(set(t.depends)) for t in plan.tasks if len(set(t.depends)) > flow.WIDE}
     out = []
     for i, t in enumerate(plan.tasks):
         refs = sorted(
             {r2 for r in transitions.output_refs(t) for r2 in ([r] if r in ids else by_name[r])}
         )
-        out.append(
-            {
-                "order": i,
-                "spec": t.to_dict(),
-                "state": TaskState.PENDING.value,
-                "attempts": [],
-                "outputs": {},
-                "losses": 0,
-                "ready_at": None,
-                "waiting": list(dict.fromkeys(t.depends)),
-                "succ": succ[t.id],
-                "refs": refs,
-            }
-        )
+        rec: dict[str, Any] = {
+            "order": i,
+            "spec": t.to_dict(),
+            "state": TaskState.PENDING.value,
+            "attempts": [],
+            "outputs": {},
+            "losses": 0,
+            "ready_at": None,
+            "succ": succ[t.id],
+            "refs": refs,
+        }
+        if t.id in wide:
+            rec["wide"] = wide[t.id]  # arrivals are counted (see etcd_flow.arrive)
+        else:
+            rec["waiting"] = list(dict.fromkeys(t.depends))
+        if fan := {s: wide[s] for s in succ[t.id] if s in wide}:
+            rec["fan"] = fan  # its wide successors, with the arrivals each waits for
+        out.append(rec)
     return out
 
 
@@ -71,12 +76,16 @@ def create_run(
     for rec in task_records(plan):
         if plan.dispatch:
             rec["dsp"] = plan.dispatch  # copied into its queue entries, for the dispatcher
-        if len(batch.ops) + 2 > MAX_OPS or size > MAX_BYTES:
-            _write(client, batch, written)
-            batch, size = flow.Batch(compares=[c.created_at(keys.run(run_id), 0)]), 0
-        if not rec["waiting"]:
+        starts = not rec.get("waiting") and not rec.get("wide")
+        if starts:
             flow.enqueue(batch, keys, run_id, rec, now=now)
         value = dumps(rec)
+        if batch.ops and (len(batch.ops) + 2 > MAX_OPS or size + len(value) > MAX_BYTES):
+            queued = batch.ops.pop() if starts else None  # this record's entry goes with it
+            _write(client, batch, written)
+            batch, size = flow.Batch(compares=[c.created_at(keys.run(run_id), 0)]), 0
+            if queued is not None:
+                batch.ops.append(queued)
         size += len(value)
         batch.put(keys.task(run_id, rec["spec"]["id"]), value)
     _write(client, batch, written)
@@ -124,11 +133,12 @@ def retry_run(client: c.Client, keys: Keys, run_id: str, *, now: float, dry_run:
     if dry_run or not again:
         return again
     chosen = set(again)
+    targets = _reset_arrivals(client, keys, run_id, recs, chosen)
     for start in range(0, len(again), flow.PER_TXN):
         b = flow.Batch()
         for task_id in again[start : start + flow.PER_TXN]:
             item, rec = recs[task_id]
-            _reset(b, keys, run_id, rec, chosen, recs, now=now)
+            _reset(b, keys, run_id, rec, chosen, recs, targets, now=now)
             b.guard(item.key, item.mod)
             b.put(item.key, rec)
         if not client.txn(b.compares, b.ops, "retry tasks").succeeded:
@@ -140,16 +150,42 @@ def retry_run(client: c.Client, keys: Keys, run_id: str, *, now: float, dry_run:
     return again
 
 
+def _reset_arrivals(
+    client: c.Client, keys: Keys, run_id: str, recs: dict[str, Any], chosen: set[str]
+) -> dict[str, int]:
+    """For each wide task to re-run: forget the arrivals of the dependencies that re-run
+    (their counter restarts); returns how many arrivals each now waits for."""
+    targets: dict[str, int] = {}
+    doomed: list[str] = []
+    for task_id in chosen:
+        rec = recs[task_id][1]
+        if not rec.get("wide"):
+            continue
+        again = [d for d in dict.fromkeys(rec["spec"].get("depends", [])) if d in chosen]
+        targets[task_id] = len(again)
+        doomed += [keys.arrived(run_id, task_id, d) for d in again]
+        doomed += [keys.arrivals(run_id, task_id), keys.join(run_id, task_id)]
+    for start in range(0, len(doomed), MAX_OPS):
+        client.txn([], [c.delete(k) for k in doomed[start : start + MAX_OPS]], "retry: arrivals")
+    return targets
+
+
 def _reset(
     b: flow.Batch, keys: Keys, run_id: str, rec: dict[str, Any], chosen: set[str],
-    recs: dict[str, Any], *, now: float,
+    recs: dict[str, Any], targets: dict[str, int], *, now: float,
 ) -> None:  # fmt: skip
     task_id = rec["spec"]["id"]
     b.delete(keys.fail(run_id, task_id))
     rec.update(state=TaskState.PENDING.value, waiting_reason=None, losses=0)
-    rec["waiting"] = [d for d in rec["spec"].get("depends", []) if d in chosen]
+    for succ_id in rec.get("fan") or {}:
+        if succ_id in targets:
+            rec["fan"][succ_id] = targets[succ_id]
+    waits = bool(targets.get(task_id)) if rec.get("wide") else False
+    if not rec.get("wide"):
+        rec["waiting"] = [d for d in rec["spec"].get("depends", []) if d in chosen]
+        waits = bool(rec["waiting"])
     state = TaskState.PENDING
-    if not rec["waiting"]:
+    if not waits:
         deps = [flow.dep_of(recs[d][1]) for d in rec["spec"].get("depends", [])]
         state = transitions.decide(When(rec["spec"].get("when", "success")), deps)
     if state is TaskState.SKIPPED:

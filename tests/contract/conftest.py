@@ -1,4 +1,10 @@
-"""The contract suite runs unchanged against every backend: fixture params ["sqlite", "etcd"]."""
+"""The contract suite runs unchanged against every backend: fixture params ["sqlite", "etcd"].
+
+The modules about dependencies and finishing (test_store, test_store_semantics) add
+"etcd-wide", which stores every task that has dependencies as a wide task (arrivals counted,
+see runner.store.etcd_flow.arrive): a path otherwise taken only by tasks with more than
+`etcd_flow.WIDE` dependencies.
+"""
 
 from __future__ import annotations
 
@@ -8,16 +14,28 @@ from pathlib import Path
 
 import pytest
 
-from runner.store import Store, open_store
+from runner.store import Store, etcd_flow, open_store
+
+BACKENDS = ["sqlite", "etcd"]
+WITH_WIDE = [*BACKENDS, "etcd-wide"]
 
 
-@pytest.fixture(params=["sqlite", "etcd"])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A URL of an empty store; more store objects can be opened on it (threads, processes)."""
+def url_for(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A URL of an empty store of backend `request.param`; more store objects can be opened on
+    it (threads, processes)."""
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'state.db'}"
+    if request.param == "etcd-wide":
+        monkeypatch.setattr(etcd_flow, "WIDE", 0)
     server = request.getfixturevalue("etcd_server")  # session fixture, tests/conftest.py
     return f"{server.url}/runner-test-{uuid.uuid4().hex[:12]}/"
+
+
+@pytest.fixture(params=BACKENDS)
+def store_url(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> str:
+    return url_for(request, tmp_path, monkeypatch)
 
 
 @pytest.fixture

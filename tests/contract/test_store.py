@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from runner import errors
@@ -9,7 +11,17 @@ from runner.models import AttemptState, Kind, Outcome, Reason, RunState, TaskSpe
 from runner.store import Store, open_store
 from runner.store.base import MAX_LOSSES
 from tests.contract import plans
+from tests.contract.conftest import WITH_WIDE, url_for
 from tests.contract.plans import SHORT_TTL, T0, claim_one, drain, fail, ok, states, worker
+
+
+@pytest.fixture(params=WITH_WIDE)
+def store_url(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> str:
+    """Also "etcd-wide": dependencies counted as a wide task's (see conftest)."""
+    return url_for(request, tmp_path, monkeypatch)
+
 
 # ------------------------------------------------------------------ runs
 

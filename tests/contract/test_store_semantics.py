@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -10,7 +11,16 @@ from runner import errors
 from runner.models import AttemptState, Lease, Outcome, Reason, RunState, TaskState, When
 from runner.store import Store
 from tests.contract import plans
+from tests.contract.conftest import WITH_WIDE, url_for
 from tests.contract.plans import T0, claim_one, drain, fail, ok, states, task, worker
+
+
+@pytest.fixture(params=WITH_WIDE)
+def store_url(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> str:
+    """Also "etcd-wide": dependencies counted as a wide task's (see conftest)."""
+    return url_for(request, tmp_path, monkeypatch)
 
 
 def _fail_ids(*ids: str) -> Callable[[Lease], Outcome]:
