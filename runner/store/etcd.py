@@ -444,8 +444,6 @@ def _endpoint(url: str, hostport: str) -> tuple[str, int]:
 
 
 def _with_tasks(run: Run, tasks: tuple[object, ...]) -> Run:
-    import dataclasses
-
     return dataclasses.replace(run, tasks=tasks)  # type: ignore[arg-type]
 
 
