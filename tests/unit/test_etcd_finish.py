@@ -9,6 +9,7 @@ from typing import Any, cast
 import pytest
 
 from runner import errors
+from runner.models import Lease
 from runner.store import Store
 from runner.store.etcd import EtcdStore
 from tests.contract import plans
@@ -29,21 +30,28 @@ def etcd_store(etcd_server: Any) -> Iterator[EtcdStore]:
         s.close()
 
 
+def _finish_losing_the_reply(
+    store: EtcdStore, monkeypatch: pytest.MonkeyPatch, lease: Lease, claim: int = 0
+) -> None:
+    """Finish `lease`: the transaction commits, then its reply is lost (StoreUnavailable)."""
+    real = store.client.txn
+
+    def txn(compare: Any, success: Any, label: str, failure: Any = ()) -> Any:
+        real(compare, success, label, failure)
+        raise errors.StoreUnavailable("reply lost")
+
+    with monkeypatch.context() as m:
+        m.setattr(store.client, "txn", txn)
+        with pytest.raises(errors.StoreUnavailable):
+            store.finish(lease, ok(), now=T0, claim=claim)
+
+
 def test_etcd_finish_retry_after_lost_reply_succeeds_once(
     etcd_store: EtcdStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     etcd_store.create_run(plans.linear(2), run_id="r1", now=T0)
     lease = claim_one(_s(etcd_store), worker(_s(etcd_store)))
-    real = etcd_store.client.txn
-
-    def txn(compare: Any, success: Any, label: str, failure: Any = ()) -> Any:
-        real(compare, success, label, failure)  # commits; then the reply is lost
-        raise errors.StoreUnavailable("reply lost")
-
-    with monkeypatch.context() as m:
-        m.setattr(etcd_store.client, "txn", txn)
-        with pytest.raises(errors.StoreUnavailable):
-            etcd_store.finish(lease, ok(), now=T0)
+    _finish_losing_the_reply(etcd_store, monkeypatch, lease)
     etcd_store.finish(lease, ok(), now=T0)  # recorded by the first call: not LeaseLost
     assert states(_s(etcd_store), "r1") == {"t0": "succeeded", "t1": "ready"}
     assert len(etcd_store.get_run("r1").tasks[0].attempts) == 1
@@ -104,6 +112,19 @@ def test_etcd_claim_without_read_yields_to_a_new_higher_priority_entry(
     assert [lease.task_id for lease in etcd_store.claim(w, now=T0, limit=5)] == ["t2", "t3"]
 
 
+def _count_requests(store: EtcdStore) -> list[str]:
+    """From now on, the label of every request the store object sends, in order."""
+    calls: list[str] = []
+    real = store.client.call
+
+    def call(fn: Any, request: Any, what: str, **kw: Any) -> Any:
+        calls.append(what)
+        return real(fn, request, what, **kw)
+
+    store.client.call = call  # type: ignore[method-assign]
+    return calls
+
+
 def test_etcd_chain_claims_the_successor_a_finish_queued_without_reading(
     etcd_store: EtcdStore,
 ) -> None:
@@ -111,14 +132,7 @@ def test_etcd_chain_claims_the_successor_a_finish_queued_without_reading(
     w = worker(_s(etcd_store))
     etcd_store.finish(claim_one(_s(etcd_store), w), ok(), now=T0)
     assert [e[0].key.rsplit("/", 1)[-1] for e in etcd_store.ctx.ahead] == ["t1"]
-    calls: list[str] = []
-    real = etcd_store.client.call
-
-    def call(fn: Any, request: Any, what: str, **kw: Any) -> Any:
-        calls.append(what)
-        return real(fn, request, what, **kw)
-
-    etcd_store.client.call = call  # type: ignore[method-assign]
+    calls = _count_requests(etcd_store)
     assert claim_one(_s(etcd_store), w).task_id == "t1"
     assert calls == ["claim"]
 
@@ -129,14 +143,7 @@ def test_etcd_finish_hands_the_successor_over_in_its_own_transaction(
     etcd_store.create_run(plans.linear(3), run_id="r1", now=T0)
     w = worker(_s(etcd_store))
     (t1,) = etcd_store.finish(claim_one(_s(etcd_store), w), ok(), now=T0, claim=1)
-    calls: list[str] = []
-    real = etcd_store.client.call
-
-    def call(fn: Any, request: Any, what: str, **kw: Any) -> Any:
-        calls.append(what)
-        return real(fn, request, what, **kw)
-
-    etcd_store.client.call = call  # type: ignore[method-assign]
+    calls = _count_requests(etcd_store)
     (t2,) = etcd_store.finish(t1, ok(), now=T0, claim=1)
     assert (t1.task_id, t2.task_id) == ("t1", "t2")
     assert calls == ["finish"]  # no claim transaction, no queue entry for other workers
@@ -151,16 +158,7 @@ def test_etcd_finish_retry_after_lost_reply_returns_the_handed_over_successor(
 ) -> None:
     etcd_store.create_run(plans.linear(3), run_id="r1", now=T0)
     lease = claim_one(_s(etcd_store), worker(_s(etcd_store)))
-    real = etcd_store.client.txn
-
-    def txn(compare: Any, success: Any, label: str, failure: Any = ()) -> Any:
-        real(compare, success, label, failure)  # commits; then the reply is lost
-        raise errors.StoreUnavailable("reply lost")
-
-    with monkeypatch.context() as m:
-        m.setattr(etcd_store.client, "txn", txn)
-        with pytest.raises(errors.StoreUnavailable):
-            etcd_store.finish(lease, ok(), now=T0, claim=1)
+    _finish_losing_the_reply(etcd_store, monkeypatch, lease, claim=1)
     assert states(_s(etcd_store), "r1") == {"t0": "succeeded", "t1": "running", "t2": "pending"}
     (t1,) = etcd_store.finish(lease, ok(), now=T0, claim=1)  # the retry finds its hand-off
     assert (t1.task_id, t1.attempt) == ("t1", 1)
