@@ -128,3 +128,17 @@ def test_a_fan_in_of_100000_tasks_applies(etcd_store: EtcdStore) -> None:
     assert join is not None
     assert len(join.value) < 1024 * 1024
     assert etcd_store.get_run("big", tasks=False).tasks_total == 100_002
+
+
+def test_gc_deletes_a_wide_tasks_arrival_keys(etcd_store: EtcdStore) -> None:
+    etcd_store.create_run(_fan_in(N), run_id="r1", now=T0)
+    w = worker(_s(etcd_store))
+    for lease in _claim_all(etcd_store, w, N):
+        etcd_store.finish(lease, ok(), now=T0)
+    etcd_store.finish(claim_one(_s(etcd_store), w), ok(), now=T0)  # the join
+    assert etcd_store.get_run("r1").state.value == "succeeded"
+    prefix = etcd_store.keys.prefix
+    assert etcd_store.client.scan(f"{prefix}arr/", keys_only=True)  # N arrival markers
+    assert etcd_store.gc(older_than=0.0, now=T0 + 60) == ["r1"]
+    for kind in ("arr", "cnt", "join", "task"):
+        assert etcd_store.client.scan(f"{prefix}{kind}/", keys_only=True) == []
