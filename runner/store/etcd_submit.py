@@ -134,19 +134,31 @@ def retry_run(client: c.Client, keys: Keys, run_id: str, *, now: float, dry_run:
         return again
     chosen = set(again)
     targets = _reset_arrivals(client, keys, run_id, recs, chosen)
+    skipped: list[str] = []  # decided skipped again at once: their successors must hear of it
     for start in range(0, len(again), flow.PER_TXN):
         b = flow.Batch()
         for task_id in again[start : start + flow.PER_TXN]:
             item, rec = recs[task_id]
             _reset(b, keys, run_id, rec, chosen, recs, targets, now=now)
+            if rec["state"] == TaskState.SKIPPED.value and rec.get("succ"):
+                skipped.append(task_id)
             b.guard(item.key, item.mod)
             b.put(item.key, rec)
         if not client.txn(b.compares, b.ops, "retry tasks").succeeded:
             raise errors.StoreError(f"retry {run_id}: the run changed meanwhile; try again")
     run.update(state=RunState.RUNNING.value, finished_at=None, reason=None, halted=False)
     ops = [c.put(run_item.key, dumps(run)), c.put(keys.active(run_id), dumps({"deadline": None}))]
-    if not client.txn([c.mod_is(run_item.key, run_item.mod)], ops, "retry run").succeeded:
+    # `prop/` markers advance those successors; written with the running run (a drain of a
+    # finished run would cancel them), the first ones in the same transaction
+    markers = [c.put(keys.prop(run_id, t), b"1") for t in skipped]
+    first, rest = markers[: MAX_OPS - len(ops)], markers[MAX_OPS - len(ops) :]
+    if not client.txn([c.mod_is(run_item.key, run_item.mod)], ops + first, "retry run").succeeded:
         raise errors.StoreError(f"retry {run_id}: the run changed meanwhile; try again")
+    for start in range(0, len(rest), MAX_OPS):
+        client.txn([], rest[start : start + MAX_OPS], "retry: skips")
+    if skipped:
+        flow.drain(client, keys, run_id, now=now)
+        flow.maybe_end(client, keys, run_id, now=now)
     return again
 
 

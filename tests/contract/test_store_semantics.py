@@ -201,6 +201,23 @@ def test_retry_run_reruns_cancelled_tasks(store: Store) -> None:
     assert store.get_run("r1").state is RunState.SUCCEEDED
 
 
+def test_retry_run_skips_again_what_its_kept_dependencies_skip_and_the_run_ends(
+    store: Store,
+) -> None:
+    # b runs only on a failure of a; a succeeded, so a retry skips b again, and c after it
+    store.create_run(
+        plans.plan(task("a"), task("b", "a", when=When.FAILURE), task("c", "b")),
+        run_id="r1",
+        now=T0,
+    )
+    w = worker(store)
+    assert drain(store, w) == ["a"]
+    assert store.retry_run("r1", now=T0 + 1) == ["b", "c"]
+    assert states(store, "r1") == {"a": "succeeded", "b": "skipped", "c": "skipped"}
+    assert store.get_run("r1").state is RunState.SUCCEEDED
+    assert store.claim(w, now=T0 + 1) == []
+
+
 def test_run_timeout_fails_run_via_sweep(store: Store) -> None:
     store.create_run(
         plans.plan(task("a"), task("b"), task("c", "a"), timeout=60), run_id="r1", now=T0
