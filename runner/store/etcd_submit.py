@@ -146,10 +146,20 @@ def retry_run(client: c.Client, keys: Keys, run_id: str, *, now: float, dry_run:
             b.put(item.key, rec)
         if not client.txn(b.compares, b.ops, "retry tasks").succeeded:
             raise errors.StoreError(f"retry {run_id}: the run changed meanwhile; try again")
+    _restart(client, keys, run_item, skipped, now=now)
+    return again
+
+
+def _restart(
+    client: c.Client, keys: Keys, run_item: c.Item, skipped: list[str], *, now: float
+) -> None:
+    """Make the retried run running again, and advance the successors of the tasks the retry
+    skipped again at once (`prop/` markers, written with the running run: a drain of a
+    finished run would cancel them; the first ones in the same transaction)."""
+    run = loads(run_item.value)
+    run_id = run["id"]
     run.update(state=RunState.RUNNING.value, finished_at=None, reason=None, halted=False)
     ops = [c.put(run_item.key, dumps(run)), c.put(keys.active(run_id), dumps({"deadline": None}))]
-    # `prop/` markers advance those successors; written with the running run (a drain of a
-    # finished run would cancel them), the first ones in the same transaction
     markers = [c.put(keys.prop(run_id, t), b"1") for t in skipped]
     first, rest = markers[: MAX_OPS - len(ops)], markers[MAX_OPS - len(ops) :]
     if not client.txn([c.mod_is(run_item.key, run_item.mod)], ops + first, "retry run").succeeded:
@@ -159,7 +169,6 @@ def retry_run(client: c.Client, keys: Keys, run_id: str, *, now: float, dry_run:
     if skipped:
         flow.drain(client, keys, run_id, now=now)
         flow.maybe_end(client, keys, run_id, now=now)
-    return again
 
 
 def _reset_arrivals(
