@@ -97,8 +97,8 @@ def _finish_once(
     taker: handoff.Taker | None,
 ) -> tuple[bool, bool, bool, bool, list[Lease]] | Seen:  # fmt: skip
     """One decide-commit round: the current values on a conflict, else (failFast tripped,
-    `prop/` markers written, every task of the run terminal, tasks queued, the lease of a
-    successor handed over)."""
+    `prop/` or `join/` markers written, every task of the run terminal, tasks queued, the
+    lease of a successor handed over)."""
     keys, run_id, task_id = ctx.keys, lease.run_id, lease.task_id
     own_key, task_key, run_key = (
         keys.own(run_id, task_id),
