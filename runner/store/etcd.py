@@ -361,9 +361,11 @@ class EtcdStore(etcd_dispatch.EtcdClusterMixin, EtcdCronMixin):
         return changed
 
     def _sweep(self, *, now: float) -> tuple[list[TaskKey], float]:
-        owned = {i.key for i in self.client.scan(self.keys.owns(), keys_only=True)}
+        # both at one revision: a task claimed between two reads would look lost
+        owns, rev = self.client.scan_at(self.keys.owns(), keys_only=True)
+        owned = {i.key for i in owns}
         changed: list[TaskKey] = []
-        for held in self.client.scan(self.keys.helds()):
+        for held in self.client.scan_at(self.keys.helds(), revision=rev)[0]:
             worker_id, run_id, task_id = self.keys.split(held.key, "held")
             if self.keys.own(run_id, task_id) in owned:
                 continue

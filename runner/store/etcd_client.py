@@ -286,11 +286,13 @@ class Client:
         return self.scan_at(prefix, keys_only=keys_only, page=page)[0]
 
     def scan_at(
-        self, prefix: str, *, keys_only: bool = False, page: int = PAGE, min_mod: int = 0
-    ) -> tuple[list[Item], int]:
-        """`scan`, only keys modified at or after `min_mod` when set, and the read revision."""
+        self, prefix: str, *, keys_only: bool = False, page: int = PAGE, min_mod: int = 0,
+        revision: int = 0,
+    ) -> tuple[list[Item], int]:  # fmt: skip
+        """`scan` (at `revision` when set), only keys modified at or after `min_mod` when set,
+        and the read revision."""
         out: list[Item] = []
-        start, end, rev = prefix.encode(), range_end(prefix), 0
+        start, end, rev = prefix.encode(), range_end(prefix), revision
         while True:
             req = etcdrpc.RangeRequest(
                 key=start, range_end=end, limit=page, keys_only=keys_only, revision=rev,
