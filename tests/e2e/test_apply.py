@@ -39,6 +39,15 @@ def test_apply_matrix_fans_out_then_joins(cli: Cli) -> None:
     assert ids == {"shard[n=1]", "shard[n=2]", "shard[n=3]", "shard[n=4]", "join"}
 
 
+def test_apply_joins_a_wide_fan_in_once_after_all_its_dependencies(cli: Cli) -> None:
+    """40 dependencies: on etcd a wide task (its dependencies' arrivals counted)."""
+    res = cli.run("apply", cli.workflow("widejoin.yaml"), "--workers", "4")
+    assert res.returncode == 0, res.stderr
+    assert (cli.cwd / "joined.txt").read_text().split() == ["40"]
+    join = tasks_by_id(cli.get_run())["join"]
+    assert (join["state"], len(join["attempts"])) == ("succeeded", 1)
+
+
 def test_apply_flaky_task_succeeds_on_third_attempt(cli: Cli) -> None:
     res = cli.run("apply", cli.workflow("flaky.yaml"), "--workers", "1")
     assert res.returncode == 0, res.stderr
