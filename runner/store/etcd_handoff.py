@@ -24,8 +24,6 @@ import copy
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from etcd3 import etcdrpc
-
 from runner import errors, transitions
 from runner.models import Lease, TaskState
 from runner.store import etcd_client as c
@@ -115,8 +113,7 @@ def prepare(
     room = MAX_OPS - len(inner.ops)
     succ_keys = [ctx.keys.task(pick.run_id, s) for s in succ] if len(succ) <= room else []
     inner.ops.extend(c.get(k) for k in succ_keys)  # for its finish: no read before it
-    nested = etcdrpc.TxnRequest(compare=inner.compares, success=inner.ops, failure=writes)
-    b.ops.append(etcdrpc.RequestOp(request_txn=nested))
+    b.ops.append(c.nested(inner.compares, inner.ops, writes))
     return Handoff(taker, pick, run_item, succ_keys, len(b.ops) - 1)
 
 
@@ -136,8 +133,8 @@ def taken(ctx: Ctx, h: Handoff | None, responses: list[object], revision: int) -
 def recover(ctx: Ctx, token: int, run_id: str, rec: flow.Rec, taker: Taker | None) -> list[Lease]:
     """After a finish whose reply was lost: the successor its transaction handed over, if any
     (its ownership key carries the finish's nonce)."""
-    succ = rec.get("succ", [])
-    if taker is None or not succ or len(succ) > flow.PER_TXN:
+    succ = flow.narrow_succ(rec)  # wide successors are never handed over
+    if taker is None or not succ or len(rec.get("succ", [])) > flow.PER_TXN:
         return []
     keys = ctx.keys
     owns, _ = ctx.client.read_many(keys.own(run_id, s) for s in succ)
