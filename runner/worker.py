@@ -69,6 +69,13 @@ class Worker:
         # tasks. Held tasks are owned (and lost with the worker) like running ones.
         self.prefetch = max(0, prefetch)
         self._batch = max(1, self.prefetch // 2)
+        # With prefetch, a slot hands its attempt's outcome to the recorder thread and starts
+        # its next held task at once; the recorder records whatever has piled up in one
+        # `finish_many` (one transaction), so the store round overlaps the tasks' execution.
+        self._done: list[tuple[_Slot, Outcome]] = []
+        self._done_cond = threading.Condition(threading.Lock())
+        self._recorder: threading.Thread | None = None
+        self._recorder_stop = False
         self.interval = lease_ttl / 5
         self._slots: dict[TaskKey, _Slot] = {}
         self._lock = threading.RLock()
@@ -108,6 +115,9 @@ class Worker:
         self._register()
         self._beat = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
         self._beat.start()
+        if self.prefetch:
+            self._recorder = threading.Thread(target=self._record_loop, name="record", daemon=True)
+            self._recorder.start()
         try:
             while not self._stop.is_set() and not (until is not None and until()):
                 if self._drain_asked.is_set():
@@ -121,6 +131,7 @@ class Worker:
         finally:
             self._stop.set()
             self._pool.shutdown(wait=True)
+            self._stop_recorder()
             self._beat_stop.set()
             self._beat.join()
             self._deregister()
@@ -182,10 +193,7 @@ class Worker:
             self._stop.wait(0.5)
             return False
         for lease in leases:
-            slot = _Slot(lease=lease)
-            with self._lock:
-                self._slots[lease.key] = slot
-            self._pool.submit(self._execute, slot)
+            self._start(lease)
         return bool(leases)
 
     def _has_room(self) -> bool:
@@ -228,6 +236,12 @@ class Worker:
         except Exception as exc:  # a bug or an unrenderable template: the attempt errs
             logger.exception("attempt %s/%s failed to run", lease.run_id, lease.task_id)
             outcome = Outcome(succeeded=False, reason=Reason.ERROR, error=str(exc))
+        if self._recorder is not None and not slot.abandoned:
+            self._pump.remove(lease)
+            with self._done_cond:
+                self._done.append((slot, outcome))
+                self._done_cond.notify()
+            return None  # the slot thread takes the next held task; the recorder records
         leases: list[Lease] = []
         try:
             if not slot.abandoned:
@@ -260,7 +274,7 @@ class Worker:
             and not self._drain_asked.is_set()
             and self._registered
             and time.monotonic() < self._deadline
-            and self.running() <= self.concurrency
+            and (self._recorder is not None or self.running() <= self.concurrency)
         )
         return int(ok)
 
@@ -313,6 +327,80 @@ class Worker:
                 logger.warning("finish failed, retrying: %s", exc)
                 self._stop.wait(0.2)
         return []
+
+    # ------------------------------------------------------------------ recording (prefetch)
+
+    def _record_loop(self) -> None:
+        while True:
+            with self._done_cond:
+                self._done_cond.wait_for(lambda: bool(self._done) or self._recorder_stop)
+                batch, self._done = self._done, []
+            if not batch:
+                return  # stopped, and nothing left to record
+            self._record(batch)
+
+    def _stop_recorder(self) -> None:
+        """Record what the slots left (they have all returned) and end the recorder."""
+        if self._recorder is None:
+            return
+        with self._done_cond:
+            self._recorder_stop = True
+            self._done_cond.notify()
+        self._recorder.join()
+
+    def _record(self, batch: list[tuple[_Slot, Outcome]]) -> None:
+        """Record the batch's outcomes in one `finish_many`, claiming the room it frees; the
+        claimed tasks go to the slot threads."""
+        leases: list[Lease] = []
+        try:
+            live = [(slot, outcome) for slot, outcome in batch if not slot.abandoned]
+            if live:
+                leases = self._finish_many(live)
+        finally:
+            for slot, _ in batch:
+                self._forget(slot)
+            for lease in leases:
+                self._start(lease)
+
+    def _finish_many(self, live: list[tuple[_Slot, Outcome]]) -> list[Lease]:
+        """As `_finish`, for several attempts in one transaction."""
+        while True:
+            live = [(slot, outcome) for slot, outcome in live if not slot.abandoned]
+            if not live:
+                return []
+            if time.monotonic() >= self._deadline:
+                self._fence()
+                return []
+            room = self.concurrency + self.prefetch - self.running() + len(live)
+            try:
+                lost, leases = self.store.finish_many(
+                    [(slot.lease, outcome) for slot, outcome in live],
+                    now=time.time(),
+                    claim=room if self._chain() else 0,
+                    labels=self.labels,
+                )
+            except errors.LeaseLost:
+                logger.warning("lease lost: %d attempt(s) not recorded", len(live))
+                return []
+            except errors.StoreError as exc:
+                logger.warning("finish failed, retrying: %s", exc)
+                self._beat_stop.wait(0.2)  # set only once the recorder is done
+                continue
+            for run_id, task_id in lost:
+                logger.warning("lease lost: %s/%s not recorded", run_id, task_id)
+            return leases
+
+    def _start(self, lease: Lease) -> None:
+        """Give a claimed task to the slot threads (or run it here once they are gone)."""
+        slot = _Slot(lease=lease)
+        with self._lock:
+            self._slots[lease.key] = slot
+            if not self._registered:
+                slot.abandoned = True
+        try:
+            self._pool.submit(self._execute, slot)
+        except RuntimeError:  # claimed just as the worker stopped: run it, then record it
+            self._execute(slot)
 
     # ------------------------------------------------------------------ the lease
 

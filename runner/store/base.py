@@ -233,6 +233,21 @@ class Store(Protocol):
         independent tasks are claimed in batches by the claim loop."""
         ...
 
+    def finish_many(
+        self,
+        done: Sequence[tuple[Lease, Outcome]],
+        *,
+        now: float,
+        claim: int = 0,
+        labels: Mapping[str, str] | None = None,
+    ) -> tuple[list[TaskKey], list[Lease]]:
+        """`finish` for several attempts of one worker, in as few transactions as the backend
+        can (one on SQLite; on etcd one request while their writes do not overlap). Each
+        attempt is fenced on its own: a stale token leaves that attempt unrecorded and is
+        returned among the lost keys, the others are recorded. With `claim`, up to `claim`
+        tasks are taken afterwards as `finish` would, and returned."""
+        ...
+
     def sweep(self, *, now: float) -> list[TaskKey]:
         """Housekeeping any process may call at any time, idempotent: attempts of workers whose
         lease expired are recorded `lost` and their tasks queued again (the task fails on its

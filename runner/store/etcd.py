@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -335,6 +335,26 @@ class EtcdStore(etcd_dispatch.EtcdClusterMixin, EtcdCronMixin):
         except errors.StoreError as exc:  # LeaseLost too: the claim loop will find out
             logger.debug("claim after finish failed: %s", exc)
             return []
+
+    def finish_many(
+        self,
+        done: Sequence[tuple[Lease, Outcome]],
+        *,
+        now: float,
+        claim: int = 0,
+        labels: Mapping[str, str] | None = None,
+    ) -> tuple[list[TaskKey], list[Lease]]:
+        """See Store.finish_many: their transactions nested in one request (see
+        `etcd_finish.finish_many`), then a claim as `finish` makes one."""
+        taker = self._taker(done[0][0].worker_id, labels) if claim > 0 and done else None
+        lost, queued, leases = etcd_finish.finish_many(self.ctx, done, now=now, taker=taker)
+        if leases or claim <= 0 or not queued:
+            return lost, leases
+        try:
+            return lost, self.claim(done[0][0].worker_id, now=now, limit=claim, labels=labels)
+        except errors.StoreError as exc:  # LeaseLost too: the claim loop will find out
+            logger.debug("claim after finish failed: %s", exc)
+            return lost, []
 
     def _taker(self, worker_id: str, labels: Mapping[str, str] | None) -> handoff.Taker | None:
         """Who a finish may hand a successor to: the worker, unless it is draining or has

@@ -13,6 +13,7 @@ after a conflict with another worker (no head-key race).
 
 from __future__ import annotations
 
+import functools
 import random
 import uuid
 from itertools import pairwise
@@ -194,10 +195,15 @@ def _within_limits(
 
 
 def _due(entry: c.Item, now: float, labels: Any) -> bool:
-    value = loads(entry.value)
-    return float(value.get("nb", 0)) <= now and transitions.selector_matches(
-        value.get("sel") or {}, labels
-    )
+    not_before, selector = _entry_terms(entry.value)
+    return not_before <= now and transitions.selector_matches(selector, labels)
+
+
+@functools.lru_cache(maxsize=256)
+def _entry_terms(value: bytes) -> tuple[float, dict[str, str]]:
+    """A queue entry's not-before time and selector (most entries share one value: cached)."""
+    decoded = loads(value)
+    return float(decoded.get("nb", 0)), decoded.get("sel") or {}
 
 
 def _claimable_run(run: Rec) -> bool:

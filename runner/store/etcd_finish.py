@@ -13,15 +13,30 @@ the transaction's failure branch returns the current values, so a retry needs no
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
 from runner import errors
-from runner.models import AttemptState, Lease, Outcome, Reason, TaskSpec, TaskState
+from runner.models import AttemptState, Lease, Outcome, Reason, TaskKey, TaskSpec, TaskState
 from runner.store import etcd_client as c
 from runner.store import etcd_cluster as cluster
 from runner.store import etcd_flow as flow
 from runner.store import etcd_handoff as handoff
 from runner.store import etcd_logs
 from runner.store.etcd_keys import claim_revision, dumps, loads
-from runner.store.etcd_work import Ctx, Seen, append_log, complete, decide_outcome, log_ops, owns
+from runner.store.etcd_submit import MAX_BYTES
+from runner.store.etcd_work import (
+    MAX_OPS,
+    Ctx,
+    Seen,
+    append_log,
+    complete,
+    decide_outcome,
+    log_ops,
+    owns,
+)
 
 _ATTEMPT_STATE = {
     TaskState.SUCCEEDED: AttemptState.SUCCEEDED,
@@ -38,32 +53,202 @@ def finish(
     a stale token, except on a retry after this object's earlier finish of the token failed
     ambiguously (its reply lost) and the record shows that it committed: that retry succeeds
     (and returns the successor that finish handed over, if any)."""
-    tail = outcome.log_tail.encode()
-    if len(tail) > etcd_logs.CHUNK:
-        append_log(ctx, lease, outcome.log_tail)  # fenced too; keeps the finish txn small
-        tail = b""
-    seen = ctx.claimed.pop(lease.token, None) or {}
+    lost, queued, leases = finish_many(ctx, [(lease, outcome)], now=now, taker=taker)
+    if lost:
+        raise errors.LeaseLost(lease.run_id, lease.task_id, lease.attempt)
+    return queued, leases
+
+
+def finish_many(
+    ctx: Ctx,
+    done: Sequence[tuple[Lease, Outcome]],
+    *,
+    now: float,
+    taker: handoff.Taker | None = None,
+) -> tuple[list[TaskKey], bool, list[Lease]]:
+    """`finish` for several attempts: each one's transaction nested in one request, as long
+    as none writes a key another one compares or writes (those wait for the next request).
+    Returns the attempts whose token was stale, whether any finish queued tasks, and the
+    successors handed to `taker`."""
+    work = [_Work.of(ctx, lease, outcome) for lease, outcome in done]
+    out = _Outcomes()
     for _ in range(200):
-        seen = _complete_reads(ctx, lease, tail, seen)
-        try:
-            result = _finish_once(ctx, lease, outcome, tail, seen, now=now, taker=taker)
-        except errors.LeaseLost:
-            ctx.uncertain.discard(lease.token)
-            raise
-        if isinstance(result, dict):
-            seen = result  # a conflict: the current values, from the failure branch
-            continue
-        tripped, props, ended, queued, leases = result
-        ctx.uncertain.discard(lease.token)
-        ctx.failpoints.hit("finish.after_commit")
-        if tripped:  # this finish tripped failFast
+        if not work:
+            return out.lost, out.queued, out.leases
+        batch, later = _gather(ctx, work, out, now=now, taker=taker)
+        if batch:
+            revision, answers = _send(ctx, batch)
+            wrote: Seen = {}
+            unknown: set[str] = set()
+            retry: list[_Work] = []
+            for (w, prep), (ok, responses) in zip(batch, answers, strict=True):
+                if not ok:  # a conflict: the current values, from the failure branch
+                    fresh = {i.key: i for i in c.items_of(responses)}
+                    w.seen = {k: fresh.get(k) for k in prep.needed}
+                    w.prep = None
+                    retry.append(w)
+                    continue
+                ctx.uncertain.discard(w.lease.token)
+                ctx.failpoints.hit("finish.after_commit")
+                prep.wrote(revision, wrote, unknown)
+                out.add(ctx, w.lease, _conclude(ctx, prep, responses, revision), now=now)
+            for w in later:  # what waited for this request sees what it wrote
+                w.seen = {k: v for k, v in w.seen.items() if k not in unknown} | wrote
+                if w.prep is not None and not (
+                    w.prep.guards.isdisjoint(wrote) and w.prep.guards.isdisjoint(unknown)
+                ):
+                    w.prep = None  # its compares would fail: decide it again
+            later += retry
+        work = later
+    raise errors.StoreError(f"finish of {len(work)} attempt(s): too much contention")
+
+
+@dataclass
+class _Outcomes:
+    lost: list[TaskKey] = field(default_factory=list)
+    queued: bool = False
+    leases: list[Lease] = field(default_factory=list)
+
+    def add(self, ctx: Ctx, lease: Lease, r: _Result, *, now: float) -> None:
+        """A committed finish: what follows it outside its transaction."""
+        self.queued = self.queued or r.queued
+        self.leases += r.leases
+        if r.tripped:
             flow.cancel_unstarted(ctx.client, ctx.keys, lease.run_id)
-        if props:
+        if r.props:
             flow.drain(ctx.client, ctx.keys, lease.run_id, now=now)
-        if ended or props or tripped:
+        if r.ended or r.props or r.tripped:
             flow.maybe_end(ctx.client, ctx.keys, lease.run_id, now=now)
-        return queued, leases
-    raise errors.StoreError(f"finish {lease.run_id}/{lease.task_id}: too much contention")
+
+
+def _gather(
+    ctx: Ctx, work: list[_Work], out: _Outcomes, *, now: float, taker: handoff.Taker | None
+) -> tuple[list[tuple[_Work, _Prepared]], list[_Work]]:
+    """Decide each attempt's finish: those that fit together in one request, and the rest
+    (which keep their decided transaction: if what it compares changed meanwhile, its
+    compares fail and it is decided again)."""
+    batch: list[tuple[_Work, _Prepared]] = []
+    later: list[_Work] = []
+    claimed = _Claimed()
+    for w in work:
+        prep = w.prep
+        if prep is None:
+            w.seen = _complete_reads(ctx, w.lease, w.tail, w.seen)
+            try:
+                decided = _prepare(ctx, w.lease, w.outcome, w.tail, w.seen, now=now, taker=taker)
+            except errors.LeaseLost:
+                ctx.uncertain.discard(w.lease.token)
+                out.lost.append(w.lease.key)
+                continue
+            if isinstance(decided, list):  # an earlier, ambiguous call committed it
+                ctx.uncertain.discard(w.lease.token)
+                out.add(ctx, w.lease, _Result(False, True, True, False, decided), now=now)
+                continue
+            prep = decided
+        if claimed.take(prep.op, len(batch)):
+            batch.append((w, prep))
+        else:
+            w.prep = prep
+            later.append(w)
+    return batch, later
+
+
+def _send(
+    ctx: Ctx, batch: list[tuple[_Work, _Prepared]]
+) -> tuple[int, list[tuple[bool, list[Any]]]]:
+    """One request: a lone finish as the transaction itself, several nested in one."""
+    ctx.failpoints.hit("finish.before_commit")
+    try:
+        if len(batch) == 1:
+            ((_, prep),) = batch
+            res = ctx.client.txn(prep.b.compares, prep.b.ops, "finish", prep.failure)
+            return res.revision, [(res.succeeded, list(res.responses))]
+        res = ctx.client.txn([], [prep.op for _, prep in batch], "finish")
+    except errors.StoreError:
+        for w, _ in batch:  # it may have committed: a retry checks the records
+            ctx.uncertain.add(w.lease.token)
+        raise
+    answers = [(r.response_txn.succeeded, list(r.response_txn.responses)) for r in res.responses]
+    return res.revision, answers
+
+
+@dataclass
+class _Work:
+    """One attempt to finish, with what is known of the keys its transaction compares."""
+
+    lease: Lease
+    outcome: Outcome
+    tail: bytes
+    seen: Seen
+    prep: _Prepared | None = None  # decided, not sent yet
+
+    @classmethod
+    def of(cls, ctx: Ctx, lease: Lease, outcome: Outcome) -> _Work:
+        tail = outcome.log_tail.encode()
+        if len(tail) > etcd_logs.CHUNK:
+            append_log(ctx, lease, outcome.log_tail)  # fenced too; keeps the finish txn small
+            tail = b""
+        return cls(lease, outcome, tail, ctx.claimed.pop(lease.token, {}))
+
+
+class _Claimed:
+    """The keys a request's nested transactions compare and write so far: a transaction
+    joins only if it writes nothing the others compare or write, and compares nothing they
+    write, so each one decides on values no other one changes (as if run one after another)."""
+
+    def __init__(self) -> None:
+        self.reads: set[bytes] = set()  # compared keys
+        self.ranges: list[tuple[bytes, bytes]] = []  # compared ranges [start, end)
+        self.writes: set[bytes] = set()
+        self.size = 0
+
+    def take(self, op: Any, count: int) -> bool:
+        mine = _Claimed()
+        mine.add(op)
+        size = op.ByteSize()
+        if count and (
+            count >= MAX_OPS
+            or self.size + size > MAX_BYTES
+            or not self.writes.isdisjoint(mine.writes | mine.reads)
+            or not mine.writes.isdisjoint(self.reads)
+            or (self.ranges and any(_within(k, self.ranges) for k in mine.writes))
+            or (mine.ranges and any(_within(k, mine.ranges) for k in self.writes))
+        ):
+            return False
+        self.reads |= mine.reads
+        self.ranges += mine.ranges
+        self.writes |= mine.writes
+        self.size += size
+        return True
+
+    def add(self, op: Any) -> None:
+        kind = op.WhichOneof("request")
+        if kind == "request_put":
+            self.writes.add(op.request_put.key)
+        elif kind == "request_delete_range":
+            self.writes.add(op.request_delete_range.key)  # finishes delete single keys
+        elif kind == "request_txn":
+            txn = op.request_txn
+            for cmp in txn.compare:
+                if cmp.range_end:
+                    self.ranges.append((cmp.key, cmp.range_end))
+                else:
+                    self.reads.add(cmp.key)
+            for inner in (*txn.success, *txn.failure):
+                self.add(inner)
+
+
+def _within(key: bytes, ranges: list[tuple[bytes, bytes]]) -> bool:
+    return any(start <= key and (key < end or end == b"\0") for start, end in ranges)
+
+
+@dataclass
+class _Result:
+    tripped: bool  # this finish tripped failFast
+    props: bool  # `prop/` or `join/` markers written
+    ended: bool  # every task of the run is terminal
+    queued: bool  # tasks queued
+    leases: list[Lease]  # a successor handed over
 
 
 def _needed(ctx: Ctx, lease: Lease, tail: bytes, rec: flow.Rec | None) -> list[str]:
@@ -92,13 +277,60 @@ def _complete_reads(ctx: Ctx, lease: Lease, tail: bytes, seen: Seen) -> Seen:
     return seen
 
 
-def _finish_once(
+@dataclass
+class _Prepared:
+    """A finish transaction, decided and not yet sent."""
+
+    b: flow.Batch
+    needed: list[str]  # what its failure branch reads back
+    run: flow.Rec
+    run_item: c.Item
+    halted: bool  # the run was halted before
+    queued: list[tuple[c.Item, flow.Rec]]
+    props: bool
+    handed: handoff.Handoff | None
+    seen: Seen  # what it was decided on
+
+    @property
+    def failure(self) -> list[Any]:
+        return [c.get(k) for k in self.needed]
+
+    @functools.cached_property
+    def op(self) -> Any:
+        return c.nested(self.b.compares, self.b.ops, self.failure)
+
+    @functools.cached_property
+    def guards(self) -> set[str]:
+        """The keys whose change fails the transaction."""
+        return {cmp.key.decode() for cmp in self.b.compares if not cmp.range_end}
+
+    def wrote(self, revision: int, known: Seen, unknown: set[str]) -> None:
+        """Add what its committed transaction wrote to `known`, and to `unknown` the keys
+        that its nested transactions may have written."""
+        for op in self.b.ops:
+            kind = op.WhichOneof("request")
+            if kind == "request_put":
+                put = op.request_put
+                key = put.key.decode()
+                old = self.seen.get(key)
+                create = old.create if old is not None else revision
+                known[key] = c.Item(key, put.value, create, revision, put.lease)
+            elif kind == "request_delete_range":
+                known[op.request_delete_range.key.decode()] = None
+            elif kind == "request_txn":
+                inner = _Claimed()
+                inner.add(op)
+                unknown.update(k.decode() for k in inner.writes)
+        for key in unknown:
+            known.pop(key, None)
+
+
+def _prepare(
     ctx: Ctx, lease: Lease, outcome: Outcome, tail: bytes, seen: Seen, *, now: float,
     taker: handoff.Taker | None,
-) -> tuple[bool, bool, bool, bool, list[Lease]] | Seen:  # fmt: skip
-    """One decide-commit round: the current values on a conflict, else (failFast tripped,
-    `prop/` or `join/` markers written, every task of the run terminal, tasks queued, the
-    lease of a successor handed over)."""
+) -> _Prepared | list[Lease]:  # fmt: skip
+    """Decide one finish from `seen`; a list (the successor it handed over, if any) when an
+    earlier call whose reply was lost committed it."""
     keys, run_id, task_id = ctx.keys, lease.run_id, lease.task_id
     own_key, task_key, run_key = (
         keys.own(run_id, task_id),
@@ -110,8 +342,7 @@ def _finish_once(
         if lease.token in ctx.uncertain and _recorded(task, lease):
             # an earlier call committed: its follow-up remains, and its hand-off
             assert task is not None
-            rec = loads(task.value)
-            return False, True, True, False, handoff.recover(ctx, lease.token, run_id, rec, taker)
+            return handoff.recover(ctx, lease.token, run_id, loads(task.value), taker)
         raise errors.LeaseLost(run_id, task_id, lease.attempt)
     rec, run = loads(task.value), loads(run_item.value)
     halted = bool(run.get("halted"))
@@ -139,24 +370,21 @@ def _finish_once(
     props = any(op.request_put.key.startswith(keys.prop().encode()) for op in b.ops)
     handed = handoff.prepare(ctx, b, taker, lease.token, run_item, queued, now=now)
     b.ops.append(c.count(keys.done(run_id, "")))
-    ctx.failpoints.hit("finish.before_commit")
-    try:
-        res = ctx.client.txn(b.compares, b.ops, "finish", failure=[c.get(k) for k in needed])
-    except errors.StoreError:
-        ctx.uncertain.add(lease.token)  # it may have committed: a retry checks the record
-        raise
-    if not res.succeeded:
-        fresh = {i.key: i for i in c.items_of(res.responses)}
-        return {k: fresh.get(k) for k in needed}
-    done = int(res.responses[-1].response_range.count)
-    joined = flow.joined(b, list(res.responses))  # a wide successor to decide (and queue)
-    props = props or joined
-    tripped = bool(run.get("halted")) and not halted
-    leases = handoff.taken(ctx, handed, list(res.responses), res.revision)
-    left = [q for q in queued if not leases or handed is None or q[0].key != handed.pick.task.key]
+    return _Prepared(b, needed, run, run_item, halted, queued, props, handed, seen)
+
+
+def _conclude(ctx: Ctx, p: _Prepared, responses: list[Any], revision: int) -> _Result:
+    """What a committed finish did, from its responses."""
+    done = int(responses[-1].response_range.count)
+    joined = flow.joined(p.b, responses)  # a wide successor to decide (and queue)
+    tripped = bool(p.run.get("halted")) and not p.halted
+    leases = handoff.taken(ctx, p.handed, responses, revision)
+    handed_key = p.handed.pick.task.key if leases and p.handed is not None else None
+    left = [q for q in p.queued if q[0].key != handed_key]
     if left and not tripped and not ctx.ahead:
-        _expect(ctx, left, run_item, res.revision)
-    return tripped, props, done >= int(run["tasks_total"]), bool(queued) or joined, leases
+        _expect(ctx, left, p.run_item, revision)
+    ended = done >= int(p.run["tasks_total"])
+    return _Result(tripped, p.props or joined, ended, bool(p.queued) or joined, leases)
 
 
 def _expect(ctx: Ctx, queued: list[tuple[c.Item, flow.Rec]], run_item: c.Item, rev: int) -> None:

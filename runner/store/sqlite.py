@@ -12,7 +12,7 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -331,13 +331,54 @@ class SqliteStore(SqliteCronMixin, cluster.SqliteClusterMixin):
         the store commit in one transaction (each in a savepoint, so a stale token fails only
         its own), which saves a BEGIN/COMMIT and the WAL frames of the pages they share."""
         req = _Finish(lease, outcome, now, claim, labels)
+        self._commit_finishes([req])
+        if req.error is not None:
+            raise req.error
+        self._failpoints.hit("finish.after_commit")
+        if req.opened:
+            self._failpoints.hit("claim.after_commit")
+        return [o.lease() for o in req.opened]
+
+    def finish_many(
+        self,
+        done: Sequence[tuple[Lease, Outcome]],
+        *,
+        now: float,
+        claim: int = 0,
+        labels: Mapping[str, str] | None = None,
+    ) -> tuple[list[TaskKey], list[Lease]]:
+        """See Store.finish_many: one transaction, each finish in its own savepoint; the last
+        one claims."""
+        reqs = [_Finish(lease, outcome, now, 0, labels) for lease, outcome in done]
+        if reqs:
+            reqs[-1].claim = claim
+        try:
+            self._commit_finishes(reqs)
+        except errors.LeaseLost as exc:  # a batch of one raises it
+            reqs[0].error = exc
+        lost: list[TaskKey] = []
+        for r in reqs:
+            if isinstance(r.error, errors.LeaseLost):
+                lost.append(r.lease.key)
+            elif r.error is not None:
+                raise r.error
+        self._failpoints.hit("finish.after_commit")
+        opened = [o for r in reqs for o in r.opened]
+        if opened:
+            self._failpoints.hit("claim.after_commit")
+        return lost, [o.lease() for o in opened]
+
+    def _commit_finishes(self, reqs: list[_Finish]) -> None:
+        """Commit `reqs`, with whatever finishes other threads queued meanwhile (group
+        commit); each request's error, if any, is left in it."""
         with self._pending_lock:
-            self._pending.append(req)
+            self._pending.extend(reqs)
         changed = False
         with self._lock:
-            if not req.done:
+            if not all(r.done for r in reqs):
                 with self._pending_lock:
                     batch, self._pending = self._pending, []
+                ours = {id(r) for r in reqs}
                 try:
                     with self._open(True) as (db, done):
                         for r in batch:
@@ -345,7 +386,7 @@ class SqliteStore(SqliteCronMixin, cluster.SqliteClusterMixin):
                 except BaseException as exc:
                     for r in batch:
                         r.done = True
-                        if r is not req:  # theirs failed with ours: their workers retry
+                        if id(r) not in ours:  # theirs failed with ours: their workers retry
                             r.error = errors.StoreError(f"store {self.path}: {exc}")
                     raise
                 for r in batch:
@@ -353,12 +394,6 @@ class SqliteStore(SqliteCronMixin, cluster.SqliteClusterMixin):
                 changed = done.changed
         if changed:
             self._notify()
-        if req.error is not None:
-            raise req.error
-        self._failpoints.hit("finish.after_commit")
-        if req.opened:
-            self._failpoints.hit("claim.after_commit")
-        return [o.lease() for o in req.opened]
 
     def _finish_in(self, db: sqlite3.Connection, req: _Finish, *, alone: bool) -> None:
         """One finish inside the open transaction; in a batch, a stale token rolls back only

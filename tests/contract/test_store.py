@@ -283,6 +283,51 @@ def test_finish_with_claim_gives_a_draining_worker_nothing(store: Store) -> None
     assert states(store, "r1") == {"t0": "succeeded", "t1": "ready", "t2": "ready"}
 
 
+def test_finish_many_records_each_attempt_and_skips_only_the_stale_one(store: Store) -> None:
+    store.create_run(plans.fan_out(5), run_id="r1", now=T0)
+    w = worker(store)
+    root = claim_one(store, w)
+    assert store.finish_many([(root, ok())], now=T0) == ([], [])
+    leases = store.claim(w, now=T0, limit=4)
+    store.finish(leases[0], ok(), now=T0)  # its token is stale from here on
+    lost, claimed = store.finish_many(
+        [(leases[0], fail()), (leases[1], ok(n="1")), (leases[2], fail()), (leases[3], ok())],
+        now=T0 + 1,
+    )
+    assert (lost, claimed) == ([leases[0].key], [])
+    run = store.get_run("r1")
+    by_id = {t.id: t for t in run.tasks}
+    assert [by_id[x.task_id].state for x in leases] == [
+        TaskState.SUCCEEDED,  # the first finish stands
+        TaskState.SUCCEEDED,
+        TaskState.FAILED,
+        TaskState.SUCCEEDED,
+    ]
+    assert by_id[leases[1].task_id].outputs == {"n": "1"}
+    assert [len(by_id[x.task_id].attempts) for x in leases] == [1, 1, 1, 1]
+    assert run.state is RunState.FAILED
+    assert run.tasks_done == 5
+
+
+def test_finish_many_joins_once_and_claims_after(store: Store) -> None:
+    # a, b -> c: both dependencies finish in one call; c is queued once and claimed with it
+    store.create_run(
+        plans.plan(plans.task("a"), plans.task("b"), plans.task("c", "a", "b")),
+        run_id="r1",
+        now=T0,
+    )
+    w = worker(store)
+    a, b = store.claim(w, now=T0, limit=2)
+    lost, claimed = store.finish_many([(a, ok()), (b, ok())], now=T0, claim=3)
+    assert lost == []
+    assert [(x.task_id, x.attempt) for x in claimed] == [("c", 1)]
+    assert store.claim(w, now=T0, limit=3) == []
+    store.finish_many([(claimed[0], ok())], now=T0)
+    run = store.get_run("r1")
+    assert run.state is RunState.SUCCEEDED
+    assert [len(t.attempts) for t in run.tasks] == [1, 1, 1]
+
+
 def test_task_fails_on_its_last_loss_and_failure_propagates(store: Store) -> None:
     store.create_run(plans.linear(2), run_id="r1", now=T0)
     now = T0

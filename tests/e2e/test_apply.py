@@ -168,3 +168,36 @@ def test_get_run_yaml_matches_json(cli: Cli) -> None:
     table = cli.run("get", "runs")
     assert "diamond" in table.stdout
     assert "pending" in table.stdout
+
+
+def test_workers_with_prefetch_record_every_result_once(cli: Cli) -> None:
+    """With prefetch a worker records results off its slots, several per transaction."""
+    ids = []
+    for name in ("widejoin.yaml", "cleanup.yaml", "flaky.yaml", "outputs.yaml"):
+        res = cli.run("apply", cli.workflow(name), "--detach")
+        assert res.returncode == 0, res.stderr
+        ids.append(res.stdout.strip())
+    workers = [cli.start("worker", "--concurrency", "2", "--prefetch", "4") for _ in range(2)]
+    try:
+        for run_id in ids:
+            done = cli.run("get", "run", run_id, "--watch", "-o", "json", timeout=120)
+            assert done.returncode in (0, 1), done.stderr
+    finally:
+        for w in workers:
+            w.terminate()
+            w.wait(timeout=60)
+    runs = [cli.get_run(run_id) for run_id in ids]
+    assert [r["state"] for r in runs] == ["succeeded", "failed", "succeeded", "succeeded"]
+    assert (cli.cwd / "joined.txt").read_text().split() == ["40"]
+    assert {k: t["state"] for k, t in tasks_by_id(runs[1]).items()} == {
+        "broken": "failed",
+        "after": "skipped",
+        "cleanup": "succeeded",
+        "independent": "succeeded",
+    }
+    flaky = tasks_by_id(runs[2])["flaky"]["attempts"]
+    assert [a["state"] for a in flaky] == ["failed", "failed", "succeeded"]
+    assert (cli.cwd / "consumed.txt").read_text().strip() == "42"
+    for run in runs:
+        for task in run["tasks"]:
+            assert sum(a["state"] == "running" for a in task["attempts"]) == 0

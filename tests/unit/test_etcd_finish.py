@@ -164,3 +164,59 @@ def test_etcd_finish_retry_after_lost_reply_returns_the_handed_over_successor(
     assert (t1.task_id, t1.attempt) == ("t1", 1)
     assert etcd_store.finish(t1, ok(), now=T0) == []  # its token is the one the store holds
     assert states(_s(etcd_store), "r1")["t1"] == "succeeded"
+
+
+def test_etcd_finish_many_sends_independent_finishes_in_one_request(
+    etcd_store: EtcdStore,
+) -> None:
+    etcd_store.create_run(plans.fan_out(7), run_id="r1", now=T0)  # a root and 6 successors
+    w = worker(_s(etcd_store))
+    etcd_store.finish(claim_one(_s(etcd_store), w), ok(), now=T0)
+    leases = etcd_store.claim(w, now=T0, limit=6)
+    assert len(leases) == 6
+    calls = _count_requests(etcd_store)
+    assert etcd_store.finish_many([(x, ok()) for x in leases], now=T0) == ([], [])
+    assert calls.count("finish") == 1
+    assert etcd_store.get_run("r1").state.value == "succeeded"
+
+
+def test_etcd_finish_many_splits_finishes_that_write_one_join(etcd_store: EtcdStore) -> None:
+    # a, b -> j and c independent: a and b both rewrite j's record, so b waits a request
+    etcd_store.create_run(
+        plans.plan(plans.task("a"), plans.task("b"), plans.task("c"), plans.task("j", "a", "b")),
+        run_id="r1",
+        now=T0,
+    )
+    w = worker(_s(etcd_store))
+    leases = etcd_store.claim(w, now=T0, limit=3)
+    calls = _count_requests(etcd_store)
+    assert etcd_store.finish_many([(x, ok()) for x in leases], now=T0) == ([], [])
+    assert calls.count("finish") == 2
+    assert states(_s(etcd_store), "r1") == {
+        "a": "succeeded", "b": "succeeded", "c": "succeeded", "j": "ready"
+    }  # fmt: skip
+
+
+def test_etcd_finish_many_retry_after_lost_reply_records_each_once(
+    etcd_store: EtcdStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    etcd_store.create_run(plans.fan_out(3), run_id="r1", now=T0)
+    w = worker(_s(etcd_store))
+    etcd_store.finish(claim_one(_s(etcd_store), w), ok(), now=T0)
+    leases = etcd_store.claim(w, now=T0, limit=2)
+    real = etcd_store.client.txn
+
+    def txn(compare: Any, success: Any, label: str, failure: Any = ()) -> Any:
+        real(compare, success, label, failure)
+        raise errors.StoreUnavailable("reply lost")
+
+    with monkeypatch.context() as m:
+        m.setattr(etcd_store.client, "txn", txn)
+        with pytest.raises(errors.StoreUnavailable):
+            etcd_store.finish_many([(x, ok()) for x in leases], now=T0)
+    assert etcd_store.finish_many([(x, ok()) for x in leases], now=T0) == ([], [])
+    run = etcd_store.get_run("r1")
+    assert run.state.value == "succeeded"
+    assert [len(t.attempts) for t in run.tasks] == [1, 1, 1]
+    lost, _ = etcd_store.finish_many([(x, ok()) for x in leases], now=T0)
+    assert lost == [x.key for x in leases]  # a later, deliberate second finish
