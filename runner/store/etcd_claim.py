@@ -30,6 +30,7 @@ from runner.store.etcd_work import MAX_OPS, Ctx, Pick, Rec, Seen, _worker_lost
 MISS_PAUSE = 8  # claims that read the head first after a guessed claim failed its compares
 HEAD_READS = 4  # entries whose records a claim reads for the next one
 HEAD_WINDOW = 8  # queue entries a claim's success branch returns
+MAX_PICKS = 64  # tasks per claim transaction (each in a nested transaction: one operation)
 
 # ---------------------------------------------------------------------- claim
 
@@ -39,7 +40,7 @@ def claim(
 ) -> list[Lease]:
     """Take up to `limit` ready tasks in one transaction; on a conflict with another worker,
     read again and pick at a random offset within the highest priority (no head-key race)."""
-    want = min(limit, 25)
+    want = min(limit, MAX_PICKS)
     contended = ctx.misses > 0  # a claim of this object lost a race lately
     blind = _blind(ctx, now=now, labels=labels, want=want)
     if blind is not None:
@@ -49,7 +50,7 @@ def claim(
         ctx.misses = MISS_PAUSE
     for rnd in range(20):
         spread = contended or rnd > 0
-        picks, runs = _candidates(ctx, now=now, labels=labels, want=limit, spread=spread)
+        picks, runs = _candidates(ctx, now=now, labels=labels, want=want, spread=spread)
         if not picks:
             return []
         leases = _commit_claim(ctx, worker_id, lease_id, picks[:want], runs, now=now)
@@ -103,7 +104,7 @@ def _candidates(
     """Up to `want` claimable queue entries with their task records, and their open runs.
     Only the records of the entries it picks are read (speculatively the first `want` due
     ones, with the runs, in one round trip)."""
-    window = max(32, 8 * want) if spread else max(8, 4 * want)
+    window = max(32, 2 * want) if spread else max(8, 2 * want)
     # Spread: start at a random entry of the last head read, whose records are read with the
     # head (right unless another worker took it meanwhile), else at a random one of this read.
     guess = random.sample(ctx.guess, min(want, len(ctx.guess))) if spread else ctx.guess[:want]
@@ -227,15 +228,20 @@ def _commit_claim(
     now: float,
     ordered: int = 0,
 ) -> list[Lease]:
-    """Commit a claim of `picks` (`ordered`: a blind claim of that many, see `_order`)."""
+    """Commit a claim of `picks` (`ordered`: a blind claim of that many, see `_order`). Each
+    pick is claimed in a transaction of its own nested in the claim's, so the picks that
+    another worker took meanwhile fail alone and the others are claimed."""
     keys, b = ctx.keys, flow.Batch()
     nonce = uuid.uuid4().hex
     after = _guard_runs(ctx, b, picks, runs, now=now)
     if ordered:
         b.compares.extend(_order(keys, picks, ordered))
     b.compares.extend(_lock_compares(keys, picks))
+    at = len(b.ops)
     for slot, p in enumerate(picks):
-        _claim_ops(b, keys, p, worker_id, lease_id, nonce, slot, now=now)
+        inner = flow.Batch()
+        _claim_ops(inner, keys, p, worker_id, lease_id, nonce, slot, now=now)
+        b.ops.append(c.nested(inner.compares, inner.ops))
     succ_keys = _succ_keys(keys, picks, room=MAX_OPS - HEAD_READS * 2 - 1 - len(b.ops))
     b.ops.extend(c.get(k) for k in succ_keys)  # for the finishes: no read before them
     next_keys = _next_keys(ctx, after)
@@ -247,18 +253,23 @@ def _commit_claim(
     except c.LeaseMissing:
         raise _worker_lost(worker_id) from None
     except errors.StoreUnavailable:
-        token = _claimed_anyway(ctx, picks, nonce)
-        if not token:
+        token, slots = _claimed_anyway(ctx, picks, nonce)
+        if not slots:
             raise
-        return leases_of(ctx, picks, runs, worker_id, token)
-    if not res.succeeded:
+        return leases_of(ctx, [picks[i] for i in slots], runs, worker_id, token, slots)
+    slots = [] if not res.succeeded else [
+        i for i in range(len(picks)) if res.responses[at + i].response_txn.succeeded
+    ]  # fmt: skip
+    if not slots:
         return []
     ctx.failpoints.hit("claim.after_commit")
     found = {i.key: i for i in c.items_of(res.responses)}
-    for slot, p in enumerate(picks):
-        remember(ctx, p, slot, res.revision, after, {k: found.get(k) for k in succ_keys})
+    for slot in slots:
+        succs = {k: found.get(k) for k in succ_keys}
+        remember(ctx, picks[slot], slot, res.revision, after, succs)
     _expect(ctx, found, after, res.revision)
-    return leases_of(ctx, picks, runs, worker_id, res.revision)
+    taken = [picks[i] for i in slots]
+    return leases_of(ctx, taken, runs, worker_id, res.revision, slots)
 
 
 def _lock_compares(keys: Keys, picks: list[Pick]) -> list[Any]:
@@ -334,7 +345,7 @@ def remember(ctx: Ctx, p: Pick, slot: int, rev: int, after: dict[str, c.Item], s
     number = len(p.rec["attempts"])
     seen: Seen = {
         own_key: c.Item(own_key, dumps({"slot": slot}), rev, rev, 0),
-        p.task.key: c.Item(p.task.key, dumps(p.rec), p.task.create, rev, 0),
+        p.task.key: c.Item(p.task.key, p.written or dumps(p.rec), p.task.create, rev, 0),
         run_key: c.Item(run_key, run.value, run.create, run.mod or rev, 0),
         keys.log_meta(p.run_id, task_id, number): None,
     }
@@ -381,30 +392,35 @@ def claim_writes(
         holder = {"worker": worker_id, "attempt": number}
         b.put(cluster.lock_key(keys, name, p.run_id, task_id), holder, lease_id)
     b.put(keys.held(worker_id, p.run_id, task_id), {"attempt": number})
-    b.put(p.task.key, p.rec)
+    p.written = dumps(p.rec)
+    b.put(p.task.key, p.written)
 
 
-def _claimed_anyway(ctx: Ctx, picks: list[Pick], nonce: str) -> int:
-    """After an ambiguous failure: the claim's revision if it committed after all (its
-    ownership keys carry `nonce`), else 0."""
-    key = ctx.keys.own(picks[0].run_id, picks[0].rec["spec"]["id"])
+def _claimed_anyway(ctx: Ctx, picks: list[Pick], nonce: str) -> tuple[int, list[int]]:
+    """After an ambiguous failure: the claim's revision and the slots of the picks it claimed
+    if it committed after all (their ownership keys carry `nonce`), else (0, [])."""
+    keys = [ctx.keys.own(p.run_id, p.rec["spec"]["id"]) for p in picks]
     try:
-        own = ctx.client.get(key)
+        found, _ = ctx.client.read_many(keys)
     except errors.StoreError:
-        return 0
-    if own is None or loads(own.value).get("nonce") != nonce:
-        return 0
-    return own.create  # picks[0] has slot 0
+        return 0, []
+    owns = [found.get(k) for k in keys]
+    slots = [i for i, own in enumerate(owns) if own and loads(own.value).get("nonce") == nonce]
+    return (owns[slots[0]].create, slots) if slots else (0, [])  # type: ignore[union-attr]
 
 
 def leases_of(
-    ctx: Ctx, picks: list[Pick], runs: dict[str, c.Item], worker_id: str, token: int
-) -> list[Lease]:
+    ctx: Ctx, picks: list[Pick], runs: dict[str, c.Item], worker_id: str, token: int,
+    slots: list[int] | None = None,
+) -> list[Lease]:  # fmt: skip
+    """The leases of claimed `picks`, at `slots` of the claim (default: 0, 1, ...)."""
     refs = {(p.run_id, r) for p in picks for r in p.rec.get("refs", [])}
     found, _ = ctx.client.read_many(ctx.keys.task(r, t) for r, t in refs)
     out: list[Lease] = []
-    for slot, p in enumerate(picks):
-        run = loads(runs[ctx.keys.run(p.run_id)].value)
+    decoded: dict[str, Rec] = {}
+    for slot, p in zip(slots or range(len(picks)), picks, strict=True):
+        run_key = ctx.keys.run(p.run_id)
+        run = decoded.get(run_key) or decoded.setdefault(run_key, loads(runs[run_key].value))
         outputs = {
             r: dict(loads(found[k].value).get("outputs") or {})
             for r in p.rec.get("refs", [])

@@ -179,7 +179,9 @@ def claim_assigned(
         for k in run_keys
         if k in found and etcd_claim._claimable_run(loads(found[k].value))
     }
-    chosen = etcd_claim._within_limits(ctx, due, ids, open_runs, min(limit, 25), assigned=True)
+    chosen = etcd_claim._within_limits(
+        ctx, due, ids, open_runs, min(limit, etcd_claim.MAX_PICKS), assigned=True
+    )
     picks = etcd_claim._picks(ctx, chosen, found)
     if not picks:
         return []

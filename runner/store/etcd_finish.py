@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from runner import errors
-from runner.models import AttemptState, Lease, Outcome, Reason, TaskKey, TaskSpec, TaskState
+from runner.models import AttemptState, Lease, Outcome, Reason, TaskKey, TaskState
 from runner.store import etcd_client as c
 from runner.store import etcd_cluster as cluster
 from runner.store import etcd_flow as flow
@@ -93,11 +93,7 @@ def finish_many(
                 prep.wrote(revision, wrote, unknown)
                 out.add(ctx, w.lease, _conclude(ctx, prep, responses, revision), now=now)
             for w in later:  # what waited for this request sees what it wrote
-                w.seen = {k: v for k, v in w.seen.items() if k not in unknown} | wrote
-                if w.prep is not None and not (
-                    w.prep.guards.isdisjoint(wrote) and w.prep.guards.isdisjoint(unknown)
-                ):
-                    w.prep = None  # its compares would fail: decide it again
+                w.saw(wrote, unknown)
             later += retry
         work = later
     raise errors.StoreError(f"finish of {len(work)} attempt(s): too much contention")
@@ -145,7 +141,7 @@ def _gather(
                 out.add(ctx, w.lease, _Result(False, True, True, False, decided), now=now)
                 continue
             prep = decided
-        if claimed.take(prep.op, len(batch)):
+        if claimed.take(prep.keys, len(batch)):
             batch.append((w, prep))
         else:
             w.prep = prep
@@ -182,6 +178,21 @@ class _Work:
     seen: Seen
     prep: _Prepared | None = None  # decided, not sent yet
 
+    def saw(self, wrote: Seen, unknown: set[str]) -> None:
+        """Another request wrote `wrote` (and maybe `unknown`): know it, and decide again if
+        the decided transaction compares any of it."""
+        changed = [k for k in self.seen if k in wrote or k in unknown]
+        if changed:
+            self.seen = dict(self.seen)  # the decided transaction keeps the old one
+        for k in changed:
+            if k in unknown:
+                del self.seen[k]  # read again if needed
+            else:
+                self.seen[k] = wrote[k]
+        guards = set() if self.prep is None else self.prep.guards
+        if not (guards.isdisjoint(wrote) and guards.isdisjoint(unknown)):
+            self.prep = None  # its compares would fail
+
     @classmethod
     def of(cls, ctx: Ctx, lease: Lease, outcome: Outcome) -> _Work:
         tail = outcome.log_tail.encode()
@@ -202,10 +213,9 @@ class _Claimed:
         self.writes: set[bytes] = set()
         self.size = 0
 
-    def take(self, op: Any, count: int) -> bool:
-        mine = _Claimed()
-        mine.add(op)
-        size = op.ByteSize()
+    def take(self, mine: _Claimed, count: int) -> bool:
+        """Add a transaction's keys (`mine`, see `_Prepared.keys`) unless they conflict."""
+        size = mine.size
         if count and (
             count >= MAX_OPS
             or self.size + size > MAX_BYTES
@@ -300,6 +310,14 @@ class _Prepared:
         return c.nested(self.b.compares, self.b.ops, self.failure)
 
     @functools.cached_property
+    def keys(self) -> _Claimed:
+        """The keys its transaction compares and writes, and its size."""
+        mine = _Claimed()
+        mine.add(self.op)
+        mine.size = self.op.ByteSize()
+        return mine
+
+    @functools.cached_property
     def guards(self) -> set[str]:
         """The keys whose change fails the transaction."""
         return {cmp.key.decode() for cmp in self.b.compares if not cmp.range_end}
@@ -349,7 +367,7 @@ def _prepare(
     b = flow.Batch(compares=[c.created_at(own_key, claim_revision(lease.token))])
     b.guard(task_key, task.mod)
     b.guard(run_key, run_item.mod)
-    spec = TaskSpec.from_dict(rec["spec"])
+    spec = lease.spec  # as claimed: a task's spec never changes
     needed = _needed(ctx, lease, tail, rec)
     _record_attempt(rec, lease, outcome, now=now)
     state, delay = decide_outcome(spec, rec, run, outcome)

@@ -67,6 +67,7 @@ class Pick:
     run_id: str
     rec: Rec
     lock_rev: int = 0  # lock holders were counted at this revision (0: no locks)
+    written: bytes = b""  # the task record as the claim wrote it
 
 
 def owns(own: c.Item | None, lease: Lease) -> bool:
