@@ -276,8 +276,9 @@ def add_worker_parser(sub: Any) -> None:
         type=common.non_negative_int,
         default=0,
         metavar="N",
-        help="hold up to N claimed tasks beyond the busy slots and claim in batches: fewer "
-        "store transactions per task, at the cost of strict priority order across workers",
+        help="hold up to N claimed tasks beyond the busy slots, claim them in batches and "
+        "record results in batches off the slots: fewer store transactions per task (for many "
+        "short tasks), at the cost of strict priority order across workers",
     )
     p.set_defaults(func=cmd_worker)
 

@@ -452,6 +452,7 @@ class EtcdStore(etcd_dispatch.EtcdClusterMixin, EtcdCronMixin):
             return
         self._closed = True
         self._watcher.close()
+        self.ctx.close()
         self.client.close()
 
 

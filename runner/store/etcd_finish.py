@@ -66,36 +66,26 @@ def finish_many(
     now: float,
     taker: handoff.Taker | None = None,
 ) -> tuple[list[TaskKey], bool, list[Lease]]:
-    """`finish` for several attempts: each one's transaction nested in one request, as long
-    as none writes a key another one compares or writes (those wait for the next request).
-    Returns the attempts whose token was stale, whether any finish queued tasks, and the
-    successors handed to `taker`."""
+    """`finish` for several attempts: their transactions nested in as few requests as their
+    keys allow (`_Layers`), the requests sent together. Returns the attempts whose token
+    was stale, whether any finish queued tasks, and the successors handed to `taker`."""
     work = [_Work.of(ctx, lease, outcome) for lease, outcome in done]
     out = _Outcomes()
     for _ in range(200):
         if not work:
             return out.lost, out.queued, out.leases
-        batch, later = _gather(ctx, work, out, now=now, taker=taker)
-        if batch:
-            revision, answers = _send(ctx, batch)
-            wrote: Seen = {}
-            unknown: set[str] = set()
-            retry: list[_Work] = []
-            for (w, prep), (ok, responses) in zip(batch, answers, strict=True):
+        layers = _decide(ctx, work, out, now=now, taker=taker)
+        work = []
+        for layer, (revision, answers) in zip(layers, _send_all(ctx, layers), strict=True):
+            for (w, prep), (ok, responses) in zip(layer, answers, strict=True):
                 if not ok:  # a conflict: the current values, from the failure branch
                     fresh = {i.key: i for i in c.items_of(responses)}
                     w.seen = {k: fresh.get(k) for k in prep.needed}
-                    w.prep = None
-                    retry.append(w)
+                    work.append(w)
                     continue
                 ctx.uncertain.discard(w.lease.token)
                 ctx.failpoints.hit("finish.after_commit")
-                prep.wrote(revision, wrote, unknown)
                 out.add(ctx, w.lease, _conclude(ctx, prep, responses, revision), now=now)
-            for w in later:  # what waited for this request sees what it wrote
-                w.saw(wrote, unknown)
-            later += retry
-        work = later
     raise errors.StoreError(f"finish of {len(work)} attempt(s): too much contention")
 
 
@@ -117,36 +107,80 @@ class _Outcomes:
             flow.maybe_end(ctx.client, ctx.keys, lease.run_id, now=now)
 
 
-def _gather(
+def _decide(
     ctx: Ctx, work: list[_Work], out: _Outcomes, *, now: float, taker: handoff.Taker | None
-) -> tuple[list[tuple[_Work, _Prepared]], list[_Work]]:
-    """Decide each attempt's finish: those that fit together in one request, and the rest
-    (which keep their decided transaction: if what it compares changed meanwhile, its
-    compares fail and it is decided again)."""
-    batch: list[tuple[_Work, _Prepared]] = []
-    later: list[_Work] = []
-    claimed = _Claimed()
+) -> list[list[tuple[_Work, _Prepared]]]:
+    """Decide each attempt's finish, in layers: one request each."""
+    layers = _Layers()
     for w in work:
-        prep = w.prep
-        if prep is None:
-            w.seen = _complete_reads(ctx, w.lease, w.tail, w.seen)
-            try:
-                decided = _prepare(ctx, w.lease, w.outcome, w.tail, w.seen, now=now, taker=taker)
-            except errors.LeaseLost:
-                ctx.uncertain.discard(w.lease.token)
-                out.lost.append(w.lease.key)
-                continue
-            if isinstance(decided, list):  # an earlier, ambiguous call committed it
-                ctx.uncertain.discard(w.lease.token)
-                out.add(ctx, w.lease, _Result(False, True, True, False, decided), now=now)
-                continue
-            prep = decided
-        if claimed.take(prep.keys, len(batch)):
-            batch.append((w, prep))
-        else:
-            w.prep = prep
-            later.append(w)
-    return batch, later
+        w.seen = _complete_reads(ctx, w.lease, w.tail, w.seen)
+        try:
+            prep = _prepare(ctx, w.lease, w.outcome, w.tail, w.seen, now=now, taker=taker)
+        except errors.LeaseLost:
+            ctx.uncertain.discard(w.lease.token)
+            out.lost.append(w.lease.key)
+            continue
+        if isinstance(prep, list):  # an earlier, ambiguous call committed it
+            ctx.uncertain.discard(w.lease.token)
+            out.add(ctx, w.lease, _Result(False, True, True, False, prep), now=now)
+            continue
+        layers.place(w, prep)
+    return layers.layers
+
+
+class _Layers:
+    """Finishes sorted into requests: a finish joins a request only if it writes nothing
+    the request's others compare or write and compares nothing they write (so each decides
+    on values no other one changes: etcd evaluates a request's compares before its writes,
+    and rejects a key written twice in one request). Several finishes of one wide task's
+    dependencies (each puts its counter, see `etcd_flow.arrive`) go to separate requests,
+    which are sent together, as finishes from several workers would be."""
+
+    def __init__(self) -> None:
+        self.layers: list[list[tuple[_Work, _Prepared]]] = []
+        self._keys: list[_Claimed] = []
+        self._written: dict[bytes, int] = {}  # key -> the last layer that writes it
+        self._read: dict[bytes, int] = {}  # key -> the last layer that compares it
+
+    def place(self, w: _Work, prep: _Prepared) -> None:
+        mine = prep.keys
+        at = max(
+            [self._written.get(k, -1) + 1 for k in mine.reads | mine.writes]
+            + [self._read.get(k, -1) + 1 for k in mine.writes]
+            + [0]
+        )  # the first layer that may take it; ranges are checked by `take`
+        while at < len(self.layers) and not self._keys[at].take(mine, len(self.layers[at])):
+            at += 1
+        if at == len(self.layers):
+            self.layers.append([])
+            self._keys.append(_Claimed())
+            self._keys[at].take(mine, 0)
+        self.layers[at].append((w, prep))
+        for k in mine.writes:
+            self._written[k] = max(self._written.get(k, -1), at)
+        for k in mine.reads:
+            self._read[k] = max(self._read.get(k, -1), at)
+
+
+def _send_all(
+    ctx: Ctx, layers: list[list[tuple[_Work, _Prepared]]]
+) -> list[tuple[int, list[tuple[bool, list[Any]]]]]:
+    """Send each layer's request, several at once. If any fails without an answer, every
+    attempt is marked uncertain (a retry finds the committed ones by their records) and
+    the error raised."""
+    if len(layers) <= 1:
+        return [_send(ctx, layer) for layer in layers]
+    futures = [ctx.senders().submit(_send, ctx, layer) for layer in layers]
+    results, error = [], None
+    for f in futures:
+        try:
+            results.append(f.result())
+        except errors.StoreError as exc:
+            error = error or exc
+    if error is not None:
+        ctx.uncertain.update(w.lease.token for layer in layers for w, _ in layer)
+        raise error
+    return results
 
 
 def _send(
@@ -176,22 +210,6 @@ class _Work:
     outcome: Outcome
     tail: bytes
     seen: Seen
-    prep: _Prepared | None = None  # decided, not sent yet
-
-    def saw(self, wrote: Seen, unknown: set[str]) -> None:
-        """Another request wrote `wrote` (and maybe `unknown`): know it, and decide again if
-        the decided transaction compares any of it."""
-        changed = [k for k in self.seen if k in wrote or k in unknown]
-        if changed:
-            self.seen = dict(self.seen)  # the decided transaction keeps the old one
-        for k in changed:
-            if k in unknown:
-                del self.seen[k]  # read again if needed
-            else:
-                self.seen[k] = wrote[k]
-        guards = set() if self.prep is None else self.prep.guards
-        if not (guards.isdisjoint(wrote) and guards.isdisjoint(unknown)):
-            self.prep = None  # its compares would fail
 
     @classmethod
     def of(cls, ctx: Ctx, lease: Lease, outcome: Outcome) -> _Work:
@@ -299,7 +317,6 @@ class _Prepared:
     queued: list[tuple[c.Item, flow.Rec]]
     props: bool
     handed: handoff.Handoff | None
-    seen: Seen  # what it was decided on
 
     @property
     def failure(self) -> list[Any]:
@@ -316,31 +333,6 @@ class _Prepared:
         mine.add(self.op)
         mine.size = self.op.ByteSize()
         return mine
-
-    @functools.cached_property
-    def guards(self) -> set[str]:
-        """The keys whose change fails the transaction."""
-        return {cmp.key.decode() for cmp in self.b.compares if not cmp.range_end}
-
-    def wrote(self, revision: int, known: Seen, unknown: set[str]) -> None:
-        """Add what its committed transaction wrote to `known`, and to `unknown` the keys
-        that its nested transactions may have written."""
-        for op in self.b.ops:
-            kind = op.WhichOneof("request")
-            if kind == "request_put":
-                put = op.request_put
-                key = put.key.decode()
-                old = self.seen.get(key)
-                create = old.create if old is not None else revision
-                known[key] = c.Item(key, put.value, create, revision, put.lease)
-            elif kind == "request_delete_range":
-                known[op.request_delete_range.key.decode()] = None
-            elif kind == "request_txn":
-                inner = _Claimed()
-                inner.add(op)
-                unknown.update(k.decode() for k in inner.writes)
-        for key in unknown:
-            known.pop(key, None)
 
 
 def _prepare(
@@ -388,7 +380,7 @@ def _prepare(
     props = any(op.request_put.key.startswith(keys.prop().encode()) for op in b.ops)
     handed = handoff.prepare(ctx, b, taker, lease.token, run_item, queued, now=now)
     b.ops.append(c.count(keys.done(run_id, "")))
-    return _Prepared(b, needed, run, run_item, halted, queued, props, handed, seen)
+    return _Prepared(b, needed, run, run_item, halted, queued, props, handed)
 
 
 def _conclude(ctx: Ctx, p: _Prepared, responses: list[Any], revision: int) -> _Result:

@@ -8,6 +8,7 @@ create revision and slot with the token, so a stale worker records nothing.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +33,7 @@ from runner.store.etcd_keys import Keys, claim_revision, loads, token_of
 Rec = dict[str, Any]
 Seen = dict[str, c.Item | None]  # key -> its item as last known (None: absent)
 MAX_OPS = 120  # operations per transaction, under etcd's 128
+SENDERS = 8  # requests one store object sends at once
 MAX_CLAIMED = 10_000  # remembered claims; more (leases never finished here) are forgotten
 
 
@@ -53,6 +55,18 @@ class Ctx:
     uncertain: set[int] = field(default_factory=set)
     cluster: cluster.Cluster = field(default_factory=cluster.Cluster)  # assignments, drains
     lock_rev: int = 0  # revision at which the last claim counted lock holders
+
+    _senders: ThreadPoolExecutor | None = None
+
+    def senders(self) -> ThreadPoolExecutor:
+        """Threads that send requests together (see `etcd_finish.finish_many`)."""
+        if self._senders is None:
+            self._senders = ThreadPoolExecutor(SENDERS, thread_name_prefix="etcd-send")
+        return self._senders
+
+    def close(self) -> None:
+        if self._senders is not None:
+            self._senders.shutdown(wait=True)
 
     def remember(self, token: int, seen: Seen) -> None:
         if len(self.claimed) >= MAX_CLAIMED:

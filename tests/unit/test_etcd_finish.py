@@ -180,8 +180,8 @@ def test_etcd_finish_many_sends_independent_finishes_in_one_request(
     assert etcd_store.get_run("r1").state.value == "succeeded"
 
 
-def test_etcd_finish_many_splits_finishes_that_write_one_join(etcd_store: EtcdStore) -> None:
-    # a, b -> j and c independent: a and b both rewrite j's record, so b waits a request
+def test_etcd_finish_many_sends_finishes_that_write_one_join_apart(etcd_store: EtcdStore) -> None:
+    # a, b -> j and c independent: a and b both rewrite j's record
     etcd_store.create_run(
         plans.plan(plans.task("a"), plans.task("b"), plans.task("c"), plans.task("j", "a", "b")),
         run_id="r1",
@@ -191,7 +191,9 @@ def test_etcd_finish_many_splits_finishes_that_write_one_join(etcd_store: EtcdSt
     leases = etcd_store.claim(w, now=T0, limit=3)
     calls = _count_requests(etcd_store)
     assert etcd_store.finish_many([(x, ok()) for x in leases], now=T0) == ([], [])
-    assert calls.count("finish") == 2
+    # a and c in one request, b in another sent at the same time (b decided on j's old
+    # record: if a's request commits first, b's compare fails and b is decided again)
+    assert calls.count("finish") in (2, 3)
     assert states(_s(etcd_store), "r1") == {
         "a": "succeeded", "b": "succeeded", "c": "succeeded", "j": "ready"
     }  # fmt: skip

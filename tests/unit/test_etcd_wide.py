@@ -109,6 +109,24 @@ def test_wide_join_is_queued_once_when_its_dependencies_finish_together(
     assert etcd_store.claim(w, now=T0) == []
 
 
+def test_wide_join_is_queued_once_when_one_call_finishes_all_its_dependencies(
+    etcd_store: EtcdStore,
+) -> None:
+    """Each dependency's arrival puts the join's counter, so finish_many sends them in
+    separate requests, all at once."""
+    etcd_store.create_run(_fan_in(N), run_id="r1", now=T0)
+    w = worker(_s(etcd_store))
+    leases = _claim_all(etcd_store, w, N)
+    lost, (join,) = etcd_store.finish_many([(x, ok()) for x in leases], now=T0, claim=5)
+    assert (lost, join.task_id) == ([], "join")  # queued once, and claimed after
+    assert states(_s(etcd_store), "r1")["join"] == "running"
+    assert etcd_store.claim(w, now=T0, limit=5) == []
+    etcd_store.finish(join, ok(), now=T0)
+    run = etcd_store.get_run("r1")
+    assert run.state.value == "succeeded"
+    assert [len(t.attempts) for t in run.tasks] == [1] * (N + 1)
+
+
 def test_a_dependency_that_fails_skips_the_wide_join(etcd_store: EtcdStore) -> None:
     etcd_store.create_run(_fan_in(N), run_id="r1", now=T0)
     leases = _claim_all(etcd_store, worker(_s(etcd_store)), N)
