@@ -173,7 +173,7 @@ def test_get_run_yaml_matches_json(cli: Cli) -> None:
 def test_workers_with_prefetch_record_every_result_once(cli: Cli) -> None:
     """With prefetch a worker records results off its slots, several per transaction."""
     ids = []
-    for name in ("widejoin.yaml", "cleanup.yaml", "flaky.yaml", "outputs.yaml"):
+    for name in ("widejoin.yaml", "cleanup.yaml", "flaky.yaml"):
         res = cli.run("apply", cli.workflow(name), "--detach")
         assert res.returncode == 0, res.stderr
         ids.append(res.stdout.strip())
@@ -187,7 +187,7 @@ def test_workers_with_prefetch_record_every_result_once(cli: Cli) -> None:
             w.terminate()
             w.wait(timeout=60)
     runs = [cli.get_run(run_id) for run_id in ids]
-    assert [r["state"] for r in runs] == ["succeeded", "failed", "succeeded", "succeeded"]
+    assert [r["state"] for r in runs] == ["succeeded", "failed", "succeeded"]
     assert (cli.cwd / "joined.txt").read_text().split() == ["40"]
     assert {k: t["state"] for k, t in tasks_by_id(runs[1]).items()} == {
         "broken": "failed",
@@ -197,7 +197,6 @@ def test_workers_with_prefetch_record_every_result_once(cli: Cli) -> None:
     }
     flaky = tasks_by_id(runs[2])["flaky"]["attempts"]
     assert [a["state"] for a in flaky] == ["failed", "failed", "succeeded"]
-    assert (cli.cwd / "consumed.txt").read_text().strip() == "42"
     for run in runs:
         for task in run["tasks"]:
             assert sum(a["state"] == "running" for a in task["attempts"]) == 0
