@@ -43,6 +43,14 @@ def _add_drive_flags(p: argparse.ArgumentParser) -> None:
         metavar="N",
         help="local worker slots (default: CPUs with the embedded store, 0 with etcd)",
     )
+    p.add_argument(
+        "--prefetch",
+        type=common.non_negative_int,
+        default=0,
+        metavar="N",
+        help="the local workers hold up to N claimed tasks beyond their busy slots and record "
+        "results in batches (see `runner worker --prefetch`)",
+    )
     p.add_argument("--detach", action="store_true", help="return once the run is stored")
     p.add_argument("--timeout", type=common.duration_arg, help="give up waiting (exit 4)")
     p.add_argument("--lease-ttl", type=common.positive_float, metavar="SECONDS")
@@ -149,7 +157,9 @@ class _LocalWorkers:
             n = (os.cpu_count() or 1) if settings.store.startswith("sqlite:") else 0
         if n == 0:
             return cls(None, None)
-        worker = make_worker(settings, concurrency=n, lease_ttl=args.lease_ttl, name="apply")
+        worker = make_worker(
+            settings, concurrency=n, lease_ttl=args.lease_ttl, name="apply", prefetch=args.prefetch
+        )
         return cls(worker, run_in_thread(worker))
 
     def stop(self, *, abort_run: str | None) -> None:

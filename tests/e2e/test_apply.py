@@ -48,6 +48,18 @@ def test_apply_joins_a_wide_fan_in_once_after_all_its_dependencies(cli: Cli) -> 
     assert (join["state"], len(join["attempts"])) == ("succeeded", 1)
 
 
+def test_apply_with_prefetch_joins_once_and_exits_by_the_run(cli: Cli) -> None:
+    res = cli.run("apply", cli.workflow("widejoin.yaml"), "--workers", "4", "--prefetch", "8")
+    assert res.returncode == 0, res.stderr
+    assert (cli.cwd / "joined.txt").read_text().split() == ["40"]
+    run = cli.get_run()
+    assert run["state"] == "succeeded"
+    assert all(len(t["attempts"]) == 1 for t in run["tasks"])
+    failed = cli.run("apply", cli.workflow("cleanup.yaml"), "--workers", "2", "--prefetch", "4")
+    assert failed.returncode == 1
+    assert tasks_by_id(cli.get_run())["after"]["state"] == "skipped"
+
+
 def test_apply_flaky_task_succeeds_on_third_attempt(cli: Cli) -> None:
     res = cli.run("apply", cli.workflow("flaky.yaml"), "--workers", "1")
     assert res.returncode == 0, res.stderr
