@@ -9,6 +9,10 @@ Larger fan-outs and skip cascades go through a `prop/` marker drained right afte
 What the transaction compares is usually known without a read: the claim that made the token
 left the records it wrote (and the successors it read) in `Ctx.claimed`. When a compare fails,
 the transaction's failure branch returns the current values, so a retry needs no extra read.
+
+`finish_many` (a worker's recorder, with prefetch) nests several attempts' transactions, each
+whole, in one request, and sends the finishes that cannot share one (`_Layers`) in requests of
+their own, all at once.
 """
 
 from __future__ import annotations
