@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import Iterator
 from typing import Any, cast
@@ -30,10 +31,9 @@ def etcd_store(etcd_server: Any) -> Iterator[EtcdStore]:
         s.close()
 
 
-def _finish_losing_the_reply(
-    store: EtcdStore, monkeypatch: pytest.MonkeyPatch, lease: Lease, claim: int = 0
-) -> None:
-    """Finish `lease`: the transaction commits, then its reply is lost (StoreUnavailable)."""
+@contextlib.contextmanager
+def _replies_lost(store: EtcdStore, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Within: every transaction commits, then its reply is lost (StoreUnavailable)."""
     real = store.client.txn
 
     def txn(compare: Any, success: Any, label: str, failure: Any = ()) -> Any:
@@ -42,8 +42,15 @@ def _finish_losing_the_reply(
 
     with monkeypatch.context() as m:
         m.setattr(store.client, "txn", txn)
-        with pytest.raises(errors.StoreUnavailable):
-            store.finish(lease, ok(), now=T0, claim=claim)
+        yield
+
+
+def _finish_losing_the_reply(
+    store: EtcdStore, monkeypatch: pytest.MonkeyPatch, lease: Lease, claim: int = 0
+) -> None:
+    """Finish `lease`: the transaction commits, then its reply is lost."""
+    with _replies_lost(store, monkeypatch), pytest.raises(errors.StoreUnavailable):
+        store.finish(lease, ok(), now=T0, claim=claim)
 
 
 def test_etcd_finish_retry_after_lost_reply_succeeds_once(
@@ -206,16 +213,8 @@ def test_etcd_finish_many_retry_after_lost_reply_records_each_once(
     w = worker(_s(etcd_store))
     etcd_store.finish(claim_one(_s(etcd_store), w), ok(), now=T0)
     leases = etcd_store.claim(w, now=T0, limit=2)
-    real = etcd_store.client.txn
-
-    def txn(compare: Any, success: Any, label: str, failure: Any = ()) -> Any:
-        real(compare, success, label, failure)
-        raise errors.StoreUnavailable("reply lost")
-
-    with monkeypatch.context() as m:
-        m.setattr(etcd_store.client, "txn", txn)
-        with pytest.raises(errors.StoreUnavailable):
-            etcd_store.finish_many([(x, ok()) for x in leases], now=T0)
+    with _replies_lost(etcd_store, monkeypatch), pytest.raises(errors.StoreUnavailable):
+        etcd_store.finish_many([(x, ok()) for x in leases], now=T0)
     assert etcd_store.finish_many([(x, ok()) for x in leases], now=T0) == ([], [])
     run = etcd_store.get_run("r1")
     assert run.state.value == "succeeded"
