@@ -94,3 +94,33 @@ def test_retry_reruns_failed_and_skipped_keeps_succeeded(cli: Cli) -> None:
     assert len(tasks["first"]["attempts"]) == 1
     assert len(tasks["gate"]["attempts"]) == 2
     assert (cli.cwd / "first.txt").read_text().split() == ["first"]
+
+
+def test_worker_with_prefetch_killed_its_held_tasks_run_elsewhere(cli: Cli) -> None:
+    """A killed worker's held (prefetched, not started) tasks are owned like its running one:
+    they come back when its lease expires, recorded `lost`, and another worker runs them."""
+    slow = 'echo "$RUNNER_ATTEMPT $$" >> started.txt; while [ ! -f release ]; do sleep 0.05; done'
+    tasks = "".join(f"    - name: t{i}\n      run: '{slow}'\n" for i in range(5))
+    (cli.cwd / "five.yaml").write_text(
+        f"apiVersion: runner/v1\nkind: Workflow\nmetadata: {{name: five}}\nspec:\n  tasks:\n{tasks}"
+    )
+    run_id = cli.run("apply", "five.yaml", "--detach").stdout.strip()
+    first = cli.start("worker", "--concurrency", "1", "--prefetch", "4", "--lease-ttl", "1")
+    try:
+        wait_for(lambda: len(_started(cli)) == 1, what="the first attempt to start")
+        held = [t for t in cli.get_run(run_id)["tasks"] if t["state"] == "running"]
+        assert len(held) == 5  # one running, four held by the same worker
+        _, task_pid = _started(cli)[0]
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+        wait_for(lambda: not pid_alive(task_pid), timeout=10, what="the undead task to die")
+    finally:
+        first.kill()
+        first.wait()
+    (cli.cwd / "release").touch()
+    res = cli.run("apply", "--resume", run_id, "--workers", "2", "--lease-ttl", "1")
+    assert res.returncode == 0, res.stderr
+    for task in cli.get_run(run_id)["tasks"]:
+        assert [a["state"] for a in task["attempts"]] == ["lost", "succeeded"], task["id"]
+        assert task["attempts"][0]["worker"] != task["attempts"][1]["worker"]
+    assert len(_started(cli)) == 6  # the killed worker started one; the others ran once each
