@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import signal
+import subprocess
+from collections.abc import Callable
 
 import pytest
 
@@ -22,19 +24,28 @@ def _started(cli: Cli) -> list[tuple[int, int]]:
     return [(int(a), int(p)) for a, p in (line.split() for line in path.read_text().splitlines())]
 
 
-def test_worker_killed_mid_task_another_worker_finishes_it(cli: Cli) -> None:
-    run_id = cli.run("apply", cli.workflow("slow.yaml"), "--detach").stdout.strip()
-    first = cli.start("worker", "--concurrency", "1", "--lease-ttl", "1")
+def _kill_worker_once_a_task_started(
+    cli: Cli, worker: subprocess.Popen[bytes], check: Callable[[], None] = lambda: None
+) -> None:
+    """Once the first slow task has started (and `check` passed), kill -9 `worker`; its task
+    process must die with it (no undead task)."""
     try:
         wait_for(lambda: len(_started(cli)) == 1, what="the first attempt to start")
+        check()
         _, task_pid = _started(cli)[0]
-        first.send_signal(signal.SIGKILL)
-        first.wait()
-        # no undead task: the killed worker's task process dies with it
+        worker.send_signal(signal.SIGKILL)
+        worker.wait()
         wait_for(lambda: not pid_alive(task_pid), timeout=10, what="the undead task to die")
     finally:
-        first.kill()
-        first.wait()
+        worker.kill()
+        worker.wait()
+
+
+def test_worker_killed_mid_task_another_worker_finishes_it(cli: Cli) -> None:
+    run_id = cli.run("apply", cli.workflow("slow.yaml"), "--detach").stdout.strip()
+    _kill_worker_once_a_task_started(
+        cli, cli.start("worker", "--concurrency", "1", "--lease-ttl", "1")
+    )
     (cli.cwd / "release").touch()
     res = cli.run("apply", "--resume", run_id, "--workers", "1", "--lease-ttl", "1")
     assert res.returncode == 0, res.stderr
@@ -106,17 +117,11 @@ def test_worker_with_prefetch_killed_its_held_tasks_run_elsewhere(cli: Cli) -> N
     )
     run_id = cli.run("apply", "five.yaml", "--detach").stdout.strip()
     first = cli.start("worker", "--concurrency", "1", "--prefetch", "4", "--lease-ttl", "1")
-    try:
-        wait_for(lambda: len(_started(cli)) == 1, what="the first attempt to start")
-        held = [t for t in cli.get_run(run_id)["tasks"] if t["state"] == "running"]
-        assert len(held) == 5  # one running, four held by the same worker
-        _, task_pid = _started(cli)[0]
-        first.send_signal(signal.SIGKILL)
-        first.wait()
-        wait_for(lambda: not pid_alive(task_pid), timeout=10, what="the undead task to die")
-    finally:
-        first.kill()
-        first.wait()
+
+    def all_held() -> None:  # one running, four held by the same worker
+        assert [t["state"] for t in cli.get_run(run_id)["tasks"]] == ["running"] * 5
+
+    _kill_worker_once_a_task_started(cli, first, all_held)
     (cli.cwd / "release").touch()
     res = cli.run("apply", "--resume", run_id, "--workers", "2", "--lease-ttl", "1")
     assert res.returncode == 0, res.stderr
