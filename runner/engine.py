@@ -118,4 +118,4 @@ def follow(
         remaining = poll if deadline is None else min(poll, deadline - time.monotonic())
         if remaining <= 0:
             raise errors.WaitTimeout(f"gave up waiting for run {run_id}; it goes on in the store")
-        store.wait(remaining)
+        store.wait(remaining, run_id=run_id)

@@ -173,7 +173,7 @@ def _follow_logs(store: Store, run: Run, args: argparse.Namespace) -> int:
         sys.stdout.flush()
         if run.state.terminal and all(t.state.terminal for t in run.tasks):
             return engine.exit_code(run)
-        store.wait(1.0)
+        store.wait(1.0, run_id=run.id)
         run = store.get_run(run.id)
 
 

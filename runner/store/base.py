@@ -320,9 +320,15 @@ class Store(Protocol):
         Raises RunNotFound / TaskNotFound."""
         ...
 
-    def wait(self, timeout: float) -> bool:
+    def wait(self, timeout: float, *, run_id: str | None = None) -> bool:
         """Block until the store may have changed (a commit by this or any other process) or
-        `timeout` seconds pass, without busy polling. True when a change was seen."""
+        `timeout` seconds pass, without busy polling. True when a change was seen.
+
+        Every change a waiter acts on wakes it: new queue entries, claims and finishes (of any
+        run), runs, workers, cluster and cron keys. A store may leave out changes that only
+        touch task records, logs and bookkeeping (etcd does: every watching process would
+        receive each task's record twice); a follower of one run passes `run_id` to be woken
+        by that run's task records and logs as well."""
         ...
 
     def close(self) -> None:

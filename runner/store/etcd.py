@@ -60,6 +60,7 @@ class EtcdStore(etcd_dispatch.EtcdClusterMixin, EtcdCronMixin):
         self.log_limit = log_limit
         self.ctx = etcd_work.Ctx(self.client, self.keys, failpoints or Failpoints(), log_limit)
         self._watcher = Watcher(self.client, self.keys.prefix)
+        self.client.track(self.keys.queue())
         self._waited = 0
         self._leases: dict[str, int] = {}
         self._tasks: dict[str, tuple[int, dict[str, tuple[int, TaskRecord]]]] = {}
@@ -96,7 +97,7 @@ class EtcdStore(etcd_dispatch.EtcdClusterMixin, EtcdCronMixin):
         """See Store.create_run: tasks in chunks, then the run record (visibility) last."""
         return etcd_submit.create_run(
             self.client, self.keys, plan, run_id=run_id, now=now, key=key,
-            scheduled_time=scheduled_time,
+            scheduled_time=scheduled_time, senders=self.ctx.senders(),
         )  # fmt: skip
 
     def get_run(self, run_id: str, *, tasks: bool = True, now: float | None = None) -> Run:
@@ -295,15 +296,16 @@ class EtcdStore(etcd_dispatch.EtcdClusterMixin, EtcdCronMixin):
         self._touched(self.client.revision)
 
     def _queue_unchanged(self) -> bool:
-        """This object read an empty queue, and its watch has since seen every commit this
-        object knows of and no queue entry change: a claim would find nothing (a workers' wait
-        wakes on every commit, so most of its claims would be such empty reads)."""
+        """This object read an empty queue while its watch ran, and since then neither the
+        watch saw a new queue entry nor did this object write one: a claim would find nothing
+        (a worker's wait wakes on every finish, so most of its claims would be such empty
+        reads). Another's new entry whose event is still on its way wakes the wait after."""
         empty_at = self.ctx.empty_at
         return bool(
             empty_at
             and not self.ctx.ahead
-            and self._watcher.revision >= self.client.revision
-            and self._watcher.queue_rev <= empty_at
+            and 0 < self._watcher.origin <= empty_at
+            and max(self._watcher.queue_rev, self.client.tracked_rev) <= empty_at
         )
 
     def append_log(self, lease: Lease, text: str) -> None:
@@ -437,13 +439,16 @@ class EtcdStore(etcd_dispatch.EtcdClusterMixin, EtcdCronMixin):
         chunks = self.client.scan(self.keys.log(run_id, task_id, number))
         return etcd_logs.tail([i.value for i in chunks], self.log_limit)
 
-    def wait(self, timeout: float) -> bool:
-        """Block on the prefix watch until a commit newer than anything seen, or `timeout`."""
-        # Every commit since the last wait counts, this object's own included: a worker whose
+    def wait(self, timeout: float, *, run_id: str | None = None) -> bool:
+        """Block on the prefix watches until a change arrives that no earlier wait returned
+        for, or `timeout` (see `etcd_watch` for the changes watched)."""
+        # Every change since the last wait counts, this object's own included: a worker whose
         # slot thread finished a task while its main thread was busy must not sleep through it.
-        after = self._waited or self.client.revision
-        changed = self._watcher.wait(after, max(0.0, timeout))
-        self._waited = max(after, self._watcher.revision)
+        self._watcher.start(self.client.revision)
+        if run_id is not None:
+            self._watcher.follow(run_id, self.client.revision)
+        changed = self._watcher.wait(self._waited, max(0.0, timeout))
+        self._waited = self._watcher.events
         return changed
 
     def close(self) -> None:

@@ -201,6 +201,18 @@ def _item(kv: Any) -> Item:
     return Item(kv.key.decode(), kv.value, kv.create_revision, kv.mod_revision, kv.lease)
 
 
+def _puts_under(ops: Sequence[Op], prefix: bytes) -> bool:
+    """Whether `ops` (nested transactions' success branches included) put a key under
+    `prefix`."""
+    for op in ops:
+        kind = op.WhichOneof("request")
+        if kind == "request_put" and op.request_put.key.startswith(prefix):
+            return True
+        if kind == "request_txn" and _puts_under(op.request_txn.success, prefix):
+            return True
+    return False
+
+
 # ---------------------------------------------------------------------- the client
 
 
@@ -210,6 +222,8 @@ class Client:
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
         self.revision = 0
+        self.tracked = b"\xff"  # see `track`
+        self.tracked_rev = 0
         self._lock = threading.Lock()
         self._metadata: tuple[tuple[str, str], ...] | None = None
         self.channel = _channel(conn)
@@ -253,6 +267,12 @@ class Client:
     def _seen(self, header: Any) -> None:
         with self._lock:
             self.revision = max(self.revision, int(header.revision))
+
+    def track(self, prefix: str) -> None:
+        """Keep in `tracked_rev` the latest revision of a transaction of this client that put
+        a key under `prefix` (a store object's own queue writes, which its watch may not have
+        delivered yet)."""
+        self.tracked = prefix.encode()
 
     def call(self, fn: Callable[..., T], request: Any, what: str, *, retry: bool = False) -> T:
         """Call one unary RPC; re-authenticate once on an expired token; retry reads once
@@ -367,6 +387,9 @@ class Client:
         )
         resp = self.call(self.kv.Txn, req, what)
         self._seen(resp.header)
+        if _puts_under(success if resp.succeeded else failure, self.tracked):
+            with self._lock:
+                self.tracked_rev = max(self.tracked_rev, int(resp.header.revision))
         return TxnResult(bool(resp.succeeded), int(resp.header.revision), list(resp.responses))
 
     # ------------------------------------------------------------------ leases

@@ -2,12 +2,14 @@
 
 A run's task records and first queue entries are written in chunks while the run record does
 not exist; workers skip queue entries of runs they cannot read, so the run becomes visible in
-one step when the last transaction writes its record.
+one step when the last transaction writes its record. The chunks are independent, so several
+are in flight at once (etcd commits concurrent requests with one disk sync).
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import defaultdict, deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from runner import errors, transitions
@@ -18,6 +20,7 @@ from runner.store.etcd_keys import Keys, dumps, loads, run_to_dict
 
 MAX_BYTES = 1024 * 1024  # per transaction, under etcd's 1.5 MiB request limit
 MAX_OPS = 100
+IN_FLIGHT = 8  # chunks sent at once (bounded: a 100,000-task run is not held in memory whole)
 
 
 def task_records(plan: Plan) -> list[dict[str, Any]]:
@@ -58,7 +61,7 @@ def task_records(plan: Plan) -> list[dict[str, Any]]:
 
 def create_run(
     client: c.Client, keys: Keys, plan: Plan, *, run_id: str, now: float, key: str | None,
-    scheduled_time: float | None,
+    scheduled_time: float | None, senders: ThreadPoolExecutor,
 ) -> Run:  # fmt: skip
     """Store a run (see Store.create_run)."""
     _check_new(client, keys, run_id, key)
@@ -70,7 +73,7 @@ def create_run(
     deadline = None if plan.timeout is None else now + plan.timeout
     extra = {"fail_fast": plan.fail_fast, "parallelism": plan.parallelism, "halted": False,
              "dispatch": plan.dispatch}  # fmt: skip
-    written: list[str] = []
+    chunks = _Chunks(client, senders)
     batch = flow.Batch(compares=[c.created_at(keys.run(run_id), 0)])
     size = 0
     for rec in task_records(plan):
@@ -82,13 +85,14 @@ def create_run(
         value = dumps(rec)
         if batch.ops and (len(batch.ops) + 2 > MAX_OPS or size + len(value) > MAX_BYTES):
             queued = batch.ops.pop() if starts else None  # this record's entry goes with it
-            _write(client, batch, written)
+            chunks.send(batch)
             batch, size = flow.Batch(compares=[c.created_at(keys.run(run_id), 0)]), 0
             if queued is not None:
                 batch.ops.append(queued)
         size += len(value)
         batch.put(keys.task(run_id, rec["spec"]["id"]), value)
-    _write(client, batch, written)
+    chunks.send(batch)
+    written = chunks.wait()
     final = flow.Batch(compares=[c.created_at(keys.run(run_id), 0)])
     final.put(keys.run(run_id), run_to_dict(run, extra))
     final.put(keys.active(run_id), {"deadline": deadline})
@@ -102,12 +106,40 @@ def create_run(
     return run
 
 
-def _write(client: c.Client, batch: flow.Batch, written: list[str]) -> None:
-    if not batch.ops:
-        return
-    if not client.txn(batch.compares, batch.ops, "create run tasks").succeeded:
-        raise errors.StoreError("create run: the run appeared while its tasks were written")
-    written.extend(op.request_put.key.decode() for op in batch.ops)
+class _Chunks:
+    """A run's chunks in flight, at most IN_FLIGHT at once."""
+
+    def __init__(self, client: c.Client, senders: ThreadPoolExecutor) -> None:
+        self.client, self.senders = client, senders
+        self.pending: deque[Future[list[str]]] = deque()
+        self.written: list[str] = []
+
+    def send(self, batch: flow.Batch) -> None:
+        if not batch.ops:
+            return
+        if len(self.pending) >= IN_FLIGHT:
+            self._settle(self.pending.popleft())
+        self.pending.append(self.senders.submit(self._write, batch))
+
+    def wait(self) -> list[str]:
+        """The keys written, once every chunk is."""
+        while self.pending:
+            self._settle(self.pending.popleft())
+        return self.written
+
+    def _settle(self, sent: Future[list[str]]) -> None:
+        try:
+            self.written += sent.result()
+        except BaseException:
+            for other in self.pending:
+                other.exception()  # the others end before the failure is raised
+            self.pending.clear()
+            raise
+
+    def _write(self, batch: flow.Batch) -> list[str]:
+        if not self.client.txn(batch.compares, batch.ops, "create run tasks").succeeded:
+            raise errors.StoreError("create run: the run appeared while its tasks were written")
+        return [op.request_put.key.decode() for op in batch.ops]
 
 
 def _check_new(client: c.Client, keys: Keys, run_id: str, key: str | None) -> None:

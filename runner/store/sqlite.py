@@ -440,10 +440,10 @@ class SqliteStore(SqliteCronMixin, cluster.SqliteClusterMixin):
         with self._tx(write=False) as db:
             return rows.read_log(db, run_id, task_id, attempt)
 
-    def wait(self, timeout: float) -> bool:
+    def wait(self, timeout: float, *, run_id: str | None = None) -> bool:
         """Block until a change this thread has not seen (a commit through this object, another
-        connection or another process) or `timeout`; True when a change was seen. Commits in
-        this process wake waiters at once; one waiting thread at a time polls
+        connection or another process; of `run_id` or not) or `timeout`; True when a change was
+        seen. Commits in this process wake waiters at once; one waiting thread at a time polls
         `PRAGMA data_version` every few milliseconds for other connections' commits."""
         deadline = time.monotonic() + timeout
         seen = getattr(self._local, "seen", None) or self._refresh()

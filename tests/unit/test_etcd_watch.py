@@ -1,0 +1,127 @@
+"""The etcd store's watches and chunked submission, against a real etcd: what wakes `wait`,
+and a run written in many chunks at once."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Iterator
+from typing import Any, cast
+
+import pytest
+
+from runner import errors
+from runner.store import Store
+from runner.store import etcd_client as c
+from runner.store.etcd import EtcdStore
+from tests.contract import plans
+from tests.contract.plans import T0, claim_one, worker
+
+
+@pytest.fixture
+def etcd_store(etcd_server: Any) -> Iterator[EtcdStore]:
+    s = EtcdStore.from_url(f"{etcd_server.url}/runner-unit-{uuid.uuid4().hex[:12]}/")
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+def _wakes(store: EtcdStore, change: Any, *, run_id: str | None = None) -> bool:
+    """Whether a `wait` (for `run_id`) that started before `change()` returns because of it
+    (within 1 s: a local watch delivers in milliseconds)."""
+    store.wait(0.0, run_id=run_id)  # watching from here on; earlier changes are spent
+    while store.wait(0.3, run_id=run_id):
+        pass  # events still arriving from before
+    result: list[bool] = []
+    ready = threading.Event()
+
+    def body() -> None:
+        ready.set()
+        result.append(store.wait(1.0, run_id=run_id))
+
+    thread = threading.Thread(target=body)
+    thread.start()
+    assert ready.wait(10)
+    change()
+    thread.join(timeout=10)
+    return result == [True]
+
+
+def _put(store: EtcdStore, key: str) -> None:
+    store.client.txn([], [c.put(key, b"{}")], "test put")
+
+
+def test_wait_wakes_on_queue_entries_runs_and_workers(etcd_store: EtcdStore) -> None:
+    keys = etcd_store.keys
+    assert _wakes(etcd_store, lambda: _put(etcd_store, keys.queue() + "x"))
+    assert _wakes(etcd_store, lambda: _put(etcd_store, keys.run("r9")))
+    assert _wakes(etcd_store, lambda: _put(etcd_store, keys.worker("w9")))
+
+
+def test_wait_sleeps_through_task_records_and_bookkeeping(etcd_store: EtcdStore) -> None:
+    keys = etcd_store.keys
+    for key in (keys.task("r1", "t1"), keys.held("w1", "r1", "t1"), keys.done("r1", "t1")):
+        assert not _wakes(etcd_store, lambda key=key: _put(etcd_store, key)), key
+
+
+def test_a_follower_wakes_on_its_runs_task_records_only(etcd_store: EtcdStore) -> None:
+    keys = etcd_store.keys
+    assert _wakes(etcd_store, lambda: _put(etcd_store, keys.task("r1", "t1")), run_id="r1")
+    assert _wakes(etcd_store, lambda: _put(etcd_store, keys.log("r1", "t1", 1) + "0"), run_id="r1")
+    assert not _wakes(etcd_store, lambda: _put(etcd_store, keys.task("r2", "t1")), run_id="r1")
+
+
+def test_a_worker_wakes_when_another_finishes(etcd_store: EtcdStore, etcd_server: Any) -> None:
+    other = EtcdStore.from_url(f"{etcd_server.url}{etcd_store.keys.prefix}")
+    try:
+        etcd_store.create_run(plans.fan_out(2), run_id="r1", now=T0)
+        w = worker(cast(Store, other))
+        lease = claim_one(cast(Store, other), w)
+        assert _wakes(etcd_store, lambda: other.finish(lease, plans.ok(), now=T0))
+    finally:
+        other.close()
+
+
+def test_own_queue_writes_are_claimable_before_the_watch_delivers_them(
+    etcd_store: EtcdStore,
+) -> None:
+    s = cast(Store, etcd_store)
+    w = worker(s)
+    s.wait(0.0)  # watching
+    assert s.claim(w, now=T0) == []  # read the queue empty: later claims skip while unchanged
+    etcd_store.create_run(plans.fan_out(1), run_id="r1", now=T0)
+    assert [lease.task_id for lease in s.claim(w, now=T0)] == ["t0"]
+
+
+def test_a_run_of_many_chunks_is_stored_whole(etcd_store: EtcdStore) -> None:
+    s = cast(Store, etcd_store)
+    n = 1200  # 2 operations a task, 100 a transaction: 24 chunks, 8 at a time
+    s.create_run(plans.fan_out(n, priorities=range(n)), run_id="r1", now=T0)
+    run = s.get_run("r1")
+    assert [t.id for t in run.tasks] == [f"t{i}" for i in range(n)]
+    w = worker(s)
+    claimed = [lease.task_id for lease in s.claim(w, now=T0, limit=3)]
+    assert claimed == [f"t{n - 1}", f"t{n - 2}", f"t{n - 3}"]
+
+
+def test_a_failed_chunk_fails_the_submission_and_the_run_stays_invisible(
+    etcd_store: EtcdStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = etcd_store.client.txn
+    sent: list[str] = []
+
+    def txn(compare: Any, success: Any, what: str, failure: Any = ()) -> Any:
+        sent.append(what)
+        if what == "create run tasks" and sent.count(what) == 3:
+            raise errors.StoreUnavailable("etcd went away")
+        return real(compare, success, what, failure)
+
+    monkeypatch.setattr(etcd_store.client, "txn", txn)
+    with pytest.raises(errors.StoreUnavailable):
+        etcd_store.create_run(plans.fan_out(1200), run_id="r1", now=T0)
+    monkeypatch.undo()
+    assert "create run" not in sent  # the run record, last, was never written
+    with pytest.raises(errors.RunNotFound):
+        etcd_store.get_run("r1")
+    assert etcd_store.claim(worker(cast(Store, etcd_store)), now=T0) == []
