@@ -89,7 +89,8 @@ def follow(
 ) -> Run:
     """Watch a run until it ends and return it (with its tasks).
 
-    Wakes on store changes (Store.wait), so it neither busy-polls nor lags. Each wake reads
+    Wakes on store changes (Store.wait; on the run's task records only with `on_change`,
+    without it the run's end is what counts), so it neither busy-polls nor lags. Each wake reads
     only the run's summary, at most every `min_gap` seconds (a busy run commits thousands of
     times a second; its follower should not read as often); the whole run (every task, for
     `on_change`) is read at most every `detail_every` seconds and at the end, so following a
@@ -118,4 +119,4 @@ def follow(
         remaining = poll if deadline is None else min(poll, deadline - time.monotonic())
         if remaining <= 0:
             raise errors.WaitTimeout(f"gave up waiting for run {run_id}; it goes on in the store")
-        store.wait(remaining, run_id=run_id)
+        store.wait(remaining, run_id=run_id if on_change is not None else None)

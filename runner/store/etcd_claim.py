@@ -175,12 +175,14 @@ def _within_limits(
         (n for e in due if b'"lk"' in e.value for n, _ in cluster.entry_locks(e)),
     )
     chosen: list[tuple[c.Item, str]] = []
+    reserved = {
+        k: cluster.reserved(loads(i.value), ctx.cluster.mode, assigned=assigned)
+        for k, i in open_runs.items()
+    }
     for entry, (run_id, task_id) in zip(due, ids, strict=True):
         if len(chosen) >= want:
             break
-        run_item = open_runs.get(ctx.keys.run(run_id))
-        if run_item is None or cluster.reserved(loads(run_item.value), ctx.cluster.mode,
-                                                assigned=assigned):  # fmt: skip
+        if reserved.get(ctx.keys.run(run_id), True):  # not open, or left for the scheduler
             continue
         locks = cluster.entry_locks(entry) if b'"lk"' in entry.value else []
         if locks and not dispatch.locks_free(locks, held):

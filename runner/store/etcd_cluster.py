@@ -111,6 +111,8 @@ def spec_locks(spec: Rec) -> list[dispatch.LockSpec]:
 
 
 def entry_locks(entry: c.Item) -> list[dispatch.LockSpec]:
+    if b'"lk"' not in entry.value:
+        return []  # most entries: no decoding
     return [(str(n), int(lim)) for n, lim in loads(entry.value).get("lk") or ()]
 
 
