@@ -86,8 +86,10 @@ def follow(
     poll: float = 1.0,
     detail_every: float = 0.2,
     min_gap: float = 0.02,
+    tasks: bool = True,
 ) -> Run:
-    """Watch a run until it ends and return it (with its tasks).
+    """Watch a run until it ends and return it (with its tasks; without them, as soon as its
+    summary says it ended, with `tasks=False` and no `on_change`).
 
     Wakes on store changes (Store.wait; on the run's task records only with `on_change`,
     without it the run's end is what counts), so it neither busy-polls nor lags. Each wake reads
@@ -107,6 +109,8 @@ def follow(
         last_read = time.monotonic()
         summary = store.get_run(run_id, tasks=False)
         ended = summary.state.terminal and summary.tasks_done >= summary.tasks_total
+        if ended and not tasks and on_change is None:
+            return summary
         if ended or (on_change is not None and time.monotonic() - last_detail >= detail_every):
             run = store.get_run(run_id)
             last_detail = time.monotonic()

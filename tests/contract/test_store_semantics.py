@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from runner import errors
+from runner import engine, errors
 from runner.models import AttemptState, Lease, Outcome, Reason, RunState, TaskState, When
 from runner.store import Store
 from tests.contract import plans
@@ -233,3 +233,15 @@ def test_run_timeout_fails_run_via_sweep(store: Store) -> None:
     store.finish(running, ok(), now=T0 + 62)
     assert states(store, "r1") == {"a": "cancelled", "b": "cancelled", "c": "cancelled"}
     assert store.get_run("r1").state is RunState.FAILED
+
+
+def test_follow_returns_the_ended_run_with_or_without_its_tasks(store: Store) -> None:
+    store.create_run(plans.linear(2), run_id="r1", now=T0)
+    w = worker(store)
+    for _ in range(2):
+        store.finish(claim_one(store, w), ok(), now=T0)
+    whole = engine.follow(store, "r1")
+    summary = engine.follow(store, "r1", tasks=False)
+    assert whole.state is summary.state is RunState.SUCCEEDED
+    assert [t.state for t in whole.tasks] == [TaskState.SUCCEEDED] * 2
+    assert not summary.tasks and summary.tasks_done == summary.tasks_total == 2
