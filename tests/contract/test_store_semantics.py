@@ -244,4 +244,5 @@ def test_follow_returns_the_ended_run_with_or_without_its_tasks(store: Store) ->
     summary = engine.follow(store, "r1", tasks=False)
     assert whole.state is summary.state is RunState.SUCCEEDED
     assert [t.state for t in whole.tasks] == [TaskState.SUCCEEDED] * 2
-    assert not summary.tasks and summary.tasks_done == summary.tasks_total == 2
+    assert not summary.tasks
+    assert summary.tasks_done == summary.tasks_total == 2
