@@ -3,7 +3,9 @@
 It records the attempt, the task's new state, outputs and log tail, removes the ownership
 key, advances up to PER_TXN successors inline (comparing the successors' revisions it knows,
 so two predecessors finishing together queue their join exactly once) and counts the run's
-terminal tasks, so only the finish that completes a run spends a second transaction ending it.
+terminal tasks, so only the finish that completes a run spends a second transaction ending it
+(a request of several finishes counts once per run, after them all: a count reads the whole
+`done/` range).
 Larger fan-outs and skip cascades go through a `prop/` marker drained right after the commit.
 
 What the transaction compares is usually known without a read: the claim that made the token
@@ -80,7 +82,7 @@ def finish_many(
             return out.lost, out.queued, out.leases
         layers = _decide(ctx, work, out, now=now, taker=taker)
         work = []
-        for layer, (revision, answers) in zip(layers, _send_all(ctx, layers), strict=True):
+        for layer, (revision, answers, done_of) in zip(layers, _send_all(ctx, layers), strict=True):
             for (w, prep), (ok, responses) in zip(layer, answers, strict=True):
                 if not ok:  # a conflict: the current values, from the failure branch
                     fresh = {i.key: i for i in c.items_of(responses)}
@@ -89,7 +91,8 @@ def finish_many(
                     continue
                 ctx.uncertain.discard(w.lease.token)
                 ctx.failpoints.hit("finish.after_commit")
-                out.add(ctx, w.lease, _conclude(ctx, prep, responses, revision), now=now)
+                done = done_of[w.lease.run_id]
+                out.add(ctx, w.lease, _conclude(ctx, prep, responses, revision, done), now=now)
     raise errors.StoreError(f"finish of {len(work)} attempt(s): too much contention")
 
 
@@ -166,9 +169,11 @@ class _Layers:
             self._read[k] = max(self._read.get(k, -1), at)
 
 
-def _send_all(
-    ctx: Ctx, layers: list[list[tuple[_Work, _Prepared]]]
-) -> list[tuple[int, list[tuple[bool, list[Any]]]]]:
+Answers = tuple[int, list[tuple[bool, list[Any]]], dict[str, int]]
+"""A request's revision, each finish's (success, responses), and each run's `done/` count."""
+
+
+def _send_all(ctx: Ctx, layers: list[list[tuple[_Work, _Prepared]]]) -> list[Answers]:
     """Send each layer's request, several at once. If any fails without an answer, every
     attempt is marked uncertain (a retry finds the committed ones by their records) and
     the error raised."""
@@ -187,23 +192,27 @@ def _send_all(
     return results
 
 
-def _send(
-    ctx: Ctx, batch: list[tuple[_Work, _Prepared]]
-) -> tuple[int, list[tuple[bool, list[Any]]]]:
-    """One request: a lone finish as the transaction itself, several nested in one."""
+def _send(ctx: Ctx, batch: list[tuple[_Work, _Prepared]]) -> Answers:
+    """One request: a lone finish as the transaction itself, several nested in one; then
+    the `done/` count of each run, which sees every finish before it."""
     ctx.failpoints.hit("finish.before_commit")
+    runs = list(dict.fromkeys(w.lease.run_id for w, _ in batch))
+    counts = [c.count(ctx.keys.done(run_id, "")) for run_id in runs]
     try:
         if len(batch) == 1:
             ((_, prep),) = batch
-            res = ctx.client.txn(prep.b.compares, prep.b.ops, "finish", prep.failure)
-            return res.revision, [(res.succeeded, list(res.responses))]
-        res = ctx.client.txn([], [prep.op for _, prep in batch], "finish")
+            res = ctx.client.txn(prep.b.compares, [*prep.b.ops, *counts], "finish", prep.failure)
+            done = res.responses[-1].response_range.count if res.succeeded else 0
+            return res.revision, [(res.succeeded, list(res.responses))], {runs[0]: int(done)}
+        res = ctx.client.txn([], [*(prep.op for _, prep in batch), *counts], "finish")
     except errors.StoreError:
         for w, _ in batch:  # it may have committed: a retry checks the records
             ctx.uncertain.add(w.lease.token)
         raise
-    answers = [(r.response_txn.succeeded, list(r.response_txn.responses)) for r in res.responses]
-    return res.revision, answers
+    nested, tallies = res.responses[: len(batch)], res.responses[len(batch) :]
+    answers = [(r.response_txn.succeeded, list(r.response_txn.responses)) for r in nested]
+    done_of = {r: int(t.response_range.count) for r, t in zip(runs, tallies, strict=True)}
+    return res.revision, answers, done_of
 
 
 @dataclass
@@ -233,13 +242,14 @@ class _Claimed:
         self.reads: set[bytes] = set()  # compared keys
         self.ranges: list[tuple[bytes, bytes]] = []  # compared ranges [start, end)
         self.writes: set[bytes] = set()
+        self.runs: set[str] = set()  # each adds a count to the request
         self.size = 0
 
     def take(self, mine: _Claimed, count: int) -> bool:
         """Add a transaction's keys (`mine`, see `_Prepared.keys`) unless they conflict."""
         size = mine.size
         if count and (
-            count >= MAX_OPS
+            count + len(self.runs | mine.runs) >= MAX_OPS
             or self.size + size > MAX_BYTES
             or not self.writes.isdisjoint(mine.writes | mine.reads)
             or not mine.writes.isdisjoint(self.reads)
@@ -250,6 +260,7 @@ class _Claimed:
         self.reads |= mine.reads
         self.ranges += mine.ranges
         self.writes |= mine.writes
+        self.runs |= mine.runs
         self.size += size
         return True
 
@@ -335,6 +346,7 @@ class _Prepared:
         """The keys its transaction compares and writes, and its size."""
         mine = _Claimed()
         mine.add(self.op)
+        mine.runs.add(self.run["id"])
         mine.size = self.op.ByteSize()
         return mine
 
@@ -383,13 +395,11 @@ def _prepare(
         b.delete(cluster.lock_key(keys, name, run_id, task_id))
     props = any(op.request_put.key.startswith(keys.prop().encode()) for op in b.ops)
     handed = handoff.prepare(ctx, b, taker, lease.token, run_item, queued, now=now)
-    b.ops.append(c.count(keys.done(run_id, "")))
     return _Prepared(b, needed, run, run_item, halted, queued, props, handed)
 
 
-def _conclude(ctx: Ctx, p: _Prepared, responses: list[Any], revision: int) -> _Result:
-    """What a committed finish did, from its responses."""
-    done = int(responses[-1].response_range.count)
+def _conclude(ctx: Ctx, p: _Prepared, responses: list[Any], revision: int, done: int) -> _Result:
+    """What a committed finish did, from its responses and its run's `done/` count."""
     joined = flow.joined(p.b, responses)  # a wide successor to decide (and queue)
     tripped = bool(p.run.get("halted")) and not p.halted
     leases = handoff.taken(ctx, p.handed, responses, revision)

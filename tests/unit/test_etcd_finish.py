@@ -132,6 +132,20 @@ def _count_requests(store: EtcdStore) -> list[str]:
     return calls
 
 
+def _count_tallies(store: EtcdStore) -> list[int]:
+    """From now on, for each finish request, how many count-only range reads it holds."""
+    tallies: list[int] = []
+    real = store.client.txn
+
+    def txn(compare: Any, success: Any, what: str, failure: Any = ()) -> Any:
+        if what == "finish":
+            tallies.append(sum(1 for op in success if op.request_range.count_only))
+        return real(compare, success, what, failure)
+
+    store.client.txn = txn  # type: ignore[method-assign]
+    return tallies
+
+
 def test_etcd_chain_claims_the_successor_a_finish_queued_without_reading(
     etcd_store: EtcdStore,
 ) -> None:
@@ -182,8 +196,10 @@ def test_etcd_finish_many_sends_independent_finishes_in_one_request(
     leases = etcd_store.claim(w, now=T0, limit=6)
     assert len(leases) == 6
     calls = _count_requests(etcd_store)
+    counts = _count_tallies(etcd_store)
     assert etcd_store.finish_many([(x, ok()) for x in leases], now=T0) == ([], [])
     assert calls.count("finish") == 1
+    assert counts == [1]  # the run's done/ range counted once, after all six: the run ended
     assert etcd_store.get_run("r1").state.value == "succeeded"
 
 
