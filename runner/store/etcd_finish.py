@@ -91,8 +91,8 @@ def finish_many(
                     continue
                 ctx.uncertain.discard(w.lease.token)
                 ctx.failpoints.hit("finish.after_commit")
-                done = done_of[w.lease.run_id]
-                out.add(ctx, w.lease, _conclude(ctx, prep, responses, revision, done), now=now)
+                tally = done_of[w.lease.run_id]
+                out.add(ctx, w.lease, _conclude(ctx, prep, responses, revision, tally), now=now)
     raise errors.StoreError(f"finish of {len(work)} attempt(s): too much contention")
 
 
