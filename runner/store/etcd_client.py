@@ -177,8 +177,12 @@ def version_is(key: str, version: int) -> Cmp:
 def nested(compare: Sequence[Cmp], success: Sequence[Op], failure: Sequence[Op] = ()) -> Op:
     """A transaction inside a transaction. etcd evaluates every compare of a transaction,
     nested ones included, before any of its writes."""
-    txn = etcdrpc.TxnRequest(compare=list(compare), success=list(success), failure=list(failure))
-    return etcdrpc.RequestOp(request_txn=txn)
+    op = etcdrpc.RequestOp()
+    txn = op.request_txn  # built in place: each operation copied once, not twice
+    txn.compare.extend(compare)
+    txn.success.extend(success)
+    txn.failure.extend(failure)
+    return op
 
 
 def unchanged_since(prefix: str, rev: int) -> Cmp:

@@ -14,6 +14,8 @@ from functools import lru_cache
 from typing import Any
 from urllib.parse import quote, unquote
 
+import orjson
+
 from runner.models import Attempt, AttemptState, Reason, Run, RunState, TaskRecord, TaskState
 
 SLOT_BITS = 8  # token = claim revision << 8 | slot: tasks claimed in one txn get distinct tokens
@@ -120,12 +122,24 @@ class Keys:
         return [_unq(p) for p in rest.split("/")]
 
 
+_ORJSON = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
+
+
 def dumps(value: Any) -> bytes:
-    return json.dumps(value, separators=(",", ":"), sort_keys=True).encode()
+    """A record as compact JSON with sorted keys. orjson cannot encode an integer beyond 64
+    bits (a YAML parameter may be one): that record is written by the json module, after a
+    leading space (still JSON) that tells `loads` to read it back exactly too."""
+    try:
+        return orjson.dumps(value, option=_ORJSON)
+    except TypeError:
+        return b" " + json.dumps(value, separators=(",", ":"), sort_keys=True).encode()
 
 
 def loads(raw: bytes) -> Any:
-    return json.loads(raw)
+    """A record written by `dumps` (orjson would read a big integer as a float)."""
+    if raw[:1] == b" ":
+        return json.loads(raw)
+    return orjson.loads(raw)
 
 
 # ---------------------------------------------------------------------- records

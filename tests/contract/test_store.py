@@ -186,6 +186,15 @@ def test_lease_context_carries_params_and_referenced_outputs(store: Store) -> No
     assert lease.context.outputs == {"make": {"path": "/out/make"}}
 
 
+def test_parameter_values_survive_exactly(store: Store) -> None:
+    # an integer beyond 64 bits (YAML allows it), a float and text with every JSON escape
+    params = {"big": 2**70 + 1, "neg": -(2**64), "f": 0.1, "s": 'a"\\\n\u00e9\U0001f600'}
+    store.create_run(plans.fan_out(1, params=params), run_id="r1", now=T0)
+    assert store.get_run("r1").params == params
+    lease = claim_one(store, worker(store))
+    assert lease.context.params == params
+
+
 # ------------------------------------------------------------------ leases and fencing
 
 
