@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import uuid
 from collections.abc import Iterator
 from typing import Any, cast
 
@@ -20,15 +19,6 @@ from tests.contract.plans import T0, claim_one, ok, states, worker
 def _s(store: EtcdStore) -> Store:
     """The store as the protocol (the helpers of tests/contract take a Store)."""
     return cast(Store, store)
-
-
-@pytest.fixture
-def etcd_store(etcd_server: Any) -> Iterator[EtcdStore]:
-    s = EtcdStore.from_url(f"{etcd_server.url}/runner-unit-{uuid.uuid4().hex[:12]}/")
-    try:
-        yield s
-    finally:
-        s.close()
 
 
 @contextlib.contextmanager

@@ -4,8 +4,6 @@ and a run written in many chunks at once."""
 from __future__ import annotations
 
 import threading
-import uuid
-from collections.abc import Iterator
 from typing import Any, cast
 
 import pytest
@@ -16,15 +14,6 @@ from runner.store import etcd_client as c
 from runner.store.etcd import EtcdStore
 from tests.contract import plans
 from tests.contract.plans import T0, claim_one, worker
-
-
-@pytest.fixture
-def etcd_store(etcd_server: Any) -> Iterator[EtcdStore]:
-    s = EtcdStore.from_url(f"{etcd_server.url}/runner-unit-{uuid.uuid4().hex[:12]}/")
-    try:
-        yield s
-    finally:
-        s.close()
 
 
 def _wakes(store: EtcdStore, change: Any, *, run_id: str | None = None) -> bool:
