@@ -359,6 +359,9 @@ class Outcome:
     outputs: dict[str, str] = field(default_factory=dict)
     error: str | None = None  # a one-line reason shown in `get run`
     log_tail: str = ""  # the last bytes of the attempt's log not yet sent with append_log
+    # When the attempt began to run, if not when it was claimed (a prefetched task waits for
+    # a slot): the recorded attempt's `started_at`.
+    started_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

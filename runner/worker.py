@@ -228,8 +228,9 @@ class Worker:
         if slot.abandoned:  # a prefetched task whose worker fenced or drained meanwhile
             self._forget(slot)
             return None
+        started = time.time()  # later than the claim for a prefetched task
         try:
-            outcome = self._outcome(self._run_attempt(slot))
+            outcome = self._outcome(self._run_attempt(slot), started)
             rest = self._pump.remove(lease)
             if rest is not None:  # the pump sent the beginning already
                 outcome = dataclasses.replace(outcome, log_tail=rest)
@@ -298,7 +299,7 @@ class Worker:
         return self.executor.run(spec, env=env, log_name=name, cancel=slot.cancel)
 
     @staticmethod
-    def _outcome(result: ExecResult) -> Outcome:
+    def _outcome(result: ExecResult, started: float) -> Outcome:
         return Outcome(
             succeeded=result.reason is Reason.EXIT and result.exit_code == 0,
             reason=result.reason,
@@ -306,6 +307,7 @@ class Worker:
             outputs=result.outputs,
             error=result.error,
             log_tail=result.log_tail,
+            started_at=started,
         )
 
     def _finish(self, slot: _Slot, outcome: Outcome) -> list[Lease]:

@@ -453,6 +453,8 @@ def _record_attempt(rec: flow.Rec, lease: Lease, outcome: Outcome, *, now: float
         error=outcome.error,
         finished_at=now,
     )
+    if outcome.started_at is not None:
+        attempt["started_at"] = outcome.started_at
     rec["outputs"] = dict(outcome.outputs)
 
 

@@ -216,14 +216,15 @@ def record(db: sqlite3.Connection, lease: Lease, outcome: Outcome, *, now: float
     else:
         state = AttemptState.FAILED
     db.execute(
-        "UPDATE attempts SET state = ?, exit_code = ?, reason = ?, error = ?, finished_at = ?"
-        " WHERE run_id = ? AND task_id = ? AND number = ?",
+        "UPDATE attempts SET state = ?, exit_code = ?, reason = ?, error = ?, finished_at = ?,"
+        " started_at = coalesce(?, started_at) WHERE run_id = ? AND task_id = ? AND number = ?",
         (
             state.value,
             outcome.exit_code,
             outcome.reason.value,
             outcome.error,
             now,
+            outcome.started_at,
             run_id,
             task_id,
             lease.attempt,

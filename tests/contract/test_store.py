@@ -195,6 +195,16 @@ def test_parameter_values_survive_exactly(store: Store) -> None:
     assert lease.context.params == params
 
 
+def test_finish_records_when_the_attempt_started_running(store: Store) -> None:
+    store.create_run(plans.fan_out(2), run_id="r1", now=T0)
+    w = worker(store)
+    held, claimed = store.claim(w, now=T0, limit=2)  # both at T0: one waits for a slot
+    store.finish(held, Outcome(succeeded=True, exit_code=0, started_at=T0 + 7), now=T0 + 9)
+    store.finish(claimed, ok(), now=T0 + 9)
+    starts = {t.id: t.attempts[0].started_at for t in store.get_run("r1").tasks}
+    assert starts == {held.task_id: T0 + 7, claimed.task_id: T0}
+
+
 # ------------------------------------------------------------------ leases and fencing
 
 

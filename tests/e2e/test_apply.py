@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime
+import itertools
 import json
 from pathlib import Path
 
@@ -58,6 +60,25 @@ def test_apply_with_prefetch_joins_once_and_exits_by_the_run(cli: Cli) -> None:
     failed = cli.run("apply", cli.workflow("cleanup.yaml"), "--workers", "2", "--prefetch", "4")
     assert failed.returncode == 1
     assert tasks_by_id(cli.get_run())["after"]["state"] == "skipped"
+
+
+def test_apply_with_prefetch_records_when_each_held_task_started(cli: Cli) -> None:
+    """One slot holding prefetched tasks runs them one after another: each attempt's
+    started_at is when it ran (0.1 s of sleep apart at least), not when it was claimed."""
+    (cli.cwd / "naps.yaml").write_text(
+        "apiVersion: runner/v1\nkind: Workflow\nmetadata: {name: naps}\nspec:\n  tasks:\n"
+        "    - name: nap\n      matrix: {n: [1, 2, 3, 4, 5, 6]}\n      run: sleep 0.1\n"
+    )
+    res = cli.run("apply", "naps.yaml", "--workers", "1", "--prefetch", "4")
+    assert res.returncode == 0, res.stderr
+    starts = sorted(t["attempts"][0]["started_at"] for t in cli.get_run()["tasks"])
+    gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(map(_when, starts))]
+    assert len(gaps) == 5
+    assert min(gaps) >= 0.1, gaps
+
+
+def _when(stamp: str) -> datetime.datetime:
+    return datetime.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
 
 
 def test_apply_flaky_task_succeeds_on_third_attempt(cli: Cli) -> None:
