@@ -3,9 +3,10 @@
 It records the attempt, the task's new state, outputs and log tail, removes the ownership
 key, advances up to PER_TXN successors inline (comparing the successors' revisions it knows,
 so two predecessors finishing together queue their join exactly once) and counts the run's
-terminal tasks, so only the finish that completes a run spends a second transaction ending it
-(a request of several finishes counts once per run, after them all: a count reads the whole
-`done/` range).
+terminal tasks, so only the finish that completes a run spends a second transaction ending it.
+A count reads the whole `done/` range (etcd 3.4), so a request of several finishes counts once
+per run, after them all, and not at all while a *witness* holds: another task of the run this
+store object claimed and has not finished still owned (see `_tally`).
 Larger fan-outs and skip cascades go through a `prop/` marker drained right after the commit.
 
 What the transaction compares is usually known without a read: the claim that made the token
@@ -20,6 +21,7 @@ their own, all at once.
 from __future__ import annotations
 
 import functools
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -197,13 +199,13 @@ def _send(ctx: Ctx, batch: list[tuple[_Work, _Prepared]]) -> Answers:
     the `done/` count of each run, which sees every finish before it."""
     ctx.failpoints.hit("finish.before_commit")
     runs = list(dict.fromkeys(w.lease.run_id for w, _ in batch))
-    counts = [c.count(ctx.keys.done(run_id, "")) for run_id in runs]
+    counts = [_tally(ctx, run_id) for run_id in runs]
     try:
         if len(batch) == 1:
             ((_, prep),) = batch
             res = ctx.client.txn(prep.b.compares, [*prep.b.ops, *counts], "finish", prep.failure)
-            done = res.responses[-1].response_range.count if res.succeeded else 0
-            return res.revision, [(res.succeeded, list(res.responses))], {runs[0]: int(done)}
+            done = _counted(res.responses[-1]) if res.succeeded else 0
+            return res.revision, [(res.succeeded, list(res.responses))], {runs[0]: done}
         res = ctx.client.txn([], [*(prep.op for _, prep in batch), *counts], "finish")
     except errors.StoreError:
         for w, _ in batch:  # it may have committed: a retry checks the records
@@ -211,8 +213,32 @@ def _send(ctx: Ctx, batch: list[tuple[_Work, _Prepared]]) -> Answers:
         raise
     nested, tallies = res.responses[: len(batch)], res.responses[len(batch) :]
     answers = [(r.response_txn.succeeded, list(r.response_txn.responses)) for r in nested]
-    done_of = {r: int(t.response_range.count) for r, t in zip(runs, tallies, strict=True)}
+    done_of = {r: _counted(t) for r, t in zip(runs, tallies, strict=True)}
     return res.revision, answers, done_of
+
+
+WITNESS_SCAN = 64  # the most recent unfinished claims looked through for a witness
+
+
+def _tally(ctx: Ctx, run_id: str) -> Any:
+    """The op that counts run `run_id`'s terminal tasks after a request's finishes: nested
+    under a witness when this object holds another unfinished task of the run (its ownership
+    key still there means the run has not ended, so the O(run) count is skipped)."""
+    count = c.count(ctx.keys.done(run_id, ""))
+    mine = ctx.keys.own(run_id, "")
+    for seen in itertools.islice(reversed(ctx.claimed.values()), WITNESS_SCAN):
+        for key, item in seen.items():
+            if item is not None and key.startswith(mine):
+                return c.nested([c.created_at(key, item.create)], [], [count])
+    return count
+
+
+def _counted(response: Any) -> int:
+    """A tally's answer: the run's terminal tasks, or -1 (not ended) when its witness held."""
+    if response.WhichOneof("response") == "response_txn":
+        txn = response.response_txn
+        return -1 if txn.succeeded else int(txn.responses[0].response_range.count)
+    return int(response.response_range.count)
 
 
 @dataclass

@@ -193,6 +193,34 @@ def test_etcd_finish_many_sends_independent_finishes_in_one_request(
     assert etcd_store.get_run("r1").state.value == "succeeded"
 
 
+def test_etcd_finish_counts_no_run_it_still_holds_a_task_of(etcd_store: EtcdStore) -> None:
+    etcd_store.create_run(plans.fan_out(3), run_id="r1", now=T0)
+    w = worker(_s(etcd_store))
+    first, second, last = etcd_store.claim(w, now=T0, limit=3)
+    counts = _count_tallies(etcd_store)
+    assert etcd_store.finish_many([(first, ok()), (second, ok())], now=T0) == ([], [])
+    assert counts == [0]  # `last`, still owned, witnesses that the run goes on: no count
+    assert etcd_store.get_run("r1").state.value == "running"
+    etcd_store.finish(last, ok(), now=T0)
+    assert counts == [0, 1]
+    assert etcd_store.get_run("r1").state.value == "succeeded"
+
+
+def test_etcd_finish_counts_when_its_witness_finished_elsewhere(
+    etcd_store: EtcdStore, etcd_server: Any
+) -> None:
+    etcd_store.create_run(plans.fan_out(2), run_id="r1", now=T0)
+    w = worker(_s(etcd_store))
+    witness, lease = etcd_store.claim(w, now=T0, limit=2)
+    other = EtcdStore.from_url(f"{etcd_server.url}{etcd_store.keys.prefix}")
+    try:
+        other.finish(witness, ok(), now=T0)  # this object still counts `witness` as held
+    finally:
+        other.close()
+    etcd_store.finish(lease, ok(), now=T0)  # its witness compare fails: it counts, and ends
+    assert etcd_store.get_run("r1").state.value == "succeeded"
+
+
 def test_etcd_finish_many_sends_finishes_that_write_one_join_apart(etcd_store: EtcdStore) -> None:
     # a, b -> j and c independent: a and b both rewrite j's record
     etcd_store.create_run(
