@@ -9,9 +9,10 @@ from typing import Any, cast
 import pytest
 
 from runner import errors
-from runner.store import Store
+from runner.store import Store, etcd_gc
 from runner.store import etcd_client as c
 from runner.store.etcd import EtcdStore
+from runner.store.etcd_watch import Watcher
 from tests.contract import plans
 from tests.contract.plans import T0, claim_one, worker
 
@@ -114,3 +115,39 @@ def test_a_failed_chunk_fails_the_submission_and_the_run_stays_invisible(
     with pytest.raises(errors.RunNotFound):
         etcd_store.get_run("r1")
     assert etcd_store.claim(worker(cast(Store, etcd_store)), now=T0) == []
+
+
+def test_a_watch_behind_a_compaction_restarts_there_and_counts_a_change(
+    etcd_store: EtcdStore,
+) -> None:
+    keys = etcd_store.keys
+    _put(etcd_store, keys.queue() + "a")
+    old = etcd_store.client.revision
+    _put(etcd_store, keys.queue() + "b")
+    _put(etcd_store, keys.queue() + "c")
+    etcd_gc.compact(etcd_store.client, keep=1)  # history below the latest revision is gone
+    watcher = Watcher(etcd_store.client, keys.prefix)
+    try:
+        watcher.start(old - 1)  # as a store object whose last read was that old
+        assert watcher.wait(0, 10.0)  # the compaction is a change: callers re-read
+        seen = watcher.events
+        _put(etcd_store, keys.queue() + "d")  # and it watches on from the compaction point
+        assert watcher.wait(seen, 10.0)
+    finally:
+        watcher.close()
+
+
+def test_a_dropped_watch_resumes_after_the_last_event_it_saw(etcd_store: EtcdStore) -> None:
+    keys = etcd_store.keys
+    watcher = Watcher(etcd_store.client, keys.prefix)
+    try:
+        watcher.start(etcd_store.client.revision)
+        _put(etcd_store, keys.queue() + "a")
+        assert watcher.wait(0, 10.0)
+        seen = watcher.events
+        watcher._call.cancel()  # the stream drops (as when etcd restarts)
+        _put(etcd_store, keys.queue() + "b")  # committed while no stream is open
+        assert watcher.wait(seen, 10.0)  # delivered once the watches are recreated
+        assert watcher.queue_rev == etcd_store.client.revision
+    finally:
+        watcher.close()
