@@ -203,7 +203,8 @@ class Watcher:
                 return  # recreate the watches from the compaction point
             if resp.created:
                 with self._cond:
-                    self._ids[int(resp.watch_id)] = self._creating.popleft()
+                    if self._creating:  # confirmations come in the order the creates went
+                        self._ids[int(resp.watch_id)] = self._creating.popleft()
             watch = self._ids.get(int(resp.watch_id))
             live = watch is not None and watch in self._watches
             if resp.events and live:
