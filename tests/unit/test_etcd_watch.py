@@ -17,24 +17,27 @@ from tests.contract import plans
 from tests.contract.plans import T0, claim_one, worker
 
 
-def _wakes(store: EtcdStore, change: Any, *, run_id: str | None = None) -> bool:
+def _wakes(
+    store: EtcdStore, change: Any, *, run_id: str | None = None, within: float = 10.0
+) -> bool:
     """Whether a `wait` (for `run_id`) that started before `change()` returns because of it
-    (within 1 s: a local watch delivers in milliseconds)."""
+    within `within` seconds (a wake returns at once; a local watch delivers in milliseconds,
+    so the tests that expect none wait 0.5 s)."""
     store.wait(0.0, run_id=run_id)  # watching from here on; earlier changes are spent
-    while store.wait(0.3, run_id=run_id):
+    while store.wait(0.2, run_id=run_id):
         pass  # events still arriving from before
     result: list[bool] = []
     ready = threading.Event()
 
     def body() -> None:
         ready.set()
-        result.append(store.wait(1.0, run_id=run_id))
+        result.append(store.wait(within, run_id=run_id))
 
     thread = threading.Thread(target=body)
     thread.start()
     assert ready.wait(10)
     change()
-    thread.join(timeout=10)
+    thread.join(timeout=within + 10)
     return result == [True]
 
 
@@ -52,14 +55,15 @@ def test_wait_wakes_on_queue_entries_runs_and_workers(etcd_store: EtcdStore) -> 
 def test_wait_sleeps_through_task_records_and_bookkeeping(etcd_store: EtcdStore) -> None:
     keys = etcd_store.keys
     for key in (keys.task("r1", "t1"), keys.held("w1", "r1", "t1"), keys.done("r1", "t1")):
-        assert not _wakes(etcd_store, lambda key=key: _put(etcd_store, key)), key
+        assert not _wakes(etcd_store, lambda key=key: _put(etcd_store, key), within=0.5), key
 
 
 def test_a_follower_wakes_on_its_runs_task_records_only(etcd_store: EtcdStore) -> None:
     keys = etcd_store.keys
     assert _wakes(etcd_store, lambda: _put(etcd_store, keys.task("r1", "t1")), run_id="r1")
     assert _wakes(etcd_store, lambda: _put(etcd_store, keys.log("r1", "t1", 1) + "0"), run_id="r1")
-    assert not _wakes(etcd_store, lambda: _put(etcd_store, keys.task("r2", "t1")), run_id="r1")
+    other_run = keys.task("r2", "t1")
+    assert not _wakes(etcd_store, lambda: _put(etcd_store, other_run), run_id="r1", within=0.5)
 
 
 def test_a_worker_wakes_when_another_finishes(etcd_store: EtcdStore, etcd_server: Any) -> None:
