@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import subprocess
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -35,10 +36,28 @@ def _kill_worker_once_a_task_started(
         _, task_pid = _started(cli)[0]
         worker.send_signal(signal.SIGKILL)
         worker.wait()
-        wait_for(lambda: not pid_alive(task_pid), timeout=10, what="the undead task to die")
+        try:
+            wait_for(lambda: not pid_alive(task_pid), timeout=10, what="the undead task to die")
+        except AssertionError as exc:  # seen once in CI: keep what would explain it
+            raise AssertionError(f"{exc}\n{_undead_report(cli, task_pid)}") from None
     finally:
         worker.kill()
         worker.wait()
+
+
+def _undead_report(cli: Cli, pid: int) -> str:
+    """The surviving task's /proc state and whether it carries the reaper's tag, and the
+    runner processes' logs (the worker's, and its reaper's, which shares its stderr)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text().strip()
+        tagged = b"RUNNER_REAPER_TAG=" in Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError as exc:
+        stat, tagged = f"unreadable: {exc}", False
+    lines = [f"task {pid}: {stat}; tagged: {tagged}"]
+    for log in sorted(cli.cwd.glob("proc-*.log")):
+        lines.append(f"--- {log.name}, last 3,000 characters:")
+        lines.append(log.read_text(errors="replace")[-3000:])
+    return "\n".join(lines)
 
 
 def test_worker_killed_mid_task_another_worker_finishes_it(cli: Cli) -> None:
