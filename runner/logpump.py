@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from runner import errors
 from runner.models import Lease, TaskKey
@@ -25,7 +24,7 @@ _CHUNK = 256 * 1024  # at most this much per attempt and look
 @dataclass(slots=True)
 class _Entry:
     lease: Lease
-    path: Path
+    path: str
     offset: int = 0  # bytes of the file already sent
     live: bool = True  # False once the attempt ended or its lease was lost
     lock: threading.Lock = field(default_factory=threading.Lock)  # one pump or remove at a time
@@ -44,7 +43,7 @@ class LogPump:
         self._thread = threading.Thread(target=self._loop, name="log-pump", daemon=True)
         self._thread.start()
 
-    def add(self, lease: Lease, path: Path) -> None:
+    def add(self, lease: Lease, path: str) -> None:
         with self._lock:
             self._entries[lease.key] = _Entry(lease=lease, path=path)
 
@@ -79,7 +78,7 @@ class LogPump:
 
     def _send_new(self, entry: _Entry) -> None:
         try:
-            with entry.path.open("rb") as f:
+            with open(entry.path, "rb") as f:
                 f.seek(entry.offset)
                 data = f.read(_CHUNK)
         except OSError:
@@ -98,9 +97,9 @@ class LogPump:
         entry.offset += len(whole)
 
 
-def _read(path: Path, offset: int, limit: int) -> str:
+def _read(path: str, offset: int, limit: int) -> str:
     try:
-        with path.open("rb") as f:
+        with open(path, "rb") as f:
             f.seek(0, 2)
             start = max(offset, f.tell() - limit)
             f.seek(start)

@@ -297,8 +297,9 @@ def render_runtime(spec: models.TaskSpec, ctx: models.RunContext) -> models.Task
     task has its name as instance id. A missing output renders as the empty string (as in GitHub
     Actions). In `run` every value is shell-quoted; literal `${{ '${{' }}` tokens become `${{`.
     """
-    fields = (spec.run, spec.args, spec.with_, spec.env, spec.workdir)
-    if not _templated(fields):  # most specs: nothing to fill, nothing to copy
+    if not (spec.args or spec.with_ or spec.env or spec.workdir) and "${{" not in (spec.run or ""):
+        return spec  # most specs: nothing to fill, nothing to copy (checked first, at once)
+    if not _templated((spec.run, spec.args, spec.with_, spec.env, spec.workdir)):
         return spec
     lookup = _runtime_lookup(ctx)
 

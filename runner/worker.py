@@ -231,14 +231,13 @@ class Worker:
         started = time.time()  # later than the claim for a prefetched task
         try:
             outcome = self._outcome(self._run_attempt(slot), started)
-            rest = self._pump.remove(lease)
-            if rest is not None:  # the pump sent the beginning already
-                outcome = dataclasses.replace(outcome, log_tail=rest)
         except Exception as exc:  # a bug or an unrenderable template: the attempt errs
             logger.exception("attempt %s/%s failed to run", lease.run_id, lease.task_id)
             outcome = Outcome(succeeded=False, reason=Reason.ERROR, error=str(exc))
+        rest = self._pump.remove(lease)
+        if rest is not None:  # the pump sent the beginning already
+            outcome = dataclasses.replace(outcome, log_tail=rest)
         if self._recorder is not None and not slot.abandoned:
-            self._pump.remove(lease)
             with self._done_cond:
                 self._done.append((slot, outcome))
                 self._done_cond.notify()
@@ -248,7 +247,6 @@ class Worker:
             if not slot.abandoned:
                 leases = self._finish(slot, outcome)
         finally:
-            self._pump.remove(lease)  # a no-op unless running the attempt raised
             next_slot = self._hand_over(slot, leases)
         return next_slot
 
@@ -295,7 +293,7 @@ class Worker:
             "RUNNER_WORKER_NAME": self.name,
         }
         name = log_name(lease.run_id, lease.task_id, lease.attempt)
-        self._pump.add(lease, self.executor.log_path(name))
+        self._pump.add(lease, self.executor.log_file(name))
         return self.executor.run(spec, env=env, log_name=name, cancel=slot.cancel)
 
     @staticmethod

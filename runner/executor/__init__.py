@@ -17,7 +17,7 @@ import signal
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -100,7 +100,7 @@ class Executor:
         self._reaper.start()
         self._out_dir = tempfile.mkdtemp(prefix="runner-outputs-")
         self._counter = itertools.count(1)
-        self._dirs: set[Path] = set()
+        self._dirs: set[str] = set()
         self._running: set[Stopper] = set()
         self._lock = threading.Lock()
         self._closed = False
@@ -119,10 +119,14 @@ class Executor:
 
     def log_path(self, log_name: str) -> Path:
         """Where the full log of an attempt goes: `log_dir/<log_name>.log`."""
+        return Path(self.log_file(log_name))
+
+    def log_file(self, log_name: str) -> str:
+        """`log_path` as a string (what the hot path uses: pathlib is slow to build)."""
         parts = log_name.split("/")
         if log_name.startswith("/") or ".." in parts or "" in parts:
             raise ValueError(f"log name {log_name!r} must be a relative path without '..'")
-        return Path(f"{self._log_root}/{log_name}.log")  # one parse: pathlib is slow to join
+        return f"{self._log_root}/{log_name}.log"
 
     def run(
         self,
@@ -146,8 +150,8 @@ class Executor:
             timeout=timeout,
             killed=threading.Event(),
         )
-        path = self.log_path(log_name)
-        self._make_dir(path.parent)
+        path = self.log_file(log_name)
+        self._make_dir(os.path.dirname(path))
         with LogSink(path, limit=self._log_limit) as sink:
             ending, outputs = self._attempt(spec, env, sink, stopper)
             if ending.error and ending.reason is models.Reason.ERROR:
@@ -196,18 +200,20 @@ class Executor:
             return _error(f"workdir not found: {spec.workdir}"), {}
         out_path = self._new_output_file()
         task_env = {**spec.env, **env, "RUNNER_OUTPUT": out_path}
+        with self._lock:
+            self._running.add(stopper)
         try:
-            with self._tracked(stopper):
-                if spec.kind is models.Kind.CALL:
-                    ending, returned = self._pool.run(
-                        spec, env=task_env, sink=sink, stopper=stopper
-                    )
-                else:
-                    ending, returned = self._run_process(spec, task_env, sink, stopper), None
-            return _with_outputs(ending, out_path, returned, sink)
+            if spec.kind is models.Kind.CALL:
+                ending, returned = self._pool.run(spec, env=task_env, sink=sink, stopper=stopper)
+            else:
+                ending, returned = self._run_process(spec, task_env, sink, stopper), None
+        except BaseException:
+            _unlink(out_path)
+            raise
         finally:
-            with contextlib.suppress(OSError):
-                os.unlink(out_path)
+            with self._lock:
+                self._running.discard(stopper)
+        return _with_outputs(ending, out_path, returned, sink)
 
     def _run_process(
         self, spec: models.TaskSpec, task_env: dict[str, str], sink: LogSink, stopper: Stopper
@@ -248,19 +254,9 @@ class Executor:
             env[os.fsencode(key)] = os.fsencode(value)
         return env
 
-    @contextlib.contextmanager
-    def _tracked(self, stopper: Stopper) -> Iterator[None]:
-        with self._lock:
-            self._running.add(stopper)
-        try:
-            yield
-        finally:
-            with self._lock:
-                self._running.discard(stopper)
-
-    def _make_dir(self, path: Path) -> None:
+    def _make_dir(self, path: str) -> None:
         if path not in self._dirs:
-            path.mkdir(parents=True, exist_ok=True)
+            os.makedirs(path, exist_ok=True)
             self._dirs.add(path)
 
     def _new_output_file(self) -> str:
@@ -277,15 +273,21 @@ def _not_started(sink: LogSink, code: int, message: str) -> Ending:
     return Ending(exit_code=code, reason=models.Reason.EXIT, error=message)
 
 
+def _unlink(path: str) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(path)
+
+
 def _with_outputs(
     ending: Ending, path: str, returned: dict[str, str] | None, sink: LogSink
 ) -> tuple[Ending, dict[str, str]]:
-    """Read RUNNER_OUTPUT (plus what a call returned); too much output is an error."""
+    """Read RUNNER_OUTPUT (plus what a call returned), then remove it; too much output is an
+    error."""
     data = b""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)  # most tasks never create it
-    except FileNotFoundError:
-        fd = -1
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:  # most tasks never create it: nothing to read or remove
+        fd = -2
     except OSError as exc:  # the task replaced it with something unreadable
         sink.note(f"cannot read RUNNER_OUTPUT: {exc}")
         fd = -1
@@ -296,6 +298,8 @@ def _with_outputs(
         except OSError as exc:  # e.g. a folder
             sink.note(f"cannot read RUNNER_OUTPUT: {exc}")
             data = b""
+    if fd != -2:
+        _unlink(path)
     outputs, problems = parse_outputs(data[:MAX_OUTPUTS])
     for problem in problems:
         sink.note(problem)

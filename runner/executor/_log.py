@@ -39,7 +39,7 @@ class LogSink:
     (disk full) is reported once in the tail and the attempt goes on.
     """
 
-    def __init__(self, path: Path, *, limit: int) -> None:
+    def __init__(self, path: str | Path, *, limit: int) -> None:
         self._limit = limit
         self._ring = bytearray()
         self._at_line_start = True

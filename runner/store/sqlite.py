@@ -310,7 +310,7 @@ class SqliteStore(SqliteCronMixin, cluster.SqliteClusterMixin):
     def append_log(self, lease: Lease, text: str) -> None:
         """Append to the attempt's log, keeping the last `log_limit` bytes. LeaseLost if stale."""
         with self._tx() as db:
-            queue.check_owner(db, lease, now=None)
+            queue.check_owner(db, lease)
             rows.append_log(
                 db, (lease.run_id, lease.task_id, lease.attempt), text, limit=self.log_limit
             )
@@ -328,8 +328,8 @@ class SqliteStore(SqliteCronMixin, cluster.SqliteClusterMixin):
         `claim`, take the worker's next tasks in the same transaction.
 
         Group commit: finishes that threads of this process ask for while another one holds
-        the store commit in one transaction (each in a savepoint, so a stale token fails only
-        its own), which saves a BEGIN/COMMIT and the WAL frames of the pages they share."""
+        the store commit in one transaction (a stale token fails only its own: see
+        `_finish_in`), which saves a BEGIN/COMMIT and the WAL frames of the pages they share."""
         req = _Finish(lease, outcome, now, claim, labels)
         self._commit_finishes([req])
         if req.error is not None:
@@ -347,8 +347,8 @@ class SqliteStore(SqliteCronMixin, cluster.SqliteClusterMixin):
         claim: int = 0,
         labels: Mapping[str, str] | None = None,
     ) -> tuple[list[TaskKey], list[Lease]]:
-        """See Store.finish_many: one transaction, each finish in its own savepoint; the last
-        one claims."""
+        """See Store.finish_many: one transaction; a stale token fails only its own finish;
+        the last one claims."""
         reqs = [_Finish(lease, outcome, now, 0, labels) for lease, outcome in done]
         if reqs:
             reqs[-1].claim = claim
@@ -381,8 +381,9 @@ class SqliteStore(SqliteCronMixin, cluster.SqliteClusterMixin):
                 ours = {id(r) for r in reqs}
                 try:
                     with self._open(True) as (db, done):
+                        workers: dict[str, tuple[float, bool] | None] = {}
                         for r in batch:
-                            self._finish_in(db, r, alone=len(batch) == 1)
+                            self._finish_in(db, r, workers, alone=len(batch) == 1)
                 except BaseException as exc:
                     for r in batch:
                         r.done = True
@@ -395,33 +396,39 @@ class SqliteStore(SqliteCronMixin, cluster.SqliteClusterMixin):
         if changed:
             self._notify()
 
-    def _finish_in(self, db: sqlite3.Connection, req: _Finish, *, alone: bool) -> None:
-        """One finish inside the open transaction; in a batch, a stale token rolls back only
-        its own savepoint."""
-        if not alone:
-            db.execute("SAVEPOINT finish")
-        try:
-            lease, outcome, now = req.lease, req.outcome, req.now
-            draining = queue.check_owner(db, lease, now=now)
-            db.execute("DELETE FROM ownership WHERE token = ?", (lease.token,))
-            if lease.spec.mutex or lease.spec.semaphore:
-                cluster.release(db, lease.token)
-            if outcome.log_tail:
-                key = (lease.run_id, lease.task_id, lease.attempt)
-                rows.append_log(db, key, outcome.log_tail, limit=self.log_limit)
-            queue.record(db, lease, outcome, now=now)
-            self._failpoints.hit("finish.before_commit")
-            if req.claim > 0 and not draining:
-                req.opened = self._claim_in(
-                    db, lease.worker_id, now=now, limit=req.claim, labels=req.labels
-                )
-        except errors.LeaseLost as exc:
+    def _finish_in(
+        self,
+        db: sqlite3.Connection,
+        req: _Finish,
+        workers: dict[str, tuple[float, bool] | None],
+        *,
+        alone: bool,
+    ) -> None:
+        """One finish inside the open transaction. Its first write, which releases the
+        ownership record, is also its fencing check: a stale token writes nothing (so a batch
+        needs no savepoints) and fails only its own request. `workers` caches the lease rows
+        (expiry, draining) read in this transaction."""
+        lease, outcome, now = req.lease, req.outcome, req.now
+        if lease.worker_id not in workers:
+            workers[lease.worker_id] = queue.worker_lease(db, lease.worker_id)
+        worker = workers[lease.worker_id]
+        if worker is None or worker[0] <= now or not queue.release_owner(db, lease):
+            exc = errors.LeaseLost(lease.run_id, lease.task_id, lease.attempt)
             if alone:
-                raise
-            db.execute("ROLLBACK TO finish")
+                raise exc
             req.error, req.opened = exc, []
-        if not alone:
-            db.execute("RELEASE finish")
+            return
+        if lease.spec.mutex or lease.spec.semaphore:
+            cluster.release(db, lease.token)
+        if outcome.log_tail:
+            key = (lease.run_id, lease.task_id, lease.attempt)
+            rows.append_log(db, key, outcome.log_tail, limit=self.log_limit)
+        queue.record(db, lease, outcome, now=now)
+        self._failpoints.hit("finish.before_commit")
+        if req.claim > 0 and not worker[1]:
+            req.opened = self._claim_in(
+                db, lease.worker_id, now=now, limit=req.claim, labels=req.labels
+            )
 
     def sweep(self, *, now: float) -> list[TaskKey]:
         """Lose the attempts of expired workers and time out runs past their deadline."""

@@ -62,9 +62,11 @@ def set_terminal(
     state: TaskState,
     *,
     outputs: str | None = None,
+    counted: bool = False,
 ) -> None:
-    """Make tasks terminal (out of the queue) and count them as done for their run; with
-    `outputs` (one task), write its outputs JSON in the same statement."""
+    """Make tasks terminal (out of the queue) and count them as done for their run (unless
+    the caller `counted` them already); with `outputs` (one task), write its outputs JSON in
+    the same statement."""
     if outputs is not None:
         (task_id,) = task_ids
         db.execute(
@@ -78,7 +80,21 @@ def set_terminal(
             " WHERE run_id = ? AND task_id = ?",
             [(state.value, run_id, tid) for tid in task_ids],
         )
-    db.execute("UPDATE runs SET tasks_done = tasks_done + ? WHERE id = ?", (len(task_ids), run_id))
+    if not counted:
+        db.execute(
+            "UPDATE runs SET tasks_done = tasks_done + ? WHERE id = ?", (len(task_ids), run_id)
+        )
+
+
+def count_done(db: sqlite3.Connection, run_id: str) -> int | None:
+    """Count one more task of a live run as done; how many are left, or None (nothing
+    counted) when the run has ended."""
+    row = db.execute(
+        "UPDATE runs SET tasks_done = tasks_done + 1 WHERE id = ? AND finished_at IS NULL"
+        " RETURNING tasks_total - tasks_done",
+        (run_id,),
+    ).fetchone()
+    return None if row is None else int(row[0])
 
 
 def cancel_unstarted(db: sqlite3.Connection, run_id: str) -> list[str]:
@@ -103,9 +119,10 @@ def complete_task(
     left: int | None = None,
 ) -> None:
     """A task reached a terminal state: failFast, successors, and the end of the run.
-    `left`: the run's tasks not terminal before this one, when the caller read it (then
-    the run's end is only looked for when this task may be its last)."""
-    set_terminal(db, run_id, [task_id], state, outputs=outputs)
+    `left`: the run's tasks still not terminal after this one, when the caller counted it
+    done (`count_done`; then the run's end is only looked for when this task may be its
+    last)."""
+    set_terminal(db, run_id, [task_id], state, outputs=outputs, counted=left is not None)
     if state is TaskState.FAILED:
         allow, fail_fast = db.execute(
             "SELECT t.allow_failure, r.fail_fast FROM tasks t JOIN runs r ON r.id = t.run_id"
@@ -116,7 +133,7 @@ def complete_task(
             cancel_unstarted(db, run_id)
             left = None
     skipped = propagate(db, run_id, [task_id], now=now)
-    if left is None or left - 1 - skipped <= 0:
+    if left is None or left - skipped <= 0:
         maybe_end_run(db, run_id, now=now)
 
 

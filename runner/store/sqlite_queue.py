@@ -14,7 +14,6 @@ from runner.models import (
     Outcome,
     Reason,
     RunContext,
-    RunState,
     TaskSpec,
     TaskState,
 )
@@ -191,19 +190,36 @@ def _with_outputs(db: sqlite3.Connection, ctx: RunContext, refs: set[str]) -> Ru
     )
 
 
-def check_owner(db: sqlite3.Connection, lease: Lease, *, now: float | None) -> bool:
-    """LeaseLost unless the ownership record carries the lease's token under a live lease;
-    True when the worker is draining."""
+def check_owner(db: sqlite3.Connection, lease: Lease) -> None:
+    """LeaseLost unless the ownership record still carries the lease's token (for writes
+    during the attempt; a finish releases the record instead: `release_owner`)."""
     row = db.execute(
-        "SELECT o.run_id, o.task_id, o.attempt, o.worker_id, w.expires_at, w.draining"
+        "SELECT o.run_id, o.task_id, o.attempt, o.worker_id, w.expires_at"
         " FROM ownership o LEFT JOIN workers w ON w.id = o.worker_id WHERE o.token = ?",
         (lease.token,),
     ).fetchone()
     mine = (lease.run_id, lease.task_id, lease.attempt, lease.worker_id)
-    alive = row is not None and row[4] is not None and (now is None or row[4] > now)
-    if not alive or tuple(row[:4]) != mine:
+    if row is None or row[4] is None or tuple(row[:4]) != mine:
         raise errors.LeaseLost(lease.run_id, lease.task_id, lease.attempt)
-    return bool(row[5])
+
+
+def worker_lease(db: sqlite3.Connection, worker_id: str) -> tuple[float, bool] | None:
+    """The worker's lease: (expires_at, draining), or None when it has none."""
+    row = db.execute(
+        "SELECT expires_at, draining FROM workers WHERE id = ?", (worker_id,)
+    ).fetchone()
+    return None if row is None else (float(row[0]), bool(row[1]))
+
+
+def release_owner(db: sqlite3.Connection, lease: Lease) -> bool:
+    """Delete the attempt's ownership record if it still carries the lease's token (the
+    caller checked the worker's lease); False, with nothing written, when it does not."""
+    row = db.execute(
+        "DELETE FROM ownership WHERE token = ? AND run_id = ? AND task_id = ? AND attempt = ?"
+        " AND worker_id = ? RETURNING 1",
+        (lease.token, lease.run_id, lease.task_id, lease.attempt, lease.worker_id),
+    ).fetchone()
+    return row is not None
 
 
 def record(db: sqlite3.Connection, lease: Lease, outcome: Outcome, *, now: float) -> None:
@@ -230,23 +246,30 @@ def record(db: sqlite3.Connection, lease: Lease, outcome: Outcome, *, now: float
             lease.attempt,
         ),
     )
-    outputs = json.dumps(outcome.outputs) if outcome.outputs or outcome.succeeded else None
-    run_state, total, done = db.execute(
-        "SELECT state, tasks_total, tasks_done FROM runs WHERE id = ?", (run_id,)
-    ).fetchone()
-    if outcome.succeeded and not RunState(run_state).terminal:
-        ops.complete_task(db, run_id, task_id, TaskState.SUCCEEDED, now=now, outputs=outputs,
-                          left=total - done)  # fmt: skip
-        return
+    outputs = _outputs_json(outcome)
+    if outcome.succeeded:
+        left = ops.count_done(db, run_id)  # None: the run has ended
+        if left is not None:
+            ops.complete_task(db, run_id, task_id, TaskState.SUCCEEDED, now=now,
+                              outputs=outputs, left=left)  # fmt: skip
+            return
+    run_state = ops.run_state(db, run_id)
     if outputs is not None:
         db.execute(
             "UPDATE tasks SET outputs = ? WHERE run_id = ? AND task_id = ?",
             (outputs, run_id, task_id),
         )
-    if RunState(run_state).terminal:
+    if run_state.terminal:
         ops.set_terminal(db, run_id, [task_id], TaskState.CANCELLED)
     else:
         _failed(db, lease, outcome.reason, now=now)
+
+
+def _outputs_json(outcome: Outcome) -> str | None:
+    """The outputs column of a finished attempt: NULL for a failure that set none."""
+    if outcome.outputs:
+        return json.dumps(outcome.outputs)
+    return "{}" if outcome.succeeded else None
 
 
 def _failed(db: sqlite3.Connection, lease: Lease, reason: Reason, *, now: float) -> None:
