@@ -12,12 +12,12 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import queue
 import secrets
 import socket
 import threading
 import time
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import runner
@@ -83,7 +83,7 @@ class Worker:
         self._stop = threading.Event()
         self._drain_asked = threading.Event()  # `runner worker drain`, seen in a heartbeat
         self._deadline = 0.0  # monotonic self-fencing deadline
-        self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="slot")
+        self._pool = _SlotThreads(self.concurrency, self._execute)
         self._pump = LogPump(store, limit=executor.log_limit)
         self._beat: threading.Thread | None = None
         self._beat_stop = threading.Event()
@@ -130,7 +130,7 @@ class Worker:
                     self.store.wait(0.5)
         finally:
             self._stop.set()
-            self._pool.shutdown(wait=True)
+            self._pool.shutdown()
             self._stop_recorder()
             self._beat_stop.set()
             self._beat.join()
@@ -280,7 +280,8 @@ class Worker:
     def _forget(self, slot: _Slot) -> None:
         with self._room:
             self._slots.pop(slot.lease.key, None)
-            self._room.notify_all()
+            if self._has_room():  # what the claim loop waits for
+                self._room.notify_all()
 
     def _run_attempt(self, slot: _Slot) -> ExecResult:
         lease = slot.lease
@@ -357,10 +358,16 @@ class Worker:
             if live:
                 leases = self._finish_many(live)
         finally:
-            for slot, _ in batch:
-                self._forget(slot)
-            for lease in leases:
-                self._start(lease)
+            # The claimed tasks take the finished ones' places under one lock hold, so the claim
+            # loop is woken only when room is left (not by each slot freeing for a moment).
+            with self._room:
+                for slot, _ in batch:
+                    self._slots.pop(slot.lease.key, None)
+                started = [self._hold(lease) for lease in leases]
+                if self._has_room():
+                    self._room.notify_all()
+            for slot in started:
+                self._run_held(slot)
 
     def _finish_many(self, live: list[tuple[_Slot, Outcome]]) -> list[Lease]:
         """As `_finish`, for several attempts in one transaction."""
@@ -392,15 +399,21 @@ class Worker:
 
     def _start(self, lease: Lease) -> None:
         """Give a claimed task to the slot threads (or run it here once they are gone)."""
-        slot = _Slot(lease=lease)
         with self._lock:
-            self._slots[lease.key] = slot
-            if not self._registered:
-                slot.abandoned = True
-        try:
-            self._pool.submit(self._execute, slot)
-        except RuntimeError:  # claimed just as the worker stopped: run it, then record it
-            self._execute(slot)
+            slot = self._hold(lease)
+        self._run_held(slot)
+
+    def _hold(self, lease: Lease) -> _Slot:
+        """A claimed task's slot, counted as running; the caller holds `self._lock`."""
+        slot = _Slot(lease=lease)
+        self._slots[lease.key] = slot
+        if not self._registered:
+            slot.abandoned = True
+        return slot
+
+    def _run_held(self, slot: _Slot) -> None:
+        if not self._pool.submit(slot):  # claimed just as the worker stopped: run it, then
+            self._execute(slot)  # record it
 
     # ------------------------------------------------------------------ the lease
 
@@ -489,6 +502,48 @@ class Worker:
             self._register()
         except errors.StoreError as exc:
             logger.warning("could not register: %s", exc)
+
+
+class _SlotThreads:
+    """`n` threads that run the claimed tasks put in one queue (a thread pool without futures:
+    nothing waits for a task's result, the slot records it)."""
+
+    def __init__(self, n: int, run: Callable[[_Slot], None]) -> None:
+        self._n = n
+        self._run = run
+        self._queue: queue.SimpleQueue[_Slot | None] = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def submit(self, slot: _Slot) -> bool:
+        """Queue the slot's task; False once `shutdown` began (the caller runs it)."""
+        with self._lock:
+            if self._closed:
+                return False
+            if not self._threads:
+                for i in range(self._n):
+                    thread = threading.Thread(target=self._loop, name=f"slot_{i}", daemon=True)
+                    thread.start()
+                    self._threads.append(thread)
+            self._queue.put(slot)
+        return True
+
+    def shutdown(self) -> None:
+        """Let the threads run what is queued, then end them."""
+        with self._lock:
+            self._closed = True
+        for _ in self._threads:
+            self._queue.put(None)
+        for thread in self._threads:
+            thread.join()
+
+    def _loop(self) -> None:
+        while (slot := self._queue.get()) is not None:
+            try:
+                self._run(slot)
+            except Exception:  # a bug: log it, keep the slot thread serving
+                logger.exception("slot thread: running %s failed", slot.lease.key)
 
 
 def log_name(run_id: str, task_id: str, attempt: int) -> str:
