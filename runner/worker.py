@@ -30,6 +30,7 @@ from runner.store.base import Store
 logger = logging.getLogger(__name__)
 
 SWEEP_INTERVAL = 0.5  # seconds between sweeps for dead workers' tasks
+BATCH_WAIT = 0.005  # seconds the recorder lets outcomes pile up while the slots have work
 
 
 @dataclass(slots=True)
@@ -240,7 +241,8 @@ class Worker:
         if self._recorder is not None and not slot.abandoned:
             with self._done_cond:
                 self._done.append((slot, outcome))
-                self._done_cond.notify()
+                if len(self._done) in (1, self._batch):  # what the recorder waits for
+                    self._done_cond.notify()
             return None  # the slot thread takes the next held task; the recorder records
         leases: list[Lease] = []
         try:
@@ -335,6 +337,13 @@ class Worker:
         while True:
             with self._done_cond:
                 self._done_cond.wait_for(lambda: bool(self._done) or self._recorder_stop)
+                if len(self._done) < self._batch and self._pool.backlog() >= self._batch:
+                    # The slots have claimed tasks queued, so recording now gains nothing:
+                    # let a batch pile up for one transaction (a few ms at most).
+                    self._done_cond.wait_for(
+                        lambda: len(self._done) >= self._batch or self._recorder_stop,
+                        BATCH_WAIT,
+                    )
                 batch, self._done = self._done, []
             if not batch:
                 return  # stopped, and nothing left to record
@@ -515,6 +524,10 @@ class _SlotThreads:
         self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
         self._closed = False
+
+    def backlog(self) -> int:
+        """How many queued tasks wait for a slot thread (approximately)."""
+        return self._queue.qsize()
 
     def submit(self, slot: _Slot) -> bool:
         """Queue the slot's task; False once `shutdown` began (the caller runs it)."""

@@ -21,7 +21,8 @@ from runner.store import sqlite_cluster as cluster
 from runner.store import sqlite_ops as ops
 
 _CLAIMABLE = (
-    "SELECT t.run_id, t.task_id, t.selector, r.parallelism, t.locks, t.assigned_to, r.dispatch"
+    "SELECT t.run_id, t.task_id, t.selector, r.parallelism, t.locks, t.assigned_to, r.dispatch,"
+    " t.attempts, t.spec"
     " FROM tasks t INDEXED BY tasks_queue CROSS JOIN runs r ON r.id = t.run_id"
     " WHERE t.ready_seq IS NOT NULL AND t.not_before <= ? AND r.finished_at IS NULL"
     " ORDER BY t.priority DESC, t.ready_seq"
@@ -29,13 +30,15 @@ _CLAIMABLE = (
 # A worker's assignments come first; the partial index is empty unless a dispatcher assigns.
 # The dispatcher matched the selector already; 'pull' marks the rows as not reserved.
 _ASSIGNED = (
-    "SELECT t.run_id, t.task_id, NULL, r.parallelism, t.locks, NULL, 'pull'"
+    "SELECT t.run_id, t.task_id, NULL, r.parallelism, t.locks, NULL, 'pull', t.attempts, t.spec"
     " FROM tasks t INDEXED BY tasks_assigned CROSS JOIN runs r ON r.id = t.run_id"
     " WHERE t.assigned_to = ? AND t.ready_seq IS NOT NULL AND t.not_before <= ?"
     " AND r.finished_at IS NULL ORDER BY t.priority DESC, t.ready_seq"
 )
 
-Picked = tuple[str, str, str | None]  # (run_id, task_id, locks JSON)
+# (run_id, task_id, locks JSON, attempts so far, spec JSON)
+Picked = tuple[str, str, str | None, int, str]
+Row = tuple[str, str, str | None, int | None, str | None, str | None, str | None, int, str]
 
 
 class _Picker:
@@ -50,9 +53,8 @@ class _Picker:
         self.running: dict[str, int] = {}
         self.picked: list[Picked] = []
 
-    def offer(self, row: tuple[str, str, str | None, int | None, str | None, str | None,
-                               str | None]) -> None:  # fmt: skip
-        run_id, task_id, selector, parallelism, locks, assigned, run_dispatch = row
+    def offer(self, row: Row) -> None:
+        run_id, task_id, selector, parallelism, locks, assigned, run_dispatch, tries, spec = row
         if assigned is not None or cluster.reserved(run_dispatch, self.mode):
             return
         if selector and not transitions.selector_matches(json.loads(selector), self.labels):
@@ -66,7 +68,7 @@ class _Picker:
             self.held.take(wanted)
         if parallelism is not None:
             self.running[run_id] += 1
-        self.picked.append((run_id, task_id, locks))
+        self.picked.append((run_id, task_id, locks, tries, spec))
 
     def _room(self, run_id: str, parallelism: int) -> bool:
         if run_id not in self.running:
@@ -125,8 +127,9 @@ def open_attempts(
     first = ops.next_seq(db, len(picked))
     runs: dict[str, RunContext] = {}
     opened = []
-    for token, (run_id, task_id, locks) in enumerate(picked, start=first):
-        attempt, spec_json = _open_attempt(db, worker_id, (run_id, task_id), token, now=now)
+    for token, (run_id, task_id, locks, tries, spec_json) in enumerate(picked, start=first):
+        attempt = tries + 1
+        _open_attempt(db, worker_id, (run_id, task_id), attempt, token, now=now)
         if locks:
             cluster.acquire(db, locks, (run_id, task_id), attempt, token=token,
                             worker_id=worker_id)  # fmt: skip
@@ -142,15 +145,22 @@ def open_attempts(
 
 
 def _open_attempt(
-    db: sqlite3.Connection, worker_id: str, key: tuple[str, str], token: int, *, now: float
-) -> tuple[int, str]:
-    """The task becomes running with a new attempt owned by the worker; (attempt, spec JSON)."""
-    attempt, spec_json = db.execute(
+    db: sqlite3.Connection,
+    worker_id: str,
+    key: tuple[str, str],
+    attempt: int,
+    token: int,
+    *,
+    now: float,
+) -> None:
+    """The task (read by `pick` in this transaction) becomes running with a new attempt owned by
+    the worker. No RETURNING: each statement is one step of SQLite, and each step releases and
+    takes back the GIL, which the slot threads are waiting for."""
+    db.execute(
         "UPDATE tasks SET state = 'running', ready_seq = NULL, assigned_to = NULL,"
-        " attempts = attempts + 1"
-        " WHERE run_id = ? AND task_id = ? RETURNING attempts, spec",
-        key,
-    ).fetchone()
+        " attempts = ? WHERE run_id = ? AND task_id = ?",
+        (attempt, *key),
+    )
     db.execute(
         "INSERT INTO ownership (token, run_id, task_id, attempt, worker_id) VALUES (?,?,?,?,?)",
         (token, *key, attempt, worker_id),
@@ -160,7 +170,6 @@ def _open_attempt(
         " VALUES (?, ?, ?, 'running', ?, ?, ?)",
         (*key, attempt, worker_id, token, now),
     )
-    return int(attempt), str(spec_json)
 
 
 def _start_run(db: sqlite3.Connection, run_id: str, *, now: float) -> RunContext:
@@ -214,12 +223,12 @@ def worker_lease(db: sqlite3.Connection, worker_id: str) -> tuple[float, bool] |
 def release_owner(db: sqlite3.Connection, lease: Lease) -> bool:
     """Delete the attempt's ownership record if it still carries the lease's token (the
     caller checked the worker's lease); False, with nothing written, when it does not."""
-    row = db.execute(
+    deleted = db.execute(
         "DELETE FROM ownership WHERE token = ? AND run_id = ? AND task_id = ? AND attempt = ?"
-        " AND worker_id = ? RETURNING 1",
+        " AND worker_id = ?",
         (lease.token, lease.run_id, lease.task_id, lease.attempt, lease.worker_id),
-    ).fetchone()
-    return row is not None
+    ).rowcount
+    return deleted == 1
 
 
 def record(db: sqlite3.Connection, lease: Lease, outcome: Outcome, *, now: float) -> None:
