@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -169,38 +170,49 @@ class TaskSpec:
 
     @classmethod
     def from_dict(cls, d: dict[str, JSON]) -> TaskSpec:
+        # Every claim parses one: enum members and retry policies are looked up, not built.
         r = d.get("retries") or {}
         b = r.get("backoff") or {}
         sem = d.get("semaphore")
+        args = d.get("args")
+        timeout = d.get("timeout")
         return cls(
             id=d["id"],
             name=d["name"],
-            kind=Kind(d["kind"]),
+            kind=_KINDS.get(d["kind"]) or Kind(d["kind"]),
             run=d.get("run"),
-            args=tuple(d["args"]) if d.get("args") is not None else None,
+            args=None if args is None else tuple(args),
             call=d.get("call"),
             with_=dict(d.get("with") or {}),
             shell=tuple(d.get("shell") or ("/bin/sh", "-c")),
             env=dict(d.get("env") or {}),
             workdir=d.get("workdir"),
             priority=int(d.get("priority", 0)),
-            retries=RetryPolicy(
-                limit=int(r.get("limit", 0)),
-                backoff=Backoff(
-                    delay=float(b.get("delay", 1.0)),
-                    factor=float(b.get("factor", 2.0)),
-                    max=None if b.get("max") is None else float(b["max"]),
-                ),
+            retries=_retry_policy(
+                int(r.get("limit", 0)),
+                float(b.get("delay", 1.0)),
+                float(b.get("factor", 2.0)),
+                None if b.get("max") is None else float(b["max"]),
             ),
-            timeout=None if d.get("timeout") is None else float(d["timeout"]),
+            timeout=None if timeout is None else float(timeout),
             depends=tuple(d.get("depends") or ()),
-            when=When(d.get("when", "success")),
+            when=_WHENS.get(d.get("when", "success")) or When(d.get("when")),
             allow_failure=bool(d.get("allowFailure", False)),
             matrix=dict(d.get("matrix") or {}),
             selector=dict(d.get("selector") or {}),
             mutex=d.get("mutex"),
             semaphore=None if not sem else Semaphore(name=sem["name"], limit=int(sem["limit"])),
         )
+
+
+_KINDS = {k.value: k for k in Kind}
+_WHENS = {w.value: w for w in When}
+
+
+@functools.lru_cache(maxsize=256)
+def _retry_policy(limit: int, delay: float, factor: float, max_: float | None) -> RetryPolicy:
+    """Retry policies are immutable and few: one shared instance per distinct value."""
+    return RetryPolicy(limit=limit, backoff=Backoff(delay=delay, factor=factor, max=max_))
 
 
 class ConcurrencyPolicy(StrEnum):

@@ -337,9 +337,13 @@ class Worker:
         while True:
             with self._done_cond:
                 self._done_cond.wait_for(lambda: bool(self._done) or self._recorder_stop)
-                if len(self._done) < self._batch and self._pool.backlog() >= self._batch:
-                    # The slots have claimed tasks queued, so recording now gains nothing:
-                    # let a batch pile up for one transaction (a few ms at most).
+                if (
+                    len(self._done) < self._batch
+                    and self._pool.backlog() >= self._batch + self.concurrency
+                ):
+                    # The slots have enough claimed tasks queued to stay busy while a batch
+                    # piles up and is recorded, so recording now gains nothing: wait for the
+                    # batch, for one transaction (a few ms at most).
                     self._done_cond.wait_for(
                         lambda: len(self._done) >= self._batch or self._recorder_stop,
                         BATCH_WAIT,

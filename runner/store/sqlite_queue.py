@@ -112,7 +112,7 @@ class Opened:
     context: RunContext
 
     def lease(self) -> Lease:
-        spec = self.spec or TaskSpec.from_dict(json.loads(self.spec_json))
+        spec = self.spec or TaskSpec.from_dict(ops.parse(self.spec_json))
         return Lease(run_id=self.run_id, task_id=self.task_id, attempt=self.attempt,
                      token=self.token, worker_id=self.worker_id, spec=spec,
                      context=self.context)  # fmt: skip
@@ -137,7 +137,7 @@ def open_attempts(
             runs[run_id] = _start_run(db, run_id, now=now)
         spec, context = None, runs[run_id]
         if "${{" in spec_json:  # templates: maybe upstream outputs to read now
-            spec = TaskSpec.from_dict(json.loads(spec_json))
+            spec = TaskSpec.from_dict(ops.parse(spec_json))
             context = _with_outputs(db, context, transitions.output_refs(spec))
         opened.append(Opened(run_id, task_id, attempt, token, worker_id, spec_json, spec,
                              context))  # fmt: skip
@@ -180,7 +180,7 @@ def _start_run(db: sqlite3.Connection, run_id: str, *, now: float) -> RunContext
         " RETURNING params, scheduled_time",
         (now, run_id),
     ).fetchone()
-    return RunContext(run_id=run_id, scheduled_time=scheduled, params=json.loads(params))
+    return RunContext(run_id=run_id, scheduled_time=scheduled, params=ops.parse(params))
 
 
 def _with_outputs(db: sqlite3.Connection, ctx: RunContext, refs: set[str]) -> RunContext:
@@ -287,7 +287,7 @@ def _failed(db: sqlite3.Connection, lease: Lease, reason: Reason, *, now: float)
         " RETURNING failed_attempts, spec",
         lease.key,
     ).fetchone()
-    spec = TaskSpec.from_dict(json.loads(spec_json))
+    spec = TaskSpec.from_dict(ops.parse(spec_json))
     delay = transitions.retry_delay(spec, failed, reason)
     if delay is None:
         ops.complete_task(db, lease.run_id, lease.task_id, TaskState.FAILED, now=now)

@@ -255,7 +255,7 @@ def _run(r: Any) -> Run:
         id=r[0],
         workflow=r[1],
         state=RunState(r[2]),
-        params=json.loads(r[3]),
+        params=ops.parse(r[3]),
         created_at=r[4],
         started_at=r[5],
         finished_at=r[6],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import threading
@@ -12,7 +13,14 @@ import pytest
 
 from runner import errors
 from runner.models import Lease, RunState
-from runner.store import open_store, sqlite, sqlite_checkpoint, sqlite_queue, sqlite_schema
+from runner.store import (
+    open_store,
+    sqlite,
+    sqlite_checkpoint,
+    sqlite_ops,
+    sqlite_queue,
+    sqlite_schema,
+)
 from tests.contract import plans
 from tests.contract.plans import T0, claim_one, ok, states, worker
 
@@ -245,3 +253,22 @@ def test_writer_lock_waits_for_its_holder_and_gives_up_after_its_timeout(tmp_pat
     finally:
         holder.close()
         waiter.close()
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"big": 2**70 + 1, "neg": -(2**64), "edge": [2**63 - 1, 2**64 - 1, -(2**63)]},
+        {"float": 12345678901234567890.0, "small": 0.1, "exp": 1e-300},
+        {"nan": float("nan"), "inf": float("-inf")},
+        {"lone surrogate": "\ud800x", "unicode": "é\u2028\x00"},
+        {"nested": {"with": [1, "2", None, True, {"k": "v"}]}},
+    ],
+)
+def test_json_columns_read_back_what_json_wrote(value: object) -> None:
+    """`sqlite_ops.parse` (orjson where it agrees) gives what json.loads gives, exactly: a
+    big integer stays an integer, NaN and lone surrogates are read."""
+    text = json.dumps(value)
+    parsed = sqlite_ops.parse(text)
+    assert json.dumps(parsed) == text
+    assert repr(parsed) == repr(json.loads(text))
