@@ -196,7 +196,7 @@ class TaskSpec:
             ),
             timeout=None if timeout is None else float(timeout),
             depends=tuple(d.get("depends") or ()),
-            when=_WHENS.get(d.get("when", "success")) or When(d.get("when")),
+            when=_WHENS.get(d.get("when", "success")) or When(d["when"]),
             allow_failure=bool(d.get("allowFailure", False)),
             matrix=dict(d.get("matrix") or {}),
             selector=dict(d.get("selector") or {}),
