@@ -22,9 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from runner import config, models
+from runner.executor import _spawn
 from runner.executor._callpool import CallPool
 from runner.executor._log import LogSink
-from runner.executor._proc import Ending, Stopper, Supervisor, kill_group, spawn
+from runner.executor._proc import Ending, Stopper, Supervisor, kill_group
 from runner.executor.reaper import TAG_VAR, Reaper
 
 __all__ = ["MAX_OUTPUTS", "ExecResult", "Executor", "parse_outputs"]
@@ -92,9 +93,7 @@ class Executor:
         # password; tasks that call runner themselves can use RUNNER_ETCD_PASSWORD_FILE.
         self._base_env.pop(config.ENV_ETCD_PASSWORD, None)
         self._tag = self._base_env[TAG_VAR]
-        # Encoded once: Popen runs every variable of `env` through os.fsencode on each spawn,
-        # which returns bytes as they are, so only the attempt's own variables are encoded.
-        self._base_env_bytes = {os.fsencode(k): os.fsencode(v) for k, v in self._base_env.items()}
+        self._spawn_env = _spawn.Env(self._base_env)  # encoded once, not per spawn
         self._devnull = os.open(os.devnull, os.O_RDONLY)
         self._reaper = Reaper(self._tag)
         self._reaper.start()
@@ -224,7 +223,9 @@ class Executor:
         if not argv:
             return _error("no command to run")
         try:
-            proc = spawn(argv, env=self._spawn_env(task_env), cwd=spec.workdir, stdin=self._devnull)
+            proc = _spawn.start(
+                argv, env=self._spawn_env, extra=task_env, cwd=spec.workdir, stdin=self._devnull
+            )
         except FileNotFoundError:
             return _not_started(sink, 127, f"command not found: {argv[0]}")
         except PermissionError:
@@ -246,13 +247,6 @@ class Executor:
 
     def _env_base(self) -> dict[str, str]:
         return self._base_env
-
-    def _spawn_env(self, task_env: Mapping[str, str]) -> dict[bytes, bytes]:
-        """The base environment with the attempt's variables over it, as bytes."""
-        env = dict(self._base_env_bytes)
-        for key, value in task_env.items():
-            env[os.fsencode(key)] = os.fsencode(value)
-        return env
 
     def _make_dir(self, path: str) -> None:
         if path not in self._dirs:

@@ -6,14 +6,14 @@ import contextlib
 import os
 import select
 import signal
-import subprocess
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from runner import models
 from runner.executor._log import LogSink
+from runner.executor._spawn import Child
 
 POLL = 0.1  # how often a waiting attempt looks at its `cancel` event
 REGISTER_AFTER = 0.05  # a group is reported to the reaper once it has run this long
@@ -124,26 +124,6 @@ def kill_group(pgid: int, signum: int) -> None:
         os.killpg(pgid, signum)
 
 
-def spawn(
-    argv: Sequence[str], *, env: Mapping[bytes, bytes], cwd: str | None, stdin: int
-) -> subprocess.Popen[bytes]:
-    """Start the attempt in a new session: its pid is its process group id.
-
-    No `preexec_fn`, so CPython keeps its vfork fast path; stdout and stderr share one pipe;
-    `stdin` is an open /dev/null (one fewer open per spawn than `subprocess.DEVNULL`).
-    """
-    return subprocess.Popen(
-        argv,
-        stdin=stdin,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        close_fds=True,
-        start_new_session=True,
-        env=env,
-        cwd=cwd,
-    )
-
-
 class Supervisor:
     """Streams a process group's output into a sink until the leader exits, and stops it on
     timeout, cancel or `kill_all` (see `Escalation`).
@@ -154,7 +134,7 @@ class Supervisor:
 
     def __init__(
         self,
-        proc: subprocess.Popen[bytes],
+        proc: Child,
         sink: LogSink,
         *,
         stopper: Stopper,
@@ -162,9 +142,8 @@ class Supervisor:
         on_start: Callable[[int], None],
         on_exit: Callable[[int], None],
     ) -> None:
-        assert proc.stdout is not None
         self._proc = proc
-        self._out = proc.stdout.fileno()
+        self._out = proc.out
         self._sink = sink
         self._on_start = on_start
         self._on_exit = on_exit
@@ -184,8 +163,7 @@ class Supervisor:
             self._on_exit(pid)
         if self._out in open_fds:
             self._drain(time.monotonic() + DRAIN)
-        assert self._proc.stdout is not None
-        self._proc.stdout.close()
+        self._proc.close_out()
         return self._stop.ending(self._proc.wait())
 
     def _pump(self, fds: list[int], pidfd: int) -> list[int]:

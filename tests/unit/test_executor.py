@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from runner import models
-from runner.executor import MAX_OUTPUTS, ExecResult, Executor, parse_outputs
+from runner.executor import MAX_OUTPUTS, ExecResult, Executor, _spawn, parse_outputs
 
 ENV = {"RUNNER_RUN_ID": "r1", "RUNNER_TASK_ID": "t", "RUNNER_ATTEMPT": "1"}
 REPO = Path(__file__).resolve().parents[2]
@@ -76,8 +76,16 @@ def task(**kw: object) -> models.TaskSpec:
     return models.TaskSpec(id="t", name="t", kind=kind, **kw)  # type: ignore[arg-type]
 
 
-@pytest.fixture
-def executor(tmp_path: Path) -> Iterator[Executor]:
+@pytest.fixture(params=["fork_exec", "popen"])
+def executor(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Executor]:
+    """An executor that starts processes with CPython's fork_exec directly, or (as on the
+    Python versions where runner does not call it) with subprocess.Popen."""
+    if request.param == "popen":
+        monkeypatch.setattr(_spawn, "FORK_EXEC", False)
+    elif not _spawn.FORK_EXEC:
+        pytest.skip("this Python's fork_exec is not called directly")
     ex = Executor(slots=2, log_dir=str(tmp_path / "logs"), log_limit=4096, grace=1.0)
     yield ex
     ex.close()
@@ -137,6 +145,50 @@ def test_executor_env_layers(executor: Executor) -> None:
     assert words[:2] == ["from-spec", "t"]
     assert words[2].endswith(".env")
     assert words[3] == os.environ["PATH"]
+
+
+def test_executor_env_override_of_an_inherited_variable_is_the_only_one(
+    executor: Executor, tmp_path: Path
+) -> None:
+    """A task's env over the worker's: one HOME, the task's; PATH from the task finds its
+    commands."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    tool = bin_dir / "only-in-task-path"
+    tool.write_text("#!/bin/sh\necho found-it\n")
+    tool.chmod(0o755)
+    spec = task(
+        run='env | grep -c "^HOME="; echo "home=$HOME"; only-in-task-path',
+        env={"HOME": "/task-home", "PATH": f"{bin_dir}:/usr/bin:/bin"},
+    )
+    result = run(executor, spec)
+    assert result.succeeded, result.log_tail
+    lines = [line.split(" ", 1)[1] for line in result.log_tail.splitlines()]
+    assert lines == ["1", "home=/task-home", "found-it"]
+    by_name = run(executor, task(args=("only-in-task-path",), env=spec.env))
+    assert by_name.succeeded and by_name.log_tail.endswith("found-it\n")
+
+
+def test_executor_not_executable_exits_126(executor: Executor, tmp_path: Path) -> None:
+    script = tmp_path / "not-executable.sh"
+    script.write_text("echo never\n")
+    result = run(executor, task(args=(str(script),)))
+    assert (result.exit_code, result.reason) == (126, models.Reason.EXIT)
+    assert result.error == f"permission denied: {script}"
+
+
+def test_executor_task_gets_no_descriptor_of_the_worker(executor: Executor) -> None:
+    """Even one the worker made inheritable: a task has its three standard streams only."""
+    read, write = os.pipe()
+    leaked = os.dup2(write, 100, inheritable=True)
+    try:
+        result = run(executor, task(args=("ls", "/proc/self/fd")))
+    finally:
+        for fd in (read, write, leaked):
+            os.close(fd)
+    fds = {int(line.split(" ", 1)[1]) for line in result.log_tail.splitlines()}
+    assert leaked not in fds
+    assert fds <= {0, 1, 2, 3}  # 3: the folder ls is reading
 
 
 def test_executor_outputs_parse_skips_comments_and_reports_bad_lines() -> None:
