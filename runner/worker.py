@@ -30,7 +30,6 @@ from runner.store.base import Store
 logger = logging.getLogger(__name__)
 
 SWEEP_INTERVAL = 0.5  # seconds between sweeps for dead workers' tasks
-BATCH_WAIT = 0.005  # seconds the recorder lets outcomes pile up while the slots have work
 
 
 @dataclass(slots=True)
@@ -75,6 +74,7 @@ class Worker:
         # `finish_many` (one transaction), so the store round overlaps the tasks' execution.
         self._done: list[tuple[_Slot, Outcome]] = []
         self._done_cond = threading.Condition(threading.Lock())
+        self._batch_wait = getattr(store, "finish_batch_wait", 0.0)
         self._recorder: threading.Thread | None = None
         self._recorder_stop = False
         self.interval = lease_ttl / 5
@@ -338,15 +338,16 @@ class Worker:
             with self._done_cond:
                 self._done_cond.wait_for(lambda: bool(self._done) or self._recorder_stop)
                 if (
-                    len(self._done) < self._batch
+                    self._batch_wait > 0
+                    and len(self._done) < self._batch
                     and self._pool.backlog() >= self._batch + self.concurrency
                 ):
                     # The slots have enough claimed tasks queued to stay busy while a batch
                     # piles up and is recorded, so recording now gains nothing: wait for the
-                    # batch, for one transaction (a few ms at most).
+                    # batch, for one transaction (Store.finish_batch_wait).
                     self._done_cond.wait_for(
                         lambda: len(self._done) >= self._batch or self._recorder_stop,
-                        BATCH_WAIT,
+                        self._batch_wait,
                     )
                 batch, self._done = self._done, []
             if not batch:

@@ -51,6 +51,10 @@ FULL_SWEEP_EVERY = 5.0  # seconds: a sweep runs in full at least this often
 class EtcdStore(etcd_dispatch.EtcdClusterMixin, EtcdCronMixin):
     """Durable runs and the ready queue in etcd. Thread-safe; one gRPC channel."""
 
+    # A request per non-overlapping group of finishes anyway: waiting made W3 slower (1.06-1.24
+    # s against 0.92-1.11 s without, alternating, 4 processes, prefetch 128).
+    finish_batch_wait = 0.0
+
     def __init__(
         self, conn: c.Connection, *, prefix: str = DEFAULT_PREFIX, log_limit: int = 1024 * 1024,
         failpoints: Failpoints | None = None,

@@ -67,6 +67,9 @@ class _Finish:
 class SqliteStore(SqliteCronMixin, cluster.SqliteClusterMixin):
     """The Store protocol on one SQLite file; see runner.store.base.Store for the contract."""
 
+    # W4 in-process: 118 finish transactions of 8-10 attempts for 1,000 tasks instead of 317.
+    finish_batch_wait = 0.005
+
     def __init__(
         self, path: str, *, log_limit: int = 1024 * 1024, failpoints: Failpoints | None = None
     ) -> None:

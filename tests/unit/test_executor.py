@@ -166,7 +166,8 @@ def test_executor_env_override_of_an_inherited_variable_is_the_only_one(
     lines = [line.split(" ", 1)[1] for line in result.log_tail.splitlines()]
     assert lines == ["1", "home=/task-home", "found-it"]
     by_name = run(executor, task(args=("only-in-task-path",), env=spec.env))
-    assert by_name.succeeded and by_name.log_tail.endswith("found-it\n")
+    assert by_name.succeeded
+    assert by_name.log_tail.endswith("found-it\n")
 
 
 def test_executor_not_executable_exits_126(executor: Executor, tmp_path: Path) -> None:
