@@ -8,9 +8,11 @@
     ├── StoreError (3)                     the store failed or holds something unreadable
     │   └── StoreUnavailable (3)           the store cannot be reached or opened
     ├── RunNotFound (2)                    no run with that id (.run_id)
+    ├── TaskNotFound (2)                   no task with that id in the run (.run_id, .task)
     ├── RunExists (2)                      a run with that idempotency key exists (.run_id)
     ├── ScheduleNotFound (2)               no schedule with that name (.name)
     ├── LeaseLost (70)                     a worker's claim is gone (.run_id, .task)
+    │   └── WorkerLeaseLost (70)           the worker's own lease expired (.worker_id)
     ├── RunFailed (1)                      the run ended failed (.run_id)
     ├── RunCancelled (5)                   the run was cancelled (.run_id)
     └── WaitTimeout (4)                    gave up waiting (--timeout)
@@ -163,6 +165,19 @@ class LeaseLost(RunnerError):
         self.attempt = attempt
         super().__init__(
             f"lease lost for {run_id}/{task} attempt {attempt}: another worker owns it now"
+        )
+
+
+class WorkerLeaseLost(LeaseLost):
+    """The worker's own lease expired: every attempt it held is lost; it must re-register."""
+
+    def __init__(self, worker_id: str) -> None:
+        self.worker_id = worker_id
+        self.run_id = ""
+        self.task = ""
+        self.attempt = 0
+        RunnerError.__init__(
+            self, f"worker {worker_id}: its lease expired; stop its tasks and register"
         )
 
 

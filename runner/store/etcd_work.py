@@ -92,9 +92,7 @@ def owns(own: c.Item | None, lease: Lease) -> bool:
 
 
 def _worker_lost(worker_id: str) -> errors.LeaseLost:
-    err = errors.LeaseLost("", "", 0)
-    err.args = (f"worker {worker_id}: its lease expired; stop its tasks and register",)
-    return err
+    return errors.WorkerLeaseLost(worker_id)
 
 
 # ---------------------------------------------------------------------- logs

@@ -258,9 +258,7 @@ class SqliteStore(SqliteCronMixin, cluster.SqliteClusterMixin):
             "SELECT expires_at, draining FROM workers WHERE id = ?", (worker_id,)
         ).fetchone()
         if row is None or row[0] <= now:
-            err = errors.LeaseLost("", "", 0)
-            err.args = (f"worker {worker_id}: its lease expired; stop its tasks and register",)
-            raise err
+            raise errors.WorkerLeaseLost(worker_id)
         return bool(row[1])
 
     @staticmethod

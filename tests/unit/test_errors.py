@@ -20,3 +20,21 @@ def test_workflow_invalid_sorts_problems_and_exits_2() -> None:
 def test_error_docstring_is_default_message() -> None:
     assert errors.StoreUnavailable().message == "The store cannot be reached."
     assert errors.StoreUnavailable().exit_code == 3
+
+
+def test_worker_lease_lost_is_a_lease_lost_naming_the_worker() -> None:
+    exc = errors.WorkerLeaseLost("w-1")
+    assert isinstance(exc, errors.LeaseLost)
+    assert exc.worker_id == "w-1"
+    assert exc.message == "worker w-1: its lease expired; stop its tasks and register"
+
+
+def test_every_error_class_is_in_the_drawn_tree() -> None:
+    tree = errors.__doc__ or ""
+    classes = [
+        obj
+        for obj in vars(errors).values()
+        if isinstance(obj, type) and issubclass(obj, errors.RunnerError)
+    ]
+    missing = [cls.__name__ for cls in classes if f" {cls.__name__} (" not in tree]
+    assert missing == []
