@@ -87,7 +87,29 @@ def check_schedule(expr: str) -> str | None:
     except croniter.CroniterBadDateError:
         return f"cron schedule {expr!r} never fires"
     except (croniter.CroniterError, ValueError, KeyError, TypeError, OverflowError) as exc:
-        return f"invalid cron schedule {expr!r}: {exc}"
+        return f"invalid cron schedule {expr!r}: {_bad_field(fields) or exc}"
+    return None
+
+
+_FIELDS = (
+    ("minute", "0-59"),
+    ("hour", "0-23"),
+    ("day of month", "1-31"),
+    ("month", "1-12 or jan-dec"),
+    ("day of week", "0-7 or sun-sat, 0 and 7 are Sunday"),
+)
+
+
+def _bad_field(fields: list[str]) -> str | None:
+    """Which field of a rejected schedule is at fault, with its range, tried one at a time."""
+    named = ((("second", "0-59"),) if len(fields) == 6 else ()) + _FIELDS
+    for i, (name, allowed) in enumerate(named):
+        probe = ["*"] * len(fields)
+        probe[i] = fields[i]
+        try:
+            croniter.croniter(" ".join(probe), 0.0, second_at_beginning=True).get_next(float)
+        except (croniter.CroniterError, ValueError, KeyError, TypeError, OverflowError):
+            return f"the {name} field {fields[i]!r} is not valid; it takes {allowed}"
     return None
 
 

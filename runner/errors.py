@@ -57,7 +57,10 @@ class UsageError(RunnerError):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Problem:
-    """One problem in a workflow file, located at the YAML node at fault (1-based line/col)."""
+    """One problem in a workflow file, located at the YAML node at fault (1-based line/col).
+
+    Line 0 means the problem is the file as a whole (it cannot be read): no position is shown.
+    """
 
     file: str
     line: int
@@ -66,6 +69,8 @@ class Problem:
     path: str = ""  # dotted path of the node, e.g. "spec.tasks[0].retries"
 
     def __str__(self) -> str:
+        if self.line <= 0:
+            return f"{self.file}: {self.message}"
         return f"{self.file}:{self.line}:{self.col}: {self.message}"
 
     def as_dict(self) -> dict[str, object]:

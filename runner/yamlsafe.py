@@ -313,7 +313,7 @@ def load_file(path: str | os.PathLike[str]) -> Document:
                 raise too_big(file, size)
             raw = fh.read(MAX_BYTES + 1)  # special files may report size 0
     except OSError as exc:
-        raise _invalid(file, (1, 1), f"cannot read the file: {exc.strerror or exc}") from None
+        raise _invalid(file, (0, 0), _unreadable(exc)) from None
     if len(raw) > MAX_BYTES:
         raise too_big(file, len(raw))
     try:
@@ -341,7 +341,7 @@ def load_text(text: str, *, file: str) -> Document:
         mark = exc.problem_mark or exc.context_mark
         pos = (mark.line + 1, mark.column + 1) if mark else (1, 1)
         message = " ".join(str(s) for s in (exc.context, exc.problem) if s)
-        raise _invalid(file, pos, f"YAML syntax error: {message}") from None
+        raise _invalid(file, pos, f"YAML syntax error: {message}{_hint(text, exc)}") from None
     except yaml.reader.ReaderError as exc:
         before = text[: exc.position]
         pos = (before.count("\n") + 1, exc.position - before.rfind("\n"))
@@ -378,6 +378,48 @@ def _invalid(file: str, pos: Pos, message: str) -> errors.WorkflowInvalid:
     return errors.WorkflowInvalid(
         [errors.Problem(file=file, line=pos[0], col=pos[1], message=message)]
     )
+
+
+def _unreadable(exc: OSError) -> str:
+    if isinstance(exc, FileNotFoundError):
+        return "no such file; check the path (it is relative to the current folder)"
+    if isinstance(exc, IsADirectoryError):
+        return "this is a folder; name a workflow file inside it"
+    if isinstance(exc, PermissionError):
+        return "permission denied; make the file readable by this user"
+    return f"cannot read the file: {exc.strerror or exc}"
+
+
+def _hint(text: str, exc: yaml.MarkedYAMLError) -> str:
+    """The fix, in plain words, for the YAML mistakes people make most."""
+    problem = str(exc.problem or "")
+    mark = exc.problem_mark
+    char = ""
+    if mark is not None and 0 <= mark.index < len(text):
+        char = text[mark.index]
+    if char == "\t" or (
+        "cannot start any token" in problem and mark is not None and "\t" in _line(text, mark.line)
+    ):
+        return "; tabs cannot indent YAML: use spaces"
+    if "mapping values are not allowed" in problem:
+        return (
+            "; a plain value cannot contain ': ' (colon and space): quote the whole value,"
+            ' e.g. run: "echo a: b", or use a block scalar (run: |)'
+        )
+    if "found undefined alias" in problem or "found unknown escape character" in problem:
+        return "; quote the value in single quotes to take it literally"
+    if "could not find expected ':'" in problem:
+        return (
+            "; every key needs a ':' after it, and a value on one line must be quoted if it has ':'"
+        )
+    if "expected <block end>, but found" in problem or "did not find expected key" in problem:
+        return "; check the indentation: items of one list or mapping must line up"
+    return ""
+
+
+def _line(text: str, index: int) -> str:
+    lines = text.splitlines()
+    return lines[index] if 0 <= index < len(lines) else ""
 
 
 def _first_line(exc: BaseException) -> str:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from runner import errors, workflow
+from runner import cronexpr, errors, workflow
 from runner.cron import fire, ticks
 from runner.cron.folder import FolderSync
 from runner.cron.scheduler import Scheduler
@@ -276,3 +276,21 @@ def test_register_without_schedule_is_usage_error(tmp_path: Path) -> None:
     plan = dataclasses.replace(workflow.load_plan(schedule_file(tmp_path)), schedule=None)
     with pytest.raises(errors.UsageError):
         fire.entry_for(plan)
+
+
+@pytest.mark.parametrize(
+    ("expr", "field"),
+    [
+        ("0 25 * * *", "the hour field '25' is not valid; it takes 0-23"),
+        ("61 * * * *", "the minute field '61' is not valid; it takes 0-59"),
+        ("0 0 32 * *", "the day of month field '32' is not valid; it takes 1-31"),
+        ("0 0 * 13 *", "the month field '13' is not valid; it takes 1-12 or jan-dec"),
+        ("0 0 * * 8", "the day of week field '8' is not valid"),
+        ("70 0 0 * * *", "the second field '70' is not valid; it takes 0-59"),
+    ],
+)
+def test_schedule_out_of_range_names_the_field_and_its_range(expr: str, field: str) -> None:
+    problem = cronexpr.check_schedule(expr)
+    assert problem is not None
+    assert field in problem
+    assert "not acceptable" not in problem

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 import tracemalloc
+from pathlib import Path
 
 import pytest
 
@@ -119,3 +120,27 @@ def test_nesting_through_an_alias_counts_the_target_depth(levels: int, ok: bool)
 
 def test_anchor_inside_a_complex_key_does_not_count_towards_its_mapping() -> None:
     assert "a mapping key must be a plain string" in _problem("? &k [1, 2]\n: 1\nb: *k\n")
+
+
+@pytest.mark.parametrize(
+    ("text", "where", "fix"),
+    [
+        ("a:\n\tb: 1\n", "w.yaml:2:1:", "tabs cannot indent YAML: use spaces"),
+        ("run: echo a: b\n", "w.yaml:1:12:", "quote the whole value"),
+        ("a:\n  - b\n c: d\n", "w.yaml:3:2:", "check the indentation"),
+    ],
+)
+def test_common_yaml_mistakes_keep_the_position_and_say_the_fix(
+    text: str, where: str, fix: str
+) -> None:
+    with pytest.raises(errors.WorkflowInvalid) as info:
+        yamlsafe.load_text(text, file="w.yaml")
+    assert info.value.message.startswith(where)
+    assert fix in info.value.message
+
+
+def test_a_missing_file_has_no_made_up_position(tmp_path: Path) -> None:
+    with pytest.raises(errors.WorkflowInvalid) as info:
+        yamlsafe.load_file(tmp_path / "nope.yaml")
+    expected = "no such file; check the path (it is relative to the current folder)"
+    assert info.value.message == f"{tmp_path / 'nope.yaml'}: {expected}"
