@@ -95,13 +95,14 @@ def test_etl_example_expands_matrix_defaults_and_dependencies() -> None:
     assert load.depends == tuple(f"extract[shard={i}]" for i in range(4))
     assert load.retries.limit == 2
     assert load.timeout == 600.0
-    assert load.args == ("python3", "-c", "import sys; print('loading', sys.argv[1])", "2026-03-01")
+    assert load.run is not None
+    assert 'echo "rows=4000" >> "$RUNNER_OUTPUT"' in load.run
     assert load.env["TARGET"] == "warehouse"
     assert load.env["LOG_LEVEL"] == "info"
     assert load.env["RUNNER_PARAM_DATE"] == "2026-03-01"
     assert plan.task("notify").when is models.When.ALWAYS
     assert plan.schedule == models.Schedule(
-        cron="0 2 * * *",
+        cron="0 3 * * *",
         timezone="Europe/Berlin",
         concurrency_policy=models.ConcurrencyPolicy.FORBID,
         starting_deadline=300.0,
