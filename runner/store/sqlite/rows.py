@@ -1,6 +1,8 @@
 """SQLite rows to models: the column lists the reads select, and JSON columns.
 
-Rows here are `sqlite3.Row` (see `db.named`), read by column name.
+Rows are `sqlite3.Row` (see `db.named`) read by column name, except the rows a run has one of
+per task or attempt (`task`, `attempt`): those are unpacked into names in one statement, as
+reading them by name slowed `get_run` of large runs measurably (docs/PERFORMANCE.md).
 """
 
 from __future__ import annotations
@@ -8,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -63,18 +66,40 @@ def run(r: sqlite3.Row) -> Run:
     )
 
 
-def task(t: sqlite3.Row, attempts: list[Attempt], *, reason: str | None) -> TaskRecord:
-    """A TaskRecord from a row of TASK_COLS, its attempts and why it waits."""
+# Why a queued task still waits, from its (selector, locks) columns.
+QueuedReason = Callable[[str | None, str | None], str]
+
+
+def task(row: Any, attempts: Mapping[str, list[Attempt]], queued: QueuedReason) -> TaskRecord:
+    """A TaskRecord from a row of TASK_COLS, with its attempts (by task id)."""
+    (
+        task_id,
+        name,
+        state_value,
+        priority,
+        remaining,
+        not_before,
+        outputs,
+        losses,
+        ready_at,
+        selector,
+        locks,
+    ) = row
+    state = TaskState(state_value)
+    if state is TaskState.READY:
+        reason: str | None = queued(selector, locks)
+    else:
+        reason = waiting_reason(state, remaining, not_before)
     return TaskRecord(
-        id=t["task_id"],
-        name=t["name"],
-        state=TaskState(t["state"]),
-        priority=t["priority"],
+        id=task_id,
+        name=name,
+        state=state,
+        priority=priority,
         waiting_reason=reason,
-        outputs=loads(t["outputs"]),
-        attempts=tuple(attempts),
-        losses=t["losses"],
-        ready_at=t["ready_at"],
+        outputs=loads(outputs),
+        attempts=tuple(attempts.get(task_id, ())),
+        losses=losses,
+        ready_at=ready_at,
     )
 
 
@@ -90,18 +115,19 @@ def waiting_reason(state: TaskState, remaining: int, not_before: float) -> str |
     return None
 
 
-def attempt(a: sqlite3.Row) -> Attempt:
-    """An Attempt from a row of ATTEMPT_COLS."""
-    return Attempt(
-        number=a["number"],
-        state=AttemptState(a["state"]),
-        worker=a["worker"],
-        token=a["token"],
-        exit_code=a["exit_code"],
-        reason=None if a["reason"] is None else Reason(a["reason"]),
-        error=a["error"],
-        started_at=a["started_at"],
-        finished_at=a["finished_at"],
+def attempt(row: Any) -> tuple[str, Attempt]:
+    """The task id and the Attempt of a row of ATTEMPT_COLS."""
+    (task_id, number, state, worker, token, exit_code, reason, error, started_at, finished_at) = row
+    return task_id, Attempt(
+        number=number,
+        state=AttemptState(state),
+        worker=worker,
+        token=token,
+        exit_code=exit_code,
+        reason=None if reason is None else Reason(reason),
+        error=error,
+        started_at=started_at,
+        finished_at=finished_at,
     )
 
 

@@ -8,9 +8,10 @@ import json
 import sqlite3
 import time
 from collections import defaultdict
+from typing import Any
 
 from runner import dispatch, errors
-from runner.models import Attempt, Plan, Run, RunState, TaskRecord, TaskState, WorkerInfo
+from runner.models import Attempt, Plan, Run, RunState, TaskState, WorkerInfo
 from runner.store.sqlite import cluster, flow, rows, workers
 from runner.store.sqlite.db import named
 
@@ -121,49 +122,40 @@ def read_run(db: sqlite3.Connection, run_id: str, *, tasks: bool, now: float | N
     if not tasks:
         return run
     attempts: dict[str, list[Attempt]] = defaultdict(list)
-    for a in named(
-        db,
+    for a in db.execute(
         f"SELECT {rows.ATTEMPT_COLS} FROM attempts WHERE run_id = ? ORDER BY task_id, number",
         (run_id,),
     ):
-        attempts[a["task_id"]].append(rows.attempt(a))
-    found = named(
-        db, f"SELECT {rows.TASK_COLS} FROM tasks WHERE run_id = ? ORDER BY seq", (run_id,)
+        task_id, found_attempt = rows.attempt(a)
+        attempts[task_id].append(found_attempt)
+    found = db.execute(
+        f"SELECT {rows.TASK_COLS} FROM tasks WHERE run_id = ? ORDER BY seq", (run_id,)
     ).fetchall()
     why = QueuedReasons(db, found, now=time.time() if now is None else now)
-    records = tuple(_record(t, attempts.get(t["task_id"], []), why) for t in found)
+    records = tuple(rows.task(t, attempts, why.reason) for t in found)
     return dataclasses.replace(run, tasks=records)
-
-
-def _record(t: sqlite3.Row, attempts: list[Attempt], why: QueuedReasons) -> TaskRecord:
-    state = TaskState(t["state"])
-    reason: str | None
-    if state is TaskState.READY:
-        reason = why.reason(t)
-    else:
-        reason = rows.waiting_reason(state, t["remaining_deps"], t["not_before"])
-    return rows.task(t, attempts, reason=reason)
 
 
 class QueuedReasons:
     """Why a queued task waits: no live worker matches its selector, or its lock is full.
     Workers and holders are read only when some queued task has a selector or locks."""
 
-    def __init__(self, db: sqlite3.Connection, found: list[sqlite3.Row], *, now: float) -> None:
-        queued = [t for t in found if t["state"] == TaskState.READY.value]
+    def __init__(self, db: sqlite3.Connection, found: list[Any], *, now: float) -> None:
+        ready = TaskState.READY.value
         self.workers: list[WorkerInfo] = []
-        if any(t["selector"] for t in queued):
+        # `found`: rows of rows.TASK_COLS (state third, selector and locks last)
+        if any(selector for _, _, state, *_, selector, _ in found if state == ready):
             self.workers = workers.live_workers(db, now=now)
         self.held = cluster.Held(db)
 
-    def reason(self, t: sqlite3.Row) -> str:
-        """Why the queued task of row `t` (of rows.TASK_COLS) is still queued."""
-        if t["selector"]:
-            missing = dispatch.no_worker_reason(json.loads(t["selector"]), self.workers)
+    def reason(self, selector: str | None, locks_json: str | None) -> str:
+        """Why a queued task with these selector and locks columns is still queued."""
+        if selector:
+            missing = dispatch.no_worker_reason(json.loads(selector), self.workers)
             if missing:
                 return missing
-        if t["locks"]:
-            locks = cluster.parse_locks(t["locks"])
+        if locks_json:
+            locks = cluster.parse_locks(locks_json)
             self.held.free(locks)
             full = dispatch.lock_reason(locks, self.held.counts)
             if full:
