@@ -159,7 +159,7 @@ _LONG_NUMBER = re.compile(r"\d{19}")
 
 
 def parse(text: str) -> Any:
-    """A JSON column as `json.loads` reads it, with orjson (4x faster: every claim parses a
+    """A JSON column as `json.loads` reads it, with orjson (faster, and every claim parses a
     spec) where that gives the same value. Not where orjson would not: an integer beyond 64
     bits (orjson makes it a float; any run of 19 digits sends the text to json), NaN or a lone
     surrogate escape (orjson refuses them)."""
