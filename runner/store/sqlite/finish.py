@@ -173,12 +173,7 @@ def release_owner(db: sqlite3.Connection, lease: Lease) -> bool:
 def record(db: sqlite3.Connection, lease: Lease, outcome: Outcome, *, now: float) -> None:
     """Write the attempt's end and move its task: done, retrying, or cancelled."""
     run_id, task_id = lease.key
-    if outcome.succeeded:
-        state = AttemptState.SUCCEEDED
-    elif outcome.reason is Reason.CANCELLED:
-        state = AttemptState.CANCELLED
-    else:
-        state = AttemptState.FAILED
+    state = _attempt_state(outcome)
     db.execute(
         "UPDATE attempts SET state = ?, exit_code = ?, reason = ?, error = ?, finished_at = ?,"
         " started_at = coalesce(?, started_at) WHERE run_id = ? AND task_id = ? AND number = ?",
@@ -212,6 +207,14 @@ def record(db: sqlite3.Connection, lease: Lease, outcome: Outcome, *, now: float
         flow.set_terminal(db, run_id, [task_id], TaskState.CANCELLED)
     else:
         _failed(db, lease, outcome.reason, now=now)
+
+
+def _attempt_state(outcome: Outcome) -> AttemptState:
+    if outcome.succeeded:
+        return AttemptState.SUCCEEDED
+    if outcome.reason is Reason.CANCELLED:
+        return AttemptState.CANCELLED
+    return AttemptState.FAILED
 
 
 def _outputs_json(outcome: Outcome) -> str | None:
