@@ -13,14 +13,8 @@ import pytest
 
 from runner import errors
 from runner.models import Lease, RunState
-from runner.store import (
-    open_store,
-    sqlite,
-    sqlite_checkpoint,
-    sqlite_ops,
-    sqlite_queue,
-    sqlite_schema,
-)
+from runner.store import open_store, sqlite
+from runner.store.sqlite import checkpoint, claim, rows, schema
 from tests.contract import plans
 from tests.contract.plans import T0, claim_one, ok, states, worker
 
@@ -89,7 +83,7 @@ def test_open_sets_wal_and_schema_version(tmp_path: Path) -> None:
     try:
         assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
         assert db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == (
-            str(sqlite_schema.SCHEMA_VERSION),
+            str(schema.SCHEMA_VERSION),
         )
     finally:
         db.close()
@@ -99,8 +93,7 @@ def test_full_disk_fails_visibly_and_keeps_what_was_stored(tmp_path: Path) -> No
     path = tmp_path / "state.db"
     store = sqlite.SqliteStore(str(path))
     store.create_run(plans.linear(3), run_id="small", now=T0)
-    db = store._db
-    assert db is not None
+    db = store.db.connection()
     (pages,) = db.execute("PRAGMA page_count").fetchone()
     db.execute(f"PRAGMA max_page_count = {pages + 2}")  # as if the disk filled up
     with pytest.raises(errors.StoreError) as info:
@@ -167,9 +160,8 @@ def test_failpoint_after_finish_commit_keeps_the_result(tmp_path: Path) -> None:
 def test_claim_query_walks_the_queue_index(tmp_path: Path) -> None:
     store = sqlite.SqliteStore(str(tmp_path / "state.db"))
     try:
-        db = store._db
-        assert db is not None
-        sql = "EXPLAIN QUERY PLAN " + sqlite_queue._CLAIMABLE
+        db = store.db.connection()
+        sql = "EXPLAIN QUERY PLAN " + claim.CLAIMABLE
         plan = " ".join(str(row[-1]) for row in db.execute(sql, (T0,)))
         assert "USING INDEX tasks_queue" in plan
         assert "TEMP B-TREE" not in plan  # no sort: the index gives the order
@@ -194,18 +186,18 @@ def test_finishes_waiting_for_the_lock_commit_together_and_a_stale_one_fails_alo
             except errors.LeaseLost as exc:
                 results[lease.task_id] = exc
 
-        commits = store._commits
+        commits = store.db.commits
         threads = [threading.Thread(target=finish, args=(x,)) for x in (*rest, first)]
-        with store._lock:  # hold the store while all four queue up behind it
+        with store.db.lock:  # hold the store while all four queue up behind it
             for t in threads:
                 t.start()
             deadline = time.monotonic() + 10
-            while len(store._pending) < 4:
+            while store.group.queued() < 4:
                 assert time.monotonic() < deadline, "the finishes did not queue up"
                 time.sleep(0.001)
         for t in threads:
             t.join()
-        assert store._commits == commits + 1  # one transaction for all four
+        assert store.db.commits == commits + 1  # one transaction for all four
         assert isinstance(results["t0"], errors.LeaseLost)
         assert [results[x.task_id] for x in rest] == [[], [], []]
         run = store.get_run("r1")
@@ -221,8 +213,8 @@ def test_finishes_waiting_for_the_lock_commit_together_and_a_stale_one_fails_alo
 
 def test_writer_lock_waits_for_its_holder_and_gives_up_after_its_timeout(tmp_path: Path) -> None:
     path = str(tmp_path / "s.db")
-    holder = sqlite_checkpoint.WriterLock(path, timeout=30)
-    waiter = sqlite_checkpoint.WriterLock(path, timeout=0.2)
+    holder = checkpoint.WriterLock(path, timeout=30)
+    waiter = checkpoint.WriterLock(path, timeout=0.2)
     try:
         with holder.held(True):
             with pytest.raises(errors.StoreUnavailable) as info, waiter.held(True):
@@ -238,7 +230,7 @@ def test_writer_lock_waits_for_its_holder_and_gives_up_after_its_timeout(tmp_pat
                 release.wait(10)
 
         def wait_for_it() -> None:
-            with sqlite_checkpoint.WriterLock(path, timeout=30).held(True):
+            with checkpoint.WriterLock(path, timeout=30).held(True):
                 got.set()
 
         threads = [threading.Thread(target=hold), threading.Thread(target=wait_for_it)]
@@ -266,9 +258,9 @@ def test_writer_lock_waits_for_its_holder_and_gives_up_after_its_timeout(tmp_pat
     ],
 )
 def test_json_columns_read_back_what_json_wrote(value: object) -> None:
-    """`sqlite_ops.parse` (orjson where it agrees) gives what json.loads gives, exactly: a
+    """`rows.parse` (orjson where it agrees) gives what json.loads gives, exactly: a
     big integer stays an integer, NaN and lone surrogates are read."""
     text = json.dumps(value)
-    parsed = sqlite_ops.parse(text)
+    parsed = rows.parse(text)
     assert json.dumps(parsed) == text
     assert repr(parsed) == repr(json.loads(text))

@@ -7,8 +7,6 @@ import time
 from pathlib import Path
 
 from runner import errors
-from runner.store.sqlite_cluster import CLUSTER_DDL, COLUMNS
-from runner.store.sqlite_cron import CRON_DDL
 
 SCHEMA_VERSION = 1
 BUSY_TIMEOUT_MS = 30_000
@@ -121,6 +119,47 @@ CREATE TABLE IF NOT EXISTS workers (
 INSERT OR IGNORE INTO counters (name, value) VALUES ('seq', 0);
 """
 
+# Schedules are rows of `schedules` holding each entry as JSON; the scheduler leadership is the
+# single row of `cron_leader` (owner, expiry).
+CRON_DDL = """
+CREATE TABLE IF NOT EXISTS schedules (name TEXT PRIMARY KEY, entry TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS cron_leader (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    owner TEXT NOT NULL,
+    expires_at REAL NOT NULL
+);
+"""
+
+# Columns added to tables of files created before the cluster features (table, column, decl).
+COLUMNS = (
+    ("runs", "dispatch", "TEXT"),
+    ("tasks", "locks", "TEXT"),
+    ("tasks", "assigned_to", "TEXT"),
+    ("workers", "draining", "INTEGER NOT NULL DEFAULT 0"),
+)
+
+# Assignments, lock holders and the dispatch default (see runner.store.sqlite.cluster).
+CLUSTER_DDL = """
+CREATE INDEX IF NOT EXISTS tasks_assigned ON tasks (assigned_to, priority DESC, ready_seq)
+    WHERE assigned_to IS NOT NULL;
+CREATE TABLE IF NOT EXISTS holds (
+    name TEXT NOT NULL,
+    token INTEGER NOT NULL,
+    lim INTEGER NOT NULL,
+    run_id TEXT NOT NULL,
+    task_id TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    worker_id TEXT NOT NULL,
+    PRIMARY KEY (name, token)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS holds_token ON holds (token);
+CREATE TABLE IF NOT EXISTS dispatch_default (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    owner TEXT NOT NULL,
+    strategy TEXT NOT NULL
+);
+"""
+
 
 def translate(exc: sqlite3.Error, path: str) -> errors.StoreError:
     """A runner error for a sqlite3 exception, with a message naming the file and a remedy."""
@@ -151,7 +190,7 @@ def translate(exc: sqlite3.Error, path: str) -> errors.StoreError:
 
 def connect(path: str, *, autocheckpoint: bool = True) -> sqlite3.Connection:
     """Open `path` (creating its folder), set WAL and the pragmas, create or check the schema.
-    `autocheckpoint=False`: the caller checkpoints the WAL itself (sqlite_checkpoint)."""
+    `autocheckpoint=False`: the caller checkpoints the WAL itself (`checkpoint.Checkpointer`)."""
     try:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -219,7 +258,9 @@ def _add_columns(conn: sqlite3.Connection) -> None:
     """Add the cluster columns to a file created before they existed (same schema version:
     they are nullable or defaulted, so older runners keep working on the file)."""
     for table, column, decl in COLUMNS:
-        have = {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
+        info = conn.cursor()
+        info.row_factory = sqlite3.Row
+        have = {r["name"] for r in info.execute(f"PRAGMA table_info({table})")}
         if column not in have:
             conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
 
@@ -231,7 +272,10 @@ def _schema_version(conn: sqlite3.Connection) -> int | None:
     if not has_meta:
         return None
     row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-    return None if row is None else int(row[0])
+    if row is None:
+        return None
+    (value,) = row
+    return int(value)
 
 
 def _statements(script: str) -> list[str]:

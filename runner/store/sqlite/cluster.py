@@ -5,7 +5,7 @@ takes are `tasks.locks` (JSON list of [name, limit], NULL for most tasks) and th
 rows of `holds`, one per (lock, fencing token), deleted with the ownership record; a drain is
 `workers.draining`; the dispatch default is the single row of `dispatch_default`, in force
 while its owner holds the scheduler leadership (`cron_leader`). Functions run inside the
-caller's transaction.
+caller's transaction. The tables are in `schema.CLUSTER_DDL`.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ import json
 import sqlite3
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from contextlib import AbstractContextManager
 
 from runner import dispatch
 from runner.models import (
@@ -24,37 +23,8 @@ from runner.models import (
     ReadyTask,
     TaskKey,
     TaskSpec,
-    WorkerInfo,
 )
-
-# Columns added to tables of files created before the cluster features (table, column, decl).
-COLUMNS = (
-    ("runs", "dispatch", "TEXT"),
-    ("tasks", "locks", "TEXT"),
-    ("tasks", "assigned_to", "TEXT"),
-    ("workers", "draining", "INTEGER NOT NULL DEFAULT 0"),
-)
-
-CLUSTER_DDL = """
-CREATE INDEX IF NOT EXISTS tasks_assigned ON tasks (assigned_to, priority DESC, ready_seq)
-    WHERE assigned_to IS NOT NULL;
-CREATE TABLE IF NOT EXISTS holds (
-    name TEXT NOT NULL,
-    token INTEGER NOT NULL,
-    lim INTEGER NOT NULL,
-    run_id TEXT NOT NULL,
-    task_id TEXT NOT NULL,
-    attempt INTEGER NOT NULL,
-    worker_id TEXT NOT NULL,
-    PRIMARY KEY (name, token)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS holds_token ON holds (token);
-CREATE TABLE IF NOT EXISTS dispatch_default (
-    id INTEGER PRIMARY KEY CHECK (id = 1),
-    owner TEXT NOT NULL,
-    strategy TEXT NOT NULL
-);
-"""
+from runner.store.sqlite import workers
 
 Mode = tuple[bool, str]  # (a scheduler leads, its default strategy)
 
@@ -76,9 +46,12 @@ def mode(db: sqlite3.Connection, *, now: float) -> Mode:
         " LEFT JOIN dispatch_default d ON d.id = 1 WHERE l.id = 1",
         (now,),
     ).fetchone()
-    if row is None or not row[0]:
+    if row is None:
         return (False, dispatch.PULL)
-    return (True, str(row[2]) if row[1] else dispatch.PULL)
+    leading, owns_default, strategy = row
+    if not leading:
+        return (False, dispatch.PULL)
+    return (True, str(strategy) if owns_default else dispatch.PULL)
 
 
 def reserved(run_dispatch: str | None, current: Mode) -> bool:
@@ -99,8 +72,10 @@ class Held:
     def free(self, locks: Sequence[dispatch.LockSpec]) -> bool:
         for name, _ in locks:
             if name not in self._read:
-                (n,) = self._db.execute("SELECT count(*) FROM holds WHERE name = ?", (name,))
-                self.counts[name] += int(n[0])
+                (holders,) = self._db.execute(
+                    "SELECT count(*) FROM holds WHERE name = ?", (name,)
+                ).fetchone()
+                self.counts[name] += int(holders)
                 self._read.add(name)
         return dispatch.locks_free(locks, self.counts)
 
@@ -110,9 +85,14 @@ class Held:
 
 
 def acquire(
-    db: sqlite3.Connection, locks_text: str | None, key: TaskKey, attempt: int, *,
-    token: int, worker_id: str,
-) -> None:  # fmt: skip
+    db: sqlite3.Connection,
+    locks_text: str | None,
+    key: TaskKey,
+    attempt: int,
+    *,
+    token: int,
+    worker_id: str,
+) -> None:
     """Record the claimed attempt as holder of its task's locks."""
     db.executemany(
         "INSERT INTO holds (name, token, lim, run_id, task_id, attempt, worker_id)"
@@ -129,7 +109,8 @@ def release(db: sqlite3.Connection, token: int) -> None:
 # ---------------------------------------------------------------------- dispatch
 
 
-def set_default(db: sqlite3.Connection, candidate: str, strategy: str) -> None:
+def set_dispatch(db: sqlite3.Connection, candidate: str, strategy: str) -> None:
+    """`candidate` (the leading scheduler) sets the default strategy."""
     db.execute(
         "INSERT OR REPLACE INTO dispatch_default (id, owner, strategy) VALUES (1, ?, ?)",
         (candidate, strategy),
@@ -144,7 +125,7 @@ _VIEW_TASKS = (
 )
 
 
-def view(db: sqlite3.Connection, *, now: float, default: str, limit: int) -> DispatchView:
+def dispatch_view(db: sqlite3.Connection, *, now: float, default: str, limit: int) -> DispatchView:
     """Live workers with their true load, and up to `limit` ready unassigned tasks whose
     strategy is not pull and whose locks have room."""
     if (
@@ -162,42 +143,18 @@ def view(db: sqlite3.Connection, *, now: float, default: str, limit: int) -> Dis
             continue
         if locks and not held.free(parse_locks(locks)):
             continue
-        tasks.append(ReadyTask(run_id=run_id, task_id=task_id, priority=priority,
-                               selector=json.loads(selector) if selector else {},
-                               dispatch=run_dispatch))  # fmt: skip
+        tasks.append(
+            ReadyTask(
+                run_id=run_id,
+                task_id=task_id,
+                priority=priority,
+                selector=json.loads(selector) if selector else {},
+                dispatch=run_dispatch,
+            )
+        )
         if len(tasks) >= limit:
             break
-    return DispatchView(workers=tuple(live_workers(db, now=now)), tasks=tuple(tasks))
-
-
-def live_workers(db: sqlite3.Connection, *, now: float) -> list[WorkerInfo]:
-    """Live workers by name, `running` counted from ownership, `assigned` from the queue."""
-    found = db.execute(
-        "SELECT w.id, w.name, w.host, w.pid, w.labels, w.weight, w.capacity, w.version,"
-        " (SELECT count(*) FROM ownership o WHERE o.worker_id = w.id), w.heartbeat_at,"
-        " w.expires_at, (SELECT count(*) FROM tasks t WHERE t.assigned_to = w.id"
-        " AND t.ready_seq IS NOT NULL), w.draining FROM workers w WHERE w.expires_at > ?"
-        " ORDER BY w.name, w.id",
-        (now,),
-    ).fetchall()
-    return [
-        WorkerInfo(
-            id=r[0],
-            name=r[1],
-            host=r[2],
-            pid=r[3],
-            labels=json.loads(r[4]),
-            weight=r[5],
-            capacity=r[6],
-            version=r[7],
-            running=r[8],
-            heartbeat_at=r[9],
-            expires_at=r[10],
-            assigned=r[11],
-            draining=bool(r[12]),
-        )
-        for r in found
-    ]
+    return DispatchView(workers=tuple(workers.live_workers(db, now=now)), tasks=tuple(tasks))
 
 
 def assign(
@@ -226,23 +183,18 @@ def assign(
     return done
 
 
-def unassign_worker(db: sqlite3.Connection, worker_id: str) -> None:
-    """The worker died, drains or left: its assignments go back to the shared queue."""
-    db.execute("UPDATE tasks SET assigned_to = NULL WHERE assigned_to = ?", (worker_id,))
-
-
-def drain(db: sqlite3.Connection, name: str, *, now: float) -> list[str]:
+def drain_worker(db: sqlite3.Connection, name: str, *, now: float) -> list[str]:
     """Mark the live workers named `name` (or with that id) draining; their ids."""
     ids = [
-        r[0]
-        for r in db.execute(
+        worker_id
+        for (worker_id,) in db.execute(
             "UPDATE workers SET draining = 1 WHERE (name = ? OR id = ?) AND expires_at > ?"
             " RETURNING id",
             (name, name, now),
         ).fetchall()
     ]
     for worker_id in ids:
-        unassign_worker(db, worker_id)
+        workers.unassign_worker(db, worker_id)
     return sorted(ids)
 
 
@@ -277,37 +229,3 @@ def list_locks(db: sqlite3.Connection) -> list[LockInfo]:
         )
         for n in sorted(limits)
     ]
-
-
-class SqliteClusterMixin:
-    """Dispatch, drain and lock methods of `SqliteStore`, on its `_tx` transactions."""
-
-    def _tx(self, *, write: bool = True) -> AbstractContextManager[sqlite3.Connection]:
-        raise NotImplementedError  # provided by SqliteStore
-
-    def dispatch_view(
-        self, *, now: float, default: str = dispatch.PULL, limit: int = 1000
-    ) -> DispatchView:
-        """See Store.dispatch_view."""
-        with self._tx(write=False) as db:
-            return view(db, now=now, default=default, limit=limit)
-
-    def assign(self, assignments: Sequence[tuple[TaskKey, str]], *, now: float) -> list[TaskKey]:
-        """See Store.assign."""
-        with self._tx() as db:
-            return assign(db, assignments, now=now)
-
-    def set_dispatch(self, candidate: str, strategy: str, *, now: float) -> None:
-        """See Store.set_dispatch."""
-        with self._tx() as db:
-            set_default(db, candidate, strategy)
-
-    def drain_worker(self, name: str, *, now: float) -> list[str]:
-        """See Store.drain_worker."""
-        with self._tx() as db:
-            return drain(db, name, now=now)
-
-    def list_locks(self, *, now: float) -> list[LockInfo]:
-        """See Store.list_locks."""
-        with self._tx(write=False) as db:
-            return list_locks(db)

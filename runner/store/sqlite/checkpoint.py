@@ -1,11 +1,11 @@
 """WAL checkpoints off the commit path: a background thread with its own connection.
 
 SQLite's automatic checkpoint runs inside the COMMIT that crosses the threshold (1,000 pages),
-and with `synchronous=NORMAL` a checkpoint is where the fsyncs happen: every ~60th commit of a
-busy worker took 6-8 ms instead of ~0.08 ms, with the store's lock held. A store object instead
-turns the automatic checkpoint off on its own connection and asks this thread for a PASSIVE
-checkpoint (it never blocks writers or readers) after each `EVERY` writes; what SQLite does
-when the last connection closes (a final checkpoint) is unchanged.
+and with `synchronous=NORMAL` a checkpoint is where the fsyncs happen, so that commit is slow
+with the store's lock held (docs/PERFORMANCE.md). A store object instead turns the automatic
+checkpoint off on its own connection and asks this thread for a PASSIVE checkpoint (it never
+blocks writers or readers) after each `EVERY` writes; what SQLite does when the last
+connection closes (a final checkpoint) is unchanged.
 """
 
 from __future__ import annotations

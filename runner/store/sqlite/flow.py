@@ -1,4 +1,5 @@
-"""State transitions of the SQLite store, run inside the caller's open transaction.
+"""How a run moves on the SQLite store: enqueueing ready tasks, terminal task states,
+successors, and the run's end (inside the caller's transaction).
 
 Each helper reads what a rule of `runner.transitions` needs, asks the rule and writes the
 answer, so a store method composes them into one atomic transaction.
@@ -6,17 +7,11 @@ answer, so a store method composes them into one atomic transaction.
 
 from __future__ import annotations
 
-import json
-import re
 import sqlite3
 from collections.abc import Iterable
-from typing import Any
-
-import orjson
 
 from runner import transitions
-from runner.models import AttemptState, Reason, RunState, TaskKey, TaskState, When
-from runner.store.base import MAX_LOSSES
+from runner.models import RunState, TaskKey, TaskState, When
 
 _UNSTARTED = ("pending", "ready", "retrying")
 _TERMINAL_RUN = tuple(s.value for s in RunState if s.terminal)
@@ -98,18 +93,24 @@ def count_done(db: sqlite3.Connection, run_id: str) -> int | None:
         " RETURNING tasks_total - tasks_done",
         (run_id,),
     ).fetchone()
-    return None if row is None else int(row[0])
+    if row is None:
+        return None
+    (left,) = row
+    return int(left)
 
 
 def cancel_unstarted(db: sqlite3.Connection, run_id: str) -> list[str]:
     """Cancel the run's pending, ready and retrying tasks; their ids."""
-    rows = db.execute(
-        "UPDATE tasks SET state = 'cancelled', ready_seq = NULL, assigned_to = NULL"
-        " WHERE run_id = ? AND state IN (?, ?, ?) RETURNING task_id",
-        (run_id, *_UNSTARTED),
-    ).fetchall()
-    db.execute("UPDATE runs SET tasks_done = tasks_done + ? WHERE id = ?", (len(rows), run_id))
-    return [r[0] for r in rows]
+    cancelled = [
+        task_id
+        for (task_id,) in db.execute(
+            "UPDATE tasks SET state = 'cancelled', ready_seq = NULL, assigned_to = NULL"
+            " WHERE run_id = ? AND state IN (?, ?, ?) RETURNING task_id",
+            (run_id, *_UNSTARTED),
+        ).fetchall()
+    ]
+    db.execute("UPDATE runs SET tasks_done = tasks_done + ? WHERE id = ?", (len(cancelled), run_id))
+    return cancelled
 
 
 def complete_task(
@@ -153,8 +154,12 @@ def propagate(db: sqlite3.Connection, run_id: str, done: Iterable[str], *, now: 
             " RETURNING task_id, remaining_deps, state, when_, depends",
             (run_id, run_id, frontier.pop()),
         ).fetchall()
-        free = [r for r in rows if r[1] <= 0 and r[2] == TaskState.PENDING.value]
-        _, skipped = activate(db, run_id, [(r[0], r[3], r[4]) for r in free], now=now)
+        free = [
+            (task_id, when, depends)
+            for task_id, remaining, state, when, depends in rows
+            if remaining <= 0 and state == TaskState.PENDING.value
+        ]
+        _, skipped = activate(db, run_id, free, now=now)
         frontier.extend(skipped)
         skips += len(skipped)
     return skips
@@ -205,37 +210,6 @@ def maybe_end_run(db: sqlite3.Connection, run_id: str, *, now: float) -> None:
     )
 
 
-def lose_attempt(
-    db: sqlite3.Connection, token: int, *, now: float, counted: bool
-) -> TaskKey | None:
-    """Record an owned attempt `lost` and return its task to the queue; the task fails on its
-    MAX_LOSSES-th counted loss, and is cancelled when its run has already ended."""
-    row = db.execute(
-        "DELETE FROM ownership WHERE token = ? RETURNING run_id, task_id, attempt", (token,)
-    ).fetchone()
-    if row is None:
-        return None
-    run_id, task_id, attempt = row
-    db.execute("DELETE FROM holds WHERE token = ?", (token,))  # a dead holder's locks are free
-    db.execute(
-        "UPDATE attempts SET state = ?, reason = ?, finished_at = ?"
-        " WHERE run_id = ? AND task_id = ? AND number = ?",
-        (AttemptState.LOST.value, Reason.LOST.value, now, run_id, task_id, attempt),
-    )
-    if run_state(db, run_id).terminal:
-        set_terminal(db, run_id, [task_id], TaskState.CANCELLED)
-        return (run_id, task_id)
-    (losses,) = db.execute(
-        "UPDATE tasks SET losses = losses + ? WHERE run_id = ? AND task_id = ? RETURNING losses",
-        (int(counted), run_id, task_id),
-    ).fetchone()
-    if losses >= MAX_LOSSES:
-        complete_task(db, run_id, task_id, TaskState.FAILED, now=now)
-    else:
-        enqueue(db, run_id, [task_id], now=now)
-    return (run_id, task_id)
-
-
 def time_out_runs(db: sqlite3.Connection, *, now: float) -> list[TaskKey]:
     """Fail every unfinished run past its deadline (reason "timeout"), cancelling the tasks
     that have not started; running attempts are left for their workers to abort."""
@@ -250,24 +224,3 @@ def time_out_runs(db: sqlite3.Connection, *, now: float) -> list[TaskKey]:
         )
         changed.extend((run_id, tid) for tid in cancel_unstarted(db, run_id))
     return changed
-
-
-def loads(text: str | None) -> dict[str, str]:
-    """A JSON object column (NULL → {})."""
-    return {} if text is None else dict(parse(text))
-
-
-_LONG_NUMBER = re.compile(r"\d{19}")
-
-
-def parse(text: str) -> Any:
-    """A JSON column as `json.loads` reads it, with orjson (4x faster: every claim parses a
-    spec) where that gives the same value. Not where orjson would not: an integer beyond 64
-    bits (orjson makes it a float; any run of 19 digits sends the text to json), NaN or a lone
-    surrogate escape (orjson refuses them)."""
-    if _LONG_NUMBER.search(text) is None:
-        try:
-            return orjson.loads(text)
-        except orjson.JSONDecodeError:
-            pass
-    return json.loads(text)

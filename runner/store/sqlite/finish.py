@@ -1,0 +1,245 @@
+"""Finishing attempts on the SQLite store: fenced by the lease's token, recording how the
+attempt ended and moving the run on, with an optional claim of the worker's next tasks.
+
+Group commit: finishes that threads of one process ask for while another one holds the store
+commit in one transaction (a stale token fails only its own: see `GroupCommit.finish_in`), which
+saves a BEGIN/COMMIT and the WAL frames of the pages they share.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from runner import errors, transitions
+from runner.failpoints import Failpoints
+from runner.models import AttemptState, Lease, Outcome, Reason, TaskKey, TaskSpec, TaskState
+from runner.store.sqlite import claim as claiming
+from runner.store.sqlite import cluster, flow, logs, rows, workers
+from runner.store.sqlite.db import Database
+
+# Lease rows read in one transaction: worker id -> (expires_at, draining), or None.
+WorkerCache = dict[str, tuple[float, bool] | None]
+_NO_LEASE = (float("-inf"), False)  # a worker without a lease: expired
+
+
+@dataclass(slots=True)
+class Request:
+    """A finish waiting for a transaction; `opened`, `error` and `done` are its answer."""
+
+    lease: Lease
+    outcome: Outcome
+    now: float
+    claim: int
+    labels: Mapping[str, str] | None
+    opened: list[claiming.Opened] = field(default_factory=list)
+    error: BaseException | None = None
+    done: bool = False
+
+
+class GroupCommit:
+    """The finishes queued by the threads of one store object, committed together."""
+
+    def __init__(self, db: Database, *, log_limit: int, failpoints: Failpoints) -> None:
+        self.db = db
+        self.log_limit = log_limit
+        self.failpoints = failpoints
+        self._pending: list[Request] = []  # finishes waiting for the store's lock
+        self._pending_lock = threading.Lock()
+
+    def queued(self) -> int:
+        """How many finishes wait for the store's lock."""
+        with self._pending_lock:
+            return len(self._pending)
+
+    def commit(self, reqs: list[Request]) -> None:
+        """Commit `reqs`, with whatever finishes other threads queued meanwhile; each
+        request's error, if any, is left in it."""
+        with self._pending_lock:
+            self._pending.extend(reqs)
+        changed = False
+        with self.db.lock:
+            if not all(r.done for r in reqs):
+                with self._pending_lock:
+                    batch, self._pending = self._pending, []
+                changed = self._commit_batch(batch, ours={id(r) for r in reqs})
+        if changed:
+            self.db.notify()
+
+    def _commit_batch(self, batch: list[Request], *, ours: set[int]) -> bool:
+        """One transaction for `batch` (the caller holds the store's lock); whether it changed
+        anything."""
+        try:
+            with self.db.open(write=True) as (conn, done):
+                cache: WorkerCache = {}
+                for r in batch:
+                    self.finish_in(conn, r, cache, alone=len(batch) == 1)
+        except BaseException as exc:
+            for r in batch:
+                r.done = True
+                if id(r) not in ours:  # theirs failed with ours: their workers retry
+                    r.error = errors.StoreError(f"store {self.db.path}: {exc}")
+            raise
+        for r in batch:
+            r.done = True
+        return done.changed
+
+    def finish_in(
+        self, conn: sqlite3.Connection, req: Request, cache: WorkerCache, *, alone: bool
+    ) -> None:
+        """One finish inside the open transaction. Its first write, which releases the
+        ownership record, is also its fencing check: a stale token writes nothing (so a batch
+        needs no savepoints) and fails only its own request. `cache` holds the lease rows
+        read in this transaction."""
+        lease, outcome, now = req.lease, req.outcome, req.now
+        if lease.worker_id not in cache:
+            cache[lease.worker_id] = workers.worker_lease(conn, lease.worker_id)
+        expires_at, draining = cache[lease.worker_id] or _NO_LEASE
+        if expires_at <= now or not release_owner(conn, lease):
+            exc = errors.LeaseLost(lease.run_id, lease.task_id, lease.attempt)
+            if alone:
+                raise exc
+            req.error, req.opened = exc, []
+            return
+        if lease.spec.mutex or lease.spec.semaphore:
+            cluster.release(conn, lease.token)
+        if outcome.log_tail:
+            key = (lease.run_id, lease.task_id, lease.attempt)
+            logs.append(conn, key, outcome.log_tail, limit=self.log_limit)
+        record(conn, lease, outcome, now=now)
+        self.failpoints.hit("finish.before_commit")
+        if req.claim > 0 and not draining:
+            req.opened = claiming.claim_in(
+                conn,
+                lease.worker_id,
+                now=now,
+                limit=req.claim,
+                labels=req.labels,
+                failpoints=self.failpoints,
+            )
+
+
+def finish(group: GroupCommit, req: Request) -> list[Lease]:
+    """See SqliteStore.finish: commit one finish (with others queued meanwhile)."""
+    group.commit([req])
+    if req.error is not None:
+        raise req.error
+    group.failpoints.hit("finish.after_commit")
+    return claiming.leases(req.opened, group.failpoints)
+
+
+def finish_many(
+    group: GroupCommit,
+    done: Sequence[tuple[Lease, Outcome]],
+    *,
+    now: float,
+    claim: int,
+    labels: Mapping[str, str] | None,
+) -> tuple[list[TaskKey], list[Lease]]:
+    """See Store.finish_many: one transaction; a stale token fails only its own finish;
+    the last one claims."""
+    reqs = [Request(lease, outcome, now, 0, labels) for lease, outcome in done]
+    if reqs:
+        reqs[-1].claim = claim
+    try:
+        group.commit(reqs)
+    except errors.LeaseLost as exc:  # a batch of one raises it
+        reqs[0].error = exc
+    lost: list[TaskKey] = []
+    for r in reqs:
+        if isinstance(r.error, errors.LeaseLost):
+            lost.append(r.lease.key)
+        elif r.error is not None:
+            raise r.error
+    group.failpoints.hit("finish.after_commit")
+    opened = [o for r in reqs for o in r.opened]
+    return lost, claiming.leases(opened, group.failpoints)
+
+
+def release_owner(db: sqlite3.Connection, lease: Lease) -> bool:
+    """Delete the attempt's ownership record if it still carries the lease's token (the
+    caller checked the worker's lease); False, with nothing written, when it does not."""
+    deleted = db.execute(
+        "DELETE FROM ownership WHERE token = ? AND run_id = ? AND task_id = ? AND attempt = ?"
+        " AND worker_id = ?",
+        (lease.token, lease.run_id, lease.task_id, lease.attempt, lease.worker_id),
+    ).rowcount
+    return deleted == 1
+
+
+def record(db: sqlite3.Connection, lease: Lease, outcome: Outcome, *, now: float) -> None:
+    """Write the attempt's end and move its task: done, retrying, or cancelled."""
+    run_id, task_id = lease.key
+    state = _attempt_state(outcome)
+    db.execute(
+        "UPDATE attempts SET state = ?, exit_code = ?, reason = ?, error = ?, finished_at = ?,"
+        " started_at = coalesce(?, started_at) WHERE run_id = ? AND task_id = ? AND number = ?",
+        (
+            state.value,
+            outcome.exit_code,
+            outcome.reason.value,
+            outcome.error,
+            now,
+            outcome.started_at,
+            run_id,
+            task_id,
+            lease.attempt,
+        ),
+    )
+    outputs = _outputs_json(outcome)
+    if outcome.succeeded:
+        left = flow.count_done(db, run_id)  # None: the run has ended
+        if left is not None:
+            flow.complete_task(
+                db, run_id, task_id, TaskState.SUCCEEDED, now=now, outputs=outputs, left=left
+            )
+            return
+    run_state = flow.run_state(db, run_id)
+    if outputs is not None:
+        db.execute(
+            "UPDATE tasks SET outputs = ? WHERE run_id = ? AND task_id = ?",
+            (outputs, run_id, task_id),
+        )
+    if run_state.terminal:
+        flow.set_terminal(db, run_id, [task_id], TaskState.CANCELLED)
+    else:
+        _failed(db, lease, outcome.reason, now=now)
+
+
+def _attempt_state(outcome: Outcome) -> AttemptState:
+    if outcome.succeeded:
+        return AttemptState.SUCCEEDED
+    if outcome.reason is Reason.CANCELLED:
+        return AttemptState.CANCELLED
+    return AttemptState.FAILED
+
+
+def _outputs_json(outcome: Outcome) -> str | None:
+    """The outputs column of a finished attempt: NULL for a failure that set none."""
+    if outcome.outputs:
+        return json.dumps(outcome.outputs)
+    return "{}" if outcome.succeeded else None
+
+
+def _failed(db: sqlite3.Connection, lease: Lease, reason: Reason, *, now: float) -> None:
+    failed, spec_json = db.execute(
+        "UPDATE tasks SET failed_attempts = failed_attempts + 1 WHERE run_id = ? AND task_id = ?"
+        " RETURNING failed_attempts, spec",
+        lease.key,
+    ).fetchone()
+    spec = TaskSpec.from_dict(rows.parse(spec_json))
+    delay = transitions.retry_delay(spec, failed, reason)
+    if delay is None:
+        flow.complete_task(db, lease.run_id, lease.task_id, TaskState.FAILED, now=now)
+    else:
+        flow.enqueue(
+            db,
+            lease.run_id,
+            [lease.task_id],
+            now=now,
+            not_before=now + delay,
+            state=TaskState.RETRYING,
+        )

@@ -1,0 +1,225 @@
+"""Submitting and retrying runs on the SQLite store: create, read, list, cancel, retry (inside
+the caller's transaction)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sqlite3
+import time
+from collections import defaultdict
+from typing import Any
+
+from runner import dispatch, errors
+from runner.models import Attempt, Plan, Run, RunState, TaskState, WorkerInfo
+from runner.store.sqlite import cluster, flow, rows, workers
+from runner.store.sqlite.db import named
+
+
+def create_run(
+    db: sqlite3.Connection,
+    plan: Plan,
+    *,
+    run_id: str,
+    now: float,
+    key: str | None,
+    scheduled_time: float | None,
+) -> Run:
+    """Store the run and queue its root tasks (RunExists if the id or key is taken)."""
+    insert_run(db, plan, run_id=run_id, now=now, key=key, scheduled_time=scheduled_time)
+    return read_run(db, run_id, tasks=False)
+
+
+def insert_run(
+    db: sqlite3.Connection,
+    plan: Plan,
+    *,
+    run_id: str,
+    now: float,
+    key: str | None,
+    scheduled_time: float | None,
+) -> None:
+    """Write the run, its tasks and dependency edges, and queue the tasks without dependencies."""
+    _check_free(db, run_id, key)
+    deadline = None if plan.timeout is None else now + plan.timeout
+    db.execute(
+        "INSERT INTO runs (id, workflow, state, params, created_at, key, scheduled_time,"
+        " plan_hash, fail_fast, parallelism, timeout, deadline, tasks_total, tasks_done, dispatch)"
+        " VALUES (?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?)",
+        (
+            run_id,
+            plan.workflow,
+            json.dumps(plan.params),
+            now,
+            key,
+            scheduled_time,
+            plan.hash,
+            int(plan.fail_fast),
+            plan.parallelism,
+            plan.timeout,
+            deadline,
+            len(plan.tasks),
+            plan.dispatch,
+        ),
+    )
+    _insert_tasks(db, run_id, plan)
+    flow.enqueue(db, run_id, [t.id for t in plan.tasks if not t.depends], now=now)
+    flow.maybe_end_run(db, run_id, now=now)
+
+
+def _insert_tasks(db: sqlite3.Connection, run_id: str, plan: Plan) -> None:
+    """All task rows and dependency edges of a run, with one executemany each."""
+    values: list[tuple[object, ...]] = []
+    edges: list[tuple[str, str, str]] = []
+    for seq, t in enumerate(plan.tasks):
+        depends = list(dict.fromkeys(t.depends))
+        edges.extend((run_id, dep, t.id) for dep in depends)
+        selector = json.dumps(t.selector) if t.selector else None
+        spec = json.dumps(t.to_dict())
+        values.append(
+            (
+                run_id,
+                t.id,
+                seq,
+                t.name,
+                spec,
+                json.dumps(depends),
+                t.when.value,
+                int(t.allow_failure),
+                selector,
+                t.priority,
+                len(depends),
+                cluster.locks_json(t),
+            )
+        )
+    db.executemany(
+        "INSERT INTO tasks (run_id, task_id, seq, name, spec, depends, when_, allow_failure,"
+        " selector, state, priority, remaining_deps, locks)"
+        " VALUES (?,?,?,?,?,?,?,?,?,'pending',?,?,?)",
+        values,
+    )
+    db.executemany("INSERT INTO deps (run_id, dep_id, task_id) VALUES (?, ?, ?)", edges)
+
+
+def _check_free(db: sqlite3.Connection, run_id: str, key: str | None) -> None:
+    if db.execute("SELECT 1 FROM runs WHERE id = ?", (run_id,)).fetchone():
+        err = errors.RunExists(run_id, key or "")
+        err.args = (f"run {run_id!r} already exists; choose another run id",)
+        raise err
+    if key is not None:
+        row = db.execute("SELECT id FROM runs WHERE key = ?", (key,)).fetchone()
+        if row:
+            (holder,) = row
+            raise errors.RunExists(holder, key)
+
+
+def read_run(db: sqlite3.Connection, run_id: str, *, tasks: bool, now: float | None = None) -> Run:
+    """The run (with its tasks in plan order and their attempts when `tasks`)."""
+    row = named(db, f"SELECT {rows.RUN_COLS} FROM runs WHERE id = ?", (run_id,)).fetchone()
+    if row is None:
+        raise errors.RunNotFound(run_id)
+    run = rows.run(row)
+    if not tasks:
+        return run
+    attempts: dict[str, list[Attempt]] = defaultdict(list)
+    for a in db.execute(
+        f"SELECT {rows.ATTEMPT_COLS} FROM attempts WHERE run_id = ? ORDER BY task_id, number",
+        (run_id,),
+    ):
+        task_id, found_attempt = rows.attempt(a)
+        attempts[task_id].append(found_attempt)
+    found = db.execute(
+        f"SELECT {rows.TASK_COLS} FROM tasks WHERE run_id = ? ORDER BY seq", (run_id,)
+    ).fetchall()
+    why = QueuedReasons(db, found, now=time.time() if now is None else now)
+    records = tuple(rows.task(t, attempts, why.reason) for t in found)
+    return dataclasses.replace(run, tasks=records)
+
+
+class QueuedReasons:
+    """Why a queued task waits: no live worker matches its selector, or its lock is full.
+    Workers and holders are read only when some queued task has a selector or locks."""
+
+    def __init__(self, db: sqlite3.Connection, found: list[Any], *, now: float) -> None:
+        ready = TaskState.READY.value
+        self.workers: list[WorkerInfo] = []
+        # `found`: rows of rows.TASK_COLS (state third, selector and locks last)
+        if any(selector for _, _, state, *_, selector, _ in found if state == ready):
+            self.workers = workers.live_workers(db, now=now)
+        self.held = cluster.Held(db)
+
+    def reason(self, selector: str | None, locks_json: str | None) -> str:
+        """Why a queued task with these selector and locks columns is still queued."""
+        if selector:
+            missing = dispatch.no_worker_reason(json.loads(selector), self.workers)
+            if missing:
+                return missing
+        if locks_json:
+            locks = cluster.parse_locks(locks_json)
+            self.held.free(locks)
+            full = dispatch.lock_reason(locks, self.held.counts)
+            if full:
+                return full
+        return "queued"
+
+
+def list_runs(db: sqlite3.Connection, *, workflow: str | None, limit: int | None) -> list[Run]:
+    """Runs newest first, without tasks."""
+    where, args = ("WHERE workflow = ?", [workflow]) if workflow is not None else ("", [])
+    sql = f"SELECT {rows.RUN_COLS} FROM runs {where} ORDER BY created_at DESC, id DESC LIMIT ?"
+    return [rows.run(r) for r in named(db, sql, (*args, -1 if limit is None else limit))]
+
+
+def cancel(db: sqlite3.Connection, run_id: str, *, now: float, reason: str) -> None:
+    """Cancel an unfinished run and its not-started tasks (running ones are aborted through
+    the heartbeat of their workers)."""
+    row = db.execute("SELECT state FROM runs WHERE id = ?", (run_id,)).fetchone()
+    if row is None:
+        raise errors.RunNotFound(run_id)
+    (state,) = row
+    if RunState(state).terminal:
+        return
+    db.execute(
+        "UPDATE runs SET state = 'cancelled', finished_at = ?, reason = ? WHERE id = ?",
+        (now, reason, run_id),
+    )
+    flow.cancel_unstarted(db, run_id)
+
+
+def retry(db: sqlite3.Connection, run_id: str, *, now: float, dry_run: bool) -> list[str]:
+    """Put the failed, cancelled and skipped tasks of a finished run back; their ids."""
+    row = db.execute("SELECT state FROM runs WHERE id = ?", (run_id,)).fetchone()
+    if row is None:
+        raise errors.RunNotFound(run_id)
+    (state,) = row
+    tasks = named(
+        db,
+        "SELECT task_id, state, depends, when_ FROM tasks WHERE run_id = ? ORDER BY seq",
+        (run_id,),
+    ).fetchall()
+    if not RunState(state).terminal or any(t["state"] == TaskState.RUNNING.value for t in tasks):
+        raise errors.UsageError(
+            f"run {run_id} has not finished; wait for it (or `runner cancel {run_id}`) "
+            "before retrying it"
+        )
+    again = {TaskState.FAILED.value, TaskState.CANCELLED.value, TaskState.SKIPPED.value}
+    rerun = [t for t in tasks if t["state"] in again]
+    if dry_run or not rerun:
+        return [t["task_id"] for t in rerun]
+    ids = {t["task_id"] for t in rerun}
+    remaining = {t["task_id"]: sum(d in ids for d in json.loads(t["depends"])) for t in rerun}
+    db.executemany(
+        "UPDATE tasks SET state = 'pending', ready_seq = NULL, remaining_deps = ?,"
+        " failed_attempts = 0, losses = 0, not_before = 0 WHERE run_id = ? AND task_id = ?",
+        [(remaining[tid], run_id, tid) for tid in remaining],
+    )
+    db.execute(
+        "UPDATE runs SET state = 'running', finished_at = NULL, reason = NULL,"
+        " tasks_done = tasks_done - ?, deadline = ? + timeout WHERE id = ?",
+        (len(rerun), now, run_id),
+    )
+    free = [(t["task_id"], t["when_"], t["depends"]) for t in rerun if remaining[t["task_id"]] == 0]
+    _, skipped = flow.activate(db, run_id, free, now=now)
+    flow.propagate(db, run_id, skipped, now=now)
+    flow.maybe_end_run(db, run_id, now=now)
+    return [t["task_id"] for t in rerun]
