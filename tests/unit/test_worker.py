@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -30,7 +31,6 @@ class Ran:
     task: str
     attempt: int
     token: int
-    worker: str
     thread: str
 
 
@@ -70,7 +70,6 @@ class FakeExecutor:
             task=spec.id,
             attempt=int(env["RUNNER_ATTEMPT"]),
             token=int(env["RUNNER_FENCING_TOKEN"]),
-            worker=env["RUNNER_WORKER_NAME"],
             thread=threading.current_thread().name,
         )
         with self._cond:
@@ -100,8 +99,7 @@ class FakeExecutor:
     def kill_all(self) -> None:
         self.killed.set()
 
-    def close(self) -> None:
-        pass
+    def close(self) -> None: ...
 
 
 class CountingStore(SqliteStore):
@@ -178,8 +176,7 @@ class Serving:
     def __init__(self, worker: Worker) -> None:
         self.worker = worker
         self.done = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
+        threading.Thread(target=self._run, daemon=True).start()
 
     def _run(self) -> None:
         try:
@@ -196,23 +193,8 @@ class Serving:
 def serve() -> Iterator[Callable[..., Serving]]:
     started: list[Serving] = []
 
-    def start(
-        store: SqliteStore,
-        executor: AttemptExecutor,
-        *,
-        concurrency: int,
-        prefetch: int = 0,
-        lease_ttl: float = 10.0,
-    ) -> Serving:
-        worker = Worker(
-            store,
-            executor,
-            name="w",
-            concurrency=concurrency,
-            prefetch=prefetch,
-            lease_ttl=lease_ttl,
-        )
-        serving = Serving(worker)
+    def start(store: SqliteStore, executor: AttemptExecutor, **options: Any) -> Serving:
+        serving = Serving(Worker(store, executor, name="w", **options))
         started.append(serving)
         return serving
 
@@ -234,14 +216,12 @@ def wait_run_done(store: SqliteStore, run_id: str) -> None:
         store.wait(0.5)
 
 
-def attempts(store: SqliteStore, run_id: str, task_id: str) -> list[tuple[AttemptState, int]]:
-    (task,) = [t for t in store.get_run(run_id).tasks if t.id == task_id]
-    return [(a.state, a.token) for a in task.attempts]
-
-
-def outputs(store: SqliteStore, run_id: str, task_id: str) -> dict[str, str]:
-    (task,) = [t for t in store.get_run(run_id).tasks if t.id == task_id]
-    return task.outputs
+def only_task(
+    store: SqliteStore, run_id: str
+) -> tuple[list[tuple[AttemptState, int]], dict[str, str]]:
+    """The attempts (state, token) and outputs of a one-task run."""
+    (task,) = store.get_run(run_id).tasks
+    return [(a.state, a.token) for a in task.attempts], task.outputs
 
 
 # ---------------------------------------------------------------------- hand-over
@@ -328,7 +308,7 @@ def test_worker_drain_timeout_returns_unfinished_tasks_unrecorded(
     assert store.finished == []
     # deregistering gave the attempt back: lost, not counted, queued again
     assert plans.states(store, run_id) == {"t0": "ready"}
-    assert [state for state, _ in attempts(store, run_id, "t0")] == [AttemptState.LOST]
+    assert [state for state, _ in only_task(store, run_id)[0]] == [AttemptState.LOST]
 
 
 # ---------------------------------------------------------------------- fencing
@@ -349,10 +329,10 @@ def test_worker_fences_when_its_lease_expired_and_records_nothing(
     wait_run_done(store, run_id)
     serving.stop()
     assert serving.worker.id != first_id
-    (stale, fresh) = attempts(store, run_id, "t0")
+    (stale, fresh), outputs = only_task(store, run_id)
     assert stale[0] is AttemptState.LOST
     assert fresh[0] is AttemptState.SUCCEEDED
-    assert outputs(store, run_id, "t0") == {"token": str(fresh[1])}
+    assert outputs == {"token": str(fresh[1])}
     assert store.finished == [1]  # attempt 1's result was never sent
     assert [r.token for r in executor.ran] == [stale[1], fresh[1]]
 
@@ -372,10 +352,10 @@ def test_worker_stale_finish_records_nothing_and_the_newer_owner_stands(
     gate.set()  # the stale attempt ends and tries to record its result
     executor.wait_ran(1, ended=True)
     serving.stop()
-    (stale, fresh) = attempts(store, run_id, "t0")
+    (stale, fresh), outputs = only_task(store, run_id)
     assert stale[0] is AttemptState.LOST
     assert fresh == (AttemptState.SUCCEEDED, lease.token)
-    assert outputs(store, run_id, "t0") == {"by": "newer"}
+    assert outputs == {"by": "newer"}
     assert store.finished == [1, 1]  # the newer owner's, then the refused stale one
 
 
@@ -405,8 +385,8 @@ def test_worker_fences_at_its_deadline_when_heartbeats_go_unanswered(
     wait_run_done(store, run_id)  # the old lease expires; the new identity runs attempt 2
     serving.stop()
     assert serving.worker.id != first_id
-    (stale, fresh) = attempts(store, run_id, "t0")
+    (stale, fresh), outputs = only_task(store, run_id)
     assert stale[0] is AttemptState.LOST
     assert fresh[0] is AttemptState.SUCCEEDED
-    assert outputs(store, run_id, "t0") == {"token": str(fresh[1])}
+    assert outputs == {"token": str(fresh[1])}
     assert store.finished == [1]
