@@ -1,0 +1,75 @@
+"""The claim loop: claims ready tasks while the worker has room, until stopped."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+
+from runner import errors
+from runner.store.base import Store
+from runner.worker._held import Held
+from runner.worker._lease import LeaseKeeper
+from runner.worker._slots import SlotThreads
+
+logger = logging.getLogger(__name__)
+
+IDLE_WAIT = 0.5  # seconds between looks while nothing can be claimed
+
+
+class ClaimLoop:
+    """Runs in the thread that calls `Worker.run`. It claims only for room that is free (at
+    start, after an idle spell, after finishes that claimed nothing), in batches of up to the
+    free room; a finish claims its slot's next task itself."""
+
+    def __init__(
+        self, store: Store, held: Held, lease: LeaseKeeper, *, labels: Mapping[str, str]
+    ) -> None:
+        self._store = store
+        self._held = held
+        self._lease = lease
+        self._labels = labels
+        self._stop = threading.Event()
+
+    def run(self, slots: SlotThreads, *, until: Callable[[], bool] | None = None) -> bool:
+        """Claim and give the claimed tasks to `slots` until `stop()`, `until()` or a drain
+        request; True for a drain request."""
+        while not self._stop.is_set() and not (until is not None and until()):
+            if self._lease.drain_asked.is_set():
+                return True
+            if not self._held.has_room():
+                # a slot frees without any store commit
+                self._held.wait_for_room(IDLE_WAIT, stop=self._stop)
+            elif not self._claim_some(slots):
+                self._store.wait(IDLE_WAIT)
+        return False
+
+    def stop(self) -> None:
+        """Stop claiming (and stop finishes from claiming)."""
+        self._stop.set()
+        self._held.wake()
+
+    def may_claim(self) -> bool:
+        """Whether the worker claims at all now: not stopped, draining or fenced."""
+        return not self._stop.is_set() and self._lease.may_claim()
+
+    def _claim_some(self, slots: SlotThreads) -> bool:
+        """Claim up to the free room's worth of tasks; True when something was claimed."""
+        free = self._held.free()
+        if not self._held.has_room() or not self._lease.may_claim():
+            return False
+        try:
+            leases = self._store.claim(
+                self._lease.id, now=time.time(), limit=free, labels=self._labels
+            )
+        except errors.LeaseLost:
+            self._lease.fence()
+            return False
+        except errors.StoreError as exc:
+            logger.warning("claim failed: %s", exc)
+            self._stop.wait(IDLE_WAIT)
+            return False
+        for lease in leases:
+            slots.run(self._held.hold(lease))
+        return bool(leases)
