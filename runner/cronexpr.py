@@ -3,7 +3,8 @@
 A schedule is 5 cron fields, 6 fields with seconds first, a macro (`@hourly`, `@daily`,
 `@weekly`, `@monthly`, `@yearly`, `@annually`, `@midnight`) or `@every <duration>`, whose ticks
 are the multiples of the duration since the epoch. `next_times` is pure: it takes the time to
-count from, so the scheduler's tests need no clock.
+count from, so the scheduler's tests need no clock. croniter loads with the first cron schedule:
+a workflow without one does not pay for it (docs/PERFORMANCE.md, "CLI start-up").
 """
 
 from __future__ import annotations
@@ -12,8 +13,6 @@ import datetime as dt
 import math
 import re
 import zoneinfo
-
-import croniter
 
 _DURATION = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h|d)")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -82,6 +81,8 @@ def check_schedule(expr: str) -> str | None:
     fields = text.split()
     if len(fields) not in (5, 6):
         return f"{expr!r} has {len(fields)} fields; a cron schedule has 5, or 6 with seconds first"
+    import croniter
+
     try:
         croniter.croniter(text, 0.0, second_at_beginning=True).get_next(float)
     except croniter.CroniterBadDateError:
@@ -121,6 +122,8 @@ def next_times(expr: str, tz: str, after: float, count: int) -> list[float]:
         first = (math.floor(after / step) + 1) * step
         return [first + i * step for i in range(count)]
     start = dt.datetime.fromtimestamp(after, zoneinfo.ZoneInfo(tz))
+    import croniter
+
     it = croniter.croniter(text, start, second_at_beginning=True)
     return [float(it.get_next(float)) for _ in range(count)]
 
@@ -133,6 +136,8 @@ def prev_time(expr: str, tz: str, at: float) -> float:
         return math.floor(at / step) * step
     # cron ticks fall on whole seconds and get_prev is strictly before its start
     start = dt.datetime.fromtimestamp(math.floor(at) + 1, zoneinfo.ZoneInfo(tz))
+    import croniter
+
     it = croniter.croniter(text, start, second_at_beginning=True)
     return float(it.get_prev(float))
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from runner import dag, models
+from runner import models
 
 FORMAT_VERSION = "runner/v1"
 
@@ -100,6 +100,8 @@ def _retries(policy: models.RetryPolicy) -> str:
 
 def render_text(plan: models.Plan) -> str:
     """Levels (tasks in one level can run together) with priority, retries, timeout, deps."""
+    from runner import dag  # networkx: only this view needs it, not plan_from_json (cron, store)
+
     graph = dag.build(plan.tasks)
     levels = dag.levels(graph)
     lines = [

@@ -2,30 +2,58 @@
 
 `main` is the single error boundary: a RunnerError prints its message to stderr and returns its
 exit code (see runner.errors); anything else returns 70, with a traceback only under --debug.
-Each command group lives in its own module and adds itself through `add_parsers(subparsers)`;
-each command is a function `cmd_<name>(args, settings) -> int`.
+
+Commands load lazily (docs/PERFORMANCE.md, "CLI start-up"): `COMMANDS` names every command with
+its one-line help and the module under runner/cli/ that adds it. `runner --help` needs only that
+table; a command's module, and what only it needs (worker, executor, cron, bench, networkx), is
+imported when that command runs. A module adds its commands through `add_parsers(subparsers)`;
+each command is a function `cmd_<name>(args, settings) -> int`. Adding a command is one line in
+`COMMANDS` (and its module).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import os
 import signal
 import sys
 import traceback
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import runner
 from runner import config, errors
-from runner.cli import (
-    bench_cmds,
-    cluster_cmds,
-    cron_cmds,
-    gc_cmds,
-    get_cmds,
-    run_cmds,
-    workflow_cmds,
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """A `runner` command: its name, its line in `runner --help` and its module in runner/cli/."""
+
+    name: str
+    module: str
+    help: str
+
+
+COMMANDS: tuple[Command, ...] = (
+    Command("validate", "workflow_cmds", "check workflow files and report every problem"),
+    Command("plan", "workflow_cmds", "expand a workflow into its task DAG and print it"),
+    Command("apply", "run_cmds", "validate, plan, store and run a workflow"),
+    Command(
+        "retry", "run_cmds", "re-run the failed, cancelled and skipped tasks of a finished run"
+    ),
+    Command("cancel", "run_cmds", "cancel a run"),
+    Command("worker", "run_cmds", "serve the store's queue"),
+    Command("get", "get_cmds", "show runs"),
+    Command("logs", "get_cmds", "print the logs of a run's tasks"),
+    Command("workers", "get_cmds", "list live workers"),
+    Command("cron", "cron_cmds", "list, trigger, suspend, resume and delete schedules"),
+    Command("scheduler", "serve_cmds", "fire the schedules' due runs (several may run; one leads)"),
+    Command("serve", "serve_cmds", "a scheduler and local workers in one process"),
+    Command("locks", "cluster_cmds", "list mutexes and semaphores with their holders and waiters"),
+    Command("gc", "gc_cmds", "delete finished runs older than a retention (default 7d)"),
+    Command("bench", "bench_cmds", "measure the standard workloads on this store"),
 )
 
 EPILOG = """\
@@ -46,7 +74,9 @@ examples:
 """
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The `runner` parser. Each command is a stub that knows only its help line, except those of
+    `command`'s module, which is imported and adds its full parsers."""
     parser = argparse.ArgumentParser(
         prog="runner",
         description="A workflow-file driven batch runner.",
@@ -61,14 +91,21 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"store URL (env {config.ENV_STORE}; default {config.DEFAULT_STORE})",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    workflow_cmds.add_parsers(sub)
-    run_cmds.add_parsers(sub)
-    get_cmds.add_parsers(sub)
-    cron_cmds.add_parsers(sub)
-    cluster_cmds.add_parsers(sub)
-    gc_cmds.add_parsers(sub)
-    bench_cmds.add_parsers(sub)
+    module = next((c.module for c in COMMANDS if c.name == command), None)
+    for entry in COMMANDS:
+        if entry.module != module:
+            sub.add_parser(entry.name, help=entry.help, add_help=False)
+        elif entry.name == command:
+            importlib.import_module(f"runner.cli.{module}").add_parsers(sub)
     return parser
+
+
+def _command_name(argv: Sequence[str] | None) -> str | None:
+    """The command `argv` names: parsed by the parser of stubs, which exits on --help, --version
+    and usage errors of the global options exactly as the full parser does."""
+    known, _rest = build_parser().parse_known_args(argv)
+    name: str | None = known.command
+    return name
 
 
 class _Terminated(BaseException):
@@ -88,8 +125,8 @@ def _setup_logging(debug: bool) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
     try:
+        parser = build_parser(_command_name(argv))
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse exits 2 on usage errors, 0 on --help
         return int(exc.code or 0)

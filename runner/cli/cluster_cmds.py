@@ -3,12 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from typing import Any
-
-from rich.console import Console
-from rich.table import Table
 
 from runner import errors
 from runner.cli import common, output
@@ -56,16 +52,12 @@ def cmd_locks(args: argparse.Namespace, settings: Settings) -> int:
     if args.output == "json":
         output.dump([lock_json(lock) for lock in locks], "json")
         return errors.EXIT_OK
-    table = Table(box=None, header_style="bold", pad_edge=False)
-    for col in ("LOCK", "HELD", "HOLDERS", "WAITERS"):
-        table.add_column(col)
+    rows = output.table("LOCK", "HELD", "HOLDERS", "WAITERS")
     for lock in locks:
         holders = ", ".join(f"{h.run_id}/{h.task_id}@{h.worker_id}" for h in lock.holders)
         waiters = ", ".join(f"{r}/{t}" for r, t in lock.waiters)
-        table.add_row(
-            lock.name, f"{len(lock.holders)}/{lock.limit}", holders or "-", waiters or "-"
-        )
-    Console(file=sys.stdout, width=200, soft_wrap=True).print(table)
+        rows.add_row(lock.name, f"{len(lock.holders)}/{lock.limit}", holders or "-", waiters or "-")
+    output.console().print(rows)
     return errors.EXIT_OK
 
 

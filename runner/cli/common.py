@@ -5,10 +5,13 @@ from __future__ import annotations
 import argparse
 import os
 import re
+from typing import TYPE_CHECKING
 
 from runner import errors
 from runner.config import Settings
-from runner.store import Store, open_store
+
+if TYPE_CHECKING:
+    from runner.store import Store
 
 _DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m(?!s))?(?:(\d+(?:\.\d+)?)s)?(?:(\d+)ms)?$")
 
@@ -106,7 +109,9 @@ def open_settings_store(settings: Settings) -> Store:
     # gRPC's C core logs TLS handshake failures line by line on stderr; runner reports the
     # failure itself. GRPC_VERBOSITY=debug (or any value) set by the user still wins.
     os.environ.setdefault("GRPC_VERBOSITY", "NONE")
-    return open_store(
+    from runner import store  # not for `runner validate` and `runner plan`
+
+    return store.open_store(
         settings.store,
         log_limit=settings.log_limit,
         failpoints=settings.failpoints,

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import datetime as dt
 import zoneinfo
+from typing import TYPE_CHECKING
 
 from runner.cron import fire, ticks
 from runner.models import CronEntry, Plan
-from runner.store import Store
+
+if TYPE_CHECKING:
+    from runner.store import Store
 
 SHOWN = 3  # fire times `runner apply` prints
 

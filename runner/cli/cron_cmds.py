@@ -1,26 +1,21 @@
-"""`runner cron ...` (schedules), `runner scheduler` and `runner serve`."""
+"""`runner cron ...`: list, trigger, suspend, resume and delete schedules."""
 
 from __future__ import annotations
 
 import argparse
-import os
-import socket
 import sys
-import threading
 import time
-import uuid
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from runner import engine, errors, planview
-from runner.cli import common, gc_cmds, output, run_cmds
+from runner.cli import common, output
 from runner.cli.cron_apply import local_iso, next_fire_times
 from runner.config import Settings
 from runner.cron import fire
-from runner.cron.retention import DEFAULT_OLDER_THAN
-from runner.cron.scheduler import Scheduler
-from runner.models import DISPATCH_STRATEGIES, CronEntry
-from runner.store import Store
+from runner.models import CronEntry
+
+if TYPE_CHECKING:
+    from runner.store import Store
 
 _RAW = argparse.RawDescriptionHelpFormatter
 
@@ -44,8 +39,6 @@ def add_parsers(sub: Any) -> None:
     _add_named(group, "delete", "remove the schedule (its runs stay)", cmd_cron_delete)
     nxt = _add_named(group, "next", "print the schedule's next fire times", cmd_cron_next)
     nxt.add_argument("--count", type=common.positive_int, default=10, metavar="N")
-    _add_scheduler_parser(sub)
-    _add_serve_parser(sub)
 
 
 def _usage(parser: argparse.ArgumentParser) -> int:
@@ -123,10 +116,9 @@ def cmd_cron_list(args: argparse.Namespace, settings: Settings) -> int:
 
 def _row(r: dict[str, Any]) -> tuple[str, ...]:
     missed = f"{r['missed']}" + (f" (+{r['skipped']} skipped)" if r["skipped"] else "")
-    return (
-        r["name"], r["schedule"], r["timezone"], "yes" if r["suspended"] else "no",
-        r["last_run"] or "-", r["last_run_state"] or "-", r["next"] or "-", missed,
-    )  # fmt: skip
+    suspended = "yes" if r["suspended"] else "no"
+    last = (r["last_run"] or "-", r["last_run_state"] or "-")
+    return (r["name"], r["schedule"], r["timezone"], suspended, *last, r["next"] or "-", missed)
 
 
 def cmd_cron_trigger(args: argparse.Namespace, settings: Settings) -> int:
@@ -135,10 +127,8 @@ def cmd_cron_trigger(args: argparse.Namespace, settings: Settings) -> int:
         entry = store.get_schedule(args.name)
         now = time.time()
         plan = planview.plan_from_json(entry.plan)
-        run = engine.submit(
-            store, plan, now=now, run_id=f"{engine.new_run_id(entry.name, now)}-manual",
-            scheduled_time=now,
-        )  # fmt: skip
+        run_id = f"{engine.new_run_id(entry.name, now)}-manual"
+        run = engine.submit(store, plan, now=now, run_id=run_id, scheduled_time=now)
     finally:
         store.close()
     print(run.id)
@@ -182,133 +172,3 @@ def cmd_cron_next(args: argparse.Namespace, settings: Settings) -> int:
     for tick in next_fire_times(entry, now=time.time(), count=args.count):
         print(local_iso(tick, entry.schedule.timezone))
     return errors.EXIT_OK
-
-
-# ---------------------------------------------------------------------- scheduler, serve
-
-
-def _add_loop_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--workflows",
-        type=Path,
-        metavar="DIR",
-        help="keep the workflow files of DIR applied (new, changed and deleted files)",
-    )
-    p.add_argument(
-        "--lease-ttl",
-        type=common.positive_float,
-        default=10.0,
-        metavar="SECONDS",
-        help="leadership lease: a standby takes over within this after the leader dies",
-    )
-    p.add_argument(
-        "--dispatch",
-        choices=list(DISPATCH_STRATEGIES),
-        default="pull",
-        help="how the leader hands ready tasks to workers (default pull: workers claim); "
-        "a workflow's spec.dispatch overrides it",
-    )
-    p.add_argument(
-        "--gc-older-than",
-        type=gc_cmds.retention_arg,
-        default=DEFAULT_OLDER_THAN,
-        metavar="DURATION",
-        help="while leading, delete finished runs older than this every hour "
-        "(like `runner gc`; default 7d; 0 disables)",
-    )
-
-
-def _add_scheduler_parser(sub: Any) -> None:
-    p = sub.add_parser(
-        "scheduler",
-        help="fire the schedules' due runs (several may run; one leads)",
-        description="Fire due ticks of every schedule. Run several for high availability: one "
-        "leads, the others stand by and take over within --lease-ttl when it dies. Each tick "
-        "fires exactly once whatever happens to the schedulers. With --dispatch other than pull "
-        "(or a workflow's spec.dispatch) the leader also assigns each ready task to a live "
-        "worker: round_robin, random, least_load (running / capacity) or weighted (--weight).",
-        epilog="examples:\n  runner scheduler --workflows workflows/\n"
-        "  runner --store etcd://10.0.0.5:2379 scheduler --lease-ttl 5\n"
-        "  runner scheduler --dispatch least_load\n"
-        "  runner scheduler --gc-older-than 30d   # keep finished runs 30 days (0: forever)\n",
-        formatter_class=_RAW,
-    )
-    _add_loop_flags(p)
-    p.set_defaults(func=cmd_scheduler)
-
-
-def _add_serve_parser(sub: Any) -> None:
-    p = sub.add_parser(
-        "serve",
-        help="a scheduler and local workers in one process",
-        description="Cron batches on one machine with nothing else to install: a scheduler and "
-        "--workers local worker slots in one process, on the embedded store by default.",
-        epilog="examples:\n  runner serve --workflows workflows/ --workers 4\n",
-        formatter_class=_RAW,
-    )
-    _add_loop_flags(p)
-    p.add_argument("--workers", type=common.positive_int, default=os.cpu_count() or 1)
-    p.set_defaults(func=cmd_serve)
-
-
-def _scheduler(args: argparse.Namespace, settings: Settings, store: Store) -> Scheduler:
-    if args.workflows is not None and not args.workflows.is_dir():
-        raise errors.UsageError(f"--workflows {args.workflows}: not a folder")
-    candidate = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-
-    def report(text: str) -> None:
-        print(text, file=sys.stderr, flush=True)
-
-    return Scheduler(
-        store,
-        candidate=candidate,
-        lease_ttl=args.lease_ttl,
-        folder=args.workflows,
-        report=report,
-        dispatch_default=args.dispatch,
-        gc_older_than=args.gc_older_than,
-    )
-
-
-def cmd_scheduler(args: argparse.Namespace, settings: Settings) -> int:
-    store = _with_store(settings)
-    stop = threading.Event()
-    try:
-        scheduler = _scheduler(args, settings, store)
-        print(f"scheduler {scheduler.candidate} on {settings.store}", file=sys.stderr, flush=True)
-        _loop_until_signal(scheduler, stop)
-    finally:
-        store.close()
-    return errors.EXIT_OK
-
-
-def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
-    store = _with_store(settings)
-    worker = run_cmds.make_worker(settings, concurrency=args.workers, lease_ttl=None, name="serve")
-    thread = threading.Thread(target=worker.run, name="serve-worker", daemon=True)
-    try:
-        scheduler = _scheduler(args, settings, store)
-        thread.start()
-        print(f"serving {settings.store}: scheduler and {args.workers} worker slot(s)",
-              file=sys.stderr, flush=True)  # fmt: skip
-        _loop_until_signal(scheduler, threading.Event())
-    finally:
-        if thread.is_alive():
-            worker.drain(30.0)
-            thread.join()
-        worker.store.close()
-        worker.executor.close()
-        store.close()
-    return errors.EXIT_OK
-
-
-def _loop_until_signal(scheduler: Scheduler, stop: threading.Event) -> None:
-    """Run the scheduler in a thread; Ctrl-C or SIGTERM stops it and it resigns."""
-    thread = threading.Thread(target=scheduler.run, args=(stop,), name="scheduler", daemon=True)
-    thread.start()
-    try:
-        while thread.is_alive():
-            thread.join(0.5)
-    finally:
-        stop.set()
-        thread.join()

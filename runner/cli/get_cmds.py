@@ -6,15 +6,16 @@ import argparse
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from runner import engine, errors
 from runner.cli import common, output
 from runner.cli.progress import make_progress
 from runner.config import Settings
 from runner.models import Run, TaskRecord, TaskState
-from runner.store import Store
-from runner.worker import log_name
+
+if TYPE_CHECKING:
+    from runner.store import Store
 
 
 def add_parsers(sub: Any) -> None:
@@ -137,7 +138,9 @@ def _print_log(store: Store, run: Run, task: TaskRecord, args: argparse.Namespac
         return
     attempt = task.attempts[-1].number
     text = store.get_log(run.id, task.id, attempt=attempt)
-    if not text:
+    if not text:  # a log the store does not hold: the worker's file, if on this host
+        from runner.worker import log_name
+
         local = Path(args.log_dir) / f"{log_name(run.id, task.id, attempt)}.log"
         text = local.read_text(errors="replace") if local.is_file() else ""
     lines = text.splitlines()

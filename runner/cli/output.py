@@ -6,13 +6,13 @@ import json
 import sys
 import time
 from datetime import UTC, datetime
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-from rich.console import Console
-from rich.table import Table
-
-from runner import yamlsafe
 from runner.models import Attempt, Run, TaskRecord, WorkerInfo
+
+if TYPE_CHECKING:  # rich loads with the first table: not for JSON or plain-line output
+    from rich.console import Console
+    from rich.table import Table
 
 
 def iso(ts: float | None) -> str | None:
@@ -70,6 +70,8 @@ def run_json(run: Run, *, tasks: bool = True) -> dict[str, Any]:
 def dump(data: Any, fmt: str, stream: TextIO | None = None) -> None:
     stream = stream or sys.stdout
     if fmt == "yaml":
+        from runner import yamlsafe  # PyYAML: only for `-o yaml`
+
         yamlsafe.dump(data, stream)
     else:
         json.dump(data, stream, indent=2)
@@ -93,12 +95,27 @@ def human_seconds(seconds: float) -> str:
     return f"{hours}h{minutes:02d}m"
 
 
+def console(stream: TextIO | None = None) -> Console:
+    """A rich console for tables on `stream` (default stdout), wide enough not to wrap rows."""
+    from rich.console import Console
+
+    return Console(file=stream or sys.stdout, width=200, soft_wrap=True)
+
+
+def table(*columns: str) -> Table:
+    """A borderless rich table with bold `columns` headers."""
+    from rich.table import Table
+
+    rows = Table(box=None, header_style="bold", pad_edge=False)
+    for column in columns:
+        rows.add_column(column)
+    return rows
+
+
 def runs_table(runs: list[Run], stream: TextIO | None = None) -> None:
-    table = Table(box=None, header_style="bold", pad_edge=False)
-    for col in ("ID", "WORKFLOW", "STATE", "STARTED", "DURATION", "TASKS"):
-        table.add_column(col)
+    rows = table("ID", "WORKFLOW", "STATE", "STARTED", "DURATION", "TASKS")
     for run in runs:
-        table.add_row(
+        rows.add_row(
             run.id,
             run.workflow,
             run.state.value,
@@ -106,23 +123,21 @@ def runs_table(runs: list[Run], stream: TextIO | None = None) -> None:
             duration(run),
             f"{run.tasks_done}/{run.tasks_total}",
         )
-    Console(file=stream or sys.stdout, width=200, soft_wrap=True).print(table)
+    console(stream).print(rows)
 
 
 def run_detail(run: Run, stream: TextIO | None = None) -> None:
-    console = Console(file=stream or sys.stdout, width=200, soft_wrap=True)
-    console.print(
+    out = console(stream)
+    out.print(
         f"run {run.id}  workflow {run.workflow}  state {run.state.value}"
         f"  tasks {run.tasks_done}/{run.tasks_total}  duration {duration(run)}"
         + (f"  reason {run.reason}" if run.reason else "")
     )
-    table = Table(box=None, header_style="bold", pad_edge=False)
-    for col in ("TASK", "STATE", "PRIORITY", "ATTEMPTS", "LAST", "INFO"):
-        table.add_column(col)
+    rows = table("TASK", "STATE", "PRIORITY", "ATTEMPTS", "LAST", "INFO")
     for t in run.tasks:
         last = t.attempts[-1] if t.attempts else None
         info = t.waiting_reason or (last.error if last and last.error else "")
-        table.add_row(
+        rows.add_row(
             t.id,
             t.state.value,
             str(t.priority),
@@ -130,7 +145,7 @@ def run_detail(run: Run, stream: TextIO | None = None) -> None:
             last.reason.value if last and last.reason else "-",
             info or "",
         )
-    console.print(table)
+    out.print(rows)
 
 
 def worker_json(w: WorkerInfo, *, now: float) -> dict[str, Any]:
@@ -155,12 +170,10 @@ def worker_json(w: WorkerInfo, *, now: float) -> dict[str, Any]:
 
 
 def workers_table(workers: list[WorkerInfo], *, now: float, stream: TextIO | None = None) -> None:
-    table = Table(box=None, header_style="bold", pad_edge=False)
-    for col in ("NAME", "ID", "HOST", "PID", "LABELS", "RUNNING", "WEIGHT", "HEARTBEAT"):
-        table.add_column(col)
+    rows = table("NAME", "ID", "HOST", "PID", "LABELS", "RUNNING", "WEIGHT", "HEARTBEAT")
     for w in workers:
         labels = ",".join(f"{k}={v}" for k, v in sorted(w.labels.items())) or "-"
-        table.add_row(
+        rows.add_row(
             w.name,
             w.id,
             w.host,
@@ -170,4 +183,4 @@ def workers_table(workers: list[WorkerInfo], *, now: float, stream: TextIO | Non
             str(w.weight),
             f"{human_seconds(max(0.0, now - w.heartbeat_at))} ago",
         )
-    Console(file=stream or sys.stdout, width=200, soft_wrap=True).print(table)
+    console(stream).print(rows)

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from typing import TextIO
-
-from rich.console import Console
-from rich.live import Live
-from rich.text import Text
+from typing import TYPE_CHECKING, TextIO
 
 from runner.cli.output import iso
-from runner.engine import Change
 from runner.models import Run, TaskState
+
+if TYPE_CHECKING:
+    from runner.engine import Change
 
 
 class PlainProgress:
@@ -45,6 +43,9 @@ class LiveProgress:
     """A redrawn summary: counts by state and the tasks running now."""
 
     def __init__(self, stream: TextIO) -> None:
+        from rich.console import Console  # rich only on a terminal
+        from rich.live import Live
+
         self.console = Console(file=stream)
         self.live = Live(console=self.console, refresh_per_second=8, transient=False)
         self.live.start()
@@ -53,6 +54,8 @@ class LiveProgress:
         counts = Counter(t.state for t in run.tasks)
         running = [t.id for t in run.tasks if t.state is TaskState.RUNNING]
         done = sum(counts[s] for s in TaskState if s.terminal)
+        from rich.text import Text
+
         text = Text()
         text.append(f"{run.id}  {run.state.value}  ", style="bold")
         text.append(f"{done}/{len(run.tasks)} done  ")

@@ -7,16 +7,17 @@ import os
 import sys
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from runner import engine, errors, workflow
-from runner.cli import cluster_cmds, common, cron_apply, output
+from runner import engine, errors
+from runner.cli import common, output
 from runner.cli.progress import make_progress
 from runner.config import Settings
-from runner.executor import Executor
 from runner.models import Run
-from runner.store import Store
-from runner.worker import Worker
+
+if TYPE_CHECKING:
+    from runner.store import Store
+    from runner.worker import Worker
 
 APPLY_EXAMPLES = """\
 examples:
@@ -80,11 +81,15 @@ def cmd_apply(args: argparse.Namespace, settings: Settings) -> int:
         raise errors.UsageError("apply: give a workflow FILE, or --resume RUN (not both)")
     plan = None
     if args.file is not None:
+        from runner import workflow  # yaml, jsonschema, networkx: not for retry and cancel
+
         params = common.parse_params(args.param)
         plan = workflow.load_plan(args.file, params=params, params_file=args.params_file)
     store = common.open_settings_store(settings)
     try:
         if plan is not None and plan.schedule is not None:
+            from runner.cli import cron_apply  # the cron modules: only for scheduled workflows
+
             for line in cron_apply.register_and_describe(store, plan, now=time.time()):
                 print(line, flush=True)
             if not args.now:
@@ -185,6 +190,9 @@ def make_worker(
     prefetch: int = 0,
 ) -> Worker:
     """A worker with its own store connection and executor, as the settings say."""
+    from runner.executor import Executor  # worker and executor: only the commands that run tasks
+    from runner.worker import Worker
+
     store = common.open_settings_store(settings)
     executor = Executor(slots=concurrency, log_dir=settings.log_dir, log_limit=settings.log_limit)
     return Worker(
@@ -295,6 +303,8 @@ def add_worker_parser(sub: Any) -> None:
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     if args.action == "drain":
+        from runner.cli import cluster_cmds
+
         return cluster_cmds.cmd_worker_drain(args, settings)
     worker = make_worker(
         settings,

@@ -85,10 +85,8 @@ def fire_tick(store: Store, entry: CronEntry, tick: float, *, now: float) -> Fir
         store.cancel_run(previous, now=now, reason=f"replaced by {run_id}")
     plan = planview.plan_from_json(entry.plan)
     try:
-        engine.submit(
-            store, plan, now=now, run_id=run_id, key=f"cron:{entry.name}:{stamp(tick)}",
-            scheduled_time=tick,
-        )  # fmt: skip
+        key = f"cron:{entry.name}:{stamp(tick)}"
+        engine.submit(store, plan, now=now, run_id=run_id, key=key, scheduled_time=tick)
     except errors.RunExists:
         return Fired(tick=tick, run_id=run_id)
     logger.info("%s: fired tick %s as %s", entry.name, stamp(tick), run_id)

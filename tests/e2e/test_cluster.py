@@ -15,6 +15,7 @@ import uuid
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,17 +24,28 @@ import pytest
 from tests.e2e.helpers import Cli, wait_for
 
 
-def _write(cli: Cli, name: str, n: int, *, dispatch: str | None = None, run: str = "true",
-           extra: str = "") -> str:  # fmt: skip
-    values = ", ".join(str(i) for i in range(n))
-    spec_dispatch = f"  dispatch: {dispatch}\n" if dispatch else ""
-    text = (
-        f"apiVersion: runner/v1\nkind: Workflow\nmetadata: {{name: {name}}}\nspec:\n"
-        f"{spec_dispatch}  tasks:\n    - name: t\n      run: {json.dumps(run)}\n"
-        f"      matrix: {{i: [{values}]}}\n{extra}"
-    )
-    (cli.cwd / f"{name}.yaml").write_text(text)
-    return f"{name}.yaml"
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Matrix:
+    """A workflow file `<name>.yaml`: one task `t` running `run`, expanded `n` times by a matrix;
+    `extra` is appended to the task's YAML."""
+
+    name: str
+    n: int
+    dispatch: str | None = None
+    run: str = "true"
+    extra: str = ""
+
+    def write(self, cli: Cli) -> str:
+        """Write the file into the CLI's folder; its name."""
+        values = ", ".join(str(i) for i in range(self.n))
+        spec_dispatch = f"  dispatch: {self.dispatch}\n" if self.dispatch else ""
+        text = (
+            f"apiVersion: runner/v1\nkind: Workflow\nmetadata: {{name: {self.name}}}\nspec:\n"
+            f"{spec_dispatch}  tasks:\n    - name: t\n      run: {json.dumps(self.run)}\n"
+            f"      matrix: {{i: [{values}]}}\n{self.extra}"
+        )
+        (cli.cwd / f"{self.name}.yaml").write_text(text)
+        return f"{self.name}.yaml"
 
 
 def _per_worker(run: dict[str, Any]) -> Counter[str]:
@@ -91,9 +103,9 @@ def test_dispatch_distributions_end_to_end(
     cli = _cli(tmp_path, backend, request)
     flags = [["--name", f"w{w}", "--weight", str(w), "--concurrency", "4"] for w in (1, 2, 3)]
     with _cluster(cli, *flags, dispatch="weighted"):
-        weighted = _per_worker(_apply(cli, _write(cli, "weighted", 600)))
-        rr = _per_worker(_apply(cli, _write(cli, "rr", 90, dispatch="round_robin")))
-        rand = _per_worker(_apply(cli, _write(cli, "rand", 300, dispatch="random")))
+        weighted = _per_worker(_apply(cli, Matrix(name="weighted", n=600).write(cli)))
+        rr = _per_worker(_apply(cli, Matrix(name="rr", n=90, dispatch="round_robin").write(cli)))
+        rand = _per_worker(_apply(cli, Matrix(name="rand", n=300, dispatch="random").write(cli)))
     print(f"{backend}: weighted {dict(weighted)} round_robin {dict(rr)} random {dict(rand)}")
     for name, share in (("w1", 100), ("w2", 200), ("w3", 300)):
         assert abs(weighted[name] - share) <= share * 0.10
@@ -112,7 +124,7 @@ def test_least_load_gives_a_slow_worker_fewer_tasks(
     slow = 'case "$RUNNER_WORKER_NAME" in slow) sleep 0.4;; *) sleep 0.05;; esac'
     flags = [["--name", n, "--concurrency", "2"] for n in ("fast", "slow")]
     with _cluster(cli, *flags, dispatch="least_load"):
-        counts = _per_worker(_apply(cli, _write(cli, "ll", 40, run=slow)))
+        counts = _per_worker(_apply(cli, Matrix(name="ll", n=40, run=slow).write(cli)))
     print(f"{backend}: least_load {dict(counts)}")
     assert counts["fast"] > 2 * counts["slow"]
 
@@ -127,7 +139,7 @@ def test_mutex_across_runs_never_overlaps_with_real_workers(
     extra = "      mutex: db\n"
     flags = [["--name", f"m{i}", "--concurrency", "3"] for i in range(3)]
     with _cluster(cli, *flags):
-        files = [_write(cli, f"mx{i}", 8, run=body, extra=extra) for i in range(2)]
+        files = [Matrix(name=f"mx{i}", n=8, run=body, extra=extra).write(cli) for i in range(2)]
         runs = [cli.start("apply", f, "--workers", "0") for f in files]
         codes = [p.wait(timeout=120) for p in runs]
     assert codes == [0, 0]
@@ -141,7 +153,7 @@ def test_worker_drain_by_name_from_elsewhere(
 ) -> None:
     cli = _cli(tmp_path, backend, request)
     ready = tmp_path / "started"
-    path = _write(cli, "drained", 1, run=f"touch {ready} && sleep 1")
+    path = Matrix(name="drained", n=1, run=f"touch {ready} && sleep 1").write(cli)
     proc = cli.start("worker", "--name", "dr", "--lease-ttl", "2", "--drain-timeout", "20")
     try:
         wait_for(lambda: len(_workers(cli)) == 1, what="the worker")
@@ -170,7 +182,8 @@ def test_kill_9_detection_time(
         store = f"{server.url}/det-{tmp_path.name[-8:]}/"
     cli = Cli(tmp_path, store=store)
     ready = tmp_path / "started"
-    path = _write(cli, "det", 1, run=f"[ -e {ready} ] || {{ touch {ready}; sleep 60; }}")
+    hang_once = f"[ -e {ready} ] || {{ touch {ready}; sleep 60; }}"
+    path = Matrix(name="det", n=1, run=hang_once).write(cli)
     ttl = 2.0
     victim = cli.start("worker", "--name", "victim", "--lease-ttl", str(ttl))
     wait_for(lambda: len(_workers(cli)) == 1, what="the victim")
@@ -181,8 +194,11 @@ def test_kill_9_detection_time(
         wait_for(lambda: len(_workers(cli)) == 2, what="the rescuer")
         killed = time.monotonic()
         victim.kill()
-        wait_for(lambda: len(cli.get_run(run_id)["tasks"][0]["attempts"]) == 2, timeout=30,
-                 what="the task to be claimed again")  # fmt: skip
+
+        def claimed_again() -> bool:
+            return len(cli.get_run(run_id)["tasks"][0]["attempts"]) == 2
+
+        wait_for(claimed_again, timeout=30, what="the task to be claimed again")
         detected = time.monotonic() - killed
         print(f"{backend}: kill -9 -> claimed again in {detected:.2f} s (TTL {ttl} s)")
         assert detected <= ttl + 1.5 + 1.0  # G6, plus the CLI polling in this test

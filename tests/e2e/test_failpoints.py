@@ -19,10 +19,8 @@ def cli(any_store_cli: Cli) -> Cli:
 
 def _crash_then_finish(cli: Cli, failpoint: str) -> dict[str, Any]:
     run_id = cli.run("apply", cli.workflow("sideeffects.yaml"), "--detach").stdout.strip()
-    crashing = cli.start(
-        "worker", "--concurrency", "1", "--lease-ttl", "1",
-        env={"RUNNER_FAILPOINTS": f"{failpoint}=crash"},
-    )  # fmt: skip
+    env = {"RUNNER_FAILPOINTS": f"{failpoint}=crash"}
+    crashing = cli.start("worker", "--concurrency", "1", "--lease-ttl", "1", env=env)
     assert crashing.wait(timeout=60) == KILLED
     res = cli.run("apply", "--resume", run_id, "--workers", "1", "--lease-ttl", "1")
     assert res.returncode == 0, res.stdout + res.stderr

@@ -19,10 +19,8 @@ def _workers(cli: Cli) -> list[dict[str, Any]]:
 
 def test_workers_lists_a_live_worker_then_forgets_it_after_drain(tmp_path: Path) -> None:
     cli = Cli(tmp_path)
-    proc = cli.start(
-        "worker", "--name", "w-one", "--labels", "gpu=true,zone=a", "--weight", "3",
-        "--concurrency", "2",
-    )  # fmt: skip
+    labels = ["--labels", "gpu=true,zone=a", "--weight", "3"]
+    proc = cli.start("worker", "--name", "w-one", *labels, "--concurrency", "2")
     try:
         wait_for(lambda: len(_workers(cli)) == 1, what="the worker to register")
         (worker,) = _workers(cli)

@@ -158,8 +158,8 @@ def test_unknown_strategy_is_refused() -> None:
 
 
 def test_task_locks_and_lock_reasons() -> None:
-    spec = TaskSpec(id="t", name="t", kind=Kind.RUN, run="true", mutex="db",
-                    semaphore=Semaphore(name="pool", limit=3))  # fmt: skip
+    pool = Semaphore(name="pool", limit=3)
+    spec = TaskSpec(id="t", name="t", kind=Kind.RUN, run="true", mutex="db", semaphore=pool)
     locks = dispatch.task_locks(spec)
     assert locks == [("mutex:db", 1), ("semaphore:pool", 3)]
     assert dispatch.locks_free(locks, {"semaphore:pool": 2})

@@ -40,6 +40,5 @@ def test_dot_and_mermaid_draw_every_edge() -> None:
 
 
 def test_durations_read_naturally() -> None:
-    assert [planview.duration(s) for s in (None, 0.5, 90, 5400, 86400)] == [
-        "-", "500ms", "1m30s", "1h30m", "1d"
-    ]  # fmt: skip
+    durations = [planview.duration(s) for s in (None, 0.5, 90, 5400, 86400)]
+    assert durations == ["-", "500ms", "1m30s", "1h30m", "1d"]

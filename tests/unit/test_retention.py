@@ -46,8 +46,10 @@ def test_run_collects_only_while_leading_and_stops(tmp_path: Path) -> None:
         checks.append(True)
         return len(checks) > 2  # a standby twice, then the leader
 
-    collector = Collector(store, older_than=WEEK, every=0.01, first_after=0.0,
-                          report=lambda _text: deleted.set())  # fmt: skip
+    def report(_text: str) -> None:
+        deleted.set()
+
+    collector = Collector(store, older_than=WEEK, every=0.01, first_after=0.0, report=report)
     stop = threading.Event()
     thread = collector.start(stop, leading=leading, clock=lambda: T0 + WEEK + 1)
     assert deleted.wait(10)

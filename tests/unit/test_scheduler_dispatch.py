@@ -24,8 +24,10 @@ def _store(tmp_path: Path) -> SqliteStore:
 
 def test_leader_assigns_by_weight_and_workers_claim_their_share(tmp_path: Path) -> None:
     store = _store(tmp_path)
-    sched = Scheduler(store, candidate="s1", lease_ttl=600, dispatch_default="weighted",
-                      dispatch_state=dispatch.DispatchState(rng=random.Random(1)))  # fmt: skip
+    state = dispatch.DispatchState(rng=random.Random(1))
+    sched = Scheduler(
+        store, candidate="s1", lease_ttl=600, dispatch_default="weighted", dispatch_state=state
+    )
     assert sched.step(T0) > 0
     store.create_run(plans.fan_out(8), run_id="r1", now=T0)
     assert store.claim("a", now=T0, limit=8) == []  # reserved for the leader
