@@ -103,6 +103,8 @@ _FIELDS = (
 
 def _bad_field(fields: list[str]) -> str | None:
     """Which field of a rejected schedule is at fault, with its range, tried one at a time."""
+    import croniter
+
     named = ((("second", "0-59"),) if len(fields) == 6 else ()) + _FIELDS
     for i, (name, allowed) in enumerate(named):
         probe = ["*"] * len(fields)
