@@ -13,10 +13,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from runner import transitions
-from runner.models import RunState, TaskState, When
-from runner.store import etcd_client as c
-from runner.store import etcd_cluster as cluster
-from runner.store.etcd_keys import Keys, dumps, loads
+from runner.models import AttemptState, Outcome, Reason, RunState, TaskSpec, TaskState, When
+from runner.store.etcd import client as c
+from runner.store.etcd import cluster
+from runner.store.etcd.keys import Keys
+from runner.store.etcd.records import RunRec, TaskRec, dumps, loads
 
 UNSTARTED = (TaskState.PENDING.value, TaskState.READY.value, TaskState.RETRYING.value)
 PER_TXN = 30  # tasks per transaction: 4 operations each stays under etcd's 128
@@ -24,7 +25,6 @@ PER_TXN = 30  # tasks per transaction: 4 operations each stays under etcd's 128
 # dependency's finish would rewrite (a hot key, and O(n^2) bytes: a 100,000-way join's list
 # alone passes etcd's request limit); its dependencies' arrivals are counted instead.
 WIDE = 30
-Rec = dict[str, Any]
 
 
 @dataclass
@@ -46,7 +46,7 @@ class Batch:
 
 
 def enqueue(
-    b: Batch, keys: Keys, run_id: str, rec: Rec, *, now: float, not_before: float = 0.0
+    b: Batch, keys: Keys, run_id: str, rec: TaskRec, *, now: float, not_before: float = 0.0
 ) -> None:
     """Queue a task (`retrying` until `not_before` when that is in the future)."""
     spec = rec["spec"]
@@ -63,7 +63,7 @@ def enqueue(
     b.put(qkey, entry)
 
 
-def terminal(b: Batch, keys: Keys, run_id: str, rec: Rec, state: TaskState) -> bool:
+def terminal(b: Batch, keys: Keys, run_id: str, rec: TaskRec, state: TaskState) -> bool:
     """Make a task terminal; True when it has successors to advance."""
     spec = rec["spec"]
     rec["state"] = state.value
@@ -75,17 +75,19 @@ def terminal(b: Batch, keys: Keys, run_id: str, rec: Rec, state: TaskState) -> b
     return bool(rec.get("succ"))
 
 
-def dep_of(rec: Rec) -> transitions.DepState:
+def dep_of(rec: TaskRec) -> transitions.DepState:
     return (TaskState(rec["state"]), bool(rec["spec"].get("allowFailure")))
 
 
-def narrow_succ(rec: Rec) -> list[str]:
+def narrow_succ(rec: TaskRec) -> list[str]:
     """The successors of a task that keep a `waiting` list (the others are wide)."""
     fan = rec.get("fan") or {}
     return [s for s in rec.get("succ", []) if s not in fan]
 
 
-def arrive(b: Batch, keys: Keys, run_id: str, done: Rec, *, only: set[str] | None = None) -> None:
+def arrive(
+    b: Batch, keys: Keys, run_id: str, done: TaskRec, *, only: set[str] | None = None
+) -> None:
     """Count the terminal task `done` at its wide successors (`only` those): once per
     dependency (`arr/` absent), each adds a write to the successor's counter (`cnt/`); the
     arrival that finds the counter one short of its target writes a `join/` marker, so exactly
@@ -121,9 +123,9 @@ def joined(b: Batch, responses: list[Any]) -> bool:
 def advance(
     b: Batch,
     keys: Keys,
-    run: Rec,
+    run: RunRec,
     done_id: str,
-    succs: dict[str, tuple[c.Item, Rec]],
+    succs: dict[str, tuple[c.Item, TaskRec]],
     dep_state: Callable[[str], transitions.DepState],
     *,
     now: float,
@@ -149,7 +151,7 @@ def advance(
         b.put(item.key, rec)
 
 
-def freed_deps(done_id: str, succs: dict[str, tuple[c.Item, Rec]]) -> set[str]:
+def freed_deps(done_id: str, succs: dict[str, tuple[c.Item, TaskRec]]) -> set[str]:
     """Dependencies (other than `done_id`) of the successors this completion frees."""
     out: set[str] = set()
     for _, rec in succs.values():
@@ -246,7 +248,7 @@ def _decide_join(client: c.Client, keys: Keys, run_id: str, marker: c.Item, *, n
 
 def read_tasks(
     client: c.Client, keys: Keys, run_id: str, task_ids: list[str]
-) -> dict[str, tuple[c.Item, Rec]]:
+) -> dict[str, tuple[c.Item, TaskRec]]:
     found, _ = client.read_many(keys.task(run_id, t) for t in task_ids)
     return {
         t: (found[k], loads(found[k].value))
@@ -256,10 +258,14 @@ def read_tasks(
 
 
 def dep_reader(
-    client: c.Client, keys: Keys, run_id: str, ids: set[str], known: dict[str, Rec] | None = None
+    client: c.Client,
+    keys: Keys,
+    run_id: str,
+    ids: set[str],
+    known: dict[str, TaskRec] | None = None,
 ) -> Callable[[str], transitions.DepState]:
     """A lookup of dependency states: `known` records first, the rest read now."""
-    recs: dict[str, Rec] = dict(known or {})
+    recs: dict[str, TaskRec] = dict(known or {})
     missing = [i for i in ids if i not in recs]
     if missing:
         recs.update({t: rec for t, (_, rec) in read_tasks(client, keys, run_id, missing).items()})
@@ -308,3 +314,42 @@ def maybe_end(client: c.Client, keys: Keys, run_id: str, *, now: float) -> None:
         ops = [c.put(run_item.key, dumps(run)), c.delete(keys.active(run_id))]
         if client.txn([c.mod_is(run_item.key, run_item.mod)], ops, "end run").succeeded:
             return
+
+
+# ---------------------------------------------------------------------- terminal tasks
+
+
+def complete(
+    b: Batch, keys: Keys, run_item: c.Item, run: RunRec, rec: TaskRec, state: TaskState
+) -> bool:
+    """A task became terminal: markers, failFast; True when its successors need advancing."""
+    has_succ = terminal(b, keys, run["id"], rec, state)
+    allow = bool(rec["spec"].get("allowFailure"))
+    if (
+        run.get("fail_fast")
+        and transitions.counts_as_failure(state, allow)
+        and not run.get("halted")
+    ):
+        run["halted"] = True
+        b.put(run_item.key, run)
+        b.put(keys.ending(run["id"]), b"failFast")
+    return has_succ
+
+
+def decide_outcome(
+    spec: TaskSpec, rec: TaskRec, run: RunRec, outcome: Outcome
+) -> tuple[TaskState, float | None]:
+    """The task's next state and, for a retry, its backoff."""
+    if RunState(run["state"]).terminal or outcome.reason is Reason.CANCELLED:
+        return TaskState.CANCELLED, None
+    if outcome.succeeded:
+        return TaskState.SUCCEEDED, None
+    failed = 1 + sum(1 for a in rec["attempts"][:-1] if a["state"] == AttemptState.FAILED.value)
+    delay = transitions.retry_delay(spec, failed, outcome.reason)
+    return (TaskState.RETRYING, delay) if delay is not None else (TaskState.FAILED, None)
+
+
+def settle(client: c.Client, keys: Keys, run_id: str, *, now: float) -> None:
+    """Drain the run's markers, then end it when every task is terminal."""
+    drain(client, keys, run_id, now=now)
+    maybe_end(client, keys, run_id, now=now)

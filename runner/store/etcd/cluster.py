@@ -20,86 +20,34 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 from runner import dispatch
 from runner.models import (
+    DispatchView,
+    LockHolder,
+    LockInfo,
+    ReadyTask,
     TaskKey,
+    TaskRecord,
+    TaskState,
     WorkerInfo,
 )
-from runner.store import etcd_client as c
-from runner.store.etcd_keys import Keys, dumps, loads, q
+from runner.store.etcd import client as c
+from runner.store.etcd.context import Cluster, Ctx, WorkerView
+from runner.store.etcd.keys import PRIORITY_BIAS, Keys
+from runner.store.etcd.records import (
+    DispatchRec,
+    RunRec,
+    dumps,
+    loads,
+)
 
 CHUNK = 30  # tasks per assign/unassign transaction (3 operations each)
-Rec = dict[str, Any]
+Needs = tuple[dict[str, str], list[dispatch.LockSpec]]  # a queued task's selector and locks
 
 
-@dataclass
-class WorkerView:
-    """What one worker's claims need from the cluster keys, as of revision `rev`."""
-
-    rev: int = 0
-    draining: bool = False
-    assigned: list[c.Item] = field(default_factory=list)
-
-
-@dataclass
-class Cluster:
-    """Per store object: the dispatch mode and each local worker's view."""
-
-    mode: tuple[bool, str] = (False, dispatch.PULL)  # (a scheduler leads, its default)
-    views: dict[str, WorkerView] = field(default_factory=dict)
-    dirty: int = 0  # revision of this object's latest write to a cluster key
-    run_dispatch: dict[str, str | None] = field(default_factory=dict)  # run -> spec.dispatch
-
-
-# ---------------------------------------------------------------------- keys
-
-
-def assign_prefix(keys: Keys, worker_id: str = "") -> str:
-    return f"{keys.prefix}assign/" + (f"{q(worker_id)}/" if worker_id else "")
-
-
-def assign_key(keys: Keys, worker_id: str, qkey: str) -> str:
-    return assign_prefix(keys, worker_id) + qkey[len(keys.queue()) :]
-
-
-def queue_key_of(keys: Keys, akey: str) -> str:
-    """The queue key an assignment came from (and goes back to)."""
-    rest = akey[len(assign_prefix(keys)) :]
-    return keys.queue() + rest.split("/", 1)[1]
-
-
-def worker_of(keys: Keys, akey: str) -> str:
-    return keys.split(akey, "assign")[0]
-
-
-def task_of(keys: Keys, entry_key: str) -> tuple[str, str]:
-    """(run, task) of a queue entry or an assignment."""
-    parts = keys.split(entry_key, "queue" if entry_key.startswith(keys.queue()) else "assign")
-    return parts[-2], parts[-1]
-
-
-def lock_prefix(keys: Keys, name: str = "") -> str:
-    return f"{keys.prefix}lock/" + (f"{q(name)}/" if name else "")
-
-
-def lock_key(keys: Keys, name: str, run_id: str, task_id: str) -> str:
-    return f"{lock_prefix(keys, name)}{q(run_id)}/{q(task_id)}"
-
-
-def dispatch_key(keys: Keys) -> str:
-    return f"{keys.prefix}cluster/dispatch"
-
-
-def watched(keys: Keys) -> tuple[bytes, ...]:
-    """Key prefixes whose changes make a worker `refresh`."""
-    p = keys.prefix
-    return tuple(f"{p}{k}".encode() for k in ("assign/", "worker/", "cron/leader", "cluster/"))
-
-
-def spec_locks(spec: Rec) -> list[dispatch.LockSpec]:
+def spec_locks(spec: dict[str, Any]) -> list[dispatch.LockSpec]:
     """The locks of a task spec dict (as `dispatch.task_locks`)."""
     locks: list[dispatch.LockSpec] = []
     if spec.get("mutex"):
@@ -116,7 +64,7 @@ def entry_locks(entry: c.Item) -> list[dispatch.LockSpec]:
     return [(str(n), int(lim)) for n, lim in loads(entry.value).get("lk") or ()]
 
 
-def reserved(run: Rec, mode: tuple[bool, str], *, assigned: bool = False) -> bool:
+def reserved(run: RunRec, mode: tuple[bool, str], *, assigned: bool = False) -> bool:
     """A shared-queue task of `run` left for the leading scheduler to assign."""
     leading, default = mode
     return not assigned and leading and (run.get("dispatch") or default) != dispatch.PULL
@@ -134,9 +82,9 @@ def refresh(client: c.Client, keys: Keys, cl: Cluster, worker_id: str) -> Worker
     """Read the worker's record and assignments and the dispatch default, in one round trip."""
     ops = [
         c.get(keys.worker(worker_id)),
-        c.head(assign_prefix(keys, worker_id), 64),
-        c.get(f"{keys.prefix}cron/leader"),
-        c.get(dispatch_key(keys)),
+        c.head(keys.assign_prefix(worker_id), 64),
+        c.get(keys.leader()),
+        c.get(keys.dispatch_key()),
     ]
     responses, rev = client.reads(ops, "cluster view")
     me, leader, default = (c.items_of([responses[i]]) for i in (0, 2, 3))
@@ -182,7 +130,7 @@ def assign(
             entry = entries.get(rec.get("qkey") or "")
             if entry is None or not entry.key.startswith(keys.queue()):
                 continue
-            akey = assign_key(keys, worker_id, entry.key)
+            akey = keys.assign_key(worker_id, entry.key)
             b_compares += [c.mod_is(task.key, task.mod), c.created_at(worker.key, worker.create)]
             rec["qkey"] = akey
             ops += [c.delete(entry.key), c.put(akey, entry.value), c.put(task.key, dumps(rec))]
@@ -199,7 +147,7 @@ def unassign(client: c.Client, keys: Keys, worker_id: str) -> int:
     """Move the worker's assignments back to the shared queue; the revision written (0)."""
     rev = 0
     for _ in range(100):
-        items = client.scan(assign_prefix(keys, worker_id))
+        items = client.scan(keys.assign_prefix(worker_id))
         if not items:
             return rev
         for start in range(0, len(items), CHUNK):
@@ -208,19 +156,19 @@ def unassign(client: c.Client, keys: Keys, worker_id: str) -> int:
 
 
 def _unassign_some(client: c.Client, keys: Keys, items: list[c.Item]) -> int:
-    tasks, _ = client.read_many(keys.task(*task_of(keys, i.key)) for i in items)
+    tasks, _ = client.read_many(keys.task(*keys.task_of(i.key)) for i in items)
     compares: list[Any] = []
     ops: list[Any] = []
     for item in items:
         compares.append(c.mod_is(item.key, item.mod))
         ops.append(c.delete(item.key))
-        task = tasks.get(keys.task(*task_of(keys, item.key)))
+        task = tasks.get(keys.task(*keys.task_of(item.key)))
         if task is None:
             continue
         rec = loads(task.value)
         if rec.get("qkey") != item.key:
             continue  # claimed or cancelled meanwhile: nothing to put back
-        qkey = queue_key_of(keys, item.key)
+        qkey = keys.queue_key_of(item.key)
         rec["qkey"] = qkey
         compares.append(c.mod_is(task.key, task.mod))
         ops += [c.put(qkey, item.value), c.put(task.key, dumps(rec))]
@@ -230,7 +178,7 @@ def _unassign_some(client: c.Client, keys: Keys, items: list[c.Item]) -> int:
 
 def orphans(client: c.Client, keys: Keys) -> set[str]:
     """Workers holding assignments whose worker record is gone (lease expired)."""
-    assigned = {worker_of(keys, i.key) for i in client.scan(assign_prefix(keys), keys_only=True)}
+    assigned = {keys.worker_of(i.key) for i in client.scan(keys.assign_prefix(), keys_only=True)}
     if not assigned:
         return set()
     live = {keys.split(i.key, "worker")[0] for i in client.scan(keys.worker(), keys_only=True)}
@@ -262,7 +210,7 @@ def holders(client: c.Client, keys: Keys, names: Iterable[str]) -> tuple[dict[st
     names = list(dict.fromkeys(names))
     if not names:
         return {}, 0
-    responses, rev = client.reads([c.count(lock_prefix(keys, n)) for n in names], "locks")
+    responses, rev = client.reads([c.count(keys.lock_prefix(n)) for n in names], "locks")
     return {n: int(r.response_range.count) for n, r in zip(names, responses, strict=True)}, rev
 
 
@@ -273,9 +221,155 @@ def live_workers(client: c.Client, keys: Keys, *, loads_too: bool) -> list[Worke
     out = [WorkerInfo(**{k: v for k, v in d.items() if k not in ("ttl", "lease")}) for d in infos]
     if not loads_too or not out:
         return out
-    prefixes = [p for w in out for p in (keys.held(w.id), assign_prefix(keys, w.id))]
+    prefixes = [p for w in out for p in (keys.held(w.id), keys.assign_prefix(w.id))]
     counts = client.counts(prefixes)
     return [
         dataclasses.replace(w, running=counts[2 * i], assigned=counts[2 * i + 1])
         for i, w in enumerate(out)
     ]
+
+
+# ---------------------------------------------------------------------- dispatch, locks, reasons
+
+
+def view(
+    client: c.Client, keys: Keys, cl: Cluster, *, now: float, default: str, limit: int
+) -> DispatchView:
+    """See Store.dispatch_view."""
+    if default == dispatch.PULL and not non_pull_runs(client, keys, cl):
+        return DispatchView()
+    entries = client.first(keys.queue(), limit)[0]
+    due = [e for e in entries if float(loads(e.value).get("nb", 0)) <= now]
+    held, _ = holders(client, keys, (n for e in due for n, _ in entry_locks(e)))
+    tasks: list[ReadyTask] = []
+    for e in due:
+        value = loads(e.value)
+        dsp = value.get("dsp")
+        if (dsp or default) == dispatch.PULL or not dispatch.locks_free(entry_locks(e), held):
+            continue
+        run_id, task_id = keys.task_of(e.key)
+        priority = dispatch_priority(keys, e.key)
+        tasks.append(
+            ReadyTask(
+                run_id=run_id,
+                task_id=task_id,
+                priority=priority,
+                selector=dict(value.get("sel") or {}),
+                dispatch=dsp,
+            )
+        )
+    workers = live_workers(client, keys, loads_too=True) if tasks else []
+    return DispatchView(workers=tuple(workers), tasks=tuple(tasks))
+
+
+def dispatch_priority(keys: Keys, entry_key: str) -> int:
+    return PRIORITY_BIAS - int(keys.split(entry_key, "queue")[0])
+
+
+def non_pull_runs(client: c.Client, keys: Keys, cl: Cluster) -> bool:
+    """Some unfinished run has its own non-pull `spec.dispatch` (run records cached: the
+    strategy of a run never changes)."""
+    active = [keys.split(i.key, "active")[0] for i in client.scan(keys.active(), keys_only=True)]
+    missing = [r for r in active if r not in cl.run_dispatch]
+    if missing:
+        found, _ = client.read_many(keys.run(r) for r in missing)
+        for r in missing:
+            item = found.get(keys.run(r))
+            cl.run_dispatch[r] = None if item is None else loads(item.value).get("dispatch")
+    return any((cl.run_dispatch.get(r) or dispatch.PULL) != dispatch.PULL for r in active)
+
+
+def list_locks(client: c.Client, keys: Keys) -> list[LockInfo]:
+    """Every lock with holders or waiters (queued or assigned entries that take it)."""
+    held: dict[str, list[LockHolder]] = {}
+    for item in client.scan(keys.lock_prefix()):
+        name, run_id, task_id = keys.split(item.key, "lock")
+        value = loads(item.value)
+        held.setdefault(name, []).append(
+            LockHolder(
+                run_id=run_id,
+                task_id=task_id,
+                attempt=int(value["attempt"]),
+                worker_id=str(value["worker"]),
+            )
+        )
+    limits: dict[str, int] = {}
+    waiters: dict[str, list[TaskKey]] = {}
+    for item in [*client.scan(keys.queue()), *client.scan(keys.assign_prefix())]:
+        for name, lim in entry_locks(item):
+            waiters.setdefault(name, []).append(keys.task_of(item.key))
+            limits.setdefault(name, lim)
+    for name, hs in held.items():
+        limits.setdefault(name, int(loads_limit(client, keys, name, hs)))
+    return [
+        LockInfo(
+            name=n,
+            limit=limits[n],
+            holders=tuple(held.get(n, ())),
+            waiters=tuple(waiters.get(n, ())),
+        )
+        for n in sorted(limits)
+    ]
+
+
+def loads_limit(client: c.Client, keys: Keys, name: str, hs: list[LockHolder]) -> int:
+    """A held lock's limit: from its name (mutex) or a holder's task spec."""
+    if name.startswith("mutex:"):
+        return 1
+    item = client.get(keys.task(hs[0].run_id, hs[0].task_id))
+    locks = spec_locks(loads(item.value)["spec"]) if item is not None else []
+    return next((lim for n, lim in locks if n == name), len(hs))
+
+
+def with_reasons(
+    client: c.Client,
+    keys: Keys,
+    records: tuple[TaskRecord, ...],
+    needs: dict[str, Needs],
+) -> tuple[TaskRecord, ...]:
+    """The records with the waiting reason of queued tasks that have a selector no live
+    worker matches or a lock without room (`needs`: task id -> (selector, locks))."""
+    queued = {r.id for r in records if r.state is TaskState.READY and r.id in needs}
+    if not queued:
+        return records
+    selectors = any(needs[t][0] for t in queued)
+    workers = live_workers(client, keys, loads_too=False) if selectors else []
+    held, _ = holders(client, keys, (n for t in queued for n, _ in needs[t][1]))
+    out: list[TaskRecord] = []
+    for r in records:
+        if r.id in queued:
+            selector, locks = needs[r.id]
+            why = dispatch.no_worker_reason(selector, workers) or dispatch.lock_reason(locks, held)
+            r = dataclasses.replace(r, waiting_reason=why or r.waiting_reason)
+        out.append(r)
+    return tuple(out)
+
+
+def needs_of(spec: dict[str, Any]) -> Needs | None:
+    """What a task's waiting reason depends on: (selector, locks), or None for neither."""
+    locks = spec_locks(spec)
+    selector = dict(spec.get("selector") or {})
+    return (selector, locks) if selector or locks else None
+
+
+def worker_view(ctx: Ctx, worker_id: str) -> WorkerView:
+    """The worker's assignments and drain flag, read again only when the watch saw a
+    change to a cluster key (or this object wrote one)."""
+    cl = ctx.cluster
+    ctx.watcher.start(ctx.client.revision)  # its cluster_rev tells when to read again
+    if needs_refresh(cl, worker_id, ctx.watcher.cluster_rev):
+        return refresh(ctx.client, ctx.keys, cl, worker_id)
+    return cl.views[worker_id]
+
+
+def set_dispatch(ctx: Ctx, candidate: str, strategy: str, *, lease: int) -> None:
+    """See Store.set_dispatch: `cluster/dispatch` on the candidate's election `lease`."""
+    value: DispatchRec = {"owner": candidate, "strategy": strategy}
+    put = c.put(ctx.keys.dispatch_key(), dumps(value), lease)
+    touched(ctx, ctx.client.txn([], [put], "dispatch").revision)
+
+
+def touched(ctx: Ctx, rev: int) -> None:
+    """This object wrote cluster keys: its workers' next claims read them again."""
+    cl = ctx.cluster
+    cl.dirty = max(cl.dirty, rev, ctx.client.revision)

@@ -1,6 +1,6 @@
 """A thin synchronous etcd v3 client on the `etcd3` package's gRPC stubs.
 
-Only this module and its `etcd_*` siblings import `etcd3`/`grpc`. It exposes exactly what the
+Only this package (runner.store.etcd) imports `etcd3`/`grpc`. It exposes exactly what the
 etcd store needs: ranges (paged), multi-key reads in one round trip, transactions with
 compares, leases, and the raw watch stub. Every response's header revision is tracked in
 `revision`. gRPC failures become `errors.StoreUnavailable` / `errors.StoreError` (`from exc`).
@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-import grpc  # type: ignore[import-untyped]  # no stubs; only etcd_* modules import it
+import grpc  # type: ignore[import-untyped]  # no stubs; only runner.store.etcd imports it
 from etcd3 import etcdrpc
 
 from runner import config, errors
