@@ -27,7 +27,19 @@ from runner.store.etcd import client as c
 from runner.store.etcd import cluster, flow, workers
 from runner.store.etcd.context import MAX_OPS, Ctx, Pick, Seen, worker_lost
 from runner.store.etcd.keys import Keys
-from runner.store.etcd.records import RunRec, dumps, loads, token_of
+from runner.store.etcd.records import (
+    HeldRec,
+    LockRec,
+    OwnRec,
+    QueueEntry,
+    RunRec,
+    TaskRec,
+    dumps,
+    load_entry,
+    load_run,
+    loads,
+    token_of,
+)
 
 MISS_PAUSE = 8  # claims that read the head first after a guessed claim failed its compares
 HEAD_READS = 4  # entries whose records a claim reads for the next one
@@ -101,12 +113,12 @@ def claim_assigned(
     ctx: Ctx, worker_id: str, lease_id: int, entries: list[c.Item], *, now: float, limit: int
 ) -> list[Lease]:
     """Claim up to `limit` of the worker's assignments (`assign/{worker}/...`) in one txn."""
-    due = [e for e in entries if float(loads(e.value).get("nb", 0)) <= now]
+    due = [e for e in entries if float(load_entry(e.value).get("nb", 0)) <= now]
     ids = [list(ctx.keys.task_of(e.key)) for e in due]
     run_keys = list(dict.fromkeys(ctx.keys.run(r) for r, _ in ids))
     found, _ = ctx.client.read_many([*run_keys, *(ctx.keys.task(r, t) for r, t in ids)])
     open_runs = {
-        k: found[k] for k in run_keys if k in found and claimable_run(loads(found[k].value))
+        k: found[k] for k in run_keys if k in found and claimable_run(load_run(found[k].value))
     }
     chosen = _within_limits(ctx, due, ids, open_runs, min(limit, MAX_PICKS), assigned=True)
     picks = _picks(ctx, chosen, found)
@@ -126,7 +138,8 @@ def _blind(
     picks: list[Pick] = []
     runs: dict[str, c.Item] = {}
     for entry, task, run_item in ahead[:want]:
-        rec, run = loads(task.value), loads(run_item.value)
+        rec: TaskRec = loads(task.value)
+        run: RunRec = loads(run_item.value)
         if (
             not _due(entry, now, labels)
             or not claimable_run(run)
@@ -180,7 +193,7 @@ def _candidates(
     if any(k not in found for k in wanted):  # the guess missed: one more round trip
         found.update(ctx.client.read_many(k for k in wanted if k not in found)[0])
     open_runs = {
-        k: found[k] for k in run_keys if k in found and claimable_run(loads(found[k].value))
+        k: found[k] for k in run_keys if k in found and claimable_run(load_run(found[k].value))
     }
     chosen = _within_limits(ctx, due, ids, open_runs, want)
     taken = {e.key for e, _ in chosen}
@@ -196,7 +209,7 @@ def _picks(ctx: Ctx, chosen: list[tuple[c.Item, str]], found: dict[str, c.Item])
     picks: list[Pick] = []
     for entry, task_key in chosen:
         item = found.get(task_key)
-        rec = None if item is None else loads(item.value)
+        rec: TaskRec | None = None if item is None else loads(item.value)
         if item is None or rec is None or rec.get("qkey") != entry.key:
             continue
         run_id = ctx.keys.task_of(entry.key)[0]
@@ -238,7 +251,7 @@ def _within_limits(
     )
     chosen: list[tuple[c.Item, str]] = []
     reserved = {
-        k: cluster.reserved(loads(i.value), ctx.cluster.mode, assigned=assigned)
+        k: cluster.reserved(load_run(i.value), ctx.cluster.mode, assigned=assigned)
         for k, i in open_runs.items()
     }
     for entry, (run_id, task_id) in zip(due, ids, strict=True):
@@ -267,7 +280,7 @@ def _due(entry: c.Item, now: float, labels: Any) -> bool:
 @functools.lru_cache(maxsize=256)
 def _entry_terms(value: bytes) -> tuple[float, dict[str, str]]:
     """A queue entry's not-before time and selector (most entries share one value: cached)."""
-    decoded = loads(value)
+    decoded: QueueEntry = loads(value)
     return float(decoded.get("nb", 0)), decoded.get("sel") or {}
 
 
@@ -277,9 +290,10 @@ def claimable_run(run: RunRec) -> bool:
 
 def _room(ctx: Ctx, runs: dict[str, c.Item]) -> dict[str, int]:
     """Free parallelism slots of the runs that have a limit (the rest are unlimited)."""
-    limited = [r for r in (loads(i.value) for i in runs.values()) if r.get("parallelism")]
+    decoded: list[RunRec] = [loads(i.value) for i in runs.values()]
+    limited = [r for r in decoded if r.get("parallelism")]
     counts = ctx.client.counts([ctx.keys.own(r["id"], "") for r in limited])
-    return {r["id"]: int(r["parallelism"]) - n for r, n in zip(limited, counts, strict=True)}
+    return {r["id"]: int(r["parallelism"] or 0) - n for r, n in zip(limited, counts, strict=True)}
 
 
 def _commit_claim(
@@ -380,7 +394,7 @@ def _guard_runs(
     records as the claim leaves them (mod 0: written by the claim)."""
     after: dict[str, c.Item] = {}
     for run_key, item in runs.items():
-        run = loads(item.value)
+        run: RunRec = loads(item.value)
         if not any(p.run_id == run["id"] for p in picks):
             continue
         b.guard(run_key, item.mod)
@@ -388,7 +402,7 @@ def _guard_runs(
         if run.get("parallelism"):
             b.compares.append(c.unchanged_since(ctx.keys.own(run["id"], ""), ctx.client.revision))
         if run["state"] == RunState.PENDING.value:
-            run.update(state=RunState.RUNNING.value, started_at=now)
+            run.update({"state": RunState.RUNNING.value, "started_at": now})
             b.put(run_key, run)
             after[run_key] = c.Item(run_key, dumps(run), item.create, 0, 0)
     return after
@@ -459,12 +473,13 @@ def claim_writes(
             "started_at": now,
         }
     )
-    owner = {"worker": worker_id, "attempt": number, "nonce": nonce, "slot": slot}
+    owner: OwnRec = {"worker": worker_id, "attempt": number, "nonce": nonce, "slot": slot}
     b.put(keys.own(p.run_id, task_id), owner, lease_id)
     for name, _ in cluster.entry_locks(p.entry):  # held under the lease: a dead holder frees it
-        holder = {"worker": worker_id, "attempt": number}
+        holder: LockRec = {"worker": worker_id, "attempt": number}
         b.put(keys.lock_key(name, p.run_id, task_id), holder, lease_id)
-    b.put(keys.held(worker_id, p.run_id, task_id), {"attempt": number})
+    held: HeldRec = {"attempt": number}
+    b.put(keys.held(worker_id, p.run_id, task_id), held)
     p.written = dumps(p.rec)
     b.put(p.task.key, p.written)
 
@@ -478,8 +493,13 @@ def _claimed_anyway(ctx: Ctx, picks: list[Pick], nonce: str) -> tuple[int, list[
     except errors.StoreError:
         return 0, []
     owns = [found.get(k) for k in keys]
-    slots = [i for i, own in enumerate(owns) if own and loads(own.value).get("nonce") == nonce]
+    slots = [i for i, own in enumerate(owns) if own and _nonce(own) == nonce]
     return (owns[slots[0]].create, slots) if slots else (0, [])  # type: ignore[union-attr]
+
+
+def _nonce(own: c.Item) -> str | None:
+    value: OwnRec = loads(own.value)
+    return value.get("nonce")
 
 
 def leases_of(
@@ -497,9 +517,9 @@ def leases_of(
     decoded: dict[str, RunRec] = {}
     for slot, p in zip(slots or range(len(picks)), picks, strict=True):
         run_key = ctx.keys.run(p.run_id)
-        run = decoded.get(run_key) or decoded.setdefault(run_key, loads(runs[run_key].value))
+        run = decoded.get(run_key) or decoded.setdefault(run_key, load_run(runs[run_key].value))
         outputs = {
-            r: dict(loads(found[k].value).get("outputs") or {})
+            r: _outputs(found[k])
             for r in p.rec.get("refs", [])
             if (k := ctx.keys.task(p.run_id, r)) in found
         }
@@ -521,3 +541,8 @@ def leases_of(
             )
         )
     return out
+
+
+def _outputs(task: c.Item) -> dict[str, str]:
+    rec: TaskRec = loads(task.value)
+    return dict(rec.get("outputs") or {})

@@ -34,13 +34,20 @@ from runner.models import (
     WorkerInfo,
 )
 from runner.store.etcd import client as c
+from runner.store.etcd import records
 from runner.store.etcd.context import Cluster, Ctx, WorkerView
 from runner.store.etcd.keys import PRIORITY_BIAS, Keys
 from runner.store.etcd.records import (
     DispatchRec,
     RunRec,
     dumps,
-    loads,
+    load_dispatch,
+    load_entry,
+    load_leader,
+    load_lock,
+    load_run,
+    load_task,
+    load_worker,
 )
 
 CHUNK = 30  # tasks per assign/unassign transaction (3 operations each)
@@ -61,7 +68,7 @@ def spec_locks(spec: dict[str, Any]) -> list[dispatch.LockSpec]:
 def entry_locks(entry: c.Item) -> list[dispatch.LockSpec]:
     if b'"lk"' not in entry.value:
         return []  # most entries: no decoding
-    return [(str(n), int(lim)) for n, lim in loads(entry.value).get("lk") or ()]
+    return [(str(n), int(lim)) for n, lim in load_entry(entry.value).get("lk") or ()]
 
 
 def reserved(run: RunRec, mode: tuple[bool, str], *, assigned: bool = False) -> bool:
@@ -88,13 +95,13 @@ def refresh(client: c.Client, keys: Keys, cl: Cluster, worker_id: str) -> Worker
     ]
     responses, rev = client.reads(ops, "cluster view")
     me, leader, default = (c.items_of([responses[i]]) for i in (0, 2, 3))
-    owner = loads(leader[0].value).get("candidate") if leader else None
-    mode = loads(default[0].value) if default else {}
-    strategy = str(mode.get("strategy", dispatch.PULL)) if mode.get("owner") == owner else "pull"
+    owner = load_leader(leader[0].value).get("candidate") if leader else None
+    mode = load_dispatch(default[0].value) if default else None
+    strategy = mode["strategy"] if mode and mode["owner"] == owner else dispatch.PULL
     cl.mode = (owner is not None, strategy)
     view = WorkerView(
         rev=rev,
-        draining=bool(me) and bool(loads(me[0].value).get("draining")),
+        draining=bool(me) and bool(load_worker(me[0].value).get("draining")),
         assigned=c.items_of([responses[1]]),
     )
     cl.views[worker_id] = view
@@ -112,7 +119,7 @@ def assign(
     task_keys = [keys.task(r, t) for (r, t), _ in assignments]
     workers = {keys.worker(w) for _, w in assignments}
     found, _ = client.read_many([*task_keys, *workers])
-    qkeys = [loads(found[k].value).get("qkey") for k in task_keys if k in found]
+    qkeys = [load_task(found[k].value).get("qkey") for k in task_keys if k in found]
     entries, _ = client.read_many(k for k in qkeys if k)
     done: list[TaskKey] = []
     rev = 0
@@ -124,9 +131,9 @@ def assign(
         for ((run_id, task_id), worker_id), task_key in todo[start : start + CHUNK]:
             worker = found.get(keys.worker(worker_id))
             task = found.get(task_key)
-            if worker is None or loads(worker.value).get("draining") or task is None:
+            if worker is None or load_worker(worker.value).get("draining") or task is None:
                 continue
-            rec = loads(task.value)
+            rec = load_task(task.value)
             entry = entries.get(rec.get("qkey") or "")
             if entry is None or not entry.key.startswith(keys.queue()):
                 continue
@@ -165,7 +172,7 @@ def _unassign_some(client: c.Client, keys: Keys, items: list[c.Item]) -> int:
         task = tasks.get(keys.task(*keys.task_of(item.key)))
         if task is None:
             continue
-        rec = loads(task.value)
+        rec = load_task(task.value)
         if rec.get("qkey") != item.key:
             continue  # claimed or cancelled meanwhile: nothing to put back
         qkey = keys.queue_key_of(item.key)
@@ -190,7 +197,7 @@ def drain(client: c.Client, keys: Keys, name: str) -> tuple[list[str], int]:
     ids: list[str] = []
     rev = 0
     for item in client.scan(keys.worker()):
-        value = loads(item.value)
+        value = load_worker(item.value)
         if name not in (value.get("name"), value.get("id")):
             continue
         value["draining"] = True
@@ -216,9 +223,9 @@ def holders(client: c.Client, keys: Keys, names: Iterable[str]) -> tuple[dict[st
 
 def live_workers(client: c.Client, keys: Keys, *, loads_too: bool) -> list[WorkerInfo]:
     """Live workers by name; with `loads_too`, running (held attempts) and assigned counted."""
-    infos = [loads(i.value) for i in client.scan(keys.worker())]
+    infos = [load_worker(i.value) for i in client.scan(keys.worker())]
     infos.sort(key=lambda d: (d["name"], d["id"]))
-    out = [WorkerInfo(**{k: v for k, v in d.items() if k not in ("ttl", "lease")}) for d in infos]
+    out = [records.worker_info(d) for d in infos]
     if not loads_too or not out:
         return out
     prefixes = [p for w in out for p in (keys.held(w.id), keys.assign_prefix(w.id))]
@@ -239,11 +246,11 @@ def view(
     if default == dispatch.PULL and not non_pull_runs(client, keys, cl):
         return DispatchView()
     entries = client.first(keys.queue(), limit)[0]
-    due = [e for e in entries if float(loads(e.value).get("nb", 0)) <= now]
+    due = [e for e in entries if float(load_entry(e.value).get("nb", 0)) <= now]
     held, _ = holders(client, keys, (n for e in due for n, _ in entry_locks(e)))
     tasks: list[ReadyTask] = []
     for e in due:
-        value = loads(e.value)
+        value = load_entry(e.value)
         dsp = value.get("dsp")
         if (dsp or default) == dispatch.PULL or not dispatch.locks_free(entry_locks(e), held):
             continue
@@ -275,7 +282,7 @@ def non_pull_runs(client: c.Client, keys: Keys, cl: Cluster) -> bool:
         found, _ = client.read_many(keys.run(r) for r in missing)
         for r in missing:
             item = found.get(keys.run(r))
-            cl.run_dispatch[r] = None if item is None else loads(item.value).get("dispatch")
+            cl.run_dispatch[r] = None if item is None else load_run(item.value).get("dispatch")
     return any((cl.run_dispatch.get(r) or dispatch.PULL) != dispatch.PULL for r in active)
 
 
@@ -284,7 +291,7 @@ def list_locks(client: c.Client, keys: Keys) -> list[LockInfo]:
     held: dict[str, list[LockHolder]] = {}
     for item in client.scan(keys.lock_prefix()):
         name, run_id, task_id = keys.split(item.key, "lock")
-        value = loads(item.value)
+        value = load_lock(item.value)
         held.setdefault(name, []).append(
             LockHolder(
                 run_id=run_id,
@@ -317,7 +324,7 @@ def loads_limit(client: c.Client, keys: Keys, name: str, hs: list[LockHolder]) -
     if name.startswith("mutex:"):
         return 1
     item = client.get(keys.task(hs[0].run_id, hs[0].task_id))
-    locks = spec_locks(loads(item.value)["spec"]) if item is not None else []
+    locks = spec_locks(load_task(item.value)["spec"]) if item is not None else []
     return next((lim for n, lim in locks if n == name), len(hs))
 
 

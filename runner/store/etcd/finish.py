@@ -33,7 +33,15 @@ from runner.store.etcd import claim as claim_mod
 from runner.store.etcd import client as c
 from runner.store.etcd import cluster, flow, handoff, logs
 from runner.store.etcd.context import MAX_OPS, Ctx, Seen, owns
-from runner.store.etcd.records import RunRec, TaskRec, claim_revision, dumps, loads
+from runner.store.etcd.records import (
+    QueueEntry,
+    RunRec,
+    TaskRec,
+    claim_revision,
+    dumps,
+    load_run,
+    load_task,
+)
 from runner.store.etcd.runs import MAX_BYTES
 
 logger = logging.getLogger(__name__)
@@ -379,7 +387,7 @@ def _complete_reads(ctx: Ctx, lease: Lease, tail: bytes, seen: Seen) -> Seen:
     """`seen` with every needed key known (read in one round trip when some are not)."""
     task = seen.get(ctx.keys.task(lease.run_id, lease.task_id))
     for _ in range(2):  # the successors are known once the task record is
-        rec = None if task is None else loads(task.value)
+        rec = None if task is None else load_task(task.value)
         missing = [k for k in _needed(ctx, lease, tail, rec) if k not in seen]
         if not missing:
             return seen
@@ -437,9 +445,9 @@ def _prepare(
         if lease.token in ctx.uncertain and _recorded(task, lease):
             # an earlier call committed: its follow-up remains, and its hand-off
             assert task is not None
-            return handoff.recover(ctx, lease.token, run_id, loads(task.value), taker)
+            return handoff.recover(ctx, lease.token, run_id, load_task(task.value), taker)
         raise errors.LeaseLost(run_id, task_id, lease.attempt)
-    rec, run = loads(task.value), loads(run_item.value)
+    rec, run = load_task(task.value), load_run(run_item.value)
     halted = bool(run.get("halted"))
     b = flow.Batch(compares=[c.created_at(own_key, claim_revision(lease.token))])
     b.guard(task_key, task.mod)
@@ -487,7 +495,8 @@ def _expect(ctx: Ctx, queued: list[tuple[c.Item, TaskRec]], run_item: c.Item, re
     for item, rec in queued:
         if rec["state"] != TaskState.READY.value or not rec.get("qkey"):
             continue
-        value = dumps({"nb": 0.0, "sel": rec["spec"].get("selector") or {}})
+        head: QueueEntry = {"nb": 0.0, "sel": rec["spec"].get("selector") or {}}
+        value = dumps(head)
         entry = c.Item(rec["qkey"], value, rev, rev, 0)
         out.append((entry, c.Item(item.key, dumps(rec), item.create, rev, 0), run_item))
     ctx.ahead = sorted(out, key=lambda e: e[0].key)
@@ -499,7 +508,7 @@ def _recorded(task: c.Item | None, lease: Lease) -> bool:
     """The task's record already holds this token's result (a finish whose reply was lost)."""
     if task is None:
         return False
-    attempts = loads(task.value).get("attempts", [])
+    attempts = load_task(task.value).get("attempts", [])
     if len(attempts) < lease.attempt:
         return False
     a = attempts[lease.attempt - 1]
@@ -546,7 +555,7 @@ def _successors(
         return []
     flow.arrive(b, ctx.keys, run["id"], rec)  # at its wide successors
     succs = {
-        s: (item, loads(item.value))
+        s: (item, load_task(item.value))
         for s in flow.narrow_succ(rec)
         if (item := seen.get(ctx.keys.task(run["id"], s))) is not None
     }

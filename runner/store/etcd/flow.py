@@ -17,7 +17,16 @@ from runner.models import AttemptState, Outcome, Reason, RunState, TaskSpec, Tas
 from runner.store.etcd import client as c
 from runner.store.etcd import cluster
 from runner.store.etcd.keys import Keys
-from runner.store.etcd.records import RunRec, TaskRec, dumps, loads
+from runner.store.etcd.records import (
+    ArrivalRec,
+    QueueEntry,
+    RunRec,
+    TaskRec,
+    dumps,
+    load_arrival,
+    load_run,
+    load_task,
+)
 
 UNSTARTED = (TaskState.PENDING.value, TaskState.READY.value, TaskState.RETRYING.value)
 PER_TXN = 30  # tasks per transaction: 4 operations each stays under etcd's 128
@@ -55,7 +64,7 @@ def enqueue(
     rec["state"] = TaskState.RETRYING.value if not_before > now else TaskState.READY.value
     rec["ready_at"] = ready
     rec["qkey"] = qkey
-    entry = {"nb": not_before, "sel": spec.get("selector") or {}}
+    entry: QueueEntry = {"nb": not_before, "sel": spec.get("selector") or {}}
     if spec.get("mutex") or spec.get("semaphore"):
         entry["lk"] = cluster.spec_locks(spec)
     if rec.get("dsp"):
@@ -93,7 +102,7 @@ def arrive(
     arrival that finds the counter one short of its target writes a `join/` marker, so exactly
     one transaction learns that all have arrived (etcd evaluates nested compares before any
     write: no hot key to compare, no conflicts between arrivals)."""
-    state = {"st": done["state"], "af": bool(done["spec"].get("allowFailure"))}
+    state: ArrivalRec = {"st": done["state"], "af": bool(done["spec"].get("allowFailure"))}
     done_id = done["spec"]["id"]
     for succ_id, target in (done.get("fan") or {}).items():
         if only is not None and succ_id not in only:
@@ -189,7 +198,7 @@ def _drain_one(client: c.Client, keys: Keys, run_id: str, marker: c.Item, *, now
     if task is None or run is None:
         client.txn([c.mod_is(marker.key, marker.mod)], [c.delete(marker.key)], "prop")
         return
-    done_rec = loads(task.value)
+    done_rec = load_task(task.value)
     succ = done_rec.get("succ", [])
     parts = [succ[i : i + PER_TXN] for i in range(0, len(succ), PER_TXN)] or [[]]
     fan = done_rec.get("fan") or {}
@@ -200,7 +209,7 @@ def _drain_one(client: c.Client, keys: Keys, run_id: str, marker: c.Item, *, now
             succs = read_tasks(client, keys, run_id, [s for s in part if s not in fan])
             freed = freed_deps(done_id, succs)
             deps = dep_reader(client, keys, run_id, freed, known={done_id: done_rec})
-            advance(b, keys, loads(run.value), done_id, succs, deps, now=now)
+            advance(b, keys, load_run(run.value), done_id, succs, deps, now=now)
             arrive(b, keys, run_id, done_rec, only={s for s in part if s in fan})
             if i == len(parts) - 1:
                 b.delete(marker.key)
@@ -221,10 +230,10 @@ def _decide_join(client: c.Client, keys: Keys, run_id: str, marker: c.Item, *, n
         b.guard(marker.key, marker.mod)
         b.delete(marker.key)
         if item is not None and run_item is not None:
-            rec, run = loads(item.value), loads(run_item.value)
+            rec, run = load_task(item.value), load_run(run_item.value)
             if rec["state"] == TaskState.PENDING.value:
                 states = {
-                    keys.split(a.key, "arr")[2]: loads(a.value)
+                    keys.split(a.key, "arr")[2]: load_arrival(a.value)
                     for a in client.scan(keys.arrived(run_id, task_id))
                 }
                 depends = list(dict.fromkeys(rec["spec"].get("depends", [])))
@@ -251,7 +260,7 @@ def read_tasks(
 ) -> dict[str, tuple[c.Item, TaskRec]]:
     found, _ = client.read_many(keys.task(run_id, t) for t in task_ids)
     return {
-        t: (found[k], loads(found[k].value))
+        t: (found[k], load_task(found[k].value))
         for t in task_ids
         if (k := keys.task(run_id, t)) in found
     }
@@ -278,7 +287,9 @@ def cancel_unstarted(client: c.Client, keys: Keys, run_id: str) -> list[str]:
     cancelled: list[str] = []
     for _ in range(1000):
         items = [
-            i for i in client.scan(keys.task(run_id, "")) if loads(i.value)["state"] in UNSTARTED
+            i
+            for i in client.scan(keys.task(run_id, ""))
+            if load_task(i.value)["state"] in UNSTARTED
         ]
         if not items:
             break
@@ -286,7 +297,7 @@ def cancel_unstarted(client: c.Client, keys: Keys, run_id: str) -> list[str]:
             b = Batch()
             ids = []
             for item in items[start : start + PER_TXN]:
-                rec = loads(item.value)
+                rec = load_task(item.value)
                 b.guard(item.key, item.mod)
                 terminal(b, keys, run_id, rec, TaskState.CANCELLED)
                 b.put(item.key, rec)
@@ -303,14 +314,14 @@ def maybe_end(client: c.Client, keys: Keys, run_id: str, *, now: float) -> None:
         run_item = client.get(keys.run(run_id))
         if run_item is None:
             return
-        run = loads(run_item.value)
+        run = load_run(run_item.value)
         if RunState(run["state"]).terminal:
             return
         done, failed = client.counts([keys.done(run_id, ""), keys.fail(run_id, "")])
         if done < int(run["tasks_total"]):
             return
         outcome = transitions.run_outcome([(TaskState.FAILED, False)] * failed)
-        run.update(state=outcome.value, finished_at=now)
+        run.update({"state": outcome.value, "finished_at": now})
         ops = [c.put(run_item.key, dumps(run)), c.delete(keys.active(run_id))]
         if client.txn([c.mod_is(run_item.key, run_item.mod)], ops, "end run").succeeded:
             return

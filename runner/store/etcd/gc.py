@@ -30,7 +30,7 @@ from runner import errors
 from runner.models import RunState
 from runner.store.etcd import client as c
 from runner.store.etcd.keys import Keys, q
-from runner.store.etcd.records import loads
+from runner.store.etcd.records import load_run
 
 CHUNK = 100  # deletes per transaction, under etcd's default --max-txn-ops of 128
 CHECKS_PER_READ = 30  # runs whose leftovers are counted per read transaction (4 ops each)
@@ -72,7 +72,7 @@ def _expired(client: c.Client, keys: Keys, *, cutoff: float) -> list[tuple[str, 
     `done/` markers as tasks, no ownership, propagation or ending marker left), oldest first."""
     found = []
     for item in client.scan(keys.runs()):
-        run = loads(item.value)
+        run = load_run(item.value)
         finished = run.get("finished_at")
         if RunState(run["state"]).terminal and finished is not None and finished < cutoff:
             found.append((float(finished), str(run["id"]), int(run["tasks_total"]), item))
@@ -111,7 +111,7 @@ def unlink(client: c.Client, keys: Keys, run_id: str, item: c.Item) -> bool:
         c.delete(keys.ending(run_id)),
         c.put(_marker(keys, run_id), b"1"),
     ]
-    key = loads(item.value).get("key")
+    key = load_run(item.value).get("key")
     owned_key = None if key is None else client.get(keys.run_key(key))
     if owned_key is not None and owned_key.value.decode() == run_id:
         compares.append(c.mod_is(owned_key.key, owned_key.mod))

@@ -30,7 +30,7 @@ from runner.store.etcd import client as c
 from runner.store.etcd import cluster, flow, workers
 from runner.store.etcd.claim import Claimer, claim_writes, leases_of, remember
 from runner.store.etcd.context import MAX_OPS, Ctx, Pick
-from runner.store.etcd.records import TaskRec, loads
+from runner.store.etcd.records import TaskRec, load_own, load_run, load_task
 
 
 @dataclass(frozen=True)
@@ -83,7 +83,7 @@ def prepare(
 ) -> Handoff | None:
     """Replace the writes that queue the first eligible successor in `b` by a nested
     transaction that claims it for `taker` when nothing is ahead of it, else queues it."""
-    run = loads(run_item.value)
+    run = load_run(run_item.value)
     if (
         taker is None
         or run.get("parallelism")
@@ -155,13 +155,13 @@ def recover(ctx: Ctx, token: int, run_id: str, rec: TaskRec, taker: Taker | None
     owns, _ = ctx.client.read_many(keys.own(run_id, s) for s in succ)
     for task_id in succ:
         own = owns.get(keys.own(run_id, task_id))
-        if own is None or loads(own.value).get("nonce") != nonce_of(token):
+        if own is None or load_own(own.value).get("nonce") != nonce_of(token):
             continue
         found, _ = ctx.client.read_many([keys.task(run_id, task_id), keys.run(run_id)])
         task, run_item = found.get(keys.task(run_id, task_id)), found.get(keys.run(run_id))
         if task is None or run_item is None:
             raise errors.StoreError(f"handed-over task {run_id}/{task_id} has no record")
-        pick = Pick(c.Item("", b"{}", 0, 0, 0), task, run_id, loads(task.value))
+        pick = Pick(c.Item("", b"{}", 0, 0, 0), task, run_id, load_task(task.value))
         return leases_of(ctx, [pick], {run_item.key: run_item}, taker.worker_id, own.create)
     return []
 

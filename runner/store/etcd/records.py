@@ -9,11 +9,20 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any, NotRequired, TypedDict
+from typing import TYPE_CHECKING, Any, NotRequired, TypedDict
 
 import orjson
 
-from runner.models import Attempt, AttemptState, Reason, Run, RunState, TaskRecord, TaskState
+from runner.models import (
+    Attempt,
+    AttemptState,
+    Reason,
+    Run,
+    RunState,
+    TaskRecord,
+    TaskState,
+    WorkerInfo,
+)
 
 SLOT_BITS = 8  # token = claim revision << 8 | slot: tasks claimed in one txn get distinct tokens
 
@@ -40,7 +49,7 @@ class TaskRec(TypedDict):
     spec: dict[str, Any]  # TaskSpec.to_dict()
     state: str  # TaskState
     attempts: list[AttemptRec]
-    outputs: dict[str, Any]
+    outputs: dict[str, str]
     losses: int  # attempts lost to dead workers (counted ones)
     ready_at: float | None
     succ: list[str]  # successors
@@ -178,6 +187,25 @@ def loads(raw: bytes) -> Any:
     return orjson.loads(raw)
 
 
+# Typed readers: `loads` itself at run time (no call added), a record shape for mypy.
+if TYPE_CHECKING:
+
+    def load_task(raw: bytes) -> TaskRec: ...
+    def load_run(raw: bytes) -> RunRec: ...
+    def load_entry(raw: bytes) -> QueueEntry: ...
+    def load_own(raw: bytes) -> OwnRec: ...
+    def load_lock(raw: bytes) -> LockRec: ...
+    def load_worker(raw: bytes) -> WorkerRec: ...
+    def load_active(raw: bytes) -> ActiveRec: ...
+    def load_arrival(raw: bytes) -> ArrivalRec: ...
+    def load_leader(raw: bytes) -> LeaderRec: ...
+    def load_dispatch(raw: bytes) -> DispatchRec: ...
+
+else:
+    load_task = load_run = load_entry = load_own = load_lock = load_worker = loads
+    load_active = load_arrival = load_leader = load_dispatch = loads
+
+
 # ---------------------------------------------------------------------- records
 
 
@@ -289,3 +317,9 @@ def run_from_dict(d: RunRec, *, done: int = 0) -> Run:
         tasks_done=done,
         reason=d.get("reason"),
     )
+
+
+def worker_info(d: WorkerRec) -> WorkerInfo:
+    """A worker record as `list_workers` shows it."""
+    fields = {k: v for k, v in d.items() if k not in ("ttl", "lease")}
+    return WorkerInfo(**fields)  # type: ignore[arg-type]

@@ -26,6 +26,8 @@ from runner.store.etcd.records import (
     RunRec,
     TaskRec,
     dumps,
+    load_run,
+    load_task,
     loads,
     run_from_dict,
     run_to_dict,
@@ -203,8 +205,8 @@ def retry_run(client: c.Client, keys: Keys, run_id: str, *, now: float, dry_run:
     run: RunRec = loads(run_item.value)
     if not RunState(run["state"]).terminal:
         raise errors.UsageError(f"run {run_id} has not finished; only finished runs can be retried")
-    items = sorted(client.scan(keys.task(run_id, "")), key=lambda i: loads(i.value)["order"])
-    recs: Recs = {loads(i.value)["spec"]["id"]: (i, loads(i.value)) for i in items}
+    items = sorted(client.scan(keys.task(run_id, "")), key=lambda i: load_task(i.value)["order"])
+    recs: Recs = {load_task(i.value)["spec"]["id"]: (i, load_task(i.value)) for i in items}
     again = [t for t, (_, r) in recs.items() if r["state"] in ("failed", "cancelled", "skipped")]
     if dry_run or not again:
         return again
@@ -233,9 +235,11 @@ def _restart(
     """Make the retried run running again, and advance the successors of the tasks the retry
     skipped again at once (`prop/` markers, written with the running run: a drain of a
     finished run would cancel them; the first ones in the same transaction)."""
-    run = loads(run_item.value)
+    run = load_run(run_item.value)
     run_id = run["id"]
-    run.update(state=RunState.RUNNING.value, finished_at=None, reason=None, halted=False)
+    run.update(
+        {"state": RunState.RUNNING.value, "finished_at": None, "reason": None, "halted": False}
+    )
     ops = [c.put(run_item.key, dumps(run)), c.put(keys.active(run_id), dumps({"deadline": None}))]
     markers = [c.put(keys.prop(run_id, t), b"1") for t in skipped]
     first, rest = markers[: MAX_OPS - len(ops)], markers[MAX_OPS - len(ops) :]
@@ -331,7 +335,7 @@ def get_run(ctx: Ctx, cache: RunCache, run_id: str, *, tasks: bool) -> Run:
     items = c.items_of(responses[:1])
     if not items:
         raise errors.RunNotFound(run_id)
-    run = run_from_dict(loads(items[0].value), done=int(responses[1].response_range.count))
+    run = run_from_dict(load_run(items[0].value), done=int(responses[1].response_range.count))
     if not tasks:
         return run
     if rev and not responses[2].response_range.more:

@@ -12,9 +12,19 @@ from dataclasses import dataclass
 from runner.models import AttemptState, Heartbeat, Reason, RunState, TaskKey, TaskState, WorkerInfo
 from runner.store.base import MAX_LOSSES
 from runner.store.etcd import client as c
-from runner.store.etcd import cluster, flow, runs
+from runner.store.etcd import cluster, flow, records, runs
 from runner.store.etcd.context import Ctx, worker_lost
-from runner.store.etcd.records import ActiveRec, RunRec, WorkerRec, dumps, loads, token_of
+from runner.store.etcd.records import (
+    ActiveRec,
+    RunRec,
+    WorkerRec,
+    dumps,
+    load_run,
+    load_task,
+    load_worker,
+    loads,
+    token_of,
+)
 
 FULL_SWEEP_EVERY = 5.0  # seconds: a sweep runs in full at least this often
 
@@ -63,7 +73,7 @@ def heartbeat(ctx: Ctx, worker_id: str, *, now: float, running: int) -> Heartbea
     held_items = client.scan(keys.held(worker_id), keys_only=True)
     held = [keys.split(i.key, "held")[1:3] for i in held_items]
     found, _ = client.read_many(keys.run(r) for r, _ in held)
-    ended = {k for k, v in found.items() if _run_ended(loads(v.value))}
+    ended = {k for k, v in found.items() if _run_ended(load_run(v.value))}
     abort = frozenset((r, t) for r, t in held if keys.run(r) in ended)
     return Heartbeat(abort=abort, drain=bool(value.get("draining")))
 
@@ -90,7 +100,7 @@ def deregister_worker(ctx: Ctx, worker_id: str, *, now: float) -> None:
 
 def list_workers(ctx: Ctx) -> list[WorkerInfo]:
     """Live workers (their lease exists), by name."""
-    out = [worker_info(loads(i.value)) for i in ctx.client.scan(ctx.keys.worker())]
+    out = [records.worker_info(load_worker(i.value)) for i in ctx.client.scan(ctx.keys.worker())]
     return sorted(out, key=lambda w: (w.name, w.id))
 
 
@@ -177,14 +187,16 @@ def lose(
     own, task, run_item = found.get(own_key), found.get(task_key), found.get(run_key)
     if task is None or run_item is None or (own is not None and counted):
         return None
-    rec, run = loads(task.value), loads(run_item.value)
+    rec, run = load_task(task.value), load_run(run_item.value)
     b = flow.Batch()
     b.guard(held.key, held.mod)
     b.guard(task.key, task.mod)
     b.guard(run_key, run_item.mod)
     b.compares.append(c.created_at(own_key, 0 if own is None else own.create))
     attempt = rec["attempts"][-1]
-    attempt.update(state=AttemptState.LOST.value, reason=Reason.LOST.value, finished_at=now)
+    attempt.update(
+        {"state": AttemptState.LOST.value, "reason": Reason.LOST.value, "finished_at": now}
+    )
     attempt["token"] = attempt["token"] or token_of(task.mod, int(attempt.get("slot", 0)))
     rec["losses"] = int(rec.get("losses", 0)) + int(counted)
     if RunState(run["state"]).terminal:
@@ -223,8 +235,3 @@ def worker_dict(info: WorkerInfo, now: float, ttl: float, lease: int, running: i
         "ttl": ttl,
         "lease": lease,
     }
-
-
-def worker_info(d: WorkerRec) -> WorkerInfo:
-    fields = {k: v for k, v in d.items() if k not in ("ttl", "lease")}
-    return WorkerInfo(**fields)  # type: ignore[arg-type]
