@@ -14,8 +14,8 @@ import time
 import uuid
 from collections.abc import Callable
 
-from runner.store import etcd_client as c
 from runner.store.etcd import EtcdStore
+from runner.store.etcd import client as c
 
 
 def _cpu() -> float:

@@ -53,8 +53,8 @@ def _ceiling_sqlite(folder: Path, repeat: int, w1: float | None) -> benchrun.Row
 def _cas_child(url: str, seconds: float, start: float, out: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
     """One client process: compare-and-set one key in a loop (compare its mod revision, put),
     through runner's etcd client; puts its count of committed transactions."""
-    from runner.store import etcd_client as c  # the client runner itself uses
     from runner.store.etcd import EtcdStore
+    from runner.store.etcd import client as c  # the client runner itself uses
 
     store = EtcdStore.from_url(url)
     client, key = store.client, f"{store.keys.prefix}cas/{uuid.uuid4().hex}"

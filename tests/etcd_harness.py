@@ -133,18 +133,29 @@ class Cluster:
         initial = ",".join(f"{m.name}={m.peer_url}" for m in self.members)
         return [
             self.binary,
-            "--name", member.name,
-            "--data-dir", str(member.data_dir),
-            "--listen-client-urls", member.client_url,
-            "--advertise-client-urls", member.client_url,
-            "--listen-peer-urls", member.peer_url,
-            "--initial-advertise-peer-urls", member.peer_url,
-            "--initial-cluster", initial,
-            "--initial-cluster-state", "new",
-            "--initial-cluster-token", self.token,
-            "--heartbeat-interval", str(HEARTBEAT_MS),
-            "--election-timeout", str(ELECTION_MS),
-        ]  # fmt: skip
+            "--name",
+            member.name,
+            "--data-dir",
+            str(member.data_dir),
+            "--listen-client-urls",
+            member.client_url,
+            "--advertise-client-urls",
+            member.client_url,
+            "--listen-peer-urls",
+            member.peer_url,
+            "--initial-advertise-peer-urls",
+            member.peer_url,
+            "--initial-cluster",
+            initial,
+            "--initial-cluster-state",
+            "new",
+            "--initial-cluster-token",
+            self.token,
+            "--heartbeat-interval",
+            str(HEARTBEAT_MS),
+            "--election-timeout",
+            str(ELECTION_MS),
+        ]
 
     def _spawn(self, member: Member) -> None:
         with member.log_path.open("ab") as log:

@@ -54,23 +54,61 @@ def _openssl(base: Path, *args: str) -> None:
 
 def _make_ca(base: Path, name: str) -> None:
     _openssl(
-        base, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-        "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.pem", "-days", "2",
-        "-subj", f"/CN=runner test {name}",
-    )  # fmt: skip
+        base,
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        f"{name}.key",
+        "-out",
+        f"{name}.pem",
+        "-days",
+        "2",
+        "-subj",
+        f"/CN=runner test {name}",
+    )
 
 
 def _make_leaf(base: Path, name: str, *, ca: str, ext: str) -> None:
     """A key and a certificate for `name`, signed by `ca`, with the given extensions."""
     (base / f"{name}.ext").write_text(ext)
     _openssl(
-        base, "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-        "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={name}",
-    )  # fmt: skip
+        base,
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        f"{name}.key",
+        "-out",
+        f"{name}.csr",
+        "-subj",
+        f"/CN={name}",
+    )
     _openssl(
-        base, "x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.pem", "-CAkey", f"{ca}.key",
-        "-CAcreateserial", "-out", f"{name}.pem", "-days", "2", "-extfile", f"{name}.ext",
-    )  # fmt: skip
+        base,
+        "x509",
+        "-req",
+        "-in",
+        f"{name}.csr",
+        "-CA",
+        f"{ca}.pem",
+        "-CAkey",
+        f"{ca}.key",
+        "-CAcreateserial",
+        "-out",
+        f"{name}.pem",
+        "-days",
+        "2",
+        "-extfile",
+        f"{name}.ext",
+    )
 
 
 def make_pki(base: Path) -> Pki:
@@ -79,9 +117,11 @@ def make_pki(base: Path) -> Pki:
     _make_ca(base, "ca")
     _make_ca(base, "other-ca")
     _make_leaf(
-        base, "server", ca="ca",
+        base,
+        "server",
+        ca="ca",
         ext="subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n",
-    )  # fmt: skip
+    )
     _make_leaf(base, "client", ca="ca", ext="extendedKeyUsage=clientAuth\n")
     return Pki(
         ca=base / "ca.pem",
@@ -119,13 +159,29 @@ class TlsEtcd:
         client = f"https://{self.endpoint}"
         peer = f"http://127.0.0.1:{free_port()}"
         return [
-            self.binary, "--name", "tls", "--data-dir", str(self.base_dir / "data"),
-            "--listen-client-urls", client, "--advertise-client-urls", client,
-            "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
-            "--initial-cluster", f"tls={peer}",
-            "--cert-file", str(self.pki.server_cert), "--key-file", str(self.pki.server_key),
-            "--client-cert-auth", "--trusted-ca-file", str(self.pki.ca),
-        ]  # fmt: skip
+            self.binary,
+            "--name",
+            "tls",
+            "--data-dir",
+            str(self.base_dir / "data"),
+            "--listen-client-urls",
+            client,
+            "--advertise-client-urls",
+            client,
+            "--listen-peer-urls",
+            peer,
+            "--initial-advertise-peer-urls",
+            peer,
+            "--initial-cluster",
+            f"tls={peer}",
+            "--cert-file",
+            str(self.pki.server_cert),
+            "--key-file",
+            str(self.pki.server_key),
+            "--client-cert-auth",
+            "--trusted-ca-file",
+            str(self.pki.ca),
+        ]
 
     def start(self, timeout: float = 20.0) -> TlsEtcd:
         """Start the member and wait until /health answers over mutual TLS."""

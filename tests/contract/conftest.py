@@ -2,8 +2,8 @@
 
 The modules about dependencies and finishing (test_store, test_store_semantics) add
 "etcd-wide", which stores every task that has dependencies as a wide task (arrivals counted,
-see runner.store.etcd_flow.arrive): a path otherwise taken only by tasks with more than
-`etcd_flow.WIDE` dependencies.
+see runner.store.etcd.flow.arrive): a path otherwise taken only by tasks with more than
+`flow.WIDE` dependencies.
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from runner.store import Store, etcd_flow, open_store
+from runner.store import Store, open_store
+from runner.store.etcd import flow as etcd_flow
 
 BACKENDS = ["sqlite", "etcd"]
 WITH_WIDE = [*BACKENDS, "etcd-wide"]

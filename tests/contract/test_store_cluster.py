@@ -190,8 +190,9 @@ def test_semaphore_limit_holds(store: Store) -> None:
 
 
 def test_dead_holder_releases_its_lock(store: Store) -> None:
-    store.create_run(plans.plan(_mutex(task("a"), "db"), _mutex(task("b"), "db")), run_id="r1",
-                     now=T0)  # fmt: skip
+    store.create_run(
+        plans.plan(_mutex(task("a"), "db"), _mutex(task("b"), "db")), run_id="r1", now=T0
+    )
     dying = worker(store, "dying", ttl=SHORT_TTL)
     held = claim_one(store, dying)
     other = worker(store, "other")

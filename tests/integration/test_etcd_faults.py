@@ -76,18 +76,29 @@ class Harness:
 
     def worker(self, concurrency: int = 1) -> subprocess.Popen[bytes]:
         proc = self.cli.start(
-            "worker", "--concurrency", str(concurrency), "--lease-ttl", str(TTL),
-            "--drain-timeout", "1",
-        )  # fmt: skip
+            "worker",
+            "--concurrency",
+            str(concurrency),
+            "--lease-ttl",
+            str(TTL),
+            "--drain-timeout",
+            "1",
+        )
         self.workers.append(proc)
         return proc
 
     def finish(self, run_id: str, timeout: float = 40) -> dict[str, Any]:
         """Follow the run to its end (no local workers); the run as `get run -o json` shows it."""
         res = self.cli.run(
-            "apply", "--resume", run_id, "--workers", "0", "--timeout", f"{timeout}s",
+            "apply",
+            "--resume",
+            run_id,
+            "--workers",
+            "0",
+            "--timeout",
+            f"{timeout}s",
             timeout=timeout + 20,
-        )  # fmt: skip
+        )
         assert res.returncode == 0, (res.stdout, res.stderr, self.logs())
         return self.cli.get_run(run_id)
 

@@ -10,9 +10,11 @@ import pytest
 
 from runner import errors
 from runner.models import WorkerInfo
-from runner.store import etcd_client, etcd_gc, open_store
+from runner.store import open_store
 from runner.store.etcd import EtcdStore
-from runner.store.etcd_keys import q
+from runner.store.etcd import client as etcd_client
+from runner.store.etcd import gc as etcd_gc
+from runner.store.etcd.keys import q
 from tests import etcd_harness
 from tests.contract import plans
 from tests.contract.plans import T0, ok
@@ -61,7 +63,7 @@ def test_gc_completes_an_interrupted_gc(store: EtcdStore) -> None:
     _finished(store, "old")
     item = store.client.get(store.keys.run("old"))
     assert item is not None
-    assert etcd_gc._unlink(store.client, store.keys, "old", item)  # then the process died
+    assert etcd_gc.unlink(store.client, store.keys, "old", item)  # then the process died
     with pytest.raises(errors.RunNotFound):
         store.get_run("old")
     assert _run_keys(store, "old")

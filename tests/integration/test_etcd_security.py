@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from runner import config, errors
-from runner.store import etcd_client as c
 from runner.store import open_store
+from runner.store.etcd import client as c
 from tests import etcd_harness, etcd_tls
 from tests.contract import plans
 from tests.e2e.helpers import Cli, wait_for

@@ -26,12 +26,11 @@ from dataclasses import dataclass
 
 from runner import errors, transitions
 from runner.models import Lease, TaskState
-from runner.store import etcd_client as c
-from runner.store import etcd_cluster as cluster
-from runner.store import etcd_flow as flow
-from runner.store.etcd_claim import claim_writes, leases_of, remember
-from runner.store.etcd_keys import loads
-from runner.store.etcd_work import MAX_OPS, Ctx, Pick
+from runner.store.etcd import client as c
+from runner.store.etcd import cluster, flow, workers
+from runner.store.etcd.claim import Claimer, claim_writes, leases_of, remember
+from runner.store.etcd.context import MAX_OPS, Ctx, Pick
+from runner.store.etcd.records import TaskRec, load_own, load_run, load_task
 
 
 @dataclass(frozen=True)
@@ -54,6 +53,19 @@ class Handoff:
     index: int
 
 
+def taker(ctx: Ctx, worker_id: str, labels: Mapping[str, str] | None) -> Taker | None:
+    """Who a finish may hand a successor to: the worker, unless it is draining or has
+    tasks assigned by the scheduler (those come first)."""
+    try:
+        view = cluster.worker_view(ctx, worker_id)
+        lease = ctx.leases.get(worker_id) or workers.lease_of(ctx, worker_id)[0]
+    except errors.StoreError:
+        return None  # LeaseLost too: the finish itself will say so
+    if view.draining or view.assigned:
+        return None
+    return Taker(worker_id, lease, labels)
+
+
 def nonce_of(token: int) -> str:
     """The ownership nonce of a successor handed over by the finish of `token`."""
     return f"finish-{token}"
@@ -65,13 +77,13 @@ def prepare(
     taker: Taker | None,
     token: int,
     run_item: c.Item,
-    queued: list[tuple[c.Item, flow.Rec]],
+    queued: list[tuple[c.Item, TaskRec]],
     *,
     now: float,
 ) -> Handoff | None:
     """Replace the writes that queue the first eligible successor in `b` by a nested
     transaction that claims it for `taker` when nothing is ahead of it, else queues it."""
-    run = loads(run_item.value)
+    run = load_run(run_item.value)
     if (
         taker is None
         or run.get("parallelism")
@@ -80,10 +92,13 @@ def prepare(
     ):
         return None
     ready = sorted(
-        ((rec["qkey"], item, rec) for item, rec in queued
-         if rec["state"] == TaskState.READY.value and rec.get("qkey")),
+        (
+            (rec["qkey"], item, rec)
+            for item, rec in queued
+            if rec["state"] == TaskState.READY.value and rec.get("qkey")
+        ),
         key=lambda x: x[0],
-    )  # fmt: skip
+    )
     if not ready:
         return None
     qkey, item, rec = ready[0]
@@ -107,8 +122,8 @@ def prepare(
             c.created_at(ctx.keys.own(pick.run_id, spec["id"]), 0),
         ]
     )
-    claim_writes(inner, ctx.keys, pick, taker.worker_id, taker.lease_id, nonce_of(token), 0,
-                 now=now)  # fmt: skip
+    who = Claimer(taker.worker_id, taker.lease_id, nonce_of(token))
+    claim_writes(inner, ctx.keys, pick, who, 0, now=now)
     succ = flow.narrow_succ(pick.rec)
     room = MAX_OPS - len(inner.ops)
     succ_keys = [ctx.keys.task(pick.run_id, s) for s in succ] if len(succ) <= room else []
@@ -130,7 +145,7 @@ def taken(ctx: Ctx, h: Handoff | None, responses: list[object], revision: int) -
     return leases_of(ctx, [h.pick], after, h.taker.worker_id, revision)
 
 
-def recover(ctx: Ctx, token: int, run_id: str, rec: flow.Rec, taker: Taker | None) -> list[Lease]:
+def recover(ctx: Ctx, token: int, run_id: str, rec: TaskRec, taker: Taker | None) -> list[Lease]:
     """After a finish whose reply was lost: the successor its transaction handed over, if any
     (its ownership key carries the finish's nonce)."""
     succ = flow.narrow_succ(rec)  # wide successors are never handed over
@@ -140,13 +155,13 @@ def recover(ctx: Ctx, token: int, run_id: str, rec: flow.Rec, taker: Taker | Non
     owns, _ = ctx.client.read_many(keys.own(run_id, s) for s in succ)
     for task_id in succ:
         own = owns.get(keys.own(run_id, task_id))
-        if own is None or loads(own.value).get("nonce") != nonce_of(token):
+        if own is None or load_own(own.value).get("nonce") != nonce_of(token):
             continue
         found, _ = ctx.client.read_many([keys.task(run_id, task_id), keys.run(run_id)])
         task, run_item = found.get(keys.task(run_id, task_id)), found.get(keys.run(run_id))
         if task is None or run_item is None:
             raise errors.StoreError(f"handed-over task {run_id}/{task_id} has no record")
-        pick = Pick(c.Item("", b"{}", 0, 0, 0), task, run_id, loads(task.value))
+        pick = Pick(c.Item("", b"{}", 0, 0, 0), task, run_id, load_task(task.value))
         return leases_of(ctx, [pick], {run_item.key: run_item}, taker.worker_id, own.create)
     return []
 

@@ -13,10 +13,20 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from runner import transitions
-from runner.models import RunState, TaskState, When
-from runner.store import etcd_client as c
-from runner.store import etcd_cluster as cluster
-from runner.store.etcd_keys import Keys, dumps, loads
+from runner.models import AttemptState, Outcome, Reason, RunState, TaskSpec, TaskState, When
+from runner.store.etcd import client as c
+from runner.store.etcd import cluster
+from runner.store.etcd.keys import Keys
+from runner.store.etcd.records import (
+    ArrivalRec,
+    QueueEntry,
+    RunRec,
+    TaskRec,
+    dumps,
+    load_arrival,
+    load_run,
+    load_task,
+)
 
 UNSTARTED = (TaskState.PENDING.value, TaskState.READY.value, TaskState.RETRYING.value)
 PER_TXN = 30  # tasks per transaction: 4 operations each stays under etcd's 128
@@ -24,7 +34,6 @@ PER_TXN = 30  # tasks per transaction: 4 operations each stays under etcd's 128
 # dependency's finish would rewrite (a hot key, and O(n^2) bytes: a 100,000-way join's list
 # alone passes etcd's request limit); its dependencies' arrivals are counted instead.
 WIDE = 30
-Rec = dict[str, Any]
 
 
 @dataclass
@@ -46,7 +55,7 @@ class Batch:
 
 
 def enqueue(
-    b: Batch, keys: Keys, run_id: str, rec: Rec, *, now: float, not_before: float = 0.0
+    b: Batch, keys: Keys, run_id: str, rec: TaskRec, *, now: float, not_before: float = 0.0
 ) -> None:
     """Queue a task (`retrying` until `not_before` when that is in the future)."""
     spec = rec["spec"]
@@ -55,7 +64,7 @@ def enqueue(
     rec["state"] = TaskState.RETRYING.value if not_before > now else TaskState.READY.value
     rec["ready_at"] = ready
     rec["qkey"] = qkey
-    entry = {"nb": not_before, "sel": spec.get("selector") or {}}
+    entry: QueueEntry = {"nb": not_before, "sel": spec.get("selector") or {}}
     if spec.get("mutex") or spec.get("semaphore"):
         entry["lk"] = cluster.spec_locks(spec)
     if rec.get("dsp"):
@@ -63,7 +72,7 @@ def enqueue(
     b.put(qkey, entry)
 
 
-def terminal(b: Batch, keys: Keys, run_id: str, rec: Rec, state: TaskState) -> bool:
+def terminal(b: Batch, keys: Keys, run_id: str, rec: TaskRec, state: TaskState) -> bool:
     """Make a task terminal; True when it has successors to advance."""
     spec = rec["spec"]
     rec["state"] = state.value
@@ -75,23 +84,25 @@ def terminal(b: Batch, keys: Keys, run_id: str, rec: Rec, state: TaskState) -> b
     return bool(rec.get("succ"))
 
 
-def dep_of(rec: Rec) -> transitions.DepState:
+def dep_of(rec: TaskRec) -> transitions.DepState:
     return (TaskState(rec["state"]), bool(rec["spec"].get("allowFailure")))
 
 
-def narrow_succ(rec: Rec) -> list[str]:
+def narrow_succ(rec: TaskRec) -> list[str]:
     """The successors of a task that keep a `waiting` list (the others are wide)."""
     fan = rec.get("fan") or {}
     return [s for s in rec.get("succ", []) if s not in fan]
 
 
-def arrive(b: Batch, keys: Keys, run_id: str, done: Rec, *, only: set[str] | None = None) -> None:
+def arrive(
+    b: Batch, keys: Keys, run_id: str, done: TaskRec, *, only: set[str] | None = None
+) -> None:
     """Count the terminal task `done` at its wide successors (`only` those): once per
     dependency (`arr/` absent), each adds a write to the successor's counter (`cnt/`); the
     arrival that finds the counter one short of its target writes a `join/` marker, so exactly
     one transaction learns that all have arrived (etcd evaluates nested compares before any
     write: no hot key to compare, no conflicts between arrivals)."""
-    state = {"st": done["state"], "af": bool(done["spec"].get("allowFailure"))}
+    state: ArrivalRec = {"st": done["state"], "af": bool(done["spec"].get("allowFailure"))}
     done_id = done["spec"]["id"]
     for succ_id, target in (done.get("fan") or {}).items():
         if only is not None and succ_id not in only:
@@ -121,9 +132,9 @@ def joined(b: Batch, responses: list[Any]) -> bool:
 def advance(
     b: Batch,
     keys: Keys,
-    run: Rec,
+    run: RunRec,
     done_id: str,
-    succs: dict[str, tuple[c.Item, Rec]],
+    succs: dict[str, tuple[c.Item, TaskRec]],
     dep_state: Callable[[str], transitions.DepState],
     *,
     now: float,
@@ -149,7 +160,7 @@ def advance(
         b.put(item.key, rec)
 
 
-def freed_deps(done_id: str, succs: dict[str, tuple[c.Item, Rec]]) -> set[str]:
+def freed_deps(done_id: str, succs: dict[str, tuple[c.Item, TaskRec]]) -> set[str]:
     """Dependencies (other than `done_id`) of the successors this completion frees."""
     out: set[str] = set()
     for _, rec in succs.values():
@@ -187,7 +198,7 @@ def _drain_one(client: c.Client, keys: Keys, run_id: str, marker: c.Item, *, now
     if task is None or run is None:
         client.txn([c.mod_is(marker.key, marker.mod)], [c.delete(marker.key)], "prop")
         return
-    done_rec = loads(task.value)
+    done_rec = load_task(task.value)
     succ = done_rec.get("succ", [])
     parts = [succ[i : i + PER_TXN] for i in range(0, len(succ), PER_TXN)] or [[]]
     fan = done_rec.get("fan") or {}
@@ -198,7 +209,7 @@ def _drain_one(client: c.Client, keys: Keys, run_id: str, marker: c.Item, *, now
             succs = read_tasks(client, keys, run_id, [s for s in part if s not in fan])
             freed = freed_deps(done_id, succs)
             deps = dep_reader(client, keys, run_id, freed, known={done_id: done_rec})
-            advance(b, keys, loads(run.value), done_id, succs, deps, now=now)
+            advance(b, keys, load_run(run.value), done_id, succs, deps, now=now)
             arrive(b, keys, run_id, done_rec, only={s for s in part if s in fan})
             if i == len(parts) - 1:
                 b.delete(marker.key)
@@ -219,10 +230,10 @@ def _decide_join(client: c.Client, keys: Keys, run_id: str, marker: c.Item, *, n
         b.guard(marker.key, marker.mod)
         b.delete(marker.key)
         if item is not None and run_item is not None:
-            rec, run = loads(item.value), loads(run_item.value)
+            rec, run = load_task(item.value), load_run(run_item.value)
             if rec["state"] == TaskState.PENDING.value:
                 states = {
-                    keys.split(a.key, "arr")[2]: loads(a.value)
+                    keys.split(a.key, "arr")[2]: load_arrival(a.value)
                     for a in client.scan(keys.arrived(run_id, task_id))
                 }
                 depends = list(dict.fromkeys(rec["spec"].get("depends", [])))
@@ -246,20 +257,24 @@ def _decide_join(client: c.Client, keys: Keys, run_id: str, marker: c.Item, *, n
 
 def read_tasks(
     client: c.Client, keys: Keys, run_id: str, task_ids: list[str]
-) -> dict[str, tuple[c.Item, Rec]]:
+) -> dict[str, tuple[c.Item, TaskRec]]:
     found, _ = client.read_many(keys.task(run_id, t) for t in task_ids)
     return {
-        t: (found[k], loads(found[k].value))
+        t: (found[k], load_task(found[k].value))
         for t in task_ids
         if (k := keys.task(run_id, t)) in found
     }
 
 
 def dep_reader(
-    client: c.Client, keys: Keys, run_id: str, ids: set[str], known: dict[str, Rec] | None = None
+    client: c.Client,
+    keys: Keys,
+    run_id: str,
+    ids: set[str],
+    known: dict[str, TaskRec] | None = None,
 ) -> Callable[[str], transitions.DepState]:
     """A lookup of dependency states: `known` records first, the rest read now."""
-    recs: dict[str, Rec] = dict(known or {})
+    recs: dict[str, TaskRec] = dict(known or {})
     missing = [i for i in ids if i not in recs]
     if missing:
         recs.update({t: rec for t, (_, rec) in read_tasks(client, keys, run_id, missing).items()})
@@ -272,7 +287,9 @@ def cancel_unstarted(client: c.Client, keys: Keys, run_id: str) -> list[str]:
     cancelled: list[str] = []
     for _ in range(1000):
         items = [
-            i for i in client.scan(keys.task(run_id, "")) if loads(i.value)["state"] in UNSTARTED
+            i
+            for i in client.scan(keys.task(run_id, ""))
+            if load_task(i.value)["state"] in UNSTARTED
         ]
         if not items:
             break
@@ -280,7 +297,7 @@ def cancel_unstarted(client: c.Client, keys: Keys, run_id: str) -> list[str]:
             b = Batch()
             ids = []
             for item in items[start : start + PER_TXN]:
-                rec = loads(item.value)
+                rec = load_task(item.value)
                 b.guard(item.key, item.mod)
                 terminal(b, keys, run_id, rec, TaskState.CANCELLED)
                 b.put(item.key, rec)
@@ -297,14 +314,53 @@ def maybe_end(client: c.Client, keys: Keys, run_id: str, *, now: float) -> None:
         run_item = client.get(keys.run(run_id))
         if run_item is None:
             return
-        run = loads(run_item.value)
+        run = load_run(run_item.value)
         if RunState(run["state"]).terminal:
             return
         done, failed = client.counts([keys.done(run_id, ""), keys.fail(run_id, "")])
         if done < int(run["tasks_total"]):
             return
         outcome = transitions.run_outcome([(TaskState.FAILED, False)] * failed)
-        run.update(state=outcome.value, finished_at=now)
+        run.update({"state": outcome.value, "finished_at": now})
         ops = [c.put(run_item.key, dumps(run)), c.delete(keys.active(run_id))]
         if client.txn([c.mod_is(run_item.key, run_item.mod)], ops, "end run").succeeded:
             return
+
+
+# ---------------------------------------------------------------------- terminal tasks
+
+
+def complete(
+    b: Batch, keys: Keys, run_item: c.Item, run: RunRec, rec: TaskRec, state: TaskState
+) -> bool:
+    """A task became terminal: markers, failFast; True when its successors need advancing."""
+    has_succ = terminal(b, keys, run["id"], rec, state)
+    allow = bool(rec["spec"].get("allowFailure"))
+    if (
+        run.get("fail_fast")
+        and transitions.counts_as_failure(state, allow)
+        and not run.get("halted")
+    ):
+        run["halted"] = True
+        b.put(run_item.key, run)
+        b.put(keys.ending(run["id"]), b"failFast")
+    return has_succ
+
+
+def decide_outcome(
+    spec: TaskSpec, rec: TaskRec, run: RunRec, outcome: Outcome
+) -> tuple[TaskState, float | None]:
+    """The task's next state and, for a retry, its backoff."""
+    if RunState(run["state"]).terminal or outcome.reason is Reason.CANCELLED:
+        return TaskState.CANCELLED, None
+    if outcome.succeeded:
+        return TaskState.SUCCEEDED, None
+    failed = 1 + sum(1 for a in rec["attempts"][:-1] if a["state"] == AttemptState.FAILED.value)
+    delay = transitions.retry_delay(spec, failed, outcome.reason)
+    return (TaskState.RETRYING, delay) if delay is not None else (TaskState.FAILED, None)
+
+
+def settle(client: c.Client, keys: Keys, run_id: str, *, now: float) -> None:
+    """Drain the run's markers, then end it when every task is terminal."""
+    drain(client, keys, run_id, now=now)
+    maybe_end(client, keys, run_id, now=now)

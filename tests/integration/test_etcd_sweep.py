@@ -7,8 +7,9 @@ from typing import Any, cast
 
 import pytest
 
-from runner.store import Store, etcd_work
+from runner.store import Store
 from runner.store.etcd import EtcdStore
+from runner.store.etcd import workers as etcd_workers
 from tests.contract import plans
 from tests.contract.plans import T0, claim_one, states, worker
 
@@ -32,14 +33,14 @@ def test_sweep_does_not_take_a_task_claimed_between_its_reads_for_lost(
             return out
 
         suspected: list[str] = []
-        real_lose = etcd_work.lose
+        real_lose = etcd_workers.lose
 
         def lose(ctx: Any, worker_id: str, held: Any, **kw: Any) -> Any:
             suspected.append(held.key)
             return real_lose(ctx, worker_id, held, **kw)
 
         monkeypatch.setattr(sweeper.client, "scan_at", scan_at)
-        monkeypatch.setattr(etcd_work, "lose", lose)
+        monkeypatch.setattr(etcd_workers, "lose", lose)
         sweeper.sweep(now=T0)
         assert suspected == []
         assert sorted(states(cast(Store, sweeper), "r1").values()) == ["ready", "running"]

@@ -2,7 +2,7 @@
 
 A claim compares the queue entry, the task record and the run record it read, and that no
 ownership key exists; it deletes the entry and creates the ownership key on the worker's lease
-(the fencing token is that key's create revision, see `etcd_work`). It usually needs no read
+(the fencing token is that key's create revision, see `context`). It usually needs no read
 before it: the store object keeps the entries it expects at the queue head with their records
 (`Ctx.ahead`, refilled by the success branch of each claim and by finishes that queue
 successors) and commits directly, comparing their revisions and that no queue key lies before
@@ -16,16 +16,30 @@ from __future__ import annotations
 import functools
 import random
 import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
 from itertools import pairwise
 from typing import Any
 
 from runner import dispatch, errors, transitions
 from runner.models import Lease, RunContext, RunState, TaskSpec, TaskState
-from runner.store import etcd_client as c
-from runner.store import etcd_cluster as cluster
-from runner.store import etcd_flow as flow
-from runner.store.etcd_keys import Keys, dumps, loads, token_of
-from runner.store.etcd_work import MAX_OPS, Ctx, Pick, Rec, Seen, _worker_lost
+from runner.store.etcd import client as c
+from runner.store.etcd import cluster, flow, workers
+from runner.store.etcd.context import MAX_OPS, Ctx, Pick, Seen, worker_lost
+from runner.store.etcd.keys import Keys
+from runner.store.etcd.records import (
+    HeldRec,
+    LockRec,
+    OwnRec,
+    QueueEntry,
+    RunRec,
+    TaskRec,
+    dumps,
+    load_entry,
+    load_run,
+    loads,
+    token_of,
+)
 
 MISS_PAUSE = 8  # claims that read the head first after a guessed claim failed its compares
 HEAD_READS = 4  # entries whose records a claim reads for the next one
@@ -36,6 +50,41 @@ MAX_PICKS = 64  # tasks per claim transaction (each in a nested transaction: one
 
 
 def claim(
+    ctx: Ctx, worker_id: str, *, now: float, limit: int, labels: Mapping[str, str] | None
+) -> list[Lease]:
+    """See Store.claim: the worker's assignments first (read again only when the watch
+    saw a change to cluster keys), then the shared queue."""
+    view = cluster.worker_view(ctx, worker_id)
+    if view.draining:
+        return []
+    lease = ctx.leases.get(worker_id)
+    if lease is None:  # registered through another store object
+        lease, _ = workers.lease_of(ctx, worker_id)
+    leases: list[Lease] = []
+    if view.assigned:
+        ctx.cluster.views.pop(worker_id, None)  # read them again next time
+        leases = claim_assigned(ctx, worker_id, lease, view.assigned, now=now, limit=limit)
+    if len(leases) >= limit or queue_unchanged(ctx):
+        return leases
+    more = claim_queue(ctx, worker_id, lease, now=now, limit=limit - len(leases), labels=labels)
+    return leases + more
+
+
+def queue_unchanged(ctx: Ctx) -> bool:
+    """This object read an empty queue while its watch ran, and since then neither the
+    watch saw a new queue entry nor did this object write one: a claim would find nothing
+    (a worker's wait wakes on every finish, so most of its claims would be such empty
+    reads). Another's new entry whose event is still on its way wakes the wait after."""
+    empty_at, watcher = ctx.empty_at, ctx.watcher
+    return bool(
+        empty_at
+        and not ctx.ahead
+        and 0 < watcher.origin <= empty_at
+        and max(watcher.queue_rev, ctx.client.tracked_rev) <= empty_at
+    )
+
+
+def claim_queue(
     ctx: Ctx, worker_id: str, lease_id: int, *, now: float, limit: int, labels: Any
 ) -> list[Lease]:
     """Take up to `limit` ready tasks in one transaction; on a conflict with another worker,
@@ -60,6 +109,24 @@ def claim(
     return []
 
 
+def claim_assigned(
+    ctx: Ctx, worker_id: str, lease_id: int, entries: list[c.Item], *, now: float, limit: int
+) -> list[Lease]:
+    """Claim up to `limit` of the worker's assignments (`assign/{worker}/...`) in one txn."""
+    due = [e for e in entries if float(load_entry(e.value).get("nb", 0)) <= now]
+    ids = [list(ctx.keys.task_of(e.key)) for e in due]
+    run_keys = list(dict.fromkeys(ctx.keys.run(r) for r, _ in ids))
+    found, _ = ctx.client.read_many([*run_keys, *(ctx.keys.task(r, t) for r, t in ids)])
+    open_runs = {
+        k: found[k] for k in run_keys if k in found and claimable_run(load_run(found[k].value))
+    }
+    chosen = _within_limits(ctx, due, ids, open_runs, min(limit, MAX_PICKS), assigned=True)
+    picks = _picks(ctx, chosen, found)
+    if not picks:
+        return []
+    return _commit_claim(ctx, worker_id, lease_id, picks, open_runs, now=now)
+
+
 def _blind(
     ctx: Ctx, *, now: float, labels: Any, want: int
 ) -> tuple[list[Pick], dict[str, c.Item]] | None:
@@ -71,10 +138,11 @@ def _blind(
     picks: list[Pick] = []
     runs: dict[str, c.Item] = {}
     for entry, task, run_item in ahead[:want]:
-        rec, run = loads(task.value), loads(run_item.value)
+        rec: TaskRec = loads(task.value)
+        run: RunRec = loads(run_item.value)
         if (
             not _due(entry, now, labels)
-            or not _claimable_run(run)
+            or not claimable_run(run)
             or run.get("parallelism")
             or rec.get("qkey") != entry.key
             or b'"lk"' in entry.value
@@ -113,8 +181,10 @@ def _candidates(
     if spread and due:
         tier = ctx.keys.split(due[0].key, "queue")[0]
         top = [e for e in due if ctx.keys.split(e.key, "queue")[0] == tier]
-        hits = [i for i, e in enumerate(top) if tuple(ctx.keys.split(e.key, "queue")[3:5]) in
-                {tuple(g) for g in guess}]  # fmt: skip
+        guessed = {tuple(g) for g in guess}
+        hits = [
+            i for i, e in enumerate(top) if tuple(ctx.keys.split(e.key, "queue")[3:5]) in guessed
+        ]
         k = hits[0] if hits else random.randrange(len(top))
         due = top[k:] + top[:k] + due[len(top) :]
     ids = [ctx.keys.split(e.key, "queue")[3:5] for e in due]
@@ -123,7 +193,7 @@ def _candidates(
     if any(k not in found for k in wanted):  # the guess missed: one more round trip
         found.update(ctx.client.read_many(k for k in wanted if k not in found)[0])
     open_runs = {
-        k: found[k] for k in run_keys if k in found and _claimable_run(loads(found[k].value))
+        k: found[k] for k in run_keys if k in found and claimable_run(load_run(found[k].value))
     }
     chosen = _within_limits(ctx, due, ids, open_runs, want)
     taken = {e.key for e, _ in chosen}
@@ -139,10 +209,10 @@ def _picks(ctx: Ctx, chosen: list[tuple[c.Item, str]], found: dict[str, c.Item])
     picks: list[Pick] = []
     for entry, task_key in chosen:
         item = found.get(task_key)
-        rec = None if item is None else loads(item.value)
+        rec: TaskRec | None = None if item is None else loads(item.value)
         if item is None or rec is None or rec.get("qkey") != entry.key:
             continue
-        run_id = cluster.task_of(ctx.keys, entry.key)[0]
+        run_id = ctx.keys.task_of(entry.key)[0]
         picks.append(Pick(entry, item, run_id, rec, lock_rev=ctx.lock_rev))
     return picks
 
@@ -163,9 +233,14 @@ def _read_head(
 
 
 def _within_limits(
-    ctx: Ctx, due: list[c.Item], ids: list[list[str]], open_runs: dict[str, c.Item], want: int,
-    *, assigned: bool = False,
-) -> list[tuple[c.Item, str]]:  # fmt: skip
+    ctx: Ctx,
+    due: list[c.Item],
+    ids: list[list[str]],
+    open_runs: dict[str, c.Item],
+    want: int,
+    *,
+    assigned: bool = False,
+) -> list[tuple[c.Item, str]]:
     """The first `want` entries of open runs with room under their parallelism and locks, not
     reserved for the leading scheduler (unless `assigned`)."""
     room = _room(ctx, open_runs)
@@ -176,7 +251,7 @@ def _within_limits(
     )
     chosen: list[tuple[c.Item, str]] = []
     reserved = {
-        k: cluster.reserved(loads(i.value), ctx.cluster.mode, assigned=assigned)
+        k: cluster.reserved(load_run(i.value), ctx.cluster.mode, assigned=assigned)
         for k, i in open_runs.items()
     }
     for entry, (run_id, task_id) in zip(due, ids, strict=True):
@@ -205,19 +280,20 @@ def _due(entry: c.Item, now: float, labels: Any) -> bool:
 @functools.lru_cache(maxsize=256)
 def _entry_terms(value: bytes) -> tuple[float, dict[str, str]]:
     """A queue entry's not-before time and selector (most entries share one value: cached)."""
-    decoded = loads(value)
+    decoded: QueueEntry = loads(value)
     return float(decoded.get("nb", 0)), decoded.get("sel") or {}
 
 
-def _claimable_run(run: Rec) -> bool:
+def claimable_run(run: RunRec) -> bool:
     return not RunState(run["state"]).terminal and not run.get("halted")
 
 
 def _room(ctx: Ctx, runs: dict[str, c.Item]) -> dict[str, int]:
     """Free parallelism slots of the runs that have a limit (the rest are unlimited)."""
-    limited = [r for r in (loads(i.value) for i in runs.values()) if r.get("parallelism")]
+    decoded: list[RunRec] = [loads(i.value) for i in runs.values()]
+    limited = [r for r in decoded if r.get("parallelism")]
     counts = ctx.client.counts([ctx.keys.own(r["id"], "") for r in limited])
-    return {r["id"]: int(r["parallelism"]) - n for r, n in zip(limited, counts, strict=True)}
+    return {r["id"]: int(r["parallelism"] or 0) - n for r, n in zip(limited, counts, strict=True)}
 
 
 def _commit_claim(
@@ -235,6 +311,7 @@ def _commit_claim(
     another worker took meanwhile fail alone and the others are claimed."""
     keys, b = ctx.keys, flow.Batch()
     nonce = uuid.uuid4().hex
+    who = Claimer(worker_id, lease_id, nonce)
     after = _guard_runs(ctx, b, picks, runs, now=now)
     if ordered:
         b.compares.extend(_order(keys, picks, ordered))
@@ -242,7 +319,7 @@ def _commit_claim(
     at = len(b.ops)
     for slot, p in enumerate(picks):
         inner = flow.Batch()
-        _claim_ops(inner, keys, p, worker_id, lease_id, nonce, slot, now=now)
+        _claim_ops(inner, keys, p, who, slot, now=now)
         b.ops.append(c.nested(inner.compares, inner.ops))
     succ_keys = _succ_keys(keys, picks, room=MAX_OPS - HEAD_READS * 2 - 1 - len(b.ops))
     b.ops.extend(c.get(k) for k in succ_keys)  # for the finishes: no read before them
@@ -253,15 +330,17 @@ def _commit_claim(
     try:
         res = ctx.client.txn(b.compares, b.ops, "claim")
     except c.LeaseMissing:
-        raise _worker_lost(worker_id) from None
+        raise worker_lost(worker_id) from None
     except errors.StoreUnavailable:
         token, slots = _claimed_anyway(ctx, picks, nonce)
         if not slots:
             raise
         return leases_of(ctx, [picks[i] for i in slots], runs, worker_id, token, slots)
-    slots = [] if not res.succeeded else [
-        i for i in range(len(picks)) if res.responses[at + i].response_txn.succeeded
-    ]  # fmt: skip
+    slots = (
+        [i for i in range(len(picks)) if res.responses[at + i].response_txn.succeeded]
+        if res.succeeded
+        else []
+    )
     if not slots:
         return []
     ctx.failpoints.hit("claim.after_commit")
@@ -278,7 +357,7 @@ def _lock_compares(keys: Keys, picks: list[Pick]) -> list[Any]:
     """No holder was added to the picks' locks since their holders were counted."""
     rev = max(p.lock_rev for p in picks)
     names = {n for p in picks for n, _ in cluster.entry_locks(p.entry)}
-    return [c.unchanged_since(cluster.lock_prefix(keys, n), rev) for n in sorted(names)]
+    return [c.unchanged_since(keys.lock_prefix(n), rev) for n in sorted(names)]
 
 
 def _next_keys(ctx: Ctx, after: dict[str, c.Item]) -> list[str]:
@@ -315,7 +394,7 @@ def _guard_runs(
     records as the claim leaves them (mod 0: written by the claim)."""
     after: dict[str, c.Item] = {}
     for run_key, item in runs.items():
-        run = loads(item.value)
+        run: RunRec = loads(item.value)
         if not any(p.run_id == run["id"] for p in picks):
             continue
         b.guard(run_key, item.mod)
@@ -323,7 +402,7 @@ def _guard_runs(
         if run.get("parallelism"):
             b.compares.append(c.unchanged_since(ctx.keys.own(run["id"], ""), ctx.client.revision))
         if run["state"] == RunState.PENDING.value:
-            run.update(state=RunState.RUNNING.value, started_at=now)
+            run.update({"state": RunState.RUNNING.value, "started_at": now})
             b.put(run_key, run)
             after[run_key] = c.Item(run_key, dumps(run), item.create, 0, 0)
     return after
@@ -357,27 +436,33 @@ def remember(ctx: Ctx, p: Pick, slot: int, rev: int, after: dict[str, c.Item], s
     ctx.remember(token_of(rev, slot), seen)
 
 
-def _claim_ops(
-    b: flow.Batch, keys: Keys, p: Pick, worker_id: str, lease_id: int, nonce: str, slot: int,
-    *, now: float,
-) -> None:  # fmt: skip
+@dataclass(frozen=True, slots=True)
+class Claimer:
+    """Who claims, in which transaction: the worker, its lease, the claim's nonce."""
+
+    worker_id: str
+    lease_id: int
+    nonce: str
+
+
+def _claim_ops(b: flow.Batch, keys: Keys, p: Pick, who: Claimer, slot: int, *, now: float) -> None:
     b.guard(p.entry.key, p.entry.mod)
     b.guard(p.task.key, p.task.mod)
     b.compares.append(c.created_at(keys.own(p.run_id, p.rec["spec"]["id"]), 0))
     b.delete(p.entry.key)
-    claim_writes(b, keys, p, worker_id, lease_id, nonce, slot, now=now)
+    claim_writes(b, keys, p, who, slot, now=now)
 
 
 def claim_writes(
-    b: flow.Batch, keys: Keys, p: Pick, worker_id: str, lease_id: int, nonce: str, slot: int,
-    *, now: float,
-) -> None:  # fmt: skip
+    b: flow.Batch, keys: Keys, p: Pick, who: Claimer, slot: int, *, now: float
+) -> None:
     """The writes of a claim of `p` (its compares are the caller's): a new running attempt in
     the task record, the ownership key on the worker's lease, lock holders, the `held` key."""
+    worker_id, lease_id, nonce = who.worker_id, who.lease_id, who.nonce
     task_id = p.rec["spec"]["id"]
     number = len(p.rec.get("attempts", [])) + 1
     p.rec.pop("qkey", None)
-    p.rec.update(state=TaskState.RUNNING.value, waiting_reason=None)
+    p.rec.update({"state": TaskState.RUNNING.value, "waiting_reason": None})
     p.rec.setdefault("attempts", []).append(
         {
             "number": number,
@@ -388,12 +473,13 @@ def claim_writes(
             "started_at": now,
         }
     )
-    owner = {"worker": worker_id, "attempt": number, "nonce": nonce, "slot": slot}
+    owner: OwnRec = {"worker": worker_id, "attempt": number, "nonce": nonce, "slot": slot}
     b.put(keys.own(p.run_id, task_id), owner, lease_id)
     for name, _ in cluster.entry_locks(p.entry):  # held under the lease: a dead holder frees it
-        holder = {"worker": worker_id, "attempt": number}
-        b.put(cluster.lock_key(keys, name, p.run_id, task_id), holder, lease_id)
-    b.put(keys.held(worker_id, p.run_id, task_id), {"attempt": number})
+        holder: LockRec = {"worker": worker_id, "attempt": number}
+        b.put(keys.lock_key(name, p.run_id, task_id), holder, lease_id)
+    held: HeldRec = {"attempt": number}
+    b.put(keys.held(worker_id, p.run_id, task_id), held)
     p.written = dumps(p.rec)
     b.put(p.task.key, p.written)
 
@@ -407,24 +493,33 @@ def _claimed_anyway(ctx: Ctx, picks: list[Pick], nonce: str) -> tuple[int, list[
     except errors.StoreError:
         return 0, []
     owns = [found.get(k) for k in keys]
-    slots = [i for i, own in enumerate(owns) if own and loads(own.value).get("nonce") == nonce]
+    slots = [i for i, own in enumerate(owns) if own and _nonce(own) == nonce]
     return (owns[slots[0]].create, slots) if slots else (0, [])  # type: ignore[union-attr]
 
 
+def _nonce(own: c.Item) -> str | None:
+    value: OwnRec = loads(own.value)
+    return value.get("nonce")
+
+
 def leases_of(
-    ctx: Ctx, picks: list[Pick], runs: dict[str, c.Item], worker_id: str, token: int,
+    ctx: Ctx,
+    picks: list[Pick],
+    runs: dict[str, c.Item],
+    worker_id: str,
+    token: int,
     slots: list[int] | None = None,
-) -> list[Lease]:  # fmt: skip
+) -> list[Lease]:
     """The leases of claimed `picks`, at `slots` of the claim (default: 0, 1, ...)."""
     refs = {(p.run_id, r) for p in picks for r in p.rec.get("refs", [])}
     found, _ = ctx.client.read_many(ctx.keys.task(r, t) for r, t in refs)
     out: list[Lease] = []
-    decoded: dict[str, Rec] = {}
+    decoded: dict[str, RunRec] = {}
     for slot, p in zip(slots or range(len(picks)), picks, strict=True):
         run_key = ctx.keys.run(p.run_id)
-        run = decoded.get(run_key) or decoded.setdefault(run_key, loads(runs[run_key].value))
+        run = decoded.get(run_key) or decoded.setdefault(run_key, load_run(runs[run_key].value))
         outputs = {
-            r: dict(loads(found[k].value).get("outputs") or {})
+            r: _outputs(found[k])
             for r in p.rec.get("refs", [])
             if (k := ctx.keys.task(p.run_id, r)) in found
         }
@@ -446,3 +541,8 @@ def leases_of(
             )
         )
     return out
+
+
+def _outputs(task: c.Item) -> dict[str, str]:
+    rec: TaskRec = loads(task.value)
+    return dict(rec.get("outputs") or {})

@@ -1,6 +1,6 @@
 """A thin synchronous etcd v3 client on the `etcd3` package's gRPC stubs.
 
-Only this module and its `etcd_*` siblings import `etcd3`/`grpc`. It exposes exactly what the
+Only this package (runner.store.etcd) imports `etcd3`/`grpc`. It exposes exactly what the
 etcd store needs: ranges (paged), multi-key reads in one round trip, transactions with
 compares, leases, and the raw watch stub. Every response's header revision is tracked in
 `revision`. gRPC failures become `errors.StoreUnavailable` / `errors.StoreError` (`from exc`).
@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-import grpc  # type: ignore[import-untyped]  # no stubs; only etcd_* modules import it
+import grpc  # type: ignore[import-untyped]  # no stubs; only runner.store.etcd imports it
 from etcd3 import etcdrpc
 
 from runner import config, errors
@@ -169,9 +169,11 @@ def created_at(key: str, rev: int) -> Cmp:
 def version_is(key: str, version: int) -> Cmp:
     """The key has been written `version` times since it was created (0: absent)."""
     return etcdrpc.Compare(
-        key=key.encode(), target=etcdrpc.Compare.VERSION, result=etcdrpc.Compare.EQUAL,
+        key=key.encode(),
+        target=etcdrpc.Compare.VERSION,
+        result=etcdrpc.Compare.EQUAL,
         version=version,
-    )  # fmt: skip
+    )
 
 
 def nested(compare: Sequence[Cmp], success: Sequence[Op], failure: Sequence[Op] = ()) -> Op:
@@ -310,18 +312,27 @@ class Client:
         return self.scan_at(prefix, keys_only=keys_only, page=page)[0]
 
     def scan_at(
-        self, prefix: str, *, keys_only: bool = False, page: int = PAGE, min_mod: int = 0,
+        self,
+        prefix: str,
+        *,
+        keys_only: bool = False,
+        page: int = PAGE,
+        min_mod: int = 0,
         revision: int = 0,
-    ) -> tuple[list[Item], int]:  # fmt: skip
+    ) -> tuple[list[Item], int]:
         """`scan` (at `revision` when set), only keys modified at or after `min_mod` when set,
         and the read revision."""
         out: list[Item] = []
         start, end, rev = prefix.encode(), range_end(prefix), revision
         while True:
             req = etcdrpc.RangeRequest(
-                key=start, range_end=end, limit=page, keys_only=keys_only, revision=rev,
+                key=start,
+                range_end=end,
+                limit=page,
+                keys_only=keys_only,
+                revision=rev,
                 min_mod_revision=min_mod,
-            )  # fmt: skip
+            )
             resp = self.call(self.kv.Range, req, prefix, retry=True)
             self._seen(resp.header)
             rev = rev or int(resp.header.revision)
@@ -380,9 +391,12 @@ class Client:
         return list(resp.responses), int(resp.header.revision)
 
     def txn(
-        self, compare: Sequence[Cmp], success: Sequence[Op], what: str,
+        self,
+        compare: Sequence[Cmp],
+        success: Sequence[Op],
+        what: str,
         failure: Sequence[Op] = (),
-    ) -> TxnResult:  # fmt: skip
+    ) -> TxnResult:
         """One transaction: apply `success` if every compare holds, else run `failure` (reads,
         so a caller learns the current values without another round trip). Never retried
         here: a caller whose compare failed decides again."""

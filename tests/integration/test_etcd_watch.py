@@ -9,10 +9,11 @@ from typing import Any, cast
 import pytest
 
 from runner import errors
-from runner.store import Store, etcd_gc
-from runner.store import etcd_client as c
+from runner.store import Store
 from runner.store.etcd import EtcdStore
-from runner.store.etcd_watch import Watcher
+from runner.store.etcd import client as c
+from runner.store.etcd import gc as etcd_gc
+from runner.store.etcd.watch import Watcher
 from tests.contract import plans
 from tests.contract.plans import T0, claim_one, worker
 

@@ -26,11 +26,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import grpc  # type: ignore[import-untyped]  # no stubs; only etcd_* modules import it
+import grpc  # type: ignore[import-untyped]  # no stubs; only runner.store.etcd imports it
 from etcd3 import etcdrpc
 
-from runner.store import etcd_client as c
-from runner.store.etcd_keys import q
+from runner.store.etcd import client as c
+from runner.store.etcd.keys import q
 
 logger = logging.getLogger(__name__)
 

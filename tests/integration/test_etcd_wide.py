@@ -1,4 +1,4 @@
-"""Wide tasks on etcd (more dependencies than etcd_flow.WIDE): arrivals are counted, the
+"""Wide tasks on etcd (more dependencies than etcd flow.WIDE): arrivals are counted, the
 task's record is not rewritten by each dependency, and a huge fan-in fits etcd's limits."""
 
 from __future__ import annotations
@@ -12,9 +12,10 @@ import pytest
 
 from runner import bench
 from runner.models import Lease
-from runner.store import Store, etcd_flow
+from runner.store import Store
 from runner.store.etcd import EtcdStore
-from runner.store.etcd_keys import loads
+from runner.store.etcd import flow as etcd_flow
+from runner.store.etcd.records import loads
 from tests.contract import plans
 from tests.contract.plans import T0, claim_one, ok, states, worker
 

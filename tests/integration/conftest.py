@@ -1,4 +1,4 @@
-"""Fixtures of the unit tests that need a store object on the session's real etcd."""
+"""Fixtures of the integration tests that need a store object on the session's real etcd."""
 
 from __future__ import annotations
 

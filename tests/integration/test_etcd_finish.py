@@ -236,8 +236,11 @@ def test_etcd_finish_many_sends_finishes_that_write_one_join_apart(etcd_store: E
     # record: if a's request commits first, b's compare fails and b is decided again)
     assert calls.count("finish") in (2, 3)
     assert states(_s(etcd_store), "r1") == {
-        "a": "succeeded", "b": "succeeded", "c": "succeeded", "j": "ready"
-    }  # fmt: skip
+        "a": "succeeded",
+        "b": "succeeded",
+        "c": "succeeded",
+        "j": "ready",
+    }
 
 
 def test_etcd_finish_many_retry_after_lost_reply_records_each_once(

@@ -22,29 +22,29 @@ from __future__ import annotations
 
 import functools
 import itertools
-from collections.abc import Sequence
+import logging
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from runner import errors
 from runner.models import AttemptState, Lease, Outcome, Reason, TaskKey, TaskState
-from runner.store import etcd_client as c
-from runner.store import etcd_cluster as cluster
-from runner.store import etcd_flow as flow
-from runner.store import etcd_handoff as handoff
-from runner.store import etcd_logs
-from runner.store.etcd_keys import claim_revision, dumps, loads
-from runner.store.etcd_submit import MAX_BYTES
-from runner.store.etcd_work import (
-    MAX_OPS,
-    Ctx,
-    Seen,
-    append_log,
-    complete,
-    decide_outcome,
-    log_ops,
-    owns,
+from runner.store.etcd import claim as claim_mod
+from runner.store.etcd import client as c
+from runner.store.etcd import cluster, flow, handoff, logs
+from runner.store.etcd.context import MAX_OPS, Ctx, Seen, owns
+from runner.store.etcd.records import (
+    QueueEntry,
+    RunRec,
+    TaskRec,
+    claim_revision,
+    dumps,
+    load_run,
+    load_task,
 )
+from runner.store.etcd.runs import MAX_BYTES
+
+logger = logging.getLogger(__name__)
 
 _ATTEMPT_STATE = {
     TaskState.SUCCEEDED: AttemptState.SUCCEEDED,
@@ -54,17 +54,26 @@ _RECORDED = {s.value for s in AttemptState} - {AttemptState.RUNNING.value, Attem
 
 
 def finish(
-    ctx: Ctx, lease: Lease, outcome: Outcome, *, now: float, taker: handoff.Taker | None = None
-) -> tuple[bool, list[Lease]]:
-    """Record how an attempt ended (see Store.finish). Returns whether it queued tasks, and
-    the lease of a successor it handed to `taker` (see `etcd_handoff`). Raises LeaseLost on
-    a stale token, except on a retry after this object's earlier finish of the token failed
-    ambiguously (its reply lost) and the record shows that it committed: that retry succeeds
-    (and returns the successor that finish handed over, if any)."""
-    lost, queued, leases = finish_many(ctx, [(lease, outcome)], now=now, taker=taker)
-    if lost:
-        raise errors.LeaseLost(lease.run_id, lease.task_id, lease.attempt)
-    return queued, leases
+    ctx: Ctx,
+    lease: Lease,
+    outcome: Outcome,
+    *,
+    now: float,
+    claim: int,
+    labels: Mapping[str, str] | None,
+) -> list[Lease]:
+    """See Store.finish. With `claim`, the finish transaction itself hands the finishing
+    worker a successor it made ready when nothing is ahead of it in the queue (see
+    `handoff`); when it queued successors without handing one over, a claim transaction
+    follows right after it, without waiting for the watch to report them. A finish that
+    queued nothing claims nothing: the worker's claim loop claims for several slots in one
+    transaction, where one claim per slot thread would race its siblings for the same head
+    entries."""
+    taker = handoff.taker(ctx, lease.worker_id, labels) if claim > 0 else None
+    queued, leases = record(ctx, lease, outcome, now=now, taker=taker)
+    if leases or claim <= 0 or not queued:
+        return leases
+    return _claim_after(ctx, lease.worker_id, now=now, limit=claim, labels=labels)
 
 
 def finish_many(
@@ -72,9 +81,51 @@ def finish_many(
     done: Sequence[tuple[Lease, Outcome]],
     *,
     now: float,
+    claim: int,
+    labels: Mapping[str, str] | None,
+) -> tuple[list[TaskKey], list[Lease]]:
+    """See Store.finish_many: their transactions nested in one request (see
+    `record_many`), then a claim as `finish` makes one."""
+    worker_id = done[0][0].worker_id if done else ""
+    taker = handoff.taker(ctx, worker_id, labels) if claim > 0 and done else None
+    lost, queued, leases = record_many(ctx, done, now=now, taker=taker)
+    if leases or claim <= 0 or not queued:
+        return lost, leases
+    return lost, _claim_after(ctx, worker_id, now=now, limit=claim, labels=labels)
+
+
+def _claim_after(
+    ctx: Ctx, worker_id: str, *, now: float, limit: int, labels: Mapping[str, str] | None
+) -> list[Lease]:
+    try:
+        return claim_mod.claim(ctx, worker_id, now=now, limit=limit, labels=labels)
+    except errors.StoreError as exc:  # LeaseLost too: the claim loop will find out
+        logger.debug("claim after finish failed: %s", exc)
+        return []
+
+
+def record(
+    ctx: Ctx, lease: Lease, outcome: Outcome, *, now: float, taker: handoff.Taker | None = None
+) -> tuple[bool, list[Lease]]:
+    """Record how an attempt ended. Returns whether it queued tasks, and
+    the lease of a successor it handed to `taker` (see `handoff`). Raises LeaseLost on
+    a stale token, except on a retry after this object's earlier finish of the token failed
+    ambiguously (its reply lost) and the record shows that it committed: that retry succeeds
+    (and returns the successor that finish handed over, if any)."""
+    lost, queued, leases = record_many(ctx, [(lease, outcome)], now=now, taker=taker)
+    if lost:
+        raise errors.LeaseLost(lease.run_id, lease.task_id, lease.attempt)
+    return queued, leases
+
+
+def record_many(
+    ctx: Ctx,
+    done: Sequence[tuple[Lease, Outcome]],
+    *,
+    now: float,
     taker: handoff.Taker | None = None,
 ) -> tuple[list[TaskKey], bool, list[Lease]]:
-    """`finish` for several attempts: their transactions nested in as few requests as their
+    """`record` for several attempts: their transactions nested in as few requests as their
     keys allow (`_Layers`), the requests sent together. Returns the attempts whose token
     was stale, whether any finish queued tasks, and the successors handed to `taker`."""
     work = [_Work.of(ctx, lease, outcome) for lease, outcome in done]
@@ -124,7 +175,7 @@ def _decide(
     for w in work:
         w.seen = _complete_reads(ctx, w.lease, w.tail, w.seen)
         try:
-            prep = _prepare(ctx, w.lease, w.outcome, w.tail, w.seen, now=now, taker=taker)
+            prep = _prepare(ctx, w, now=now, taker=taker)
         except errors.LeaseLost:
             ctx.uncertain.discard(w.lease.token)
             out.lost.append(w.lease.key)
@@ -142,7 +193,7 @@ class _Layers:
     the request's others compare or write and compares nothing they write (so each decides
     on values no other one changes: etcd evaluates a request's compares before its writes,
     and rejects a key written twice in one request). Several finishes of one wide task's
-    dependencies (each puts its counter, see `etcd_flow.arrive`) go to separate requests,
+    dependencies (each puts its counter, see `flow.arrive`) go to separate requests,
     which are sent together, as finishes from several workers would be."""
 
     def __init__(self) -> None:
@@ -253,8 +304,8 @@ class _Work:
     @classmethod
     def of(cls, ctx: Ctx, lease: Lease, outcome: Outcome) -> _Work:
         tail = outcome.log_tail.encode()
-        if len(tail) > etcd_logs.CHUNK:
-            append_log(ctx, lease, outcome.log_tail)  # fenced too; keeps the finish txn small
+        if len(tail) > logs.CHUNK:
+            logs.append_log(ctx, lease, outcome.log_tail)  # fenced too; keeps the finish txn small
             tail = b""
         return cls(lease, outcome, tail, ctx.claimed.pop(lease.token, {}))
 
@@ -320,7 +371,7 @@ class _Result:
     leases: list[Lease]  # a successor handed over
 
 
-def _needed(ctx: Ctx, lease: Lease, tail: bytes, rec: flow.Rec | None) -> list[str]:
+def _needed(ctx: Ctx, lease: Lease, tail: bytes, rec: TaskRec | None) -> list[str]:
     """The keys a finish of `lease` compares: ownership, task, run, log meta, successors."""
     keys, run_id, task_id = ctx.keys, lease.run_id, lease.task_id
     out = [keys.own(run_id, task_id), keys.task(run_id, task_id), keys.run(run_id)]
@@ -336,7 +387,7 @@ def _complete_reads(ctx: Ctx, lease: Lease, tail: bytes, seen: Seen) -> Seen:
     """`seen` with every needed key known (read in one round trip when some are not)."""
     task = seen.get(ctx.keys.task(lease.run_id, lease.task_id))
     for _ in range(2):  # the successors are known once the task record is
-        rec = None if task is None else loads(task.value)
+        rec = None if task is None else load_task(task.value)
         missing = [k for k in _needed(ctx, lease, tail, rec) if k not in seen]
         if not missing:
             return seen
@@ -352,10 +403,10 @@ class _Prepared:
 
     b: flow.Batch
     needed: list[str]  # what its failure branch reads back
-    run: flow.Rec
+    run: RunRec
     run_item: c.Item
     halted: bool  # the run was halted before
-    queued: list[tuple[c.Item, flow.Rec]]
+    queued: list[tuple[c.Item, TaskRec]]
     props: bool
     handed: handoff.Handoff | None
 
@@ -378,11 +429,11 @@ class _Prepared:
 
 
 def _prepare(
-    ctx: Ctx, lease: Lease, outcome: Outcome, tail: bytes, seen: Seen, *, now: float,
-    taker: handoff.Taker | None,
-) -> _Prepared | list[Lease]:  # fmt: skip
-    """Decide one finish from `seen`; a list (the successor it handed over, if any) when an
+    ctx: Ctx, w: _Work, *, now: float, taker: handoff.Taker | None
+) -> _Prepared | list[Lease]:
+    """Decide one finish from `w.seen`; a list (the successor it handed over, if any) when an
     earlier call whose reply was lost committed it."""
+    lease, outcome, tail, seen = w.lease, w.outcome, w.tail, w.seen
     keys, run_id, task_id = ctx.keys, lease.run_id, lease.task_id
     own_key, task_key, run_key = (
         keys.own(run_id, task_id),
@@ -394,9 +445,9 @@ def _prepare(
         if lease.token in ctx.uncertain and _recorded(task, lease):
             # an earlier call committed: its follow-up remains, and its hand-off
             assert task is not None
-            return handoff.recover(ctx, lease.token, run_id, loads(task.value), taker)
+            return handoff.recover(ctx, lease.token, run_id, load_task(task.value), taker)
         raise errors.LeaseLost(run_id, task_id, lease.attempt)
-    rec, run = loads(task.value), loads(run_item.value)
+    rec, run = load_task(task.value), load_run(run_item.value)
     halted = bool(run.get("halted"))
     b = flow.Batch(compares=[c.created_at(own_key, claim_revision(lease.token))])
     b.guard(task_key, task.mod)
@@ -404,21 +455,21 @@ def _prepare(
     spec = lease.spec  # as claimed: a task's spec never changes
     needed = _needed(ctx, lease, tail, rec)
     _record_attempt(rec, lease, outcome, now=now)
-    state, delay = decide_outcome(spec, rec, run, outcome)
+    state, delay = flow.decide_outcome(spec, rec, run, outcome)
     rec["attempts"][-1]["state"] = _ATTEMPT_STATE.get(state, AttemptState.FAILED).value
     if delay is not None:
         flow.enqueue(b, keys, run_id, rec, now=now, not_before=now + delay)
-    queued: list[tuple[c.Item, flow.Rec]] = []
-    if delay is None and complete(b, keys, run_item, run, rec, state):
+    queued: list[tuple[c.Item, TaskRec]] = []
+    if delay is None and flow.complete(b, keys, run_item, run, rec, state):
         queued = _successors(ctx, b, run, task_id, rec, seen, now=now)
     if tail:
         meta_key = keys.log_meta(run_id, task_id, lease.attempt)
-        log_ops(ctx, b, lease, tail, seen.get(meta_key))
+        logs.log_ops(ctx, b, lease, tail, seen.get(meta_key))
     b.put(task_key, rec)
     b.delete(own_key)
     b.delete(keys.held(lease.worker_id, run_id, task_id))
     for name, _ in cluster.spec_locks(rec["spec"]):  # release the attempt's locks
-        b.delete(cluster.lock_key(keys, name, run_id, task_id))
+        b.delete(keys.lock_key(name, run_id, task_id))
     props = any(op.request_put.key.startswith(keys.prop().encode()) for op in b.ops)
     handed = handoff.prepare(ctx, b, taker, lease.token, run_item, queued, now=now)
     return _Prepared(b, needed, run, run_item, halted, queued, props, handed)
@@ -437,14 +488,15 @@ def _conclude(ctx: Ctx, p: _Prepared, responses: list[Any], revision: int, done:
     return _Result(tripped, p.props or joined, ended, bool(p.queued) or joined, leases)
 
 
-def _expect(ctx: Ctx, queued: list[tuple[c.Item, flow.Rec]], run_item: c.Item, rev: int) -> None:
+def _expect(ctx: Ctx, queued: list[tuple[c.Item, TaskRec]], run_item: c.Item, rev: int) -> None:
     """The successors this finish queued, as the entries its store object's next claim
     expects at the queue head (that claim compares that nothing lies before them)."""
     out = []
     for item, rec in queued:
         if rec["state"] != TaskState.READY.value or not rec.get("qkey"):
             continue
-        value = dumps({"nb": 0.0, "sel": rec["spec"].get("selector") or {}})
+        head: QueueEntry = {"nb": 0.0, "sel": rec["spec"].get("selector") or {}}
+        value = dumps(head)
         entry = c.Item(rec["qkey"], value, rev, rev, 0)
         out.append((entry, c.Item(item.key, dumps(rec), item.create, rev, 0), run_item))
     ctx.ahead = sorted(out, key=lambda e: e[0].key)
@@ -456,14 +508,14 @@ def _recorded(task: c.Item | None, lease: Lease) -> bool:
     """The task's record already holds this token's result (a finish whose reply was lost)."""
     if task is None:
         return False
-    attempts = loads(task.value).get("attempts", [])
+    attempts = load_task(task.value).get("attempts", [])
     if len(attempts) < lease.attempt:
         return False
     a = attempts[lease.attempt - 1]
     return int(a.get("token") or 0) == lease.token and a.get("state") in _RECORDED
 
 
-def _record_attempt(rec: flow.Rec, lease: Lease, outcome: Outcome, *, now: float) -> None:
+def _record_attempt(rec: TaskRec, lease: Lease, outcome: Outcome, *, now: float) -> None:
     attempt = rec["attempts"][-1]
     if int(attempt["number"]) != lease.attempt:
         raise errors.LeaseLost(lease.run_id, lease.task_id, lease.attempt)
@@ -473,11 +525,13 @@ def _record_attempt(rec: flow.Rec, lease: Lease, outcome: Outcome, *, now: float
         else Reason.EXIT
     )
     attempt.update(
-        token=lease.token,
-        exit_code=outcome.exit_code,
-        reason=reason.value,
-        error=outcome.error,
-        finished_at=now,
+        {
+            "token": lease.token,
+            "exit_code": outcome.exit_code,
+            "reason": reason.value,
+            "error": outcome.error,
+            "finished_at": now,
+        }
     )
     if outcome.started_at is not None:
         attempt["started_at"] = outcome.started_at
@@ -485,9 +539,15 @@ def _record_attempt(rec: flow.Rec, lease: Lease, outcome: Outcome, *, now: float
 
 
 def _successors(
-    ctx: Ctx, b: flow.Batch, run: flow.Rec, task_id: str, rec: flow.Rec, seen: Seen, *,
+    ctx: Ctx,
+    b: flow.Batch,
+    run: RunRec,
+    task_id: str,
+    rec: TaskRec,
+    seen: Seen,
+    *,
     now: float,
-) -> list[tuple[c.Item, flow.Rec]]:  # fmt: skip
+) -> list[tuple[c.Item, TaskRec]]:
     """Advance a few successors in this transaction (returned, as written); many, through a
     `prop/` marker."""
     if len(rec.get("succ", [])) > flow.PER_TXN:
@@ -495,7 +555,7 @@ def _successors(
         return []
     flow.arrive(b, ctx.keys, run["id"], rec)  # at its wide successors
     succs = {
-        s: (item, loads(item.value))
+        s: (item, load_task(item.value))
         for s in flow.narrow_succ(rec)
         if (item := seen.get(ctx.keys.task(run["id"], s))) is not None
     }

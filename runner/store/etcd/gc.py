@@ -11,7 +11,7 @@ midway is completed by the next one, which starts with the markers it finds.
 
 Afterwards the key-value history is compacted up to the current revision minus
 `KEEP_REVISIONS` (deleted keys otherwise stay in etcd's history, and its database, until
-compaction). Watches that fall behind a compaction restart and re-read (`etcd_watch`); the
+compaction). Watches that fall behind a compaction restart and re-read (`watch`); the
 window keeps paged reads at a fixed revision, which take seconds at most, well clear of it.
 Compaction frees space inside etcd's database for reuse; `etcdctl defrag` returns it to the
 file system (an operator's choice: it blocks the member while it runs).
@@ -28,8 +28,9 @@ from etcd3 import etcdrpc
 
 from runner import errors
 from runner.models import RunState
-from runner.store import etcd_client as c
-from runner.store.etcd_keys import Keys, loads, q
+from runner.store.etcd import client as c
+from runner.store.etcd.keys import Keys, q
+from runner.store.etcd.records import load_run
 
 CHUNK = 100  # deletes per transaction, under etcd's default --max-txn-ops of 128
 CHECKS_PER_READ = 30  # runs whose leftovers are counted per read transaction (4 ops each)
@@ -48,7 +49,7 @@ def gc(
     if dry_run:
         return [item_run_id for item_run_id, _ in expired]
     resumed = [keys.split(i.key, "gc")[0] for i in client.scan(_marker(keys, ""), keys_only=True)]
-    deleted = [run_id for run_id, item in expired if _unlink(client, keys, run_id, item)]
+    deleted = [run_id for run_id, item in expired if unlink(client, keys, run_id, item)]
     if resumed or deleted:
         _purge(client, keys, list(dict.fromkeys(resumed + deleted)))
         compact(client)
@@ -71,7 +72,7 @@ def _expired(client: c.Client, keys: Keys, *, cutoff: float) -> list[tuple[str, 
     `done/` markers as tasks, no ownership, propagation or ending marker left), oldest first."""
     found = []
     for item in client.scan(keys.runs()):
-        run = loads(item.value)
+        run = load_run(item.value)
         finished = run.get("finished_at")
         if RunState(run["state"]).terminal and finished is not None and finished < cutoff:
             found.append((float(finished), str(run["id"]), int(run["tasks_total"]), item))
@@ -100,7 +101,7 @@ def _settled_ops(keys: Keys, run_id: str) -> list[c.Op]:
 # ---------------------------------------------------------------------- deleting
 
 
-def _unlink(client: c.Client, keys: Keys, run_id: str, item: c.Item) -> bool:
+def unlink(client: c.Client, keys: Keys, run_id: str, item: c.Item) -> bool:
     """Make the run disappear in one transaction, unless it changed since it was read (a
     retry, say); True when it did."""
     compares = [c.mod_is(item.key, item.mod)]
@@ -110,7 +111,7 @@ def _unlink(client: c.Client, keys: Keys, run_id: str, item: c.Item) -> bool:
         c.delete(keys.ending(run_id)),
         c.put(_marker(keys, run_id), b"1"),
     ]
-    key = loads(item.value).get("key")
+    key = load_run(item.value).get("key")
     owned_key = None if key is None else client.get(keys.run_key(key))
     if owned_key is not None and owned_key.value.decode() == run_id:
         compares.append(c.mod_is(owned_key.key, owned_key.mod))

@@ -1,0 +1,430 @@
+"""Runs on etcd: submit and retry them within etcd's limits (128 operations, 1.5 MiB per
+request), read, list and cancel them.
+
+A run's task records and first queue entries are written in chunks while the run record does
+not exist; workers skip queue entries of runs they cannot read, so the run becomes visible in
+one step when the last transaction writes its record. The chunks are independent, so several
+are in flight at once (etcd commits concurrent requests with one disk sync).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from collections import defaultdict, deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from runner import errors, transitions
+from runner.models import Plan, Run, RunState, TaskRecord, TaskState, When
+from runner.store.etcd import client as c
+from runner.store.etcd import cluster, flow
+from runner.store.etcd.context import Ctx
+from runner.store.etcd.keys import Keys
+from runner.store.etcd.records import (
+    ActiveRec,
+    RunRec,
+    TaskRec,
+    dumps,
+    load_run,
+    load_task,
+    loads,
+    run_from_dict,
+    run_to_dict,
+    task_record,
+    waiting_reason,
+)
+
+MAX_BYTES = 1024 * 1024  # per transaction, under etcd's 1.5 MiB request limit
+MAX_OPS = 100
+IN_FLIGHT = 8  # chunks sent at once (bounded: a 100,000-task run is not held in memory whole)
+RUNS_CACHED = 8  # runs whose task records get_run keeps, to read only what changed
+Recs = dict[str, tuple[c.Item, TaskRec]]  # task id -> its item and record
+
+
+def task_records(plan: Plan) -> list[TaskRec]:
+    """The stored record of every task: spec, state, successors and output references."""
+    succ: dict[str, list[str]] = defaultdict(list)
+    by_name: dict[str, list[str]] = defaultdict(list)
+    for t in plan.tasks:
+        by_name[t.name].append(t.id)
+        for d in t.depends:
+            succ[d].append(t.id)
+    ids = {t.id for t in plan.tasks}
+    wide = {t.id: len(set(t.depends)) for t in plan.tasks if len(set(t.depends)) > flow.WIDE}
+    out: list[TaskRec] = []
+    for i, t in enumerate(plan.tasks):
+        refs = sorted(
+            {r2 for r in transitions.output_refs(t) for r2 in ([r] if r in ids else by_name[r])}
+        )
+        rec: TaskRec = {
+            "order": i,
+            "spec": t.to_dict(),
+            "state": TaskState.PENDING.value,
+            "attempts": [],
+            "outputs": {},
+            "losses": 0,
+            "ready_at": None,
+            "succ": succ[t.id],
+            "refs": refs,
+        }
+        if t.id in wide:
+            rec["wide"] = wide[t.id]  # arrivals are counted (see flow.arrive)
+        else:
+            rec["waiting"] = list(dict.fromkeys(t.depends))
+        if fan := {s: wide[s] for s in succ[t.id] if s in wide}:
+            rec["fan"] = fan  # its wide successors, with the arrivals each waits for
+        out.append(rec)
+    return out
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NewRun:
+    """What `create_run` stores: the plan and the run's identity."""
+
+    plan: Plan
+    run_id: str
+    now: float
+    key: str | None
+    scheduled_time: float | None
+
+    def run(self) -> Run:
+        plan = self.plan
+        return Run(
+            id=self.run_id,
+            workflow=plan.workflow,
+            state=RunState.PENDING,
+            params=dict(plan.params),
+            created_at=self.now,
+            key=self.key,
+            scheduled_time=self.scheduled_time,
+            plan_hash=plan.hash,
+            tasks_total=len(plan.tasks),
+        )
+
+
+def create_run(ctx: Ctx, new: NewRun) -> Run:
+    """Store a run (see Store.create_run)."""
+    client, keys, plan, run_id, key = ctx.client, ctx.keys, new.plan, new.run_id, new.key
+    _check_new(client, keys, run_id, key)
+    run = new.run()
+    deadline = None if plan.timeout is None else new.now + plan.timeout
+    written = _write_tasks(ctx, new)
+    final = flow.Batch(compares=[c.created_at(keys.run(run_id), 0)])
+    record = run_to_dict(
+        run, fail_fast=plan.fail_fast, parallelism=plan.parallelism, dispatch=plan.dispatch
+    )
+    final.put(keys.run(run_id), record)
+    active: ActiveRec = {"deadline": deadline}
+    final.put(keys.active(run_id), active)
+    if key is not None:
+        final.compares.append(c.created_at(keys.run_key(key), 0))
+        final.put(keys.run_key(key), run_id.encode())
+    if not client.txn(final.compares, final.ops, "create run").succeeded:
+        client.txn([], [c.delete(k) for k in written if "/queue/" in k], "undo")
+        _check_new(client, keys, run_id, key)
+        raise errors.RunExists(run_id, key or run_id)
+    return run
+
+
+def _write_tasks(ctx: Ctx, new: NewRun) -> list[str]:
+    """Write the run's task records and first queue entries in chunks; the keys written."""
+    keys, plan, run_id = ctx.keys, new.plan, new.run_id
+    chunks = _Chunks(ctx.client, ctx.senders())
+    batch = flow.Batch(compares=[c.created_at(keys.run(run_id), 0)])
+    size = 0
+    for rec in task_records(plan):
+        if plan.dispatch:
+            rec["dsp"] = plan.dispatch  # copied into its queue entries, for the dispatcher
+        starts = not rec.get("waiting") and not rec.get("wide")
+        if starts:
+            flow.enqueue(batch, keys, run_id, rec, now=new.now)
+        value = dumps(rec)
+        if batch.ops and (len(batch.ops) + 2 > MAX_OPS or size + len(value) > MAX_BYTES):
+            queued = batch.ops.pop() if starts else None  # this record's entry goes with it
+            chunks.send(batch)
+            batch, size = flow.Batch(compares=[c.created_at(keys.run(run_id), 0)]), 0
+            if queued is not None:
+                batch.ops.append(queued)
+        size += len(value)
+        batch.put(keys.task(run_id, rec["spec"]["id"]), value)
+    chunks.send(batch)
+    return chunks.wait()
+
+
+class _Chunks:
+    """A run's chunks in flight, at most IN_FLIGHT at once."""
+
+    def __init__(self, client: c.Client, senders: ThreadPoolExecutor) -> None:
+        self.client, self.senders = client, senders
+        self.pending: deque[Future[list[str]]] = deque()
+        self.written: list[str] = []
+
+    def send(self, batch: flow.Batch) -> None:
+        if not batch.ops:
+            return
+        if len(self.pending) >= IN_FLIGHT:
+            self._settle(self.pending.popleft())
+        self.pending.append(self.senders.submit(self._write, batch))
+
+    def wait(self) -> list[str]:
+        """The keys written, once every chunk is."""
+        while self.pending:
+            self._settle(self.pending.popleft())
+        return self.written
+
+    def _settle(self, sent: Future[list[str]]) -> None:
+        try:
+            self.written += sent.result()
+        except BaseException:
+            for other in self.pending:
+                other.exception()  # the others end before the failure is raised
+            self.pending.clear()
+            raise
+
+    def _write(self, batch: flow.Batch) -> list[str]:
+        if not self.client.txn(batch.compares, batch.ops, "create run tasks").succeeded:
+            raise errors.StoreError("create run: the run appeared while its tasks were written")
+        return [op.request_put.key.decode() for op in batch.ops]
+
+
+def _check_new(client: c.Client, keys: Keys, run_id: str, key: str | None) -> None:
+    if client.get(keys.run(run_id)) is not None:
+        raise errors.RunExists(run_id, key or run_id)
+    if key is not None:
+        existing = client.get(keys.run_key(key))
+        if existing is not None:
+            raise errors.RunExists(existing.value.decode(), key)
+
+
+def retry_run(client: c.Client, keys: Keys, run_id: str, *, now: float, dry_run: bool) -> list[str]:
+    """Re-run the failed, cancelled and skipped tasks of a finished run (see Store.retry_run)."""
+    run_item = client.get(keys.run(run_id))
+    if run_item is None:
+        raise errors.RunNotFound(run_id)
+    run: RunRec = loads(run_item.value)
+    if not RunState(run["state"]).terminal:
+        raise errors.UsageError(f"run {run_id} has not finished; only finished runs can be retried")
+    items = sorted(client.scan(keys.task(run_id, "")), key=lambda i: load_task(i.value)["order"])
+    recs: Recs = {load_task(i.value)["spec"]["id"]: (i, load_task(i.value)) for i in items}
+    again = [t for t, (_, r) in recs.items() if r["state"] in ("failed", "cancelled", "skipped")]
+    if dry_run or not again:
+        return again
+    chosen = set(again)
+    retry = Retry(run_id=run_id, chosen=chosen, recs=recs, now=now)
+    retry.targets.update(_reset_arrivals(client, keys, run_id, recs, chosen))
+    skipped: list[str] = []  # decided skipped again at once: their successors must hear of it
+    for start in range(0, len(again), flow.PER_TXN):
+        b = flow.Batch()
+        for task_id in again[start : start + flow.PER_TXN]:
+            item, rec = recs[task_id]
+            _reset(b, keys, retry, rec)
+            if rec["state"] == TaskState.SKIPPED.value and rec.get("succ"):
+                skipped.append(task_id)
+            b.guard(item.key, item.mod)
+            b.put(item.key, rec)
+        if not client.txn(b.compares, b.ops, "retry tasks").succeeded:
+            raise errors.StoreError(f"retry {run_id}: the run changed meanwhile; try again")
+    _restart(client, keys, run_item, skipped, now=now)
+    return again
+
+
+def _restart(
+    client: c.Client, keys: Keys, run_item: c.Item, skipped: list[str], *, now: float
+) -> None:
+    """Make the retried run running again, and advance the successors of the tasks the retry
+    skipped again at once (`prop/` markers, written with the running run: a drain of a
+    finished run would cancel them; the first ones in the same transaction)."""
+    run = load_run(run_item.value)
+    run_id = run["id"]
+    run.update(
+        {"state": RunState.RUNNING.value, "finished_at": None, "reason": None, "halted": False}
+    )
+    ops = [c.put(run_item.key, dumps(run)), c.put(keys.active(run_id), dumps({"deadline": None}))]
+    markers = [c.put(keys.prop(run_id, t), b"1") for t in skipped]
+    first, rest = markers[: MAX_OPS - len(ops)], markers[MAX_OPS - len(ops) :]
+    if not client.txn([c.mod_is(run_item.key, run_item.mod)], ops + first, "retry run").succeeded:
+        raise errors.StoreError(f"retry {run_id}: the run changed meanwhile; try again")
+    for start in range(0, len(rest), MAX_OPS):
+        client.txn([], rest[start : start + MAX_OPS], "retry: skips")
+    if skipped:
+        flow.drain(client, keys, run_id, now=now)
+        flow.maybe_end(client, keys, run_id, now=now)
+
+
+def _reset_arrivals(
+    client: c.Client, keys: Keys, run_id: str, recs: Recs, chosen: set[str]
+) -> dict[str, int]:
+    """For each wide task to re-run: forget the arrivals of the dependencies that re-run
+    (their counter restarts); returns how many arrivals each now waits for."""
+    targets: dict[str, int] = {}
+    doomed: list[str] = []
+    for task_id in chosen:
+        rec = recs[task_id][1]
+        if not rec.get("wide"):
+            continue
+        again = [d for d in dict.fromkeys(rec["spec"].get("depends", [])) if d in chosen]
+        targets[task_id] = len(again)
+        doomed += [keys.arrived(run_id, task_id, d) for d in again]
+        doomed += [keys.arrivals(run_id, task_id), keys.join(run_id, task_id)]
+    for start in range(0, len(doomed), MAX_OPS):
+        client.txn([], [c.delete(k) for k in doomed[start : start + MAX_OPS]], "retry: arrivals")
+    return targets
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Retry:
+    """A retry of a run: the tasks chosen to re-run, every task's record, and the arrivals
+    each wide task to re-run now waits for."""
+
+    run_id: str
+    chosen: set[str]
+    recs: Recs
+    targets: dict[str, int] = field(default_factory=dict)
+    now: float
+
+
+def _reset(b: flow.Batch, keys: Keys, retry: Retry, rec: TaskRec) -> None:
+    """Make a task to re-run pending again, or decide it now when it waits for nothing."""
+    run_id, chosen, recs, targets = retry.run_id, retry.chosen, retry.recs, retry.targets
+    task_id = rec["spec"]["id"]
+    b.delete(keys.fail(run_id, task_id))
+    rec.update({"state": TaskState.PENDING.value, "waiting_reason": None, "losses": 0})
+    for succ_id in rec.get("fan") or {}:
+        if succ_id in targets:
+            rec["fan"][succ_id] = targets[succ_id]
+    waits = bool(targets.get(task_id)) if rec.get("wide") else False
+    if not rec.get("wide"):
+        rec["waiting"] = [d for d in rec["spec"].get("depends", []) if d in chosen]
+        waits = bool(rec["waiting"])
+    state = TaskState.PENDING
+    if not waits:
+        deps = [flow.dep_of(recs[d][1]) for d in rec["spec"].get("depends", [])]
+        state = transitions.decide(When(rec["spec"].get("when", "success")), deps)
+    if state is TaskState.SKIPPED:
+        rec["state"] = TaskState.SKIPPED.value  # stays done: its marker is kept
+        return
+    b.delete(keys.done(run_id, task_id))
+    if state is TaskState.READY:
+        flow.enqueue(b, keys, run_id, rec, now=retry.now)
+
+
+# ---------------------------------------------------------------------- reading runs
+
+
+@dataclass
+class RunCache:
+    """Per store object: the task records of the runs last read, to read only what changed,
+    and what their waiting reasons depend on."""
+
+    tasks: dict[str, tuple[int, dict[str, tuple[int, TaskRecord]]]] = field(default_factory=dict)
+    needs: dict[str, dict[str, cluster.Needs]] = field(default_factory=dict)  # run -> reasons
+    wide: dict[str, dict[str, int]] = field(default_factory=dict)  # run -> wide tasks' deps
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def get_run(ctx: Ctx, cache: RunCache, run_id: str, *, tasks: bool) -> Run:
+    """The run with its tasks in plan order (see Store.get_run). Raises RunNotFound."""
+    client, keys = ctx.client, ctx.keys
+    with cache.lock:
+        rev, known = cache.tasks.get(run_id, (0, {}))
+    ops = [c.get(keys.run(run_id)), c.count(keys.done(run_id, ""))]
+    if tasks and rev:  # the records changed since the last read, in the same round trip
+        ops.append(c.changed_since(keys.task(run_id, ""), rev + 1, c.PAGE))
+    responses, at = client.reads(ops, "get run")
+    items = c.items_of(responses[:1])
+    if not items:
+        raise errors.RunNotFound(run_id)
+    run = run_from_dict(load_run(items[0].value), done=int(responses[1].response_range.count))
+    if not tasks:
+        return run
+    if rev and not responses[2].response_range.more:
+        changed = c.items_of(responses[2:])
+    else:  # the first read of the run, or many changes: page through them
+        changed, at = client.scan_at(keys.task(run_id, ""), min_mod=rev + 1 if rev else 0)
+    records = merge_records(cache, run_id, known, changed, at)
+    needs = cache.needs.get(run_id, {})
+    records = cluster.with_reasons(client, keys, records, needs)
+    return dataclasses.replace(run, tasks=count_arrivals(ctx, cache, run_id, records))
+
+
+def count_arrivals(
+    ctx: Ctx, cache: RunCache, run_id: str, records: tuple[TaskRecord, ...]
+) -> tuple[TaskRecord, ...]:
+    """Pending wide tasks with how many dependencies they still wait for (their records
+    do not change as dependencies arrive: the `arr/` markers are counted)."""
+    wide = cache.wide.get(run_id, {})
+    pending = [r.id for r in records if r.id in wide and r.state is TaskState.PENDING]
+    if not pending:
+        return records
+    arrived = ctx.client.counts([ctx.keys.arrived(run_id, t) for t in pending])
+    left = {t: wide[t] - n for t, n in zip(pending, arrived, strict=True)}
+    return tuple(
+        dataclasses.replace(
+            r, waiting_reason=waiting_reason({"state": "pending", "wide": left[r.id]})
+        )
+        if r.id in left
+        else r
+        for r in records
+    )
+
+
+def merge_records(
+    cache: RunCache,
+    run_id: str,
+    known: dict[str, tuple[int, TaskRecord]],
+    changed: list[c.Item],
+    at: int,
+) -> tuple[TaskRecord, ...]:
+    """The run's task records in plan order: `known` (read at an earlier revision) updated
+    with the records `changed` since, as of revision `at`. Followers call get_run on every
+    change, so only the records modified since this object's last read are fetched."""
+    known = dict(known)
+    for item in changed:
+        d: TaskRec = loads(item.value)
+        known[item.key] = (int(d["order"]), task_record(d, item.mod))
+        if (need := cluster.needs_of(d["spec"])) is not None:
+            cache.needs.setdefault(run_id, {})[d["spec"]["id"]] = need
+        if d.get("wide"):
+            cache.wide.setdefault(run_id, {})[d["spec"]["id"]] = int(d["wide"])
+    with cache.lock:
+        if at >= cache.tasks.get(run_id, (0, {}))[0]:
+            cache.tasks.pop(run_id, None)
+            cache.tasks[run_id] = (at, known)
+        while len(cache.tasks) > RUNS_CACHED:
+            oldest = next(iter(cache.tasks))
+            cache.tasks.pop(oldest)
+            cache.needs.pop(oldest, None)
+            cache.wide.pop(oldest, None)
+    return tuple(r for _, r in sorted(known.values(), key=lambda x: x[0]))
+
+
+def list_runs(ctx: Ctx, *, workflow: str | None, limit: int | None) -> list[Run]:
+    """Runs newest first (created_at, then id), without tasks."""
+    found: list[RunRec] = [loads(i.value) for i in ctx.client.scan(ctx.keys.runs())]
+    found = [r for r in found if workflow is None or r["workflow"] == workflow]
+    found.sort(key=lambda r: (r["created_at"], r["id"]), reverse=True)
+    found = found[:limit] if limit is not None else found
+    done = ctx.client.counts([ctx.keys.done(r["id"], "") for r in found])
+    return [run_from_dict(r, done=n) for r, n in zip(found, done, strict=True)]
+
+
+def end_run(ctx: Ctx, run_id: str, state: RunState, reason: str, *, now: float) -> list[str]:
+    """Flip an unfinished run to `state`, then cancel its unstarted tasks (their ids)."""
+    client, keys = ctx.client, ctx.keys
+    for _ in range(100):
+        item = client.get(keys.run(run_id))
+        if item is None:
+            raise errors.RunNotFound(run_id)
+        run: RunRec = loads(item.value)
+        if RunState(run["state"]).terminal:
+            return []
+        run.update({"state": state.value, "reason": reason, "finished_at": now, "halted": True})
+        ops = [
+            c.put(item.key, dumps(run)),
+            c.delete(keys.active(run_id)),
+            c.put(keys.ending(run_id), state.value),
+        ]
+        if client.txn([c.mod_is(item.key, item.mod)], ops, "end run").succeeded:
+            return flow.cancel_unstarted(client, keys, run_id)
+    raise errors.StoreError(f"cancel {run_id}: too much contention")
