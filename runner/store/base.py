@@ -351,18 +351,29 @@ def merge_schedule(old: CronEntry | None, new: CronEntry, *, now: float) -> Cron
     """
     if old is None:
         return dataclasses.replace(
-            new, suspended=new.schedule.suspend, created_at=now, updated_at=now, last_tick=now,
-            last_run_id=None, missed=0, skipped=0,
-        )  # fmt: skip
+            new,
+            suspended=new.schedule.suspend,
+            created_at=now,
+            updated_at=now,
+            last_tick=now,
+            last_run_id=None,
+            missed=0,
+            skipped=0,
+        )
     if old.plan_hash == new.plan_hash and old.source == new.source:
         return None
     suspended = old.suspended
     if old.schedule.suspend != new.schedule.suspend:
         suspended = new.schedule.suspend
     return dataclasses.replace(
-        old, plan=new.plan, plan_hash=new.plan_hash, schedule=new.schedule, source=new.source,
-        suspended=suspended, updated_at=now,
-    )  # fmt: skip
+        old,
+        plan=new.plan,
+        plan_hash=new.plan_hash,
+        schedule=new.schedule,
+        source=new.source,
+        suspended=suspended,
+        updated_at=now,
+    )
 
 
 def entry_to_dict(entry: CronEntry) -> dict[str, object]:
