@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from runner import engine, errors, planview
-from runner.cli import common, gc_cmds, output, run_cmds
+from runner.cli import common, gc_cmds, logfmt, metrics_cmds, output, run_cmds
 from runner.cli.cron_apply import local_iso, next_fire_times
 from runner.config import Settings
 from runner.cron import fire
@@ -188,6 +188,7 @@ def cmd_cron_next(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _add_loop_flags(p: argparse.ArgumentParser) -> None:
+    metrics_cmds.add_listen_flags(p)
     p.add_argument(
         "--workflows",
         type=Path,
@@ -257,7 +258,7 @@ def _scheduler(args: argparse.Namespace, settings: Settings, store: Store) -> Sc
     candidate = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
 
     def report(text: str) -> None:
-        print(text, file=sys.stderr, flush=True)
+        logfmt.announce(args, text, event="scheduler_report")
 
     return Scheduler(
         store,
@@ -271,28 +272,38 @@ def _scheduler(args: argparse.Namespace, settings: Settings, store: Store) -> Sc
 
 
 def cmd_scheduler(args: argparse.Namespace, settings: Settings) -> int:
-    store = _with_store(settings)
+    exporter = metrics_cmds.Exporter(args)
+    store = exporter.instrument(_with_store(settings))
     stop = threading.Event()
     try:
         scheduler = _scheduler(args, settings, store)
-        print(f"scheduler {scheduler.candidate} on {settings.store}", file=sys.stderr, flush=True)
+        logfmt.configure(args)
+        exporter.start(settings, cluster=True, candidate=scheduler.candidate)
+        logfmt.announce(args, f"scheduler {scheduler.candidate} on {settings.store}",
+                        event="scheduler_started")  # fmt: skip
         _loop_until_signal(scheduler, stop)
     finally:
+        exporter.close()
         store.close()
     return errors.EXIT_OK
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
-    store = _with_store(settings)
-    worker = run_cmds.make_worker(settings, concurrency=args.workers, lease_ttl=None, name="serve")
+    exporter = metrics_cmds.Exporter(args)
+    store = exporter.instrument(_with_store(settings))
+    worker = run_cmds.make_worker(settings, concurrency=args.workers, lease_ttl=None,
+                                  name="serve", wrap=exporter.instrument)  # fmt: skip
     thread = threading.Thread(target=worker.run, name="serve-worker", daemon=True)
     try:
         scheduler = _scheduler(args, settings, store)
+        logfmt.configure(args, worker=worker.id)
+        exporter.start(settings, cluster=True, candidate=scheduler.candidate)
         thread.start()
-        print(f"serving {settings.store}: scheduler and {args.workers} worker slot(s)",
-              file=sys.stderr, flush=True)  # fmt: skip
+        logfmt.announce(args, f"serving {settings.store}: scheduler and {args.workers} worker "
+                        "slot(s)", event="serve_started")  # fmt: skip
         _loop_until_signal(scheduler, threading.Event())
     finally:
+        exporter.close()
         if thread.is_alive():
             worker.drain(30.0)
             thread.join()
