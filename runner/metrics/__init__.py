@@ -34,9 +34,14 @@ class Metrics:
         """`store` with its operations counted in `runner_store_op_*`."""
         return instrument(store, self.ops)
 
-    def add_cluster(self, store: Store, *, candidate: str | None = None) -> ClusterCollector:
-        """Export the cluster series, read from `store` when scraped."""
-        self.cluster = ClusterCollector(self.instrument(store), candidate=candidate)
+    def add_cluster(
+        self, store: Store, *, candidate: str | None = None, min_interval: float = 2.0
+    ) -> ClusterCollector:
+        """Export the cluster series, read from `store` when scraped (at most once per
+        `min_interval` seconds)."""
+        self.cluster = ClusterCollector(
+            self.instrument(store), candidate=candidate, min_interval=min_interval
+        )
         self.registry.register(self.cluster)
         return self.cluster
 
