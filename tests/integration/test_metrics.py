@@ -152,7 +152,8 @@ def _serve_until_done(url: str, store: Store, run_id: str, tmp_path: Path) -> Ru
 def _assert_matches(samples: Samples, store: Store, run: Run) -> None:
     tasks = {t.id: t for t in run.tasks}
     assert run.state.value == "failed"
-    assert tasks["lost"].losses == 1 and tasks["lost"].state.value == "succeeded"
+    assert tasks["lost"].losses == 1
+    assert tasks["lost"].state.value == "succeeded"
     assert value(samples, "runner_runs_finished_total", workflow=WF, state="failed") == 1
     for state in ("succeeded", "failed"):
         want = sum(t.state.value == state for t in run.tasks)
@@ -182,4 +183,6 @@ def _assert_matches(samples: Samples, store: Store, run: Run) -> None:
     assert value(samples, "runner_store_up") == 1
     assert value(samples, "runner_scheduler_leader_present") == 0
     assert value(samples, "runner_scheduler_leading") == 0
-    assert value(samples, "runner_store_op_seconds_count", op="list_runs") >= 1  # the first scrape's read
+    assert (
+        value(samples, "runner_store_op_seconds_count", op="list_runs") >= 1
+    )  # the first scrape's read
