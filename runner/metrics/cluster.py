@@ -1,10 +1,15 @@
 """The cluster series: read from the store through the `Store` protocol when scraped.
 
-Nothing here is counted on the claim path: a collection lists the runs, reads each unfinished
-run (and each finished run once: its tally is kept), the live workers, locks, schedules and the
-leader. Collections closer together than `min_interval` share one read, so several scrapers
-cost one. Counters stay monotonic while the process lives: a run deleted by `gc` keeps its
-counts in a retired tally.
+Nothing here is counted on the claim path. A collection lists the runs and reads each
+unfinished run with its tasks, each run that finished since the previous collection (once),
+the live workers, locks, schedules and the leader. Collections closer together than
+`min_interval` share one read, so several scrapers cost one.
+
+The counters and histograms cover the runs this collector saw unfinished: those unfinished at
+its first collection and every run started since. Runs that had already finished then are
+not read at all (a store keeps a week of them by default), and a finished run's counts are
+settled into per-workflow totals, so memory holds one (state, end time) pair per finished run
+and the counters stay monotonic when `gc` deletes runs.
 """
 
 from __future__ import annotations
@@ -26,16 +31,6 @@ from runner.models import CronEntry, LockInfo, Run, WorkerInfo
 from runner.store.base import Store
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(slots=True)
-class _Kept:
-    """A finished run's tally, valid while the run keeps this state and end time."""
-
-    workflow: str
-    state: str
-    finished_at: float | None
-    tally: Tally
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -85,9 +80,10 @@ class ClusterCollector(Collector):
         self._lock = threading.Lock()
         self._read_at = -float("inf")  # monotonic time of the last read
         self._snapshot = Snapshot()
-        self._kept: dict[str, _Kept] = {}
-        self._retired: dict[str, Tally] = {}
-        self._retired_runs: Counter[tuple[str, str]] = Counter()
+        self._first = True
+        self._ended: dict[str, tuple[str, float | None]] = {}  # run -> (state, finished_at)
+        self._settled: dict[str, Tally] = {}  # by workflow: the runs that ended while seen
+        self._settled_runs: Counter[tuple[str, str]] = Counter()  # (workflow, final state)
         self._last: dict[tuple[str, str], float] = {}  # (schedule, succeeded|failed) -> time
 
     def describe(self) -> Iterable[Metric]:
@@ -126,48 +122,44 @@ class ClusterCollector(Collector):
 
     def _tally_runs(self, runs: list[Run], snap: Snapshot) -> list[Run]:
         """Fill the run and task counts; the unfinished runs, read with their tasks."""
-        self._retire({r.id for r in runs})
-        totals: dict[str, Tally] = {}
+        present = {r.id for r in runs}
+        self._ended = {k: v for k, v in self._ended.items() if k in present}  # gc'd
+        totals: dict[str, Tally] = {w: t.copy() for w, t in self._settled.items()}
         open_runs: list[Run] = []
         for summary in runs:
             snap.runs[(summary.workflow, summary.state.value)] += 1
-            one = self._tally_one(summary, open_runs)
-            if one is None:
+            if self._settled_already(summary):
                 continue
-            totals.setdefault(summary.workflow, Tally()).merge(one)
-            if summary.state.terminal:
-                snap.finished[(summary.workflow, summary.state.value)] += 1
-        for workflow, retired in self._retired.items():
-            totals.setdefault(workflow, Tally()).merge(retired)
-        snap.finished.update(self._retired_runs)
+            try:
+                run = self.store.get_run(summary.id, now=self.clock())
+            except errors.RunNotFound:  # deleted by gc since it was listed
+                continue
+            one = tally(run)
+            totals.setdefault(run.workflow, Tally()).merge(one)
+            if run.state.terminal:
+                self._settle(run, one)
+            else:
+                open_runs.append(run)
+        self._first = False
+        snap.finished = Counter(self._settled_runs)
         snap.tallies = totals
         return open_runs
 
-    def _tally_one(self, summary: Run, open_runs: list[Run]) -> Tally | None:
-        kept = self._kept.get(summary.id)
-        if kept is not None and (kept.state, kept.finished_at) == (
-            summary.state.value,
-            summary.finished_at,
-        ):
-            return kept.tally
-        try:
-            run = self.store.get_run(summary.id, now=self.clock())
-        except errors.RunNotFound:  # deleted by gc since it was listed
-            return None
-        one = tally(run)
-        if run.state.terminal:
-            self._kept[run.id] = _Kept(run.workflow, run.state.value, run.finished_at, one)
-        else:
-            self._kept.pop(run.id, None)
-            open_runs.append(run)
-        return one
+    def _settled_already(self, summary: Run) -> bool:
+        """True for a finished run counted before (or finished before the first collection);
+        a run `retry` reopened is read again."""
+        if not summary.state.terminal:
+            self._ended.pop(summary.id, None)
+            return False
+        ended = (summary.state.value, summary.finished_at)
+        if self._first:
+            self._ended[summary.id] = ended
+        return self._ended.get(summary.id) == ended
 
-    def _retire(self, present: set[str]) -> None:
-        """Runs gone from the store (gc) keep their counts."""
-        for run_id in [r for r in self._kept if r not in present]:
-            kept = self._kept.pop(run_id)
-            self._retired.setdefault(kept.workflow, Tally()).merge(kept.tally)
-            self._retired_runs[(kept.workflow, kept.state)] += 1
+    def _settle(self, run: Run, one: Tally) -> None:
+        self._ended[run.id] = (run.state.value, run.finished_at)
+        self._settled.setdefault(run.workflow, Tally()).merge(one)
+        self._settled_runs[(run.workflow, run.state.value)] += 1
 
     def _schedules(self, runs: list[Run], *, now: float) -> list[ScheduleView]:
         for run in runs:  # runs a schedule fired (or `cron trigger` started) carry its time

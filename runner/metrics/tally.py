@@ -1,7 +1,7 @@
 """What one stored run adds to the cluster series: pure counting over `models.Run` records.
 
-A finished run's tally never changes (until `retry_run` reopens it), so the collector keeps it
-and reads each finished run once; an unfinished run is tallied again at every collection.
+A finished run's tally never changes (until `retry_run` reopens it), so the collector adds it
+to its settled totals once; an unfinished run is tallied again at every collection.
 """
 
 from __future__ import annotations
@@ -71,6 +71,11 @@ class Tally:
     retries: int = 0
     duration: Hist = field(default_factory=lambda: Hist(DURATION_BUCKETS))
     wait: Hist = field(default_factory=lambda: Hist(WAIT_BUCKETS))
+
+    def copy(self) -> Tally:
+        out = Tally()
+        out.merge(self)
+        return out
 
     def merge(self, other: Tally) -> None:
         self.tasks.update(other.tasks)

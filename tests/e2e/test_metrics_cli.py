@@ -93,14 +93,15 @@ def test_metrics_textfile_is_written_whole_and_parses(tmp_path: Path) -> None:
     assert res.returncode == 0, res.stderr
     assert res.stdout == ""
     families = _families(out.read_text())
-    (sample,) = families["runner_tasks_finished"].samples
-    assert (sample.labels, sample.value) == ({"workflow": "diamond", "state": "succeeded"}, 4.0)
+    (sample,) = families["runner_runs"].samples
+    assert (sample.labels, sample.value) == ({"workflow": "diamond", "state": "succeeded"}, 1.0)
+    assert families["runner_tasks_finished"].samples == []  # it ended before the first read
     assert "process_cpu_seconds" not in families  # the exporter's own process is not news
     assert [p.name for p in out.parent.iterdir()] == ["runner.prom"]  # no temporary left
 
     printed = cli.run("metrics")
     assert printed.returncode == 0
-    assert "runner_tasks_finished" in _families(printed.stdout)
+    assert "runner_runs" in _families(printed.stdout)
 
     bad = cli.run("metrics", "--textfile", str(tmp_path / "missing" / "x.prom"))
     assert bad.returncode == 2

@@ -41,6 +41,17 @@ def test_alert_rules_pass_promtool_check_rules() -> None:
     assert "SUCCESS: 6 rules found" in res.stdout
 
 
+def test_alert_rules_fire_as_their_unit_tests_expect() -> None:
+    """deploy/prometheus/alerts_test.yaml: each alert fires on made-up series when it should
+    (a schedule past twice its period, no leader, a queue waiting, a lost attempt), and not
+    for healthy, suspended or new schedules."""
+    res = subprocess.run(
+        [_promtool(), "test", "rules", "alerts_test.yaml"],
+        capture_output=True, text=True, timeout=60, cwd=RULES.parent,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
 def _exposed(tmp_path: Path) -> set[str]:
     """Every sample name runner can expose (families without samples count by their type)."""
     store = open_store(f"sqlite:///{tmp_path / 'state.db'}")
