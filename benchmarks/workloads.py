@@ -115,7 +115,7 @@ def _metrics_on(every: float) -> Iterator[None]:
     def scraped(url: str, *args: Any, **kwargs: Any) -> bench.Result:
         reader = open_url(url)
         collector = Metrics()
-        collector.add_cluster(reader, min_interval=0.0)
+        collector.add_cluster(reader)
         server, stop = collector.serve("127.0.0.1:0"), threading.Event()
 
         def scrape() -> None:

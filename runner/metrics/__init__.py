@@ -35,12 +35,20 @@ class Metrics:
         return instrument(store, self.ops)
 
     def add_cluster(
-        self, store: Store, *, candidate: str | None = None, min_interval: float = 2.0
+        self,
+        store: Store,
+        *,
+        candidate: str | None = None,
+        min_interval: float = 2.0,
+        task_interval: float = 10.0,
     ) -> ClusterCollector:
         """Export the cluster series, read from `store` when scraped (at most once per
-        `min_interval` seconds)."""
+        `min_interval` seconds; an unfinished run's tasks once per `task_interval`)."""
         self.cluster = ClusterCollector(
-            self.instrument(store), candidate=candidate, min_interval=min_interval
+            self.instrument(store),
+            candidate=candidate,
+            min_interval=min_interval,
+            task_interval=task_interval,
         )
         self.registry.register(self.cluster)
         return self.cluster

@@ -3,7 +3,8 @@
 Nothing here is counted on the claim path. A collection lists the runs and reads each
 unfinished run with its tasks, each run that finished since the previous collection (once),
 the live workers, locks, schedules and the leader. Collections closer together than
-`min_interval` share one read, so several scrapers cost one.
+`min_interval` share one read, so several scrapers cost one; an unfinished run's tasks are read
+again only every `task_interval` (a large run's read is the costly part of a collection).
 
 The counters and histograms cover the runs this collector saw unfinished: those unfinished at
 its first collection and every run started since. Runs that had already finished then are
@@ -71,11 +72,13 @@ class ClusterCollector(Collector):
         *,
         candidate: str | None = None,
         min_interval: float = 2.0,
+        task_interval: float = 10.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
         self.candidate = candidate
         self.min_interval = min_interval
+        self.task_interval = task_interval
         self.clock = clock
         self._lock = threading.Lock()
         self._read_at = -float("inf")  # monotonic time of the last read
@@ -84,6 +87,7 @@ class ClusterCollector(Collector):
         self._ended: dict[str, tuple[str, float | None]] = {}  # run -> (state, finished_at)
         self._settled: dict[str, Tally] = {}  # by workflow: the runs that ended while seen
         self._settled_runs: Counter[tuple[str, str]] = Counter()  # (workflow, final state)
+        self._open: dict[str, tuple[float, Run, Tally]] = {}  # run -> (monotonic read, ...)
         self._last: dict[tuple[str, str], float] = {}  # (schedule, succeeded|failed) -> time
 
     def describe(self) -> Iterable[Metric]:
@@ -130,20 +134,35 @@ class ClusterCollector(Collector):
             snap.runs[(summary.workflow, summary.state.value)] += 1
             if self._settled_already(summary):
                 continue
-            try:
-                run = self.store.get_run(summary.id, now=self.clock())
-            except errors.RunNotFound:  # deleted by gc since it was listed
+            read = self._read_run(summary)
+            if read is None:
                 continue
-            one = tally(run)
+            run, one = read
             totals.setdefault(run.workflow, Tally()).merge(one)
             if run.state.terminal:
                 self._settle(run, one)
             else:
                 open_runs.append(run)
+        self._open = {k: v for k, v in self._open.items() if k in {r.id for r in open_runs}}
         self._first = False
         snap.finished = Counter(self._settled_runs)
         snap.tallies = totals
         return open_runs
+
+    def _read_run(self, summary: Run) -> tuple[Run, Tally] | None:
+        """The run with its tasks and its tally: an unfinished run read less than
+        `task_interval` ago is not read again; None when gc deleted it since it was listed."""
+        cached = self._open.get(summary.id)
+        fresh = cached is not None and time.monotonic() - cached[0] < self.task_interval
+        if cached is not None and fresh and not summary.state.terminal:
+            return cached[1], cached[2]
+        try:
+            run = self.store.get_run(summary.id, now=self.clock())
+        except errors.RunNotFound:
+            return None
+        one = tally(run)
+        self._open[run.id] = (time.monotonic(), run, one)
+        return run, one
 
     def _settled_already(self, summary: Run) -> bool:
         """True for a finished run counted before (or finished before the first collection);

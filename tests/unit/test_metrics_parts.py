@@ -7,25 +7,31 @@ import argparse
 import io
 import json
 import logging
+import time
 from pathlib import Path
 
 import pytest
 
-from runner import errors
+from runner import engine, errors
 from runner.cli import logfmt
-from runner.metrics import Metrics
+from runner.metrics import ClusterCollector, Metrics
 from runner.metrics.serve import parse_addr, resolve
 from runner.metrics.tally import Hist, band, tally
 from runner.models import (
     Attempt,
     AttemptState,
+    Kind,
+    Outcome,
+    Plan,
     Reason,
     Run,
     RunState,
     TaskRecord,
+    TaskSpec,
     TaskState,
+    WorkerInfo,
 )
-from runner.store import open_store
+from runner.store import Store, open_store
 
 
 def _attempt(n: int, state: AttemptState, start: float, end: float | None) -> Attempt:
@@ -132,3 +138,41 @@ def test_instrumented_store_times_operations_and_counts_errors(tmp_path: Path) -
     assert 'runner_store_op_seconds_count{op="list_runs"} 1.0' in text
     assert 'runner_store_op_errors_total{error="RunNotFound",op="get_run"} 1.0' in text
     assert 'op="close"' not in text
+
+
+def _one_task_run(store: Store, workflow: str, *, now: float) -> None:
+    """Submit a one-task run and finish it, succeeded, through a registered worker."""
+    plan = Plan(workflow=workflow, tasks=(TaskSpec(id="t", name="t", kind=Kind.RUN, run="true"),))
+    engine.submit(store, plan, now=now)
+    store.register_worker(WorkerInfo(id="w", name="w"), now=now, ttl=60)
+    (lease,) = store.claim("w", now=now)
+    store.finish(lease, Outcome(succeeded=True, exit_code=0), now=now + 1)
+
+
+def test_collector_counts_runs_seen_unfinished_once_and_keeps_them_after_gc(
+    tmp_path: Path,
+) -> None:
+    store = open_store(f"sqlite:///{tmp_path / 'state.db'}")
+    try:
+        now = time.time()
+        _one_task_run(store, "before", now=now)  # ended before the first collection
+        collector = ClusterCollector(store, min_interval=0.0, task_interval=0.0)
+        first = collector.snapshot()
+        assert first.runs == {("before", "succeeded"): 1}
+        assert first.tallies == {}
+        assert not first.finished
+
+        _one_task_run(store, "after", now=now)
+        for _ in range(2):  # counted once, however often it is collected
+            snap = collector.snapshot()
+            assert snap.finished == {("after", "succeeded"): 1}
+            assert dict(snap.tallies["after"].tasks) == {"succeeded": 1}
+            assert snap.tallies["after"].duration.n == 1
+
+        assert len(store.gc(older_than=0.0, now=now + 10)) == 2
+        gone = collector.snapshot()
+        assert gone.runs == {}
+        assert gone.finished == {("after", "succeeded"): 1}  # counters stay monotonic
+        assert dict(gone.tallies["after"].tasks) == {"succeeded": 1}
+    finally:
+        store.close()
