@@ -300,7 +300,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         exporter.start(settings, cluster=True, candidate=scheduler.candidate)
         thread.start()
         logfmt.announce(args, f"serving {settings.store}: scheduler and {args.workers} worker "
-                        "slot(s)", event="serve_started")  # fmt: skip
+                        "slot(s)", event="serve_started", worker_id=worker.id)  # fmt: skip
         _loop_until_signal(scheduler, threading.Event())
     finally:
         exporter.close()
