@@ -121,3 +121,29 @@ def test_metrics_textfile_every_rewrites_it(tmp_path: Path) -> None:
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 143
+
+
+def _scrape_started(log: Path) -> dict[str, Any]:
+    """Wait for the `metrics on URL` line of a text-mode command, then scrape URL."""
+    wait_for(lambda: "metrics on http" in log.read_text(), what="the metrics listener")
+    url = re.search(r"metrics on (http://\S+)", log.read_text()).group(1)  # type: ignore[union-attr]
+    with urllib.request.urlopen(url, timeout=30) as reply:
+        return _families(reply.read().decode())
+
+
+def test_worker_exports_its_own_series_and_the_cluster_only_when_asked(tmp_path: Path) -> None:
+    cli = Cli(tmp_path)
+    plain = cli.start("worker", "--name", "w1", "--metrics-addr", "127.0.0.1:0")
+    cluster = cli.start("worker", "--name", "w2", "--metrics-addr", "[::1]:0", "--metrics-cluster")
+    try:
+        own = _scrape_started(tmp_path / "proc-1.log")
+        assert "runner_store_op_seconds" in own
+        assert "process_cpu_seconds" in own
+        assert "runner_runs" not in own
+        both = _scrape_started(tmp_path / "proc-2.log")
+        assert "runner_store_op_seconds" in both
+        assert "runner_worker_slots" in both
+    finally:
+        for proc in (plain, cluster):
+            proc.send_signal(signal.SIGTERM)
+        assert [proc.wait(timeout=30) for proc in (plain, cluster)] == [0, 0]
