@@ -124,8 +124,9 @@ def test_metrics_textfile_every_rewrites_it(tmp_path: Path) -> None:
 
 
 def _scrape_started(log: Path) -> dict[str, Any]:
-    """Wait for the `metrics on URL` line of a text-mode command, then scrape URL."""
-    wait_for(lambda: "metrics on http" in log.read_text(), what="the metrics listener")
+    """Wait for a text-mode worker's `metrics on URL` and `serving` lines (a SIGTERM before
+    it serves ends it with 143, not a drain), then scrape URL."""
+    wait_for(lambda: "serving" in log.read_text(), what="the worker to serve")
     url = re.search(r"metrics on (http://\S+)", log.read_text()).group(1)  # type: ignore[union-attr]
     with urllib.request.urlopen(url, timeout=30) as reply:
         return _families(reply.read().decode())
