@@ -54,6 +54,11 @@ COMMANDS: tuple[Command, ...] = (
     Command("locks", "cluster_cmds", "list mutexes and semaphores with their holders and waiters"),
     Command("gc", "gc_cmds", "delete finished runs older than a retention (default 7d)"),
     Command("bench", "bench_cmds", "measure the standard workloads on this store"),
+    Command(
+        "metrics",
+        "metrics_cmds",
+        "print the Prometheus metrics, or keep a node_exporter textfile up to date",
+    ),
 )
 
 EPILOG = """\

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from runner import engine, errors
@@ -188,12 +190,15 @@ def make_worker(
     weight: int = 1,
     drain_timeout: float = 30.0,
     prefetch: int = 0,
+    wrap: Callable[[Store], Store] | None = None,
 ) -> Worker:
-    """A worker with its own store connection and executor, as the settings say."""
+    """A worker with its own store connection (passed through `wrap`, e.g. to count its
+    operations) and executor, as the settings say."""
     from runner.executor import Executor  # worker and executor: only the commands that run tasks
     from runner.worker import Worker
 
     store = common.open_settings_store(settings)
+    store = store if wrap is None else wrap(store)
     executor = Executor(slots=concurrency, log_dir=settings.log_dir, log_limit=settings.log_limit)
     return Worker(
         store,
@@ -298,6 +303,9 @@ def add_worker_parser(sub: Any) -> None:
         "record results in batches off the slots: fewer store transactions per task (for many "
         "short tasks), at the cost of strict priority order across workers",
     )
+    from runner.cli import metrics_cmds
+
+    metrics_cmds.add_listen_flags(p, worker=True)
     p.set_defaults(func=cmd_worker)
 
 
@@ -306,6 +314,10 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
         from runner.cli import cluster_cmds
 
         return cluster_cmds.cmd_worker_drain(args, settings)
+    from runner.cli import logfmt, metrics_cmds
+
+    exporter = metrics_cmds.Exporter(args)
+    exporter.start(settings, cluster=args.metrics_cluster)
     worker = make_worker(
         settings,
         concurrency=args.concurrency,
@@ -315,17 +327,21 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
         weight=args.weight,
         drain_timeout=args.drain_timeout,
         prefetch=args.prefetch,
+        wrap=exporter.instrument,
     )
+    logfmt.configure(args, worker=worker.id)
     done = run_in_thread(worker)
-    print(f"worker {worker.id} serving {settings.store}", file=sys.stderr, flush=True)
+    say = functools.partial(logfmt.announce, args, worker_id=worker.id)
+    say(f"worker {worker.id} serving {settings.store}", event="worker_serving")
     try:
         while not done.wait(0.5):
             pass
     except BaseException:  # SIGINT/SIGTERM: drain, then exit cleanly
-        print(f"worker {worker.id} draining", file=sys.stderr, flush=True)
+        say(f"worker {worker.id} draining", event="worker_draining")
         worker.drain(args.drain_timeout)
         done.wait()
     finally:
+        exporter.close()
         worker.store.close()
         worker.executor.close()
     if done.error is not None:

@@ -5,14 +5,13 @@ from __future__ import annotations
 import argparse
 import os
 import socket
-import sys
 import threading
 import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from runner import errors
-from runner.cli import common, gc_cmds, run_cmds
+from runner.cli import common, gc_cmds, logfmt, metrics_cmds, run_cmds
 from runner.config import Settings
 from runner.cron.retention import DEFAULT_OLDER_THAN
 from runner.cron.scheduler import Scheduler
@@ -30,6 +29,7 @@ def add_parsers(sub: Any) -> None:
 
 
 def _add_loop_flags(p: argparse.ArgumentParser) -> None:
+    metrics_cmds.add_listen_flags(p)
     p.add_argument(
         "--workflows",
         type=Path,
@@ -99,7 +99,7 @@ def _scheduler(args: argparse.Namespace, settings: Settings, store: Store) -> Sc
     candidate = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
 
     def report(text: str) -> None:
-        print(text, file=sys.stderr, flush=True)
+        logfmt.announce(args, text, event="scheduler_report")
 
     return Scheduler(
         store,
@@ -113,28 +113,39 @@ def _scheduler(args: argparse.Namespace, settings: Settings, store: Store) -> Sc
 
 
 def cmd_scheduler(args: argparse.Namespace, settings: Settings) -> int:
-    store = common.open_settings_store(settings)
+    exporter = metrics_cmds.Exporter(args)
+    store = exporter.instrument(common.open_settings_store(settings))
     stop = threading.Event()
     try:
         scheduler = _scheduler(args, settings, store)
-        print(f"scheduler {scheduler.candidate} on {settings.store}", file=sys.stderr, flush=True)
+        logfmt.configure(args)
+        exporter.start(settings, cluster=True, candidate=scheduler.candidate)
+        text = f"scheduler {scheduler.candidate} on {settings.store}"
+        logfmt.announce(args, text, event="scheduler_started")
         _loop_until_signal(scheduler, stop)
     finally:
+        exporter.close()
         store.close()
     return errors.EXIT_OK
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
-    store = common.open_settings_store(settings)
-    worker = run_cmds.make_worker(settings, concurrency=args.workers, lease_ttl=None, name="serve")
+    exporter = metrics_cmds.Exporter(args)
+    store = exporter.instrument(common.open_settings_store(settings))
+    worker = run_cmds.make_worker(
+        settings, concurrency=args.workers, lease_ttl=None, name="serve", wrap=exporter.instrument
+    )
     thread = threading.Thread(target=worker.run, name="serve-worker", daemon=True)
     try:
         scheduler = _scheduler(args, settings, store)
+        logfmt.configure(args, worker=worker.id)
+        exporter.start(settings, cluster=True, candidate=scheduler.candidate)
         thread.start()
-        slots = f"scheduler and {args.workers} worker slot(s)"
-        print(f"serving {settings.store}: {slots}", file=sys.stderr, flush=True)
+        text = f"serving {settings.store}: scheduler and {args.workers} worker slot(s)"
+        logfmt.announce(args, text, event="serve_started", worker_id=worker.id)
         _loop_until_signal(scheduler, threading.Event())
     finally:
+        exporter.close()
         if thread.is_alive():
             worker.drain(30.0)
             thread.join()
