@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from runner import engine, errors
+from runner import engine, errors, views
 from runner.cli import common, output
 from runner.cli.progress import make_progress
 from runner.config import Settings
@@ -192,11 +192,4 @@ def _print_new(store: Store, run: Run, task: TaskRecord, shown: dict[tuple[str, 
     shown[key] = text
 
 
-def _after(before: str, text: str) -> str:
-    """What `text` adds to `before`. The store keeps only the last bytes of a log, so once it
-    trims, the old text's end is found again inside the new one."""
-    if text.startswith(before):
-        return text[len(before) :]
-    tail = before[-256:]
-    at = text.rfind(tail) if tail else -1
-    return text[at + len(tail) :] if at >= 0 else text
+_after = views.log_after

@@ -9,7 +9,7 @@ import threading
 import time
 from typing import Any
 
-from runner import engine, errors, workflow
+from runner import actions, engine, errors, workflow
 from runner.cli import cluster_cmds, common, cron_apply, output
 from runner.cli.progress import make_progress
 from runner.config import Settings
@@ -249,7 +249,7 @@ def add_cancel_parser(sub: Any) -> None:
 def cmd_cancel(args: argparse.Namespace, settings: Settings) -> int:
     store = common.open_settings_store(settings)
     try:
-        run = store.cancel_run(engine.resolve_run_id(store, args.run), now=time.time())
+        run = actions.cancel_run(store, args.run, now=time.time())
         print(f"run {run.id} {run.state.value}")
         return errors.EXIT_OK
     finally:
