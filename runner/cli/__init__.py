@@ -25,6 +25,7 @@ from runner.cli import (
     gc_cmds,
     get_cmds,
     run_cmds,
+    ui_cmds,
     workflow_cmds,
 )
 
@@ -68,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     cluster_cmds.add_parsers(sub)
     gc_cmds.add_parsers(sub)
     bench_cmds.add_parsers(sub)
+    ui_cmds.add_ui_parser(sub)
     return parser
 
 

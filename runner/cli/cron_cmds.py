@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from runner import actions, errors, views
-from runner.cli import common, gc_cmds, output, run_cmds
+from runner.cli import common, gc_cmds, output, run_cmds, ui_cmds
 from runner.cli.cron_apply import local_iso, next_fire_times
 from runner.config import Settings
 from runner.cron.retention import DEFAULT_OLDER_THAN
@@ -224,6 +224,8 @@ def _add_serve_parser(sub: Any) -> None:
     )
     _add_loop_flags(p)
     p.add_argument("--workers", type=common.positive_int, default=os.cpu_count() or 1)
+    p.add_argument("--ui", action="store_true", help="also serve the web dashboard (docs/UI.md)")
+    ui_cmds.add_ui_flags(p, prefix="ui-")
     p.set_defaults(func=cmd_serve)
 
 
@@ -262,6 +264,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     store = _with_store(settings)
     worker = run_cmds.make_worker(settings, concurrency=args.workers, lease_ttl=None, name="serve")
     thread = threading.Thread(target=worker.run, name="serve-worker", daemon=True)
+    dashboard = ui_cmds.start_for_serve(args, settings, store)
     try:
         scheduler = _scheduler(args, settings, store)
         thread.start()
@@ -274,6 +277,8 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
             thread.join()
         worker.store.close()
         worker.executor.close()
+        if dashboard is not None:
+            dashboard.stop()
         store.close()
     return errors.EXIT_OK
 
