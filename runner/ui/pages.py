@@ -15,7 +15,7 @@ from starlette.routing import BaseRoute, Route
 from runner import engine, errors, rungraph, views
 from runner.models import AttemptState, Run, RunState, TaskRecord, TaskState
 from runner.ui import auth, drawing
-from runner.ui.state import Dashboard, bind
+from runner.ui.state import Dashboard, bind, form
 
 RUNS_WINDOW = 1000  # runs the list filters and counts (newest first)
 TASKS_SHOWN = 1000  # rows of the run page's task table
@@ -156,8 +156,8 @@ def login_page(dash: Dashboard, request: Request) -> Response:
 
 
 async def login_post(dash: Dashboard, request: Request) -> Response:
-    form = await request.form()
-    session = dash.guard.login(str(form.get("token", "")))
+    fields = await form(request)
+    session = dash.guard.login(str(fields.get("token", "")))
     if session is None:
         return dash.render(
             request,
@@ -166,7 +166,10 @@ async def login_post(dash: Dashboard, request: Request) -> Response:
             error="wrong token",
             has_token=dash.guard.token is not None,
         )
-    response = RedirectResponse(str(form.get("next") or "/runs"), status_code=303)
+    target = fields.get("next", "")
+    if not target.startswith("/") or target.startswith("//"):
+        target = "/runs"  # only this dashboard's own pages: no open redirect
+    response = RedirectResponse(target, status_code=303)
     response.set_cookie(auth.SESSION_COOKIE, session.id, httponly=True, samesite="strict")
     return response
 

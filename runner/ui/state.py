@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs
 
 import jinja2
 from starlette.requests import Request
@@ -78,3 +79,10 @@ def bind(dash: Dashboard, func: Handler) -> Callable[[Request], Any]:
         return response
 
     return endpoint
+
+
+async def form(request: Request) -> dict[str, str]:
+    """The fields of a urlencoded form post (the dashboard's forms are all small and flat;
+    parsed here so the extra needs no multipart library)."""
+    body = await request.body()
+    return {k: v[0] for k, v in parse_qs(body.decode("utf-8", "replace")).items()}

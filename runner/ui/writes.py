@@ -16,7 +16,7 @@ from starlette.routing import BaseRoute, Route
 
 from runner import actions, views
 from runner.store.base import Store
-from runner.ui.state import Dashboard
+from runner.ui.state import Dashboard, form
 
 Result = tuple[str, Any]  # what happened (for the page), the JSON the API returns
 
@@ -67,8 +67,8 @@ def _back(group: str, target: str) -> str:
 
 def _form_action(dash: Dashboard, group: str, verb: str) -> Callable[[Request], Any]:
     async def endpoint(request: Request) -> Response:
-        form = await request.form()
-        dash.guard.check_form_write(request, str(form.get("csrf", "")))
+        fields = await form(request)
+        dash.guard.check_form_write(request, str(fields.get("csrf", "")))
         target = request.path_params["target"]
         action = ACTIONS[group, verb]
         message, _ = await run_in_threadpool(action, dash.store, target, time.time())
