@@ -10,6 +10,7 @@ expands to the run's plan hash with the run's params. Without it the DAG has no 
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,6 +54,34 @@ def find_plan(store: Store, run: Run, *, workflows: Sequence[Path] = ()) -> Plan
         if plan.hash == run.plan_hash:
             return plan
     return None
+
+
+class PlanCache:
+    """`find_plan` for a long-lived process (the dashboard): plans by plan hash, which names
+    one plan, so each workflow file is parsed once per plan rather than per page view; a
+    plan not found is looked for again after `retry_after` seconds."""
+
+    def __init__(self, *, workflows: Sequence[Path] = (), retry_after: float = 30.0) -> None:
+        self.workflows = tuple(workflows)
+        self.retry_after = retry_after
+        self._found: dict[str, Plan] = {}
+        self._missing: dict[str, float] = {}  # plan hash -> when it was last looked for
+        self._lock = threading.Lock()
+
+    def find(self, store: Store, run: Run, *, now: float) -> Plan | None:
+        with self._lock:
+            plan = self._found.get(run.plan_hash)
+            missed = self._missing.get(run.plan_hash)
+        if plan is not None or (missed is not None and now - missed < self.retry_after):
+            return plan
+        plan = find_plan(store, run, workflows=self.workflows)
+        with self._lock:
+            if plan is None:
+                self._missing[run.plan_hash] = now
+            else:
+                self._found[run.plan_hash] = plan
+                self._missing.pop(run.plan_hash, None)
+        return plan
 
 
 def _workflow_files(paths: Sequence[Path]) -> Iterable[Path]:

@@ -4,6 +4,7 @@ Gantt chart of attempts. Templates only place what is computed here."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from html import escape
 from urllib.parse import quote
 
 from runner import rungraph
@@ -43,8 +44,9 @@ def _short(text: str, n: int = 26) -> str:
     return text if len(text) <= n else text[: n - 1] + "…"
 
 
-def dag(run: Run, layout: rungraph.Layout) -> Picture:
-    """Boxes in columns, edges as curves from a box's right edge to its successor's left."""
+def dag(run: Run, layout: rungraph.Layout, *, known: bool) -> Picture:
+    """Boxes in columns, edges as curves from a box's right edge to its successor's left;
+    `known` says whether the run's dependencies were found (runner.rungraph.find_plan)."""
     at: dict[str, tuple[int, int]] = {}
     boxes = []
     for n in layout.nodes:
@@ -68,7 +70,7 @@ def dag(run: Run, layout: rungraph.Layout) -> Picture:
     width = layout.columns * (NODE_W + GAP_X)
     height = layout.rows * (NODE_H + GAP_Y)
     note = "grouped by task name (matrix instances)" if layout.grouped else ""
-    if not layout.edges and len(layout.nodes) > 1:
+    if not known:
         note = "dependencies unknown: no schedule or --workflows file holds this run's plan"
     return Picture(width, height, boxes, lines, note)
 
@@ -109,3 +111,35 @@ def gantt(run: Run, *, now: float) -> Picture:
     total = len({b.task for b in bars})
     note = f"first {GANTT_ROWS} of {total} tasks" if total > GANTT_ROWS else ""
     return Picture(LABEL_W + GANTT_W + 10, max(1, len(rows)) * ROW_H, labels + boxes, [], note)
+
+
+def dag_svg(p: Picture) -> str:
+    """The DAG's SVG body: edges, then linked boxes (built here, not in the template: a
+    1,000-task run has thousands of elements, and a template would escape each one apart)."""
+    parts = ['<g class="edges">', *(f'<path d="{d}"/>' for d in p.lines), "</g>"]
+    for b in p.boxes:
+        parts.append(
+            f'<a href="{escape(b.href or "")}"><g class="node s-{b.state}" '
+            f'transform="translate({b.x},{b.y})"><title>{escape(b.title)}</title>'
+            f'<rect width="{b.w}" height="{NODE_H}" rx="4"/>'
+            f'<text x="8" y="16">{escape(b.label)}</text></g></a>'
+        )
+    return "".join(parts)
+
+
+def gantt_svg(p: Picture) -> str:
+    """The Gantt chart's SVG body: task labels, and one linked bar per attempt."""
+    parts = []
+    for b in p.boxes:
+        href = escape(b.href or "")
+        if b.state:
+            parts.append(
+                f'<a href="{href}"><rect class="bar s-{b.state}" x="{b.x}" y="{b.y + 2}" '
+                f'width="{b.w}" height="12"><title>{escape(b.title)}</title></rect></a>'
+            )
+        else:
+            parts.append(
+                f'<a href="{href}"><text class="label" x="{b.x}" y="{b.y + 12}">'
+                f"<title>{escape(b.title)}</title>{escape(b.label)}</text></a>"
+            )
+    return "".join(parts)

@@ -8,13 +8,14 @@ from collections import Counter
 from typing import Any
 from urllib.parse import quote, urlencode
 
+from markupsafe import Markup
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from runner import engine, errors, rungraph, views
 from runner.models import AttemptState, Run, RunState, TaskRecord, TaskState
-from runner.ui import auth, drawing
+from runner.ui import auth, drawing, html
 from runner.ui.state import Dashboard, bind, form
 
 RUNS_WINDOW = 1000  # runs the list filters and counts (newest first)
@@ -80,9 +81,11 @@ def run_page(dash: Dashboard, request: Request) -> Response:
     now = time.time()
     run_id = engine.resolve_run_id(dash.store, request.path_params["run_id"])
     run = dash.store.get_run(run_id, now=now)
-    plan = rungraph.find_plan(dash.store, run, workflows=dash.config.workflows)
-    graph = drawing.dag(run, rungraph.layout(run, rungraph.dependencies(plan, run)))
+    plan = dash.plans.find(dash.store, run, now=now)
+    deps = rungraph.dependencies(plan, run)
+    graph = drawing.dag(run, rungraph.layout(run, deps), known=plan is not None)
     rows, matched = _task_rows(run, request)
+    chart = drawing.gantt(run, now=now)
     return dash.render(
         request,
         "run.html",
@@ -90,7 +93,10 @@ def run_page(dash: Dashboard, request: Request) -> Response:
         duration=_duration(run, now),
         terminal=run.state.terminal,
         graph=graph,
-        chart=drawing.gantt(run, now=now),
+        dag_svg=Markup(drawing.dag_svg(graph)),
+        chart=chart,
+        gantt_svg=Markup(drawing.gantt_svg(chart)),
+        task_rows=Markup(html.task_rows(rows)),
         counts=Counter(t.state.value for t in run.tasks),
         tasks=rows,
         matched=matched,

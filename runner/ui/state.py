@@ -13,6 +13,7 @@ import jinja2
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
+from runner import rungraph
 from runner.store.base import Store
 from runner.ui import auth
 
@@ -38,6 +39,7 @@ class Dashboard:
         self.guard = auth.Guard(
             config.token, allow_write=config.allow_write, require_login=config.require_login
         )
+        self.plans = rungraph.PlanCache(workflows=config.workflows)
         self.templates = jinja2.Environment(
             loader=jinja2.FileSystemLoader(HERE / "templates"),
             autoescape=True,

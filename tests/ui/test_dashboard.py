@@ -138,6 +138,7 @@ def test_retries_and_the_lost_attempt_on_the_gantt_chart(
     hold = _text(browser, '#task-table tr[data-task="hold"]')
     assert "#1 lost" in hold
     assert "#2 succeeded" in hold
+    browser.execute_script("document.getElementById('gantt').scrollIntoView()")
     screenshot(browser, scene.store, "04-retries-and-lost")
 
 

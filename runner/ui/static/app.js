@@ -13,8 +13,12 @@ function zoomable(viewport) {
   };
   // A big DAG starts readable: its top-left corner at a legible scale, not shrunk to fit.
   const rect = svg.getBoundingClientRect();
+  // A small one is drawn at its natural size (1 unit = 1 pixel), not blown up to fill the box.
   if (rect.width && full.w / rect.width > 2.5) {
     box = { x: full.x, y: full.y, w: rect.width * 1.2, h: rect.height * 1.2 };
+    apply();
+  } else if (rect.width && full.w < rect.width && full.h < rect.height) {
+    box = { x: full.x, y: full.y, w: rect.width, h: rect.height };
     apply();
   }
   svg.addEventListener("wheel", (e) => {
