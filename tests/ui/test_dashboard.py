@@ -130,7 +130,8 @@ def test_retries_and_the_lost_attempt_on_the_gantt_chart(
 ) -> None:
     _open(browser, f"{dashboard.url}/runs/{scene.bumpy}")
     bars = [
-        b.get_attribute("class") for b in browser.find_elements(By.CSS_SELECTOR, "#gantt rect.bar")
+        str(b.get_attribute("class"))
+        for b in browser.find_elements(By.CSS_SELECTOR, "#gantt rect.bar")
     ]
     assert sorted(bars) == sorted(
         ["bar s-lost", "bar s-succeeded", "bar s-failed", "bar s-failed", "bar s-succeeded"]

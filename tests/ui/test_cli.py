@@ -1,0 +1,87 @@
+"""`runner get run --format gantt|mermaid|dot`, the run drawings, and `runner ui`'s refusals."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from runner import rungraph
+from runner.models import Run, RunState, TaskRecord, TaskState
+from tests.e2e.helpers import Cli
+from tests.ui.conftest import WORKFLOWS
+
+
+def _failed_run(tmp_path: Path) -> Cli:
+    cli = Cli(tmp_path)
+    shutil.copy(WORKFLOWS / "broken.yaml", tmp_path / "broken.yaml")
+    assert cli.run("apply", "broken.yaml").returncode == 1
+    return cli
+
+
+def test_get_run_format_dot_and_mermaid_colour_tasks_by_state(tmp_path: Path) -> None:
+    cli = _failed_run(tmp_path)
+    dot = cli.run("get", "run", "@latest", "--format", "dot", "--workflows", "broken.yaml")
+    assert dot.returncode == 0, dot.stderr
+    assert '"boom" [label="boom\\nfailed", fillcolor="#dc3545"];' in dot.stdout
+    assert '"prep" -> "shard[n=1]";' in dot.stdout
+    mermaid = cli.run("get", "run", "@latest", "--format", "mermaid", "--workflows", ".")
+    assert "classDef failed fill:#dc3545" in mermaid.stdout
+    assert mermaid.stdout.count("-->") == 6
+    bare = cli.run("get", "run", "@latest", "--format", "dot")  # no plan found: no edges
+    assert bare.returncode == 0
+    assert "->" not in bare.stdout
+
+
+def test_get_run_format_gantt_draws_each_attempt(tmp_path: Path) -> None:
+    cli = _failed_run(tmp_path)
+    res = cli.run("get", "run", "@latest", "--format", "gantt")
+    assert res.returncode == 0, res.stderr
+    boom = next(line for line in res.stdout.splitlines() if line.startswith("boom"))
+    assert "#1" in boom
+    assert "✗" in boom
+    assert "failed" in boom
+    assert res.stdout.count("succeeded") >= 4
+
+
+def test_ui_refuses_to_listen_beyond_loopback_without_a_token(tmp_path: Path) -> None:
+    cli = Cli(tmp_path)
+    res = cli.run("ui", "--listen", "0.0.0.0:8080")
+    assert res.returncode == 2
+    assert "--listen 0.0.0.0:8080" in res.stderr
+    assert "RUNNER_UI_TOKEN" in res.stderr
+    assert "Traceback" not in res.stderr
+    res = cli.run("ui", "--allow-write")
+    assert res.returncode == 2
+    assert "--allow-write: set RUNNER_UI_TOKEN" in res.stderr
+    res = cli.run("ui", "--listen", "8080")
+    assert res.returncode == 2
+    assert "expected HOST:PORT" in res.stderr
+
+
+def _run(n: int, names: int) -> Run:
+    tasks = tuple(
+        TaskRecord(
+            id=f"t{i % names}[i={i}]",
+            name=f"t{i % names}",
+            priority=0,
+            state=TaskState.FAILED if i == 7 else TaskState.SUCCEEDED,
+        )
+        for i in range(n)
+    )
+    return Run(id="r", workflow="w", state=RunState.FAILED, tasks=tasks)
+
+
+def test_layout_groups_a_large_run_by_task_name() -> None:
+    run = _run(50, 5)
+    deps = {t.id: (("t0[i=0]",) if t.name != "t0" else ()) for t in run.tasks}
+    layout = rungraph.layout(run, deps, group_above=20)
+    assert layout.grouped
+    assert {n.label for n in layout.nodes} == {f"t{k} ×10" for k in range(5)}
+    by_name = {n.id: n for n in layout.nodes}
+    assert by_name["t2"].state == "failed"
+    assert by_name["t2"].counts == {"succeeded": 9, "failed": 1}
+    assert sorted(layout.edges) == [("t0", f"t{k}") for k in range(1, 5)]
+    assert [n.column for n in layout.nodes] == [0, 1, 1, 1, 1]
+    small = rungraph.layout(run, deps, group_above=100)
+    assert not small.grouped
+    assert len(small.nodes) == 50
