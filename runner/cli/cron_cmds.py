@@ -262,9 +262,9 @@ def cmd_scheduler(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     store = _with_store(settings)
+    dashboard = ui_cmds.start_for_serve(args, settings, store)
     worker = run_cmds.make_worker(settings, concurrency=args.workers, lease_ttl=None, name="serve")
     thread = threading.Thread(target=worker.run, name="serve-worker", daemon=True)
-    dashboard = ui_cmds.start_for_serve(args, settings, store)
     try:
         scheduler = _scheduler(args, settings, store)
         thread.start()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+import socket
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -72,6 +73,18 @@ def parse_listen(text: str, *, flag: str = "--listen") -> tuple[str, int]:
     return host, int(port)
 
 
+def _check_free(host: str, port: int, *, flag: str, listen: str) -> None:
+    """UsageError now, rather than the web server's exit once it starts, for an address this
+    process cannot listen on (in use, or not this machine's)."""
+    try:
+        with socket.create_server((host, port)):
+            pass
+    except OSError as exc:
+        raise errors.UsageError(
+            f"{flag} {listen}: cannot listen there ({exc.strerror}); pick another HOST:PORT"
+        ) from None
+
+
 def _loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -98,6 +111,7 @@ def ui_config(
             f"--allow-write: set {config.ENV_UI_TOKEN} to a secret; the dashboard's write "
             "actions need it (see docs/UI.md)"
         )
+    _check_free(host, port, flag=flag, listen=listen)
     web = _import_ui()
     cfg = web.UiConfig(
         allow_write=allow_write,

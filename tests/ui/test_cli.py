@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import socket
 from pathlib import Path
 
 from runner import rungraph
@@ -56,6 +57,11 @@ def test_ui_refuses_to_listen_beyond_loopback_without_a_token(tmp_path: Path) ->
     res = cli.run("ui", "--listen", "8080")
     assert res.returncode == 2
     assert "expected HOST:PORT" in res.stderr
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        res = cli.run("ui", "--listen", f"127.0.0.1:{port}")
+    assert res.returncode == 2
+    assert f"--listen 127.0.0.1:{port}: cannot listen there" in res.stderr
 
 
 def _run(n: int, names: int) -> Run:
