@@ -112,7 +112,7 @@ def free_port() -> int:
         return port
 
 
-def _answers(url: str) -> bool:
+def answers(url: str) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=2):
             return True
@@ -132,7 +132,7 @@ def start_ui(cli: Cli, *args: str, token: str | None = TOKEN) -> Dashboard:
     env = {"RUNNER_UI_TOKEN": token} if token else {}
     proc = cli.start("ui", "--listen", f"127.0.0.1:{port}", *args, env=env)
     url = f"http://127.0.0.1:{port}"
-    wait_for(lambda: _answers(f"{url}/api/runs") or proc.poll() is not None, what="runner ui")
+    wait_for(lambda: answers(f"{url}/api/runs") or proc.poll() is not None, what="runner ui")
     assert proc.poll() is None, (cli.cwd / "proc-1.log").read_text()
     return Dashboard(url, proc)
 

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import socket
+import urllib.request
 from pathlib import Path
 
 from runner import rungraph
 from runner.models import Run, RunState, TaskRecord, TaskState
-from tests.e2e.helpers import Cli
-from tests.ui.conftest import WORKFLOWS
+from tests.e2e.helpers import Cli, wait_for
+from tests.ui.conftest import WORKFLOWS, answers, free_port
 
 
 def _failed_run(tmp_path: Path) -> Cli:
@@ -91,3 +93,16 @@ def test_layout_groups_a_large_run_by_task_name() -> None:
     small = rungraph.layout(run, deps, group_above=100)
     assert not small.grouped
     assert len(small.nodes) == 50
+
+
+def test_serve_ui_serves_the_dashboard_beside_the_scheduler(tmp_path: Path) -> None:
+    cli = Cli(tmp_path)
+    port = free_port()
+    serve = cli.start("serve", "--workers", "1", "--ui", "--ui-listen", f"127.0.0.1:{port}")
+    try:
+        wait_for(lambda: answers(f"http://127.0.0.1:{port}/api/workers"), what="serve --ui")
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/workers", timeout=10) as res:
+            assert [w["name"] for w in json.load(res)] == ["serve"]
+    finally:
+        serve.terminate()
+        assert serve.wait(timeout=60) == 143  # as `runner serve` without --ui: SIGTERM
