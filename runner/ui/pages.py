@@ -20,6 +20,7 @@ from runner.ui.state import Dashboard, bind, form
 
 RUNS_WINDOW = 1000  # runs the list filters and counts (newest first)
 TASKS_SHOWN = 1000  # rows of the run page's task table
+SCHEDULE_HISTORY = 100  # runs of a schedule searched for its last success and failure
 
 
 def _int(request: Request, name: str, default: int) -> int:
@@ -146,9 +147,21 @@ def workers_page(dash: Dashboard, request: Request) -> Response:
     return dash.render(request, "workers.html", rows=rows)
 
 
+def _last_outcomes(dash: Dashboard, workflow: str) -> dict[str, str | None]:
+    """The newest succeeded and failed run of the schedule's workflow among its latest runs."""
+    runs = dash.store.list_runs(workflow=workflow, limit=SCHEDULE_HISTORY)
+    found: dict[str, str | None] = {"last_success": None, "last_failure": None}
+    for key, state in (("last_success", RunState.SUCCEEDED), ("last_failure", RunState.FAILED)):
+        found[key] = next((r.id for r in runs if r.state is state), None)
+    return found
+
+
 def schedules_page(dash: Dashboard, request: Request) -> Response:
     now = time.time()
-    rows = [views.entry_json(dash.store, e, now=now) for e in dash.store.list_schedules()]
+    rows = [
+        {**views.entry_json(dash.store, e, now=now), **_last_outcomes(dash, e.name)}
+        for e in dash.store.list_schedules()
+    ]
     return dash.render(request, "schedules.html", rows=rows)
 
 

@@ -4,6 +4,7 @@ session, the CSRF value and the origin check of every browser write."""
 from __future__ import annotations
 
 import http.cookiejar
+import json
 import re
 import time
 import urllib.error
@@ -15,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from runner import engine
+from runner.models import WorkerInfo
 from runner.store import Store, open_store
 from runner.ui import Server, UiConfig
 from tests.contract.plans import diamond
@@ -122,3 +124,16 @@ def test_wrong_token_does_not_log_in(writable: str) -> None:
     opener = urllib.request.build_opener()
     body = urllib.parse.urlencode({"token": "guess"}).encode()
     assert _status(opener, urllib.request.Request(f"{writable}/login", data=body)) == 403
+
+
+def test_api_drain_marks_the_worker_draining(writable: str, store: Store) -> None:
+    store.register_worker(WorkerInfo(id="w-1", name="w"), now=time.time(), ttl=600)
+    bearer = {"Authorization": f"Bearer {TOKEN}"}
+    drain = urllib.request.Request(f"{writable}/api/workers/w/drain", data=b"", headers=bearer)
+    with urllib.request.urlopen(drain, timeout=10) as response:
+        assert json.load(response) == {"workers": ["w-1"]}
+    assert [w.draining for w in store.list_workers(now=time.time())] == [True]
+    missing = urllib.request.Request(
+        f"{writable}/api/workers/nobody/drain", data=b"", headers=bearer
+    )
+    assert _status(urllib.request.build_opener(), missing) == 400

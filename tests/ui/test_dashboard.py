@@ -13,6 +13,7 @@ from selenium import webdriver
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
+from tests.e2e.helpers import wait_for
 from tests.ui.conftest import TOKEN, Dashboard, Scene, screenshot, start_ui
 
 VOLATILE = {"heartbeat_at", "heartbeat_age", "expires_at"}  # a worker's, between two reads
@@ -59,6 +60,15 @@ def test_api_writes_need_the_token(scene: Scene, dashboard: Dashboard) -> None:
     assert _post(url)[0] == 403
     assert _post(url, token="wrong")[0] == 403
     assert _get(f"{dashboard.url}/api/runs/{scene.failed}")["state"] == "failed"
+    status, triggered = _post(f"{dashboard.url}/api/schedules/nightly/trigger", token=TOKEN)
+    assert status == 200
+    assert triggered["id"].startswith("nightly-")
+    assert triggered["id"].endswith("-manual")
+    done = lambda: scene.cli.get_run(triggered["id"])["state"] == "succeeded"  # noqa: E731
+    wait_for(done, what="the triggered run to succeed on ui-worker")
+    assert _post(f"{dashboard.url}/api/schedules/nightly/suspend", token=TOKEN)[1]["suspended"]
+    assert _cli_json(scene, "cron", "list")[0]["suspended"] is True
+    assert not _post(f"{dashboard.url}/api/schedules/nightly/resume", token=TOKEN)[1]["suspended"]
     read_only = start_ui(scene.cli)
     try:
         status, _ = _post(f"{read_only.url}/api/runs/{scene.failed}/retry", token=TOKEN)
@@ -99,6 +109,7 @@ def test_pages_show_runs_workers_schedules_and_locks(
     screenshot(browser, scene.store, "06-workers")
     _open(browser, f"{dashboard.url}/schedules")
     assert "0 2 * * *" in _text(browser, "#schedules")
+    assert "-manual" in _text(browser, "#schedules")  # its last run, and last success
     screenshot(browser, scene.store, "07-schedules")
     _open(browser, f"{dashboard.url}/locks")
     assert f"{scene.running}/tick" in _text(browser, "#locks")
@@ -166,6 +177,7 @@ def test_running_log_grows_live_and_cancel_needs_the_token(
     _open(browser, f"{dashboard.url}/login")
     browser.find_element(By.ID, "token").send_keys(TOKEN)
     browser.find_element(By.ID, "login-button").click()
+    WebDriverWait(browser, 20).until(lambda d: d.find_elements(By.ID, "logout"))
     _open(browser, f"{dashboard.url}/runs/{scene.running}")
     browser.find_element(By.CSS_SELECTOR, 'button[data-action="cancel"]').click()
     WebDriverWait(browser, 20).until(lambda d: d.find_elements(By.ID, "msg"))
