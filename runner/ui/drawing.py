@@ -75,8 +75,18 @@ def dag(run: Run, layout: rungraph.Layout, *, known: bool) -> Picture:
     return Picture(width, height, boxes, lines, note)
 
 
+def _bar(run: Run, b: rungraph.Bar, *, row: int, start: float, scale: float) -> Box:
+    extra = f" ({b.reason})" if b.reason not in (None, "exit") else ""
+    title = f"{b.task} #{b.attempt} {b.state}{extra} on {b.worker}, {b.end - b.start:.1f}s"
+    title += f": {b.error}" if b.error else ""
+    x = LABEL_W + int((b.start - start) * scale)
+    w = max(2, int((b.end - b.start) * scale))
+    return Box(x, row * ROW_H, w, b.task, b.state, title, log_href(run.id, b.task, b.attempt))
+
+
 def gantt(run: Run, *, now: float) -> Picture:
-    """One row per task that has attempts (retries side by side), x = time."""
+    """One row per task with attempts (retries side by side, x = time), then one per task
+    still waiting, with its waiting reason."""
     bars = rungraph.gantt_bars(run, now=now)
     start, end = rungraph.span(bars)
     scale = GANTT_W / (end - start)
@@ -87,29 +97,20 @@ def gantt(run: Run, *, now: float) -> Picture:
             if len(rows) == GANTT_ROWS:
                 continue
             rows[b.task] = len(rows)
-        x = LABEL_W + int((b.start - start) * scale)
-        w = max(2, int((b.end - b.start) * scale))
-        extra = f" ({b.reason})" if b.reason not in (None, "exit") else ""
-        title = f"{b.task} #{b.attempt} {b.state}{extra} on {b.worker}, {b.end - b.start:.1f}s" + (
-            f": {b.error}" if b.error else ""
-        )
+        boxes.append(_bar(run, b, row=rows[b.task], start=start, scale=scale))
+    waiting = [t for t in run.tasks if not t.attempts][: max(0, GANTT_ROWS - len(rows))]
+    for t in waiting:
+        rows[t.id] = len(rows)
+        reason = t.waiting_reason or t.state.value
         boxes.append(
-            Box(
-                x,
-                rows[b.task] * ROW_H,
-                w,
-                b.task,
-                b.state,
-                title,
-                log_href(run.id, b.task, b.attempt),
-            )
+            Box(LABEL_W, rows[t.id] * ROW_H, 0, reason, "", reason, log_href(run.id, t.id))
         )
     labels = [
         Box(0, y * ROW_H, LABEL_W - 6, _short(t, 32), "", t, log_href(run.id, t))
         for t, y in rows.items()
     ]
-    total = len({b.task for b in bars})
-    note = f"first {GANTT_ROWS} of {total} tasks" if total > GANTT_ROWS else ""
+    total = len(run.tasks)
+    note = f"first {GANTT_ROWS} of {total} tasks" if total > len(rows) else ""
     return Picture(LABEL_W + GANTT_W + 10, max(1, len(rows)) * ROW_H, labels + boxes, [], note)
 
 

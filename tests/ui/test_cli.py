@@ -9,7 +9,8 @@ import urllib.request
 from pathlib import Path
 
 from runner import rungraph
-from runner.models import Run, RunState, TaskRecord, TaskState
+from runner.models import Attempt, AttemptState, Reason, Run, RunState, TaskRecord, TaskState
+from runner.ui import drawing
 from tests.e2e.helpers import Cli, wait_for
 from tests.ui.conftest import WORKFLOWS, answers, free_port
 
@@ -106,3 +107,35 @@ def test_serve_ui_serves_the_dashboard_beside_the_scheduler(tmp_path: Path) -> N
     finally:
         serve.terminate()
         assert serve.wait(timeout=60) == 143  # as `runner serve` without --ui: SIGTERM
+
+
+def test_gantt_rows_show_attempts_then_waiting_reasons() -> None:
+    attempt = Attempt(
+        number=1,
+        state=AttemptState.LOST,
+        worker="w1",
+        token=1,
+        reason=Reason.LOST,
+        started_at=100.0,
+        finished_at=110.0,
+    )
+    run = Run(
+        id="r",
+        workflow="w",
+        state=RunState.RUNNING,
+        tasks=(
+            TaskRecord(id="a", name="a", priority=0, state=TaskState.READY, attempts=(attempt,)),
+            TaskRecord(
+                id="b",
+                name="b",
+                priority=0,
+                state=TaskState.READY,
+                waiting_reason="waiting: mutex m is held",
+            ),
+        ),
+    )
+    chart = drawing.gantt(run, now=120.0)
+    bars = [b for b in chart.boxes if b.state]
+    assert [(b.state, b.title) for b in bars] == [("lost", "a #1 lost (lost) on w1, 10.0s")]
+    assert "waiting: mutex m is held" in [b.label for b in chart.boxes if not b.state]
+    assert "waiting: mutex m is held" in drawing.gantt_svg(chart)
