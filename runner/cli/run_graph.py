@@ -12,7 +12,6 @@ from typing import TextIO
 from rich.console import Console
 from rich.text import Text
 
-from runner import rungraph
 from runner.cli import output
 from runner.models import Run
 from runner.store import Store
@@ -40,6 +39,8 @@ def add_flags(p: argparse.ArgumentParser) -> None:
 
 
 def show(store: Store, run: Run, args: argparse.Namespace, stream: TextIO | None = None) -> None:
+    from runner import rungraph  # only this command draws: load it when it runs
+
     stream = stream or sys.stdout
     if args.format == "gantt":
         print_gantt(run, now=time.time(), stream=stream)
@@ -52,6 +53,8 @@ def show(store: Store, run: Run, args: argparse.Namespace, stream: TextIO | None
 
 def print_gantt(run: Run, *, now: float, stream: TextIO, width: int = 60) -> None:
     """One line per attempt: task, attempt, a bar placed on the run's time line, worker."""
+    from runner import rungraph
+
     console = Console(file=stream, width=200, soft_wrap=True, highlight=False)
     bars = rungraph.gantt_bars(run, now=now)
     start, end = rungraph.span(bars)
