@@ -15,6 +15,7 @@ ENV_FAILPOINTS = "RUNNER_FAILPOINTS"
 ENV_ETCD_USER = "RUNNER_ETCD_USER"
 ENV_ETCD_PASSWORD = "RUNNER_ETCD_PASSWORD"
 ENV_ETCD_PASSWORD_FILE = "RUNNER_ETCD_PASSWORD_FILE"
+ENV_UI_TOKEN = "RUNNER_UI_TOKEN"  # the web dashboard's token (docs/UI.md)
 
 DEFAULT_STORE = "sqlite:///.runner/state.db"
 DEFAULT_LEASE_TTL = 10.0
@@ -31,6 +32,7 @@ class Settings:
     failpoints: str = ""
     etcd_user: str | None = None
     etcd_password: str | None = field(default=None, repr=False)  # never printed
+    ui_token: str | None = field(default=None, repr=False)  # never printed
 
 
 def _positive_float(environ: Mapping[str, str], name: str, default: float) -> float:
@@ -56,6 +58,7 @@ def from_env(environ: Mapping[str, str], *, store: str | None = None) -> Setting
         failpoints=environ.get(ENV_FAILPOINTS, ""),
         etcd_user=environ.get(ENV_ETCD_USER) or None,
         etcd_password=_etcd_password(environ),
+        ui_token=environ.get(ENV_UI_TOKEN) or None,
     )
 
 

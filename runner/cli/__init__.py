@@ -55,6 +55,9 @@ COMMANDS: tuple[Command, ...] = (
     Command("gc", "gc_cmds", "delete finished runs older than a retention (default 7d)"),
     Command("bench", "bench_cmds", "measure the standard workloads on this store"),
     Command(
+        "ui", "ui_cmds", "serve the web dashboard (runs, DAGs, logs, workers, schedules, locks)"
+    ),
+    Command(
         "metrics",
         "metrics_cmds",
         "print the Prometheus metrics, or keep a node_exporter textfile up to date",

@@ -6,10 +6,9 @@ import argparse
 import time
 from typing import Any
 
-from runner import errors
+from runner import actions, errors, views
 from runner.cli import common, output
 from runner.config import Settings
-from runner.models import LockInfo
 
 
 def add_parsers(sub: Any) -> None:
@@ -27,20 +26,7 @@ def add_parsers(sub: Any) -> None:
     p.set_defaults(func=cmd_locks)
 
 
-def lock_json(lock: LockInfo) -> dict[str, Any]:
-    """`runner locks -o json`: one lock."""
-    kind, _, name = lock.name.partition(":")
-    return {
-        "lock": lock.name,
-        "kind": kind,
-        "name": name,
-        "limit": lock.limit,
-        "holders": [
-            {"run": h.run_id, "task": h.task_id, "attempt": h.attempt, "worker": h.worker_id}
-            for h in lock.holders
-        ],
-        "waiters": [{"run": r, "task": t} for r, t in lock.waiters],
-    }
+lock_json = views.lock_json  # the shape is shared with the web dashboard
 
 
 def cmd_locks(args: argparse.Namespace, settings: Settings) -> int:
@@ -67,13 +53,9 @@ def cmd_worker_drain(args: argparse.Namespace, settings: Settings) -> int:
         raise errors.UsageError("worker drain: give the NAME (or id) of the worker to drain")
     store = common.open_settings_store(settings)
     try:
-        ids = store.drain_worker(args.target, now=time.time())
+        ids = actions.drain_worker(store, args.target, now=time.time())
     finally:
         store.close()
-    if not ids:
-        raise errors.UsageError(
-            f"worker drain: no live worker is named {args.target!r}; see `runner workers`"
-        )
     for worker_id in ids:
         print(f"worker {worker_id} draining")
     return errors.EXIT_OK

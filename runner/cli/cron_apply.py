@@ -6,8 +6,9 @@ import datetime as dt
 import zoneinfo
 from typing import TYPE_CHECKING
 
-from runner.cron import fire, ticks
-from runner.models import CronEntry, Plan
+from runner import views
+from runner.cron import fire
+from runner.models import Plan
 
 if TYPE_CHECKING:
     from runner.store import Store
@@ -20,10 +21,7 @@ def local_iso(ts: float, tz: str) -> str:
     return dt.datetime.fromtimestamp(ts, zoneinfo.ZoneInfo(tz)).isoformat(timespec="seconds")
 
 
-def next_fire_times(entry: CronEntry, *, now: float, count: int) -> list[float]:
-    """The schedule's next `count` fire times after `now` (and after its last handled tick)."""
-    s = entry.schedule
-    return ticks.next_ticks(s.cron, s.timezone, after=max(now, entry.last_tick), count=count)
+next_fire_times = views.next_fire_times
 
 
 def register_and_describe(store: Store, plan: Plan, *, now: float) -> list[str]:

@@ -7,12 +7,10 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any
 
-from runner import engine, errors, planview
+from runner import actions, errors, views
 from runner.cli import common, output
 from runner.cli.cron_apply import local_iso, next_fire_times
 from runner.config import Settings
-from runner.cron import fire
-from runner.models import CronEntry
 
 if TYPE_CHECKING:
     from runner.store import Store
@@ -76,24 +74,7 @@ def _with_store(settings: Settings) -> Store:
     return common.open_settings_store(settings)
 
 
-def entry_json(store: Store, entry: CronEntry, *, now: float) -> dict[str, Any]:
-    """One schedule as `runner cron list -o json` shows it."""
-    state = fire.last_run_state(store, entry)
-    upcoming = [] if entry.suspended else next_fire_times(entry, now=now, count=1)
-    s = entry.schedule
-    return {
-        "name": entry.name,
-        "schedule": s.cron,
-        "timezone": s.timezone,
-        "suspended": entry.suspended,
-        "concurrency_policy": s.concurrency_policy.value,
-        "last_run": entry.last_run_id,
-        "last_run_state": None if state is None else state.value,
-        "next": output.iso(upcoming[0]) if upcoming else None,
-        "missed": entry.missed,
-        "skipped": entry.skipped,
-        "source": entry.source,
-    }
+entry_json = views.entry_json  # the shape is shared with the web dashboard
 
 
 def cmd_cron_list(args: argparse.Namespace, settings: Settings) -> int:
@@ -124,11 +105,7 @@ def _row(r: dict[str, Any]) -> tuple[str, ...]:
 def cmd_cron_trigger(args: argparse.Namespace, settings: Settings) -> int:
     store = _with_store(settings)
     try:
-        entry = store.get_schedule(args.name)
-        now = time.time()
-        plan = planview.plan_from_json(entry.plan)
-        run_id = f"{engine.new_run_id(entry.name, now)}-manual"
-        run = engine.submit(store, plan, now=now, run_id=run_id, scheduled_time=now)
+        run = actions.trigger_schedule(store, args.name, now=time.time())
     finally:
         store.close()
     print(run.id)
@@ -146,7 +123,7 @@ def cmd_cron_resume(args: argparse.Namespace, settings: Settings) -> int:
 def _set_suspended(name: str, suspended: bool, settings: Settings) -> int:
     store = _with_store(settings)
     try:
-        store.suspend_schedule(name, suspended=suspended, now=time.time())
+        actions.suspend_schedule(store, name, suspended=suspended, now=time.time())
     finally:
         store.close()
     print(f"schedule {name} {'suspended' if suspended else 'resumed'}")

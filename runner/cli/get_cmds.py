@@ -8,8 +8,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from runner import engine, errors
-from runner.cli import common, output
+from runner import engine, errors, views
+from runner.cli import common, output, run_graph
 from runner.cli.progress import make_progress
 from runner.config import Settings
 from runner.models import Run, TaskRecord, TaskState
@@ -24,7 +24,8 @@ def add_parsers(sub: Any) -> None:
         help="show runs",
         description="Show runs and their tasks.",
         epilog="examples:\n  runner get runs\n  runner get runs --workflow etl -o json\n"
-        "  runner get run @latest -o json\n  runner get run RUN --watch\n",
+        "  runner get run @latest -o json\n  runner get run RUN --watch\n"
+        "  runner get run @latest --format gantt\n  runner get run RUN --format dot | dot -Tsvg\n",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     what = get.add_subparsers(dest="what", metavar="runs|run", required=True)
@@ -37,6 +38,7 @@ def add_parsers(sub: Any) -> None:
     run.add_argument("run", metavar="RUN", help="a run id or @latest")
     run.add_argument("-o", "--output", choices=["table", "json", "yaml"], default="table")
     run.add_argument("--watch", action="store_true", help="follow until the run ends")
+    run_graph.add_flags(run)
     run.set_defaults(func=cmd_get_run)
     add_logs_parser(sub)
     workers = sub.add_parser(
@@ -77,6 +79,9 @@ def cmd_get_run(args: argparse.Namespace, settings: Settings) -> int:
                 progress.close()
         else:
             run = store.get_run(run_id)
+        if args.format:
+            run_graph.show(store, run, args)
+            return errors.EXIT_OK
     finally:
         store.close()
     if args.output == "table":
@@ -195,11 +200,4 @@ def _print_new(store: Store, run: Run, task: TaskRecord, shown: dict[tuple[str, 
     shown[key] = text
 
 
-def _after(before: str, text: str) -> str:
-    """What `text` adds to `before`. The store keeps only the last bytes of a log, so once it
-    trims, the old text's end is found again inside the new one."""
-    if text.startswith(before):
-        return text[len(before) :]
-    tail = before[-256:]
-    at = text.rfind(tail) if tail else -1
-    return text[at + len(tail) :] if at >= 0 else text
+_after = views.log_after

@@ -262,7 +262,9 @@ def add_cancel_parser(sub: Any) -> None:
 def cmd_cancel(args: argparse.Namespace, settings: Settings) -> int:
     store = common.open_settings_store(settings)
     try:
-        run = store.cancel_run(engine.resolve_run_id(store, args.run), now=time.time())
+        from runner import actions
+
+        run = actions.cancel_run(store, args.run, now=time.time())
         print(f"run {run.id} {run.state.value}")
         return errors.EXIT_OK
     finally:

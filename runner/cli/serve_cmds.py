@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from runner import errors
-from runner.cli import common, gc_cmds, logfmt, metrics_cmds, run_cmds
+from runner.cli import common, gc_cmds, logfmt, metrics_cmds, run_cmds, ui_cmds
 from runner.config import Settings
 from runner.cron.retention import DEFAULT_OLDER_THAN
 from runner.cron.scheduler import Scheduler
@@ -90,6 +90,8 @@ def _add_serve_parser(sub: Any) -> None:
     )
     _add_loop_flags(p)
     p.add_argument("--workers", type=common.positive_int, default=os.cpu_count() or 1)
+    p.add_argument("--ui", action="store_true", help="also serve the web dashboard (docs/UI.md)")
+    ui_cmds.add_ui_flags(p, prefix="ui-")
     p.set_defaults(func=cmd_serve)
 
 
@@ -132,6 +134,7 @@ def cmd_scheduler(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     exporter = metrics_cmds.Exporter(args)
     store = exporter.instrument(common.open_settings_store(settings))
+    dashboard = ui_cmds.start_for_serve(args, settings, store)
     worker = run_cmds.make_worker(
         settings, concurrency=args.workers, lease_ttl=None, name="serve", wrap=exporter.instrument
     )
@@ -151,6 +154,8 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
             thread.join()
         worker.store.close()
         worker.executor.close()
+        if dashboard is not None:
+            dashboard.stop()
         store.close()
     return errors.EXIT_OK
 
