@@ -314,6 +314,7 @@ class TaskRecord:
     attempts: tuple[Attempt, ...] = ()
     losses: int = 0  # attempts lost with their worker
     ready_at: float | None = None  # when it became ready (or is due again after a backoff)
+    depends: tuple[str, ...] = ()  # instance ids it waits for (the run's DAG edges)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -1,23 +1,17 @@
 """A run drawn: its DAG coloured by task state (dot, mermaid, a layered layout for the
 dashboard, grouped by matrix for large runs) and the bars of its attempts' Gantt chart.
 
-A stored run keeps its tasks but not their dependencies (the Store protocol has no read for
-them), so the edges come from the run's plan when it can be found: the schedule of the same
-workflow whose plan hash matches the run's, else a workflow file (`--workflows PATH`) that
-expands to the run's plan hash with the run's params. Without it the DAG has no edges.
+The edges are the stored tasks' own dependencies (`TaskRecord.depends`), so any run in the
+store draws whole, whatever became of the file it came from.
 """
 
 from __future__ import annotations
 
 import json
-import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
-from runner import errors, planning, planview, workflow
-from runner.models import Plan, Run, TaskRecord
-from runner.store.base import Store
+from runner.models import Run, TaskRecord
 
 #: A run with more tasks than this is drawn as one node per task name (its matrix instances).
 GROUP_ABOVE = 2000
@@ -35,67 +29,9 @@ STATE_COLOURS = {
 }
 
 
-def find_plan(store: Store, run: Run, *, workflows: Sequence[Path] = ()) -> Plan | None:
-    """The plan `run` was created from, when a schedule or a workflow file still has it."""
-    try:
-        entry = store.get_schedule(run.workflow)
-    except errors.ScheduleNotFound:
-        entry = None
-    if entry is not None and entry.plan_hash == run.plan_hash:
-        return planview.plan_from_json(entry.plan)
-    for path in _workflow_files(workflows):
-        try:
-            wf = workflow.load(path)
-            if wf.name != run.workflow:
-                continue
-            plan = planning.build_plan(wf.doc, source=wf.source, params=dict(run.params))
-        except errors.RunnerError:
-            continue  # an invalid or unrelated file: not this run's plan
-        if plan.hash == run.plan_hash:
-            return plan
-    return None
-
-
-class PlanCache:
-    """`find_plan` for a long-lived process (the dashboard): plans by plan hash, which names
-    one plan, so each workflow file is parsed once per plan rather than per page view; a
-    plan not found is looked for again after `retry_after` seconds."""
-
-    def __init__(self, *, workflows: Sequence[Path] = (), retry_after: float = 30.0) -> None:
-        self.workflows = tuple(workflows)
-        self.retry_after = retry_after
-        self._found: dict[str, Plan] = {}
-        self._missing: dict[str, float] = {}  # plan hash -> when it was last looked for
-        self._lock = threading.Lock()
-
-    def find(self, store: Store, run: Run, *, now: float) -> Plan | None:
-        with self._lock:
-            plan = self._found.get(run.plan_hash)
-            missed = self._missing.get(run.plan_hash)
-        if plan is not None or (missed is not None and now - missed < self.retry_after):
-            return plan
-        plan = find_plan(store, run, workflows=self.workflows)
-        with self._lock:
-            if plan is None:
-                self._missing[run.plan_hash] = now
-            else:
-                self._found[run.plan_hash] = plan
-                self._missing.pop(run.plan_hash, None)
-        return plan
-
-
-def _workflow_files(paths: Sequence[Path]) -> Iterable[Path]:
-    for path in paths:
-        if path.is_dir():
-            yield from sorted(p for p in path.iterdir() if p.suffix in (".yaml", ".yml"))
-        elif path.is_file():
-            yield path
-
-
-def dependencies(plan: Plan | None, run: Run) -> dict[str, tuple[str, ...]]:
-    """Task id -> the ids it depends on (all empty without a plan)."""
-    known = {t.id: tuple(t.depends) for t in plan.tasks} if plan is not None else {}
-    return {t.id: known.get(t.id, ()) for t in run.tasks}
+def dependencies(run: Run) -> dict[str, tuple[str, ...]]:
+    """Task id -> the ids it depends on, as stored with the run."""
+    return {t.id: t.depends for t in run.tasks}
 
 
 # ---------------------------------------------------------------------- text formats

@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 from typing import TextIO
 
 from runner.cli import output
@@ -24,15 +23,6 @@ def add_flags(p: argparse.ArgumentParser) -> None:
         choices=FORMATS,
         help="gantt: the attempts on a time line; mermaid|dot: the DAG coloured by task state",
     )
-    p.add_argument(
-        "--workflows",
-        type=Path,
-        action="append",
-        default=[],
-        metavar="PATH",
-        help="workflow files or folders to find the run's dependencies in when no schedule "
-        "holds its plan (repeatable)",
-    )
 
 
 def show(store: Store, run: Run, args: argparse.Namespace, stream: TextIO | None = None) -> None:
@@ -42,8 +32,7 @@ def show(store: Store, run: Run, args: argparse.Namespace, stream: TextIO | None
     if args.format == "gantt":
         print_gantt(run, now=time.time(), stream=stream)
         return
-    plan = rungraph.find_plan(store, run, workflows=args.workflows)
-    deps = rungraph.dependencies(plan, run)
+    deps = rungraph.dependencies(run)
     render = rungraph.render_dot if args.format == "dot" else rungraph.render_mermaid
     stream.write(render(run, deps))
 

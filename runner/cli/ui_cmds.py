@@ -7,7 +7,6 @@ import argparse
 import ipaddress
 import socket
 import sys
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from runner import config, errors
@@ -39,7 +38,7 @@ def add_parsers(sub: Any) -> None:
 
 
 def add_ui_flags(p: argparse.ArgumentParser, *, prefix: str = "") -> None:
-    """--listen, --allow-write and --workflows (for `runner serve --ui`, with --ui-*)."""
+    """--listen and --allow-write (for `runner serve --ui`, with --ui-*)."""
     p.add_argument(
         f"--{prefix}listen",
         default=DEFAULT_LISTEN,
@@ -53,16 +52,6 @@ def add_ui_flags(p: argparse.ArgumentParser, *, prefix: str = "") -> None:
         help="allow cancel, retry, trigger, suspend/resume and drain "
         f"(needs {config.ENV_UI_TOKEN})",
     )
-    if not prefix:
-        p.add_argument(
-            "--workflows",
-            type=Path,
-            action="append",
-            default=[],
-            metavar="PATH",
-            help="workflow files or folders in which to find a run's dependencies when no "
-            "schedule holds its plan (repeatable)",
-        )
 
 
 def parse_listen(text: str, *, flag: str = "--listen") -> tuple[str, int]:
@@ -95,7 +84,7 @@ def _loopback(host: str) -> bool:
 
 
 def ui_config(
-    settings: Settings, *, listen: str, allow_write: bool, workflows: list[Path], flag: str
+    settings: Settings, *, listen: str, allow_write: bool, flag: str
 ) -> tuple[ui.UiConfig, str, int]:
     """The dashboard's settings; UsageError for an exposed dashboard without a token."""
     host, port = parse_listen(listen, flag=flag)
@@ -117,7 +106,6 @@ def ui_config(
         allow_write=allow_write,
         token=token,
         require_login=not _loopback(host),
-        workflows=tuple(workflows),
     )
     return cfg, host, port
 
@@ -144,7 +132,6 @@ def cmd_ui(args: argparse.Namespace, settings: Settings) -> int:
         settings,
         listen=args.listen,
         allow_write=args.allow_write,
-        workflows=args.workflows,
         flag="--listen",
     )
     store = common.open_settings_store(settings)
@@ -163,7 +150,6 @@ def start_for_serve(args: argparse.Namespace, settings: Settings, store: Store) 
         settings,
         listen=args.ui_listen,
         allow_write=args.ui_allow_write,
-        workflows=[args.workflows] if args.workflows else [],
         flag="--ui-listen",
     )
     server = make_server(store, cfg, host, port)

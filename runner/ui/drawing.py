@@ -44,9 +44,8 @@ def _short(text: str, n: int = 26) -> str:
     return text if len(text) <= n else text[: n - 1] + "…"
 
 
-def dag(run: Run, layout: rungraph.Layout, *, known: bool) -> Picture:
-    """Boxes in columns, edges as curves from a box's right edge to its successor's left;
-    `known` says whether the run's dependencies were found (runner.rungraph.find_plan)."""
+def dag(run: Run, layout: rungraph.Layout) -> Picture:
+    """Boxes in columns, edges as curves from a box's right edge to its successor's left."""
     at: dict[str, tuple[int, int]] = {}
     boxes = []
     for n in layout.nodes:
@@ -70,8 +69,6 @@ def dag(run: Run, layout: rungraph.Layout, *, known: bool) -> Picture:
     width = layout.columns * (NODE_W + GAP_X)
     height = layout.rows * (NODE_H + GAP_Y)
     note = "grouped by task name (matrix instances)" if layout.grouped else ""
-    if not known:
-        note = "dependencies unknown: no schedule or --workflows file holds this run's plan"
     return Picture(width, height, boxes, lines, note)
 
 

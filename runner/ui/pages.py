@@ -82,9 +82,7 @@ def run_page(dash: Dashboard, request: Request) -> Response:
     now = time.time()
     run_id = engine.resolve_run_id(dash.store, request.path_params["run_id"])
     run = dash.store.get_run(run_id, now=now)
-    plan = dash.plans.find(dash.store, run, now=now)
-    deps = rungraph.dependencies(plan, run)
-    graph = drawing.dag(run, rungraph.layout(run, deps), known=plan is not None)
+    graph = drawing.dag(run, rungraph.layout(run, rungraph.dependencies(run)))
     rows, matched = _task_rows(run, request)
     chart = drawing.gantt(run, now=now)
     return dash.render(

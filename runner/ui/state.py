@@ -13,7 +13,6 @@ import jinja2
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
-from runner import rungraph
 from runner.store.base import Store
 from runner.ui import auth
 
@@ -25,7 +24,6 @@ class UiConfig:
     allow_write: bool = False
     token: str | None = None
     require_login: bool = False  # reads need the token too (listening beyond loopback)
-    workflows: tuple[Path, ...] = ()  # where to find runs' plans (their dependencies)
     page_size: int = 50
     log_tail: int = 200  # lines of a finished attempt's log shown at first
 
@@ -39,7 +37,6 @@ class Dashboard:
         self.guard = auth.Guard(
             config.token, allow_write=config.allow_write, require_login=config.require_login
         )
-        self.plans = rungraph.PlanCache(workflows=config.workflows)
         self.templates = jinja2.Environment(
             loader=jinja2.FileSystemLoader(HERE / "templates"),
             autoescape=True,

@@ -140,7 +140,7 @@ def start_ui(cli: Cli, *args: str, token: str | None = TOKEN) -> Dashboard:
 @pytest.fixture(scope="module")
 def dashboard(scene: Scene) -> Iterator[Dashboard]:
     """The scene's dashboard with writes allowed (and the token set)."""
-    dash = start_ui(scene.cli, "--allow-write", "--workflows", str(WORKFLOWS))
+    dash = start_ui(scene.cli, "--allow-write")
     try:
         yield dash
     finally:
