@@ -31,7 +31,8 @@ RUN python3 -m venv /opt/build \
  && /opt/build/bin/pip install -q --upgrade pip \
  && /opt/build/bin/pip wheel -q --wheel-dir /wheels . \
  && /opt/build/bin/pip download -q --no-deps --dest /pip pip \
- && mv /pip/pip-*.whl /pip/pip.whl
+ && mv /pip/pip-*.whl /pip/pip.whl \
+ && cd / && sha256sum wheels/*.whl pip/pip.whl > /wheels.sha256
 
 FROM ${BASE_IMAGE}
 ARG RUNNER_VERSION=0.1.0
@@ -52,6 +53,9 @@ RUN apt-get update \
       --shell /usr/sbin/nologin runner \
  && mkdir -p /var/lib/runner/logs /workflows \
  && chown -R runner:runner /var/lib/runner
+# What gets installed, by digest. Copied first so that a change of any wheel invalidates the
+# install step below (a builder may not hash the content of a RUN's mounts).
+COPY --from=build /wheels.sha256 /opt/runner/wheels.sha256
 # pip runs from its wheel (a documented use) and leaves nothing behind but the venv.
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
     --mount=type=bind,from=build,source=/pip,target=/pip \

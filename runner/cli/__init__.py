@@ -24,6 +24,7 @@ from runner.cli import (
     cron_cmds,
     gc_cmds,
     get_cmds,
+    health_cmds,
     run_cmds,
     workflow_cmds,
 )
@@ -68,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     cluster_cmds.add_parsers(sub)
     gc_cmds.add_parsers(sub)
     bench_cmds.add_parsers(sub)
+    health_cmds.add_health_parser(sub)
     return parser
 
 

@@ -271,6 +271,7 @@ def _scheduler(args: argparse.Namespace, settings: Settings, store: Store) -> Sc
 
 
 def cmd_scheduler(args: argparse.Namespace, settings: Settings) -> int:
+    common.wait_for_store(settings, who="scheduler")
     store = _with_store(settings)
     stop = threading.Event()
     try:
@@ -283,6 +284,7 @@ def cmd_scheduler(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    common.wait_for_store(settings, who="serve")
     store = _with_store(settings)
     worker = run_cmds.make_worker(settings, concurrency=args.workers, lease_ttl=None, name="serve")
     thread = threading.Thread(target=worker.run, name="serve-worker", daemon=True)

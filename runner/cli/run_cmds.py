@@ -296,6 +296,7 @@ def add_worker_parser(sub: Any) -> None:
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     if args.action == "drain":
         return cluster_cmds.cmd_worker_drain(args, settings)
+    common.wait_for_store(settings, who="worker")
     worker = make_worker(
         settings,
         concurrency=args.concurrency,

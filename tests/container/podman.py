@@ -110,8 +110,9 @@ class Podman:
 
     def build(self, context: Path, tag: str, *, file: str = "Dockerfile",
               build_args: Sequence[str] = ()) -> None:  # fmt: skip
-        """`podman build` with the local CA certificates mounted read-only, no pulls."""
-        args = ["build", "--pull=never", "-f", str(context / file), "-t", tag]
+        """`podman build` with the local CA certificates mounted read-only, no pulls; the
+        Docker image format, which keeps HEALTHCHECK (the OCI format has no field for it)."""
+        args = ["build", "--format", "docker", "--pull=never", "-f", str(context / file), "-t", tag]
         if LOCAL_CA_DIR.is_dir():
             args += ["-v", f"{LOCAL_CA_DIR}:{LOCAL_CA_DIR}:ro"]
         for arg in build_args:
