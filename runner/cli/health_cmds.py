@@ -1,4 +1,4 @@
-"""`runner health`: is this host's worker or scheduler live in the store (a container HEALTHCHECK)."""
+"""`runner health`: is this host's worker or scheduler live in the store (a HEALTHCHECK)."""
 
 from __future__ import annotations
 

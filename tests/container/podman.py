@@ -76,7 +76,7 @@ class Podman:
 
     def _registries(self) -> Path:
         path = self.root / "registries.conf"
-        path.write_text("unqualified-search-registries = []\nshort-name-mode = \"disabled\"\n")
+        path.write_text('unqualified-search-registries = []\nshort-name-mode = "disabled"\n')
         return path
 
     def run(

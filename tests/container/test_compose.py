@@ -6,6 +6,7 @@ podman 4.3 without systemd runs no healthchecks by itself and podman-compose ign
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import sys
@@ -201,9 +202,10 @@ def _latest_tick(cluster: Cluster) -> float:
 def _assert_every_tick_once(cluster: Cluster, killed_at: float) -> None:
     """From the first tick to the last, one run per tick: none doubled, none missed."""
     times = _tick_times(cluster)
-    gaps = [round(b - a, 3) for a, b in zip(times, times[1:], strict=False)]
+    gaps = [round(b - a, 3) for a, b in itertools.pairwise(times)]
     (entry,) = cluster.json("cron", "list")
     late = [round(t - killed_at, 1) for t in times]
-    assert gaps and all(gap == TICK for gap in gaps), f"ticks after the kill (s): {late}, {entry}"
+    assert gaps, times
+    assert all(gap == TICK for gap in gaps), f"ticks after the kill (s): {late}, {entry}"
     assert (entry["missed"], entry["skipped"]) == (0, 0), entry
     print(f"ticks {len(times)}, each once; missed {entry['missed']}")

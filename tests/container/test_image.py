@@ -93,7 +93,7 @@ def test_image_has_no_compiler_cache_or_test_dependencies(
         "id -u; for tool in gcc cc c++ make pip pip3 apt-get; do command -v $tool && echo "
         "found:$tool; done; ls /var/lib/apt/lists /root/.cache /var/lib/runner/.cache 2>&1; "
         "for mod in pytest mypy ruff hypothesis pip; do "
-        "/opt/runner/bin/python -c \"import $mod\" 2>/dev/null && echo found:$mod; done; true"
+        '/opt/runner/bin/python -c "import $mod" 2>/dev/null && echo found:$mod; done; true'
     )
     out = podman.run(
         "run", "--rm", "--network", "none", "--entrypoint", "sh", runner_image, "-c", probe
@@ -135,9 +135,7 @@ def test_image_stop_cancels_apply_with_143(
     assert "terminated" in logs
 
 
-def test_image_pid1_reaps_orphans(
-    podman: pm.Podman, runner_image: str, tmp_path: Path
-) -> None:
+def test_image_pid1_reaps_orphans(podman: pm.Podman, runner_image: str, tmp_path: Path) -> None:
     """No zombies pile up from tasks' children when runner is PID 1 (needs the subreaper
     and reaping of long-running runner processes)."""
     folder = _workflows(tmp_path, zombies=ZOMBIES)
