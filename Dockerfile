@@ -19,7 +19,16 @@ ENV PIP_CERT=/etc/ssl/certs/ca-certificates.crt \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1
 WORKDIR /src
-COPY pyproject.toml README.md ./
+# The dependencies' wheels first, from pyproject.toml alone: a change of runner's code reuses them.
+COPY pyproject.toml ./
+RUN python3 -m venv /opt/build \
+ && /opt/build/bin/pip install -q --upgrade pip \
+ && /opt/build/bin/python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', \
+      'rb'))['project']['dependencies']))" > /tmp/requirements.txt \
+ && /opt/build/bin/pip wheel -q --wheel-dir /wheels -r /tmp/requirements.txt \
+ && /opt/build/bin/pip download -q --no-deps --dest /pip pip \
+ && mv /pip/pip-*.whl /pip/pip.whl
+COPY README.md ./
 COPY runner ./runner
 COPY schemas ./schemas
 # The label's version must be the package's (runner/__init__.py): fail the build otherwise.
@@ -27,11 +36,7 @@ RUN found="$(sed -n 's/^__version__ = "\(.*\)"$/\1/p' runner/__init__.py)" \
  && if [ "$found" != "$RUNNER_VERSION" ]; then \
       echo "RUNNER_VERSION=$RUNNER_VERSION but runner/__init__.py says $found:" \
            "pass --build-arg RUNNER_VERSION=$found" >&2; exit 1; fi
-RUN python3 -m venv /opt/build \
- && /opt/build/bin/pip install -q --upgrade pip \
- && /opt/build/bin/pip wheel -q --wheel-dir /wheels . \
- && /opt/build/bin/pip download -q --no-deps --dest /pip pip \
- && mv /pip/pip-*.whl /pip/pip.whl \
+RUN /opt/build/bin/pip wheel -q --no-deps --wheel-dir /wheels . \
  && cd / && sha256sum wheels/*.whl pip/pip.whl > /wheels.sha256
 
 FROM ${BASE_IMAGE}

@@ -305,12 +305,24 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _loop_until_signal(scheduler: Scheduler, stop: threading.Event) -> None:
-    """Run the scheduler in a thread; Ctrl-C or SIGTERM stops it and it resigns."""
-    thread = threading.Thread(target=scheduler.run, args=(stop,), name="scheduler", daemon=True)
-    thread.start()
+    """Run the scheduler in a thread; Ctrl-C or SIGTERM stops it and it resigns.
+
+    Waiting on an Event, not `Thread.join`: a signal that interrupts `join` can leave the thread
+    looking finished while it still runs (CPython 3.11), and the store would close under its
+    resignation.
+    """
+    done = threading.Event()
+
+    def target() -> None:
+        try:
+            scheduler.run(stop)
+        finally:
+            done.set()
+
+    threading.Thread(target=target, name="scheduler", daemon=True).start()
     try:
-        while thread.is_alive():
-            thread.join(0.5)
+        while not done.wait(0.5):
+            pass
     finally:
         stop.set()
-        thread.join()
+        done.wait()

@@ -25,6 +25,7 @@ from tests.container.conftest import REPO
 pytestmark = [pytest.mark.container, pytest.mark.timeout(600)]
 
 PROJECT = "runnertest"
+RUNNER_SERVICES = ("worker-a", "worker-b", "worker-c", "scheduler1", "scheduler2")
 TICK = 2.0  # seconds between the ticks of the test's schedule
 WORKFLOWS = {
     "tick": f"""\
@@ -133,6 +134,9 @@ def cluster(
             for service in ("scheduler1", "scheduler2", "worker-a"):
                 print(podman.run("logs", c.container(service), check=False).stderr[-3000:])
         down = time.monotonic()
+        # runner's services before etcd (podman-compose may stop etcd first: then each worker
+        # waits out its store timeouts to deregister)
+        c.compose("stop", "-t", "30", *RUNNER_SERVICES)
         c.compose("down", "-v", "-t", "30")
         podman.run("volume", "prune", "-f")  # the runner containers' anonymous volumes
         print(f"compose down {time.monotonic() - down:.1f} s")
@@ -144,7 +148,7 @@ def test_compose_cluster_converges_survives_faults_and_drains(cluster: Cluster) 
         "worker-a", "worker-b", "worker-c"], "three live workers")  # fmt: skip
     assert names
     _until(lambda: cluster.cli("health", "--scheduler").returncode == 0, "a leading scheduler")
-    for service in ("worker-a", "worker-b", "worker-c", "scheduler1", "scheduler2"):
+    for service in RUNNER_SERVICES:
         check = podman.run("healthcheck", "run", cluster.container(service), check=False)
         assert check.returncode == 0, f"{service}: {check.stdout}{check.stderr}"
 

@@ -52,6 +52,15 @@ def test_command_waits_for_etcd_started_after_it(tmp_path: Path, command: list[s
                 store.close()
         proc.send_signal(signal.SIGTERM)  # a worker drains (exit 0), a scheduler resigns (143)
         assert proc.wait(timeout=30) == (0 if command[0] == "worker" else 143)
+        assert proc.stderr is not None
+        rest = proc.stderr.read()
+        assert "Traceback" not in rest, rest
+        store = open_store(cluster.url)
+        try:
+            assert store.leader(now=time.time()) is None  # resigned, not left to expire
+            assert store.list_workers(now=time.time()) == []
+        finally:
+            store.close()
     finally:
         if proc.poll() is None:
             proc.kill()
