@@ -27,7 +27,8 @@ spec:
 """
 
 # Each orphan escapes the task's process group (setsid) and exits after the task has: it is
-# re-parented to PID 1, runner, which must reap it. `check` then fails on any zombie child of 1.
+# re-parented to PID 1, runner, which must reap it. `check` waits (up to 10 s) until no orphan
+# runs and no zombie child of PID 1 is left, and fails if one is.
 ZOMBIES = """\
 apiVersion: runner/v1
 kind: Workflow
@@ -35,17 +36,22 @@ metadata: {name: zombies}
 spec:
   tasks:
     - name: orphans
-      run: for i in 1 2 3 4 5; do setsid sh -c 'sleep 0.3' & done; echo spawned
+      run: for i in 1 2 3 4 5; do setsid sh -c 'exec sleep 0.3' & done; echo spawned
     - name: check
       depends: [orphans]
       args:
         - sh
         - -c
         - |
-          sleep 2
-          z=$(for s in /proc/[0-9]*/stat; do cat "$s" 2>/dev/null; echo; done \\
-              | awk '$3 == "Z" && $4 == 1' | wc -l)
-          echo "zombies: $z"; test "$z" -eq 0
+          stats() { for s in /proc/[0-9]*/stat; do cat "$s" 2>/dev/null; done; }
+          i=0
+          while [ $i -lt 100 ]; do
+            left=$(stats | awk '($2 == "(sleep)" && $3 != "Z") || ($3 == "Z" && $4 == 1)' | wc -l)
+            [ "$left" -eq 0 ] && exit 0
+            sleep 0.1; i=$((i + 1))
+          done
+          echo "zombie children of PID 1: $(stats | awk '$3 == "Z" && $4 == 1' | wc -l)"
+          exit 1
 """
 
 
