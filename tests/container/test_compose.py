@@ -139,6 +139,9 @@ def cluster(
         c.compose("stop", "-t", "30", *RUNNER_SERVICES)
         c.compose("down", "-v", "-t", "30")
         podman.run("volume", "prune", "-f")  # the runner containers' anonymous volumes
+        label = f"label=io.podman.compose.project={PROJECT}"
+        assert podman.run("ps", "-a", "-q", "--filter", label).stdout.strip() == ""
+        assert podman.run("volume", "ls", "-q").stdout.strip() == ""
         print(f"compose down {time.monotonic() - down:.1f} s")
 
 
@@ -156,7 +159,7 @@ def test_compose_cluster_converges_survives_faults_and_drains(cluster: Cluster) 
     apply = cluster.cli("apply", str(REPO / "examples" / "diamond.yaml"), "--timeout", "60")
     assert apply.returncode == 0, apply.stdout + apply.stderr
 
-    # faults: the leading scheduler and one etcd member die while a run is in flight
+    # faults: the leading scheduler and the leading etcd member die while a run is in flight
     (cluster.tmp / "inflight.yaml").write_text(IN_FLIGHT)
     detached = cluster.cli("apply", "inflight.yaml", "--detach")
     assert detached.returncode == 0, detached.stderr
@@ -167,7 +170,9 @@ def test_compose_cluster_converges_survives_faults_and_drains(cluster: Cluster) 
     assert f"scheduler {leading}-" in leader, leader
     killed_at = time.time()
     podman.run("kill", cluster.container(leading))
-    podman.run("kill", cluster.container("etcd2"))
+    etcd_leader = _etcd_leader(cluster)
+    podman.run("kill", cluster.container(etcd_leader))
+    print(f"killed {leading} (leading scheduler) and {etcd_leader} (leading etcd member)")
     resumed = cluster.cli("apply", "--resume", run_id, "--timeout", "90")
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     _until(lambda: _latest_tick(cluster) > killed_at + 6 * TICK, "ticks after the failover")
@@ -186,6 +191,20 @@ def test_compose_cluster_converges_survives_faults_and_drains(cluster: Cluster) 
     run = cluster.json("get", "run", run_id)
     assert run["state"] == "succeeded", run
     assert "worker-a" not in [w["name"] for w in cluster.json("workers")]
+
+
+def _etcd_leader(cluster: Cluster) -> str:
+    """The service name of the etcd member that leads, from etcdctl in a member's container."""
+    endpoints = ",".join(f"http://etcd{i}:2379" for i in (1, 2, 3))
+    out = cluster.podman.run(
+        "exec", cluster.container("etcd1"), "etcdctl", f"--endpoints={endpoints}",
+        "endpoint", "status", "-w", "json",
+    ).stdout  # fmt: skip
+    for member in json.loads(out):
+        status = member["Status"]
+        if status["leader"] == status["header"]["member_id"]:
+            return str(member["Endpoint"]).removeprefix("http://").removesuffix(":2379")
+    raise AssertionError(f"no etcd member leads: {out}")
 
 
 def _task_state(cluster: Cluster, run_id: str, task: str) -> str:
