@@ -39,6 +39,8 @@ def runner_image(podman: pm.Podman) -> str:
     based = time.monotonic()
     podman.build(REPO, RUNNER_IMAGE, build_args=["REVISION=test"])
     built = time.monotonic()
+    # Earlier builds' intermediate images are the layer cache; those a day old are stale.
+    podman.run("image", "prune", "-f", "--filter", "until=24h")
     print(f"\nbase image {based - started:.1f} s, runner image build {built - based:.1f} s")
     return RUNNER_IMAGE
 
