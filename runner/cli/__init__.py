@@ -58,6 +58,9 @@ COMMANDS: tuple[Command, ...] = (
         "ui", "ui_cmds", "serve the web dashboard (runs, DAGs, logs, workers, schedules, locks)"
     ),
     Command(
+        "health", "health_cmds", "exit 0 when this host's worker or scheduler is live in the store"
+    ),
+    Command(
         "metrics",
         "metrics_cmds",
         "print the Prometheus metrics, or keep a node_exporter textfile up to date",

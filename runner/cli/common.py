@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import sys
+import time
 from typing import TYPE_CHECKING
 
 from runner import errors
@@ -118,3 +120,35 @@ def open_settings_store(settings: Settings) -> Store:
         etcd_user=settings.etcd_user,
         etcd_password=settings.etcd_password,
     )
+
+
+STORE_WAIT_MAX = 5.0  # seconds between tries while a network store does not answer
+
+
+def wait_for_store(settings: Settings, *, who: str) -> None:
+    """Block until a network store (etcd) answers, retrying with a line on stderr each try.
+
+    Long-running processes (worker, scheduler, serve) may start before their etcd does
+    (compose, systemd, a rebooting host): they wait for it rather than exit. SIGTERM or Ctrl-C
+    still ends the wait. The embedded store opens at once or fails for a reason waiting does
+    not cure (a bad path), so it is not waited for.
+    """
+    if not settings.store.startswith(("etcd://", "etcds://")):
+        return
+    delay = 0.5
+    while True:
+        try:
+            store = open_settings_store(settings)
+            try:
+                store.leader(now=time.time())
+                return
+            finally:
+                store.close()
+        except errors.StoreUnavailable as exc:
+            print(
+                f"runner {who}: waiting for the store: {exc.message}; retrying in {delay:g} s",
+                file=sys.stderr,
+                flush=True,
+            )
+        time.sleep(delay)
+        delay = min(delay * 2, STORE_WAIT_MAX)

@@ -316,6 +316,7 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
         from runner.cli import cluster_cmds
 
         return cluster_cmds.cmd_worker_drain(args, settings)
+    common.wait_for_store(settings, who="worker")
     from runner.cli import logfmt, metrics_cmds
 
     exporter = metrics_cmds.Exporter(args)

@@ -115,6 +115,7 @@ def _scheduler(args: argparse.Namespace, settings: Settings, store: Store) -> Sc
 
 
 def cmd_scheduler(args: argparse.Namespace, settings: Settings) -> int:
+    common.wait_for_store(settings, who="scheduler")
     exporter = metrics_cmds.Exporter(args)
     store = exporter.instrument(common.open_settings_store(settings))
     stop = threading.Event()
@@ -132,6 +133,7 @@ def cmd_scheduler(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    common.wait_for_store(settings, who="serve")
     exporter = metrics_cmds.Exporter(args)
     store = exporter.instrument(common.open_settings_store(settings))
     dashboard = ui_cmds.start_for_serve(args, settings, store)
@@ -161,12 +163,24 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _loop_until_signal(scheduler: Scheduler, stop: threading.Event) -> None:
-    """Run the scheduler in a thread; Ctrl-C or SIGTERM stops it and it resigns."""
-    thread = threading.Thread(target=scheduler.run, args=(stop,), name="scheduler", daemon=True)
-    thread.start()
+    """Run the scheduler in a thread; Ctrl-C or SIGTERM stops it and it resigns.
+
+    Waiting on an Event, not `Thread.join`: a signal that interrupts `join` can leave the thread
+    looking finished while it still runs (CPython 3.11), and the store would close under its
+    resignation.
+    """
+    done = threading.Event()
+
+    def target() -> None:
+        try:
+            scheduler.run(stop)
+        finally:
+            done.set()
+
+    threading.Thread(target=target, name="scheduler", daemon=True).start()
     try:
-        while thread.is_alive():
-            thread.join(0.5)
+        while not done.wait(0.5):
+            pass
     finally:
         stop.set()
-        thread.join()
+        done.wait()
