@@ -231,7 +231,9 @@ class Executor:
         except PermissionError:
             return _not_started(sink, 126, f"permission denied: {argv[0]}")
         except OSError as exc:
-            return _error(f"cannot start {argv[0]}: {exc}")
+            return _error(f"cannot start {argv[0][:200]}: {exc}")
+        except ValueError as exc:  # a NUL byte or a bad variable name that got this far
+            return _error(f"cannot start {argv[0][:200]!r}: {exc}")
         stopper.pgid = proc.pid
         supervisor = Supervisor(
             proc,
@@ -298,8 +300,20 @@ def _with_outputs(
     for problem in problems:
         sink.note(problem)
     outputs.update(returned or {})
-    if len(data) > MAX_OUTPUTS and ending.reason is models.Reason.EXIT:
-        message = f"RUNNER_OUTPUT is larger than {MAX_OUTPUTS} bytes"
+    message = _outputs_problem(outputs, len(data))
+    if message is not None and ending.reason is models.Reason.EXIT:
         sink.note(message)
         ending = Ending(exit_code=ending.exit_code, reason=models.Reason.ERROR, error=message)
     return ending, outputs
+
+
+def _outputs_problem(outputs: dict[str, str], size: int) -> str | None:
+    """Why these outputs fail the attempt: too large, or a NUL byte, which no argument or
+    environment variable of a dependent task could carry."""
+    if size > MAX_OUTPUTS:
+        return f"RUNNER_OUTPUT is larger than {MAX_OUTPUTS} bytes"
+    for key, value in outputs.items():
+        if "\0" in key or "\0" in value:
+            name = key.replace("\0", "\\0")[:60]
+            return f"output {name!r} holds a NUL byte, which no task can be given; remove it"
+    return None

@@ -205,6 +205,29 @@ def test_executor_outputs_too_large_is_error(executor: Executor) -> None:
     assert result.error == f"RUNNER_OUTPUT is larger than {MAX_OUTPUTS} bytes"
 
 
+@pytest.mark.parametrize(
+    "spec",
+    [
+        task(run="printf 'ok=1\\nbad=a\\000b\\n' > \"$RUNNER_OUTPUT\""),
+        task(call="tests.callables:ok", with_={"bad": "a\0b"}),
+    ],
+)
+def test_executor_output_with_nul_fails_the_producing_task(
+    executor: Executor, spec: models.TaskSpec
+) -> None:
+    result = run(executor, spec)
+    assert result.reason is models.Reason.ERROR
+    assert result.error == "output 'bad' holds a NUL byte, which no task can be given; remove it"
+
+
+def test_executor_nul_in_an_argument_is_an_error_not_a_crash(executor: Executor) -> None:
+    for spec in (task(args=["echo", "a\0b"]), task(args=["echo"], env={"K": "a\0"})):
+        result = run(executor, spec)
+        assert result.reason is models.Reason.ERROR
+        assert result.error is not None
+        assert "null byte" in result.error
+
+
 def test_executor_outputs_file_removed_after_attempt(executor: Executor) -> None:
     result = run(executor, task(run='echo "path=$RUNNER_OUTPUT" >> "$RUNNER_OUTPUT"'))
     assert not Path(result.outputs["path"]).exists()
