@@ -27,6 +27,7 @@ from runner.executor._callpool import CallPool
 from runner.executor._log import LogSink
 from runner.executor._proc import Ending, Stopper, Supervisor, kill_group
 from runner.executor.reaper import TAG_VAR, Reaper
+from runner.failpoints import Failpoints
 
 __all__ = ["MAX_OUTPUTS", "ExecResult", "Executor", "parse_outputs"]
 
@@ -79,6 +80,7 @@ class Executor:
         log_limit: int,
         grace: float = 10.0,
         base_env: Mapping[str, str] | None = None,
+        failpoints: Failpoints | None = None,
     ) -> None:
         self._log_dir = Path(log_dir)
         self._log_root = str(self._log_dir)
@@ -95,7 +97,7 @@ class Executor:
         self._tag = self._base_env[TAG_VAR]
         self._spawn_env = _spawn.Env(self._base_env)  # encoded once, not per spawn
         self._devnull = os.open(os.devnull, os.O_RDONLY)
-        self._reaper = Reaper(self._tag)
+        self._reaper = Reaper(self._tag, failpoints=(failpoints or Failpoints()).spec("reaper."))
         self._reaper.start()
         self._out_dir = tempfile.mkdtemp(prefix="runner-outputs-")
         self._counter = itertools.count(1)

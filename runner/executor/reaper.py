@@ -36,8 +36,9 @@ _SWEEP_ROUNDS = 5
 class Reaper:
     """The worker's side: start the reaper process and tell it about process groups."""
 
-    def __init__(self, tag: str) -> None:
+    def __init__(self, tag: str, *, failpoints: str = "") -> None:
         self.tag = tag
+        self._failpoints = failpoints  # `reaper.*` points, for tests
         self._proc: subprocess.Popen[bytes] | None = None
         self._fd = -1
         self._lock = threading.Lock()
@@ -47,7 +48,7 @@ class Reaper:
         """Start the reaper process (once)."""
         env = {k: v for k, v in os.environ.items() if k != TAG_VAR}
         self._proc = subprocess.Popen(
-            [sys.executable, "-I", "-S", __file__, str(os.getpid()), self.tag],
+            [sys.executable, "-I", "-S", __file__, str(os.getpid()), self.tag, self._failpoints],
             stdin=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
             close_fds=True,
@@ -100,50 +101,63 @@ class Reaper:
 # --------------------------------------------------------------------------- the reaper process
 
 
-class _WorkerGone(Exception):
-    pass
-
-
 def _set_pdeathsig(signum: int) -> None:
     with contextlib.suppress(OSError, AttributeError):  # not Linux: the pipe's EOF will do
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signum)
 
 
-def _read_groups(groups: set[int], worker_pid: int, tag: str) -> None:
-    """Track `+PGID`/`-PGID` lines until EOF or the worker's death."""
+class _State:
+    def __init__(self, *, worker_pid: int, tag: str) -> None:
+        self.worker_pid = worker_pid
+        self.groups: set[int] = set()
+        self.tag = tag
+        self.deadline: float | None = None
+        self.pending = b""
+        self.gone = False  # set by the SIGTERM handler: the worker itself is dead
+        self.wakeup = -1  # read end of the signal wakeup pipe
+
+
+def _watch_worker(state: _State) -> None:
+    """Learn of the worker's death by SIGTERM as well as by EOF, signal-safely: the handler
+    only sets a flag (the wakeup pipe wakes `select`), it never raises, so no signal can cut
+    the shutdown's cleanup short wherever it lands (issue: the "undead task" race)."""
 
     def on_term(_signum: int, _frame: object) -> None:
         # The parent-death signal also fires when the worker *thread* that started us exits;
         # only a changed parent means the worker itself is gone.
-        if os.getppid() != worker_pid:
-            raise _WorkerGone
+        if os.getppid() != state.worker_pid:
+            state.gone = True
 
+    read, write = os.pipe()
+    for fd in (read, write):
+        os.set_blocking(fd, False)
+    state.wakeup = read
+    signal.set_wakeup_fd(write, warn_on_full_buffer=False)
     signal.signal(signal.SIGTERM, on_term)
     _set_pdeathsig(signal.SIGTERM)
-    if os.getppid() != worker_pid:
-        return
-    state = _State(groups=groups, tag=tag)
-    with contextlib.suppress(_WorkerGone):
-        while _serve_once(state):
-            pass
+    if os.getppid() != state.worker_pid:
+        state.gone = True
 
 
-class _State:
-    def __init__(self, *, groups: set[int], tag: str) -> None:
-        self.groups = groups
-        self.tag = tag
-        self.deadline: float | None = None
-        self.pending = b""
+def _serve(state: _State) -> None:
+    """Track `+PGID`/`-PGID`/`D...` lines until EOF or the worker's death."""
+    while not state.gone and _serve_once(state):
+        pass
 
 
 def _serve_once(state: _State) -> bool:
     """Handle one chunk of messages or a passed deadline; False at EOF."""
     timeout = None if state.deadline is None else max(0.0, state.deadline - time.monotonic())
-    ready, _, _ = select.select([0], [], [], timeout)
+    ready, _, _ = select.select([0, state.wakeup], [], [], timeout)
     if not ready:
         reap(state.groups, state.tag)  # the worker missed its own deadline: fence for it
         state.groups.clear()
         state.deadline = None
+        return True
+    if state.wakeup in ready:
+        with contextlib.suppress(OSError):
+            os.read(state.wakeup, 512)
+    if 0 not in ready:
         return True
     chunk = os.read(0, 65536)
     if not chunk:
@@ -196,16 +210,37 @@ def reap(groups: set[int], tag: str) -> int:
     return hit
 
 
+def _failpoints(spec: str) -> dict[str, str]:
+    """`name=action` items (the RUNNER_FAILPOINTS syntax of runner.failpoints, which this
+    stdlib-only script cannot import; the executor passes only the `reaper.*` points)."""
+    return dict(item.partition("=")[::2] for item in spec.split(",") if "=" in item)
+
+
+def _hit(failpoints: dict[str, str], name: str) -> None:
+    action = failpoints.get(name, "")
+    if action == "crash":
+        os.kill(os.getpid(), signal.SIGKILL)
+    elif action.startswith("kill(") and action.endswith(")"):
+        os.kill(os.getpid(), getattr(signal, f"SIG{action[5:-1]}"))
+    elif action.startswith("pause(") and action.endswith(")"):
+        deadline = time.monotonic() + float(action[6:-1])
+        while (left := deadline - time.monotonic()) > 0:  # a signal must not cut it short
+            time.sleep(left)
+
+
 def main(argv: list[str]) -> int:
     """Reaper entry point: `reaper.py WORKER_PID TAG`."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    worker_pid, tag = int(argv[1]), argv[2]
-    groups: set[int] = set()
+    state = _State(worker_pid=int(argv[1]), tag=argv[2])
+    failpoints = _failpoints(argv[3] if len(argv) > 3 else "")
+    _watch_worker(state)
     try:
-        _read_groups(groups, worker_pid, tag)
+        _serve(state)
     finally:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        reap(groups, tag)
+        # Nothing here can be interrupted by an exception from a signal handler (see
+        # `_watch_worker`): the kill below always runs once the worker is gone.
+        _hit(failpoints, "reaper.shutdown")
+        reap(state.groups, state.tag)
     return 0
 
 

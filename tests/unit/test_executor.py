@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -15,6 +16,7 @@ import pytest
 
 from runner import models
 from runner.executor import MAX_OUTPUTS, ExecResult, Executor, _spawn, parse_outputs
+from runner.executor._proc import kill_group
 
 ENV = {"RUNNER_RUN_ID": "r1", "RUNNER_TASK_ID": "t", "RUNNER_ATTEMPT": "1"}
 REPO = Path(__file__).resolve().parents[2]
@@ -313,15 +315,25 @@ WORKER = """
 import sys, threading
 from runner import models
 from runner.executor import Executor
-ex = Executor(slots=1, log_dir=sys.argv[1], log_limit=1000)
+from runner.failpoints import Failpoints
+ex = Executor(slots=1, log_dir=sys.argv[1], log_limit=1000,
+              failpoints=Failpoints(sys.argv[5] if len(sys.argv) > 5 else ""))
 spec = models.TaskSpec(id="t", name="t", kind=models.Kind(sys.argv[2]), run=sys.argv[3],
                        call=sys.argv[3], with_={{"ready": sys.argv[4]}})
 ex.run(spec, env={{}}, log_name="x", cancel=threading.Event())
 """
 
 
-@pytest.mark.parametrize("registered", [True, False], ids=["registered", "tag-sweep"])
-def test_executor_worker_kill9_leaves_no_task(tmp_path: Path, registered: bool) -> None:
+@pytest.mark.parametrize(
+    ("registered", "failpoints"),
+    [(True, ""), (False, ""), (True, "reaper.shutdown=kill(TERM)")],
+    ids=["registered", "tag-sweep", "signal-in-shutdown"],
+)
+def test_executor_worker_kill9_leaves_no_task(
+    tmp_path: Path, registered: bool, failpoints: str
+) -> None:
+    """kill -9 of the worker ends its task; with the failpoint, the reaper's parent-death
+    SIGTERM lands exactly inside its shutdown, after EOF (the "undead task" race)."""
     ready, escaped = tmp_path / "ready", tmp_path / "escaped"
     script = (
         f"setsid sh -c 'echo $$ > {escaped}; exec sleep 1000' & "
@@ -329,7 +341,8 @@ def test_executor_worker_kill9_leaves_no_task(tmp_path: Path, registered: bool) 
         f"echo $$ > {ready}.tmp && mv {ready}.tmp {ready}; sleep 1000"
     )
     worker = subprocess.Popen(
-        [sys.executable, "-c", WORKER.format(), str(tmp_path), "run", script, ""], cwd=REPO
+        [sys.executable, "-c", WORKER.format(), str(tmp_path), "run", script, "", failpoints],
+        cwd=REPO,
     )
     try:
         wait_until(lambda: ready.exists() and escaped.exists())
@@ -338,7 +351,12 @@ def test_executor_worker_kill9_leaves_no_task(tmp_path: Path, registered: bool) 
     finally:
         worker.send_signal(signal.SIGKILL)
         worker.wait()
-    wait_until(lambda: group_members(pgid) == [] and not pid_alive(int(escaped.read_text())))
+    try:
+        wait_until(lambda: group_members(pgid) == [] and not pid_alive(int(escaped.read_text())))
+    finally:  # on failure, end what this test started (its group and the escaped process)
+        kill_group(pgid, signal.SIGKILL)
+        with contextlib.suppress(OSError):
+            os.kill(int(escaped.read_text()), signal.SIGKILL)
 
 
 def test_executor_worker_kill9_leaves_no_call_child(tmp_path: Path) -> None:
