@@ -26,7 +26,8 @@ class Failpoints:
             name, sep, action = item.partition("=")
             if not sep or not _ACTION.match(action.strip()):
                 raise errors.ConfigError(
-                    f"RUNNER_FAILPOINTS: {item!r}: expected name=crash|error|pause(SECONDS)|kill(SIGNAME)"
+                    f"RUNNER_FAILPOINTS: {item!r}: "
+                    "expected name=crash|error|pause(SECONDS)|kill(SIGNAME)"
                 )
             match = _ACTION.match(action.strip())
             assert match is not None

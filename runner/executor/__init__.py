@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from runner import config, models
-from runner.executor import _spawn
+from runner.executor import _contain, _spawn
 from runner.executor._callpool import CallPool
 from runner.executor._log import LogSink
 from runner.executor._proc import Ending, Stopper, Supervisor, kill_group
@@ -69,7 +69,8 @@ class Executor:
     """Runs attempts for one worker: up to `slots` at a time, logs under `log_dir`.
 
     `grace` is the time between SIGTERM and SIGKILL when an attempt is stopped. `base_env` is
-    the environment tasks start from (default: this process's, read once, here).
+    the environment tasks start from (default: this process's, read once, here). `contain`
+    puts each attempt in a cgroup of its own where the machine allows (`_contain`).
     """
 
     def __init__(
@@ -81,6 +82,7 @@ class Executor:
         grace: float = 10.0,
         base_env: Mapping[str, str] | None = None,
         failpoints: Failpoints | None = None,
+        contain: bool = True,
     ) -> None:
         self._log_dir = Path(log_dir)
         self._log_root = str(self._log_dir)
@@ -97,8 +99,17 @@ class Executor:
         self._tag = self._base_env[TAG_VAR]
         self._spawn_env = _spawn.Env(self._base_env)  # encoded once, not per spawn
         self._devnull = os.open(os.devnull, os.O_RDONLY)
-        self._reaper = Reaper(self._tag, failpoints=(failpoints or Failpoints()).spec("reaper."))
-        self._reaper.start()
+        self._cgroups = _contain.Cgroups(self._tag, enabled=contain)
+        if self._cgroups.enabled:  # orphans come back here, still in their attempt's cgroup
+            _contain.become_subreaper()
+        self._orphans = _contain.Orphans(folder=self._cgroups.folder)
+        self._reaper = Reaper(
+            self._tag,
+            failpoints=(failpoints or Failpoints()).spec("reaper."),
+            cgroups=self._cgroups.folder,
+        )
+        with self._orphans.spawning() as known:
+            known.add(self._reaper.start())
         self._out_dir = tempfile.mkdtemp(prefix="runner-outputs-")
         self._counter = itertools.count(1)
         self._dirs: set[str] = set()
@@ -111,6 +122,8 @@ class Executor:
             base_env=self._env_base,
             on_spawn=self._reaper.register,
             on_exit=self._reaper.unregister,
+            cgroups=self._cgroups,
+            orphans=self._orphans,
         )
 
     @property
@@ -186,6 +199,8 @@ class Executor:
         self.kill_all()
         self._pool.close()
         self._reaper.close()
+        self._cgroups.close()
+        self._orphans.close()
         shutil.rmtree(self._out_dir, ignore_errors=True)
         with contextlib.suppress(OSError):
             os.close(self._devnull)
@@ -224,18 +239,24 @@ class Executor:
         )
         if not argv:
             return _error("no command to run")
+        cgroup = self._cgroups.new()
         try:
-            proc = _spawn.start(
-                argv, env=self._spawn_env, extra=task_env, cwd=spec.workdir, stdin=self._devnull
-            )
+            if cgroup is not None:
+                _spawn.check_executable(argv[0], self._spawn_env.path(task_env))
+                argv = cgroup.wrap(argv)
+            with self._orphans.spawning() as known:
+                proc = _spawn.start(
+                    argv, env=self._spawn_env, extra=task_env, cwd=spec.workdir, stdin=self._devnull
+                )
+                known.add(proc.pid)
         except FileNotFoundError:
-            return _not_started(sink, 127, f"command not found: {argv[0]}")
+            return _not_started(sink, 127, f"command not found: {argv[0][:200]}", cgroup)
         except PermissionError:
-            return _not_started(sink, 126, f"permission denied: {argv[0]}")
+            return _not_started(sink, 126, f"permission denied: {argv[0][:200]}", cgroup)
         except OSError as exc:
-            return _error(f"cannot start {argv[0][:200]}: {exc}")
+            return _error(f"cannot start {argv[0][:200]}: {exc}", cgroup)
         except ValueError as exc:  # a NUL byte or a bad variable name that got this far
-            return _error(f"cannot start {argv[0][:200]!r}: {exc}")
+            return _error(f"cannot start {argv[0][:200]!r}: {exc}", cgroup)
         stopper.pgid = proc.pid
         supervisor = Supervisor(
             proc,
@@ -244,8 +265,15 @@ class Executor:
             grace=self._grace,
             on_start=self._reaper.register,
             on_exit=self._reaper.unregister,
+            cgroup=cgroup,
         )
-        return supervisor.run()
+        try:
+            return supervisor.run()
+        finally:
+            if cgroup is not None:
+                cgroup.remove()
+            self._orphans.forget(proc.pid)
+            self._orphans.reap()  # what the cgroup's kill left as this process's zombies
 
     # ------------------------------------------------------------------ helpers
 
@@ -262,11 +290,17 @@ class Executor:
         return os.path.join(self._out_dir, f"{next(self._counter)}.env")
 
 
-def _error(message: str) -> Ending:
+def _error(message: str, cgroup: _contain.Cgroup | None = None) -> Ending:
+    if cgroup is not None:
+        cgroup.remove()
     return Ending(exit_code=None, reason=models.Reason.ERROR, error=message)
 
 
-def _not_started(sink: LogSink, code: int, message: str) -> Ending:
+def _not_started(
+    sink: LogSink, code: int, message: str, cgroup: _contain.Cgroup | None = None
+) -> Ending:
+    if cgroup is not None:
+        cgroup.remove()
     sink.note(message)
     return Ending(exit_code=code, reason=models.Reason.EXIT, error=message)
 

@@ -36,19 +36,23 @@ _SWEEP_ROUNDS = 5
 class Reaper:
     """The worker's side: start the reaper process and tell it about process groups."""
 
-    def __init__(self, tag: str, *, failpoints: str = "") -> None:
+    def __init__(self, tag: str, *, failpoints: str = "", cgroups: str | None = None) -> None:
         self.tag = tag
         self._failpoints = failpoints  # `reaper.*` points, for tests
+        self._cgroups = cgroups or ""  # the executor's cgroup folder, if it has one
         self._proc: subprocess.Popen[bytes] | None = None
         self._fd = -1
         self._lock = threading.Lock()
         self._broken = False
 
-    def start(self) -> None:
-        """Start the reaper process (once)."""
+    def start(self) -> int:
+        """Start the reaper process (once); return its pid."""
         env = {k: v for k, v in os.environ.items() if k != TAG_VAR}
         self._proc = subprocess.Popen(
-            [sys.executable, "-I", "-S", __file__, str(os.getpid()), self.tag, self._failpoints],
+            [
+                *(sys.executable, "-I", "-S", __file__),
+                *(str(os.getpid()), self.tag, self._failpoints, self._cgroups),
+            ],
             stdin=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
             close_fds=True,
@@ -57,6 +61,7 @@ class Reaper:
         )
         assert self._proc.stdin is not None
         self._fd = self._proc.stdin.fileno()
+        return self._proc.pid
 
     def register(self, pgid: int) -> None:
         """The reaper kills this process group if the worker dies."""
@@ -107,10 +112,11 @@ def _set_pdeathsig(signum: int) -> None:
 
 
 class _State:
-    def __init__(self, *, worker_pid: int, tag: str) -> None:
+    def __init__(self, *, worker_pid: int, tag: str, cgroups: str) -> None:
         self.worker_pid = worker_pid
         self.groups: set[int] = set()
         self.tag = tag
+        self.cgroups = cgroups  # the executor's cgroup folder, or ""
         self.deadline: float | None = None
         self.pending = b""
         self.gone = False  # set by the SIGTERM handler: the worker itself is dead
@@ -149,8 +155,11 @@ def _serve_once(state: _State) -> bool:
     """Handle one chunk of messages or a passed deadline; False at EOF."""
     timeout = None if state.deadline is None else max(0.0, state.deadline - time.monotonic())
     ready, _, _ = select.select([0, state.wakeup], [], [], timeout)
-    if not ready:
-        reap(state.groups, state.tag)  # the worker missed its own deadline: fence for it
+    if not ready:  # the worker missed its own deadline: fence for it
+        running = _attempt_cgroups(state.cgroups)  # not those of attempts started after this
+        reap(state.groups, state.tag)
+        for path in running:
+            _kill_cgroups(path, remove=False)
         state.groups.clear()
         state.deadline = None
         return True
@@ -210,6 +219,41 @@ def reap(groups: set[int], tag: str) -> int:
     return hit
 
 
+def _kill_cgroups(folder: str, *, remove: bool) -> None:
+    """Kill every process in the executor's cgroups (`cgroup.kill` covers the sub-cgroups),
+    wait until they are empty, and remove them (see runner/executor/_contain.py, which this
+    stdlib-only script cannot import)."""
+    if not folder:
+        return
+    try:
+        with open(f"{folder}/cgroup.kill", "w", encoding="ascii") as f:
+            f.write("1")
+    except OSError:
+        return
+    if not remove:  # the worker lives on and starts new attempts: do not wait for empty
+        return
+    deadline = time.monotonic() + 2.0
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), open(f"{folder}/cgroup.events", "rb") as f:
+            if b"populated 0" in f.read():
+                break
+        time.sleep(0.01)
+    with contextlib.suppress(OSError):
+        for name in os.listdir(folder):
+            with contextlib.suppress(OSError):
+                os.rmdir(f"{folder}/{name}")
+        os.rmdir(folder)
+
+
+def _attempt_cgroups(folder: str) -> list[str]:
+    if not folder:
+        return []
+    try:
+        return [f"{folder}/{name}" for name in os.listdir(folder) if name[:1] == "a"]
+    except OSError:
+        return []
+
+
 def _failpoints(spec: str) -> dict[str, str]:
     """`name=action` items (the RUNNER_FAILPOINTS syntax of runner.failpoints, which this
     stdlib-only script cannot import; the executor passes only the `reaper.*` points)."""
@@ -231,7 +275,7 @@ def _hit(failpoints: dict[str, str], name: str) -> None:
 def main(argv: list[str]) -> int:
     """Reaper entry point: `reaper.py WORKER_PID TAG`."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    state = _State(worker_pid=int(argv[1]), tag=argv[2])
+    state = _State(worker_pid=int(argv[1]), tag=argv[2], cgroups=argv[4] if len(argv) > 4 else "")
     failpoints = _failpoints(argv[3] if len(argv) > 3 else "")
     _watch_worker(state)
     try:
@@ -241,6 +285,7 @@ def main(argv: list[str]) -> int:
         # `_watch_worker`): the kill below always runs once the worker is gone.
         _hit(failpoints, "reaper.shutdown")
         reap(state.groups, state.tag)
+        _kill_cgroups(state.cgroups, remove=True)
     return 0
 
 
