@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from runner import config, models
+from runner import config, models, private
 from runner.executor import _contain, _spawn
 from runner.executor._callpool import CallPool
 from runner.executor._log import LogSink
@@ -103,14 +103,16 @@ class Executor:
         if self._cgroups.enabled:  # orphans come back here, still in their attempt's cgroup
             _contain.become_subreaper()
         self._orphans = _contain.Orphans(folder=self._cgroups.folder)
+        # Private (0700); the reaper removes it even when this process is killed with -9.
+        self._out_dir = tempfile.mkdtemp(prefix=f"runner-outputs-{os.getpid()}-")
         self._reaper = Reaper(
             self._tag,
             failpoints=(failpoints or Failpoints()).spec("reaper."),
             cgroups=self._cgroups.folder,
+            scratch=self._out_dir,
         )
         with self._orphans.spawning() as known:
             known.add(self._reaper.start())
-        self._out_dir = tempfile.mkdtemp(prefix="runner-outputs-")
         self._counter = itertools.count(1)
         self._dirs: set[str] = set()
         self._running: set[Stopper] = set()
@@ -282,7 +284,7 @@ class Executor:
 
     def _make_dir(self, path: str) -> None:
         if path not in self._dirs:
-            os.makedirs(path, exist_ok=True)
+            private.make_folders(path)  # task output is for the owner only (docs/SECURITY.md)
             self._dirs.add(path)
 
     def _new_output_file(self) -> str:

@@ -20,6 +20,7 @@ import ctypes
 import logging
 import os
 import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -36,8 +37,11 @@ _SWEEP_ROUNDS = 5
 class Reaper:
     """The worker's side: start the reaper process and tell it about process groups."""
 
-    def __init__(self, tag: str, *, failpoints: str = "", cgroups: str | None = None) -> None:
+    def __init__(
+        self, tag: str, *, failpoints: str = "", cgroups: str | None = None, scratch: str = ""
+    ) -> None:
         self.tag = tag
+        self._scratch = scratch  # the executor's temporary folder, removed at the end
         self._failpoints = failpoints  # `reaper.*` points, for tests
         self._cgroups = cgroups or ""  # the executor's cgroup folder, if it has one
         self._proc: subprocess.Popen[bytes] | None = None
@@ -51,7 +55,7 @@ class Reaper:
         self._proc = subprocess.Popen(
             [
                 *(sys.executable, "-I", "-S", __file__),
-                *(str(os.getpid()), self.tag, self._failpoints, self._cgroups),
+                *(str(os.getpid()), self.tag, self._failpoints, self._cgroups, self._scratch),
             ],
             stdin=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
@@ -286,6 +290,8 @@ def main(argv: list[str]) -> int:
         _hit(failpoints, "reaper.shutdown")
         reap(state.groups, state.tag)
         _kill_cgroups(state.cgroups, remove=True)
+        if len(argv) > 5 and os.path.basename(argv[5]).startswith("runner-outputs-"):
+            shutil.rmtree(argv[5], ignore_errors=True)  # even after kill -9 of the worker
     return 0
 
 

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -150,3 +151,22 @@ def test_contain_fallback_is_reported_without_cgroup(tmp_path: Path) -> None:
         assert result.succeeded
     finally:
         ex.close()
+
+
+def test_contain_killed_worker_leaves_no_scratch_folder(tmp_path: Path) -> None:
+    """kill -9 of the worker used to leave an empty runner-outputs-* folder behind each time."""
+    ready = tmp_path / "ready"
+    script = f"echo $$ > {ready}.tmp && mv {ready}.tmp {ready}; sleep 1000"
+    worker = subprocess.Popen(
+        [sys.executable, "-c", WORKER.format(), str(tmp_path), "run", script, ""], cwd=REPO
+    )
+    try:
+        wait_until(ready.exists)
+        temp = Path(tempfile.gettempdir())
+        mine = list(temp.glob(f"runner-outputs-{worker.pid}-*"))
+        assert len(mine) == 1
+    finally:
+        worker.send_signal(signal.SIGKILL)
+        worker.wait()
+    wait_until(lambda: not mine[0].exists(), timeout=10)
+    wait_until(lambda: not pid_alive(int(ready.read_text())), timeout=10)

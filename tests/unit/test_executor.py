@@ -242,16 +242,33 @@ def test_executor_log_partial_lines_and_binary(executor: Executor) -> None:
     assert all(line[:4].isdigit() and line[23:25] == "Z " for line in lines)
 
 
-def test_executor_log_huge_output_keeps_tail_bounded(tmp_path: Path) -> None:
+def test_executor_log_huge_output_keeps_head_and_tail_bounded(tmp_path: Path) -> None:
+    """The local file keeps the first and the last RUNNER_LOG_LIMIT bytes and says what was cut
+    (it grew with the output before: 375 MB for a task printing 300 MB)."""
     ex = Executor(slots=1, log_dir=str(tmp_path), log_limit=1000)
     try:
-        size = 200 * 1024 * 1024
+        size = 50 * 1024 * 1024
         result = run(ex, task(run=f"yes 0123456789abcdefghijklmnopqrstuvwxyz | head -c {size}"))
     finally:
         ex.close()
     assert result.succeeded
     assert len(result.log_tail.encode()) == 1000
-    assert ex.log_path("r1/t/1").stat().st_size > size
+    data = ex.log_path("r1/t/1").read_bytes()
+    head, marker, tail = data[:1000], data[1000:].split(b"\n", 2)[1], data[1000:].split(b"\n", 2)[2]
+    assert head.split(b" ", 1)[1].startswith(b"0123456789abcdefghijklmnopqrstuvwxyz\n")
+    assert tail.decode() == result.log_tail
+    cut = int(marker.split()[1])
+    assert marker == f"[runner] {cut} bytes of output cut here (RUNNER_LOG_LIMIT=1000)".encode()
+    assert cut > size  # the timestamps count too
+    assert len(data) < 2000 + 100
+
+
+def test_executor_log_short_output_is_whole(executor: Executor) -> None:
+    result = run(executor, task(run="seq 1 100"))
+    data = executor.log_path("r1/t/1").read_text()
+    assert "cut here" not in data
+    assert [line.split(" ", 1)[1] for line in data.splitlines()] == [str(i) for i in range(1, 101)]
+    assert result.log_tail == data
 
 
 SPAWNER = """
