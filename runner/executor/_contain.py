@@ -1,5 +1,5 @@
 """Keeping every process an attempt starts within reach: a cgroup v2 per attempt, the child
-subreaper, and reaping the orphans that come back (docs/RELIABILITY.md, "Containment").
+subreaper, and reaping the orphans that come back (docs/SECURITY.md, "Containment").
 
 A process group alone does not hold a task: a descendant can `setsid()` (or double fork) out of
 it, clear its environment (the executor's tag) and ignore SIGTERM. Where the machine offers a
@@ -115,8 +115,11 @@ class Cgroups:
         self.folder: str | None = None
         self._count = 0
         self._lock = threading.Lock()
-        base = own_cgroup() if enabled else None
+        if not enabled:
+            return
+        base = own_cgroup()
         if base is None:
+            logger.info("no cgroup per attempt (no cgroup v2 here): process groups only")
             return
         folder = f"{base}/{FOLDER_PREFIX}{tag}"
         try:
@@ -125,6 +128,7 @@ class Cgroups:
             logger.info("no cgroup per attempt (%s): process groups only", exc)
             return
         if not os.path.exists(f"{folder}/cgroup.kill"):  # Linux < 5.14: killing is racy
+            logger.info("no cgroup per attempt (no cgroup.kill before Linux 5.14)")
             with contextlib.suppress(OSError):
                 os.rmdir(folder)
             return
