@@ -23,6 +23,7 @@ import ctypes
 import logging
 import os
 import select
+import shlex
 import threading
 from collections.abc import Iterator
 
@@ -78,34 +79,55 @@ class Cgroup:
     def __init__(self, path: str) -> None:
         self.path = path
         self.procs = f"{path}/cgroup.procs"
-        self._procs = os.open(self.procs, os.O_WRONLY | os.O_CLOEXEC)
+        self._removed = False
 
     def wrap(self, argv: list[str]) -> list[str]:
-        """`argv` started so that it joins this cgroup before it runs (see JOIN)."""
+        """`argv` started so that it joins this cgroup before it runs (see JOIN). A script for
+        the default shell gets the join in front, on its first line (one exec, not two)."""
+        if len(argv) == 3 and argv[:2] == ["/bin/sh", "-c"]:
+            return [
+                "/bin/sh",
+                "-c",
+                f"echo 0 2>/dev/null >{shlex.quote(self.procs)} || :; {argv[2]}",
+            ]
         return ["/bin/sh", "-c", JOIN, self.procs, *argv]
 
     def add(self, pid: int) -> bool:
         """Move `pid` and the descendants it has made so far in; False if the kernel refused."""
         try:
-            for each in _tree(pid):
-                with contextlib.suppress(ProcessLookupError):
-                    os.write(self._procs, str(each).encode())
+            fd = os.open(self.procs, os.O_WRONLY | os.O_CLOEXEC)
         except OSError as exc:
             logger.warning("cannot move process %d into cgroup %s: %s", pid, self.path, exc)
             return False
+        try:
+            for each in _tree(pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.write(fd, str(each).encode())
+        except OSError as exc:
+            logger.warning("cannot move process %d into cgroup %s: %s", pid, self.path, exc)
+            return False
+        finally:
+            os.close(fd)
         return True
 
-    def kill(self) -> None:
-        """SIGKILL every process in the cgroup and wait (bounded) until it is empty."""
-        kill_cgroup(self.path)
-
     def remove(self) -> None:
-        """Kill what is left and remove the cgroup."""
-        with contextlib.suppress(OSError):
-            os.close(self._procs)
-        kill_cgroup(self.path)
-        with contextlib.suppress(OSError):
+        """Kill whatever is left in the cgroup (`cgroup.kill`, then wait until it is empty) and
+        remove it. An empty cgroup (the usual end) costs one rmdir."""
+        if self._removed:
+            return
+        self._removed = True
+        try:
             os.rmdir(self.path)
+            return
+        except FileNotFoundError:
+            return
+        except OSError:
+            pass  # busy: processes are left in it
+        kill_cgroup(self.path)
+        try:
+            os.rmdir(self.path)
+        except OSError as exc:
+            logger.warning("cannot remove cgroup %s: %s", self.path, exc)
 
 
 class Cgroups:
@@ -252,8 +274,15 @@ class Orphans:
 
     def reap(self) -> int:
         """Reap every dead orphan now; return how many."""
-        if self._thread is None or not _any_dead_child():
+        if self._thread is None:
             return 0
+        dead = _any_dead_child()
+        if dead is None or dead in self._known:  # a known one is its owner's to wait for;
+            return 0  # others behind it wait for the next round of the thread
+        return self.reap_all()
+
+    def reap_all(self) -> int:
+        """Reap every dead orphan now (a scan of this process's children); return how many."""
         reaped = 0
         with self._lock:
             for pid in _children(os.getpid()):
@@ -271,8 +300,8 @@ class Orphans:
     def _loop(self, interval: float) -> None:
         while not self._stop.wait(interval):
             try:
-                if _any_dead_child():
-                    self.reap()
+                if _any_dead_child() is not None:
+                    self.reap_all()
             except Exception:  # never let the thread die: log and go on
                 logger.exception("reaping orphans failed")
 
@@ -292,10 +321,10 @@ class Orphans:
         return any(mine in f"{rel}/" for rel in lines)
 
 
-def _any_dead_child() -> bool:
-    """Whether some child is dead and not reaped yet (nothing is reaped here)."""
+def _any_dead_child() -> int | None:
+    """The pid of some child that is dead and not reaped yet (nothing is reaped here)."""
     try:
         info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
     except ChildProcessError:
-        return False
-    return info is not None
+        return None
+    return None if info is None else info.si_pid
