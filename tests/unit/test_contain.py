@@ -57,9 +57,10 @@ def _gone(pid: int) -> bool:
     return not os.path.exists(f"/proc/{pid}")
 
 
+@pytest.mark.parametrize("kind", ["run", "args"])
 @pytest.mark.parametrize("end", ["exit", "timeout", "cancel"])
 def test_contain_escaped_descendant_ends_with_its_attempt(
-    cgroup_executor: Executor, tmp_path: Path, end: str
+    cgroup_executor: Executor, tmp_path: Path, end: str, kind: str
 ) -> None:
     esc = tmp_path / "esc"
     script = _escapee(esc) + f"while [ ! -e {esc} ]; do sleep 0.01; done; "
@@ -68,8 +69,9 @@ def test_contain_escaped_descendant_ends_with_its_attempt(
     if end == "cancel":
         when_exists(esc, cancel.set)
     with _ended_after(esc):
+        spec = task(run=script) if kind == "run" else task(args=["sh", "-c", script])
         result = cgroup_executor.run(
-            task(run=script),
+            spec,
             env=ENV,
             log_name="r/t/1",
             cancel=cancel,
