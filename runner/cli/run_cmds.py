@@ -14,6 +14,7 @@ from runner.cli import cluster_cmds, common, cron_apply, output
 from runner.cli.progress import make_progress
 from runner.config import Settings
 from runner.executor import Executor
+from runner.failpoints import Failpoints
 from runner.models import Run
 from runner.store import Store
 from runner.worker import Worker
@@ -186,7 +187,12 @@ def make_worker(
 ) -> Worker:
     """A worker with its own store connection and executor, as the settings say."""
     store = common.open_settings_store(settings)
-    executor = Executor(slots=concurrency, log_dir=settings.log_dir, log_limit=settings.log_limit)
+    executor = Executor(
+        slots=concurrency,
+        log_dir=settings.log_dir,
+        log_limit=settings.log_limit,
+        failpoints=Failpoints(settings.failpoints),  # its `reaper.*` points
+    )
     return Worker(
         store,
         executor,

@@ -11,6 +11,11 @@ after every answered heartbeat); if that passes without a newer one, the worker 
 hung, its lease may be gone, and another worker may take its tasks over: the reaper kills them
 then (GUARANTEES G5), forgets them and keeps serving. It runs as a plain script
 (`python -I -S reaper.py`), so it imports only the standard library.
+
+Its shutdown is signal-safe: the SIGTERM handler only sets a flag (a wakeup pipe wakes `select`),
+so the kill runs whether the parent-death signal lands before, during or after it. The failpoint
+`reaper.shutdown` (RUNNER_FAILPOINTS, passed on by the executor) sits at the start of the
+shutdown; `reaper.shutdown=kill(TERM)` lands the signal exactly there.
 """
 
 from __future__ import annotations
