@@ -4,6 +4,7 @@ child subreaper, orphans reaped). Each test ends the processes it started, even 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -172,3 +173,52 @@ def test_contain_killed_worker_leaves_no_scratch_folder(tmp_path: Path) -> None:
         worker.wait()
     wait_until(lambda: not mine[0].exists(), timeout=10)
     wait_until(lambda: not pid_alive(int(ready.read_text())), timeout=10)
+
+
+PID1 = """
+import json, os, sys, threading, time
+from runner import models
+from runner.executor import Executor
+assert os.getpid() == 1
+ex = Executor(slots=2, log_dir=sys.argv[1], log_limit=1000, contain=sys.argv[2] == "1")
+script = "(sleep 0.2 &); (setsid sh -c 'sleep 0.3' &); sleep 1000 & exit 3"
+spec = models.TaskSpec(id="t", name="t", kind=models.Kind.RUN, run=script)
+codes = [ex.run(spec, env={}, log_name=f"r/{i}", cancel=threading.Event()).exit_code
+         for i in range(3)]
+def zombies():
+    found = []
+    for name in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{name}/stat") as f:
+                if name.isdigit() and f.read().rsplit(")", 1)[1].split()[0] == "Z":
+                    found.append(int(name))
+        except OSError:
+            pass
+    return found
+deadline = time.monotonic() + 10
+while zombies() and time.monotonic() < deadline:
+    time.sleep(0.05)
+print(json.dumps({"codes": codes, "zombies": zombies()}))
+ex.close()
+"""
+
+
+@pytest.mark.parametrize("contain", ["1", "0"], ids=["cgroup", "no-cgroup"])
+def test_contain_as_pid1_leaves_no_zombie(tmp_path: Path, contain: str) -> None:
+    """runner as a container's init (PID 1 of a PID namespace): orphans of tasks, killed or
+    ended on their own, are reaped; the tasks' own exit codes are still right."""
+    probe = subprocess.run(
+        ["unshare", "-fp", "--mount-proc", "true"], capture_output=True, check=False
+    )
+    if probe.returncode != 0:
+        pytest.skip("cannot make a PID namespace here (unshare needs privileges)")
+    res = subprocess.run(
+        ["unshare", "-fp", "--mount-proc", sys.executable, "-c", PID1, str(tmp_path), contain],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+        check=False,
+    )
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout.splitlines()[-1]) == {"codes": [3, 3, 3], "zombies": []}
