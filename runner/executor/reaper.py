@@ -166,7 +166,9 @@ def _serve_once(state: _State) -> bool:
     ready, _, _ = select.select([0, state.wakeup], [], [], timeout)
     if not ready:  # the worker missed its own deadline: fence for it
         running = _attempt_cgroups(state.cgroups)  # not those of attempts started after this
-        reap(state.groups, state.tag)
+        # With cgroups every process of those attempts is in one of them: no tag sweep, which
+        # would also hit an attempt the worker starts while the sweep goes on.
+        reap(state.groups, state.tag, sweep=not state.cgroups)
         for path in running:
             _kill_cgroups(path, remove=False)
         state.groups.clear()
@@ -207,14 +209,15 @@ def _tagged_pids(marker: bytes) -> list[int]:
     return found
 
 
-def reap(groups: set[int], tag: str) -> int:
-    """Kill the groups, then tagged processes until none is left; return how many were hit."""
+def reap(groups: set[int], tag: str, *, sweep: bool = True) -> int:
+    """Kill the groups, then (`sweep`) tagged processes until none is left; return how many
+    were hit."""
     hit = 0
     for pgid in groups:
         with contextlib.suppress(OSError):
             os.killpg(pgid, signal.SIGKILL)
             hit += 1
-    if not os.path.isdir("/proc"):
+    if not sweep or not os.path.isdir("/proc"):
         return hit
     marker = f"\0{TAG_VAR}={tag}\0".encode()
     for _ in range(_SWEEP_ROUNDS):

@@ -190,8 +190,9 @@ def zombies():
     for name in os.listdir("/proc"):
         try:
             with open(f"/proc/{name}/stat") as f:
-                if name.isdigit() and f.read().rsplit(")", 1)[1].split()[0] == "Z":
-                    found.append(int(name))
+                state, ppid = f.read().rsplit(")", 1)[1].split()[:2]
+            if name.isdigit() and state == "Z" and ppid == "1":  # runner's own to reap
+                found.append(int(name))
         except OSError:
             pass
     return found
