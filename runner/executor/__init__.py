@@ -29,7 +29,11 @@ from runner.executor._proc import Ending, Stopper, Supervisor, kill_group
 from runner.executor.reaper import TAG_VAR, Reaper
 from runner.failpoints import Failpoints
 
-__all__ = ["MAX_OUTPUTS", "ExecResult", "Executor", "parse_outputs"]
+__all__ = ["MAX_OUTPUTS", "ExecResult", "Executor", "Orphans", "parse_outputs"]
+
+# A long-running process without an executor (a scheduler) that may be PID 1 keeps one
+# `Orphans(folder=None)` for its lifetime: it reaps every dead child it did not start.
+Orphans = _contain.Orphans
 
 MAX_OUTPUTS = 64 * 1024  # bytes of RUNNER_OUTPUT read per attempt
 

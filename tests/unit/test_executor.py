@@ -390,8 +390,8 @@ def test_executor_worker_kill9_leaves_no_call_child(tmp_path: Path) -> None:
         ],
         cwd=REPO,
     )
-    try:
-        wait_until(ready.exists)
+    try:  # `slow` creates the file, then writes its pid: wait for the pid
+        wait_until(lambda: ready.exists() and ready.read_text() != "")
         child = int(ready.read_text())
     finally:
         worker.send_signal(signal.SIGKILL)
