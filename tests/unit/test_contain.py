@@ -223,3 +223,17 @@ def test_contain_as_pid1_leaves_no_zombie(tmp_path: Path, contain: str) -> None:
     )
     assert res.returncode == 0, res.stderr
     assert json.loads(res.stdout.splitlines()[-1]) == {"codes": [3, 3, 3], "zombies": []}
+
+
+def test_contain_escaped_descendant_of_a_cancelled_call_ends(
+    cgroup_executor: Executor, tmp_path: Path
+) -> None:
+    esc = tmp_path / "esc"
+    cancel = threading.Event()
+    when_exists(esc, cancel.set)
+    with _ended_after(esc):
+        spec = task(call="tests.callables:escape_then_sleep", with_={"pid_file": str(esc)})
+        result = cgroup_executor.run(spec, env=ENV, log_name="r/t/1", cancel=cancel)
+        assert result.reason is models.Reason.CANCELLED
+        pid = int(esc.read_text())
+        wait_until(lambda: not pid_alive(pid), timeout=10)
