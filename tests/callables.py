@@ -61,4 +61,7 @@ def escape_then_sleep(pid_file: str, seconds: float = 1000.0) -> None:
     ignores SIGTERM (it writes its pid to `pid_file`), then sleep."""
     inner = f"trap '' TERM; echo $$ > {pid_file}.tmp; mv {pid_file}.tmp {pid_file}; exec sleep 1000"
     subprocess.Popen(["setsid", "/bin/sh", "-c", inner], env={}, start_new_session=True)
+    deadline = time.monotonic() + 10
+    while not Path(pid_file).exists() and time.monotonic() < deadline:  # started for sure
+        time.sleep(0.01)
     time.sleep(seconds)

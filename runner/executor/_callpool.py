@@ -170,6 +170,8 @@ class CallPool:
             self._discard(child)
             raise
         if answer is not None:
+            if child.cgroup is not None:  # the call is over: so is what it started
+                child.cgroup.kill_others(child.pid)
             self._release(child)
             return _ending(answer)
         return self._failed(child, sink, stop), None

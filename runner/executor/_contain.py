@@ -24,6 +24,7 @@ import logging
 import os
 import select
 import shlex
+import signal
 import threading
 from collections.abc import Iterator
 
@@ -109,6 +110,24 @@ class Cgroup:
         finally:
             os.close(fd)
         return True
+
+    def kill_others(self, keep: int) -> int:
+        """SIGKILL every process in the cgroup but `keep` (a call child between calls: what a
+        finished call started); a few rounds catch what forked meanwhile. Returns how many."""
+        hit = 0
+        for _ in range(5):
+            try:
+                with open(self.procs, encoding="ascii") as f:
+                    pids = [int(p) for p in f.read().split() if int(p) != keep]
+            except OSError:
+                return hit
+            if not pids:
+                break
+            for pid in pids:
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
+                    hit += 1
+        return hit
 
     def remove(self) -> None:
         """Kill whatever is left in the cgroup (`cgroup.kill`, then wait until it is empty) and

@@ -225,15 +225,19 @@ def test_contain_as_pid1_leaves_no_zombie(tmp_path: Path, contain: str) -> None:
     assert json.loads(res.stdout.splitlines()[-1]) == {"codes": [3, 3, 3], "zombies": []}
 
 
-def test_contain_escaped_descendant_of_a_cancelled_call_ends(
-    cgroup_executor: Executor, tmp_path: Path
+@pytest.mark.parametrize("end", ["cancel", "return"])
+def test_contain_escaped_descendant_of_a_call_ends_with_it(
+    cgroup_executor: Executor, tmp_path: Path, end: str
 ) -> None:
     esc = tmp_path / "esc"
     cancel = threading.Event()
     when_exists(esc, cancel.set)
     with _ended_after(esc):
-        spec = task(call="tests.callables:escape_then_sleep", with_={"pid_file": str(esc)})
+        with_ = {"pid_file": str(esc), "seconds": 1000.0 if end == "cancel" else 0.0}
+        spec = task(call="tests.callables:escape_then_sleep", with_=with_)
         result = cgroup_executor.run(spec, env=ENV, log_name="r/t/1", cancel=cancel)
-        assert result.reason is models.Reason.CANCELLED
+        expected = models.Reason.CANCELLED if end == "cancel" else models.Reason.EXIT
+        assert result.reason is expected
+        wait_until(esc.exists)
         pid = int(esc.read_text())
         wait_until(lambda: not pid_alive(pid), timeout=10)
