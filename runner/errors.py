@@ -36,6 +36,11 @@ EXIT_SIGINT = 130
 EXIT_SIGTERM = 143
 
 
+def clip(text: str, limit: int = 80) -> str:
+    """`text` cut to `limit` characters for a message: a hostile name can be megabytes long."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 class RunnerError(Exception):
     """Unexpected runner error."""
 
@@ -124,7 +129,7 @@ class RunNotFound(RunnerError):
 
     def __init__(self, run_id: str, message: str | None = None) -> None:
         self.run_id = run_id
-        super().__init__(message or f"run {run_id!r} not found; `runner get runs` lists runs")
+        super().__init__(message or f"run {clip(run_id)!r} not found; `runner get runs` lists runs")
 
 
 class TaskNotFound(RunnerError):
@@ -136,7 +141,8 @@ class TaskNotFound(RunnerError):
         self.run_id = run_id
         self.task = task
         super().__init__(
-            f"run {run_id!r} has no task {task!r}; `runner get run {run_id}` lists them"
+            f"run {clip(run_id)!r} has no task {clip(task)!r}; `runner get run {clip(run_id)}` "
+            "lists them"
         )
 
 
@@ -147,7 +153,7 @@ class ScheduleNotFound(RunnerError):
 
     def __init__(self, name: str) -> None:
         self.name = name
-        super().__init__(f"schedule {name!r} not found; `runner cron list` lists schedules")
+        super().__init__(f"schedule {clip(name)!r} not found; `runner cron list` lists schedules")
 
 
 class RunExists(RunnerError):
@@ -158,7 +164,7 @@ class RunExists(RunnerError):
     def __init__(self, run_id: str, key: str) -> None:
         self.run_id = run_id
         self.key = key
-        super().__init__(f"a run with key {key!r} already exists: {run_id}")
+        super().__init__(f"a run with key {clip(key)!r} already exists: {run_id}")
 
 
 class LeaseLost(RunnerError):

@@ -88,6 +88,7 @@ class _Checker:
         self.problems.append(self.doc.problem(path, message, at_key=at_key))
 
     def run(self) -> None:
+        self.problems += planning.nul_problems(self.doc)
         self.check_names()
         graph = self.check_depends()
         self.cycle = dag.find_cycle(graph)

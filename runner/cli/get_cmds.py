@@ -114,7 +114,7 @@ def add_logs_parser(sub: Any) -> None:
         help="print the logs of a run's tasks",
         description="Print the stored log of each task's latest attempt (stdout and stderr, "
         "timestamped). The store keeps the last RUNNER_LOG_LIMIT bytes of each attempt; the "
-        "full log is in the worker's log folder.",
+        "worker's log folder (RUNNER_LOG_DIR) keeps its first and last RUNNER_LOG_LIMIT bytes.",
         epilog="examples:\n  runner logs @latest\n  runner logs RUN extract --tail 20\n"
         "  runner logs @latest --failed\n  runner logs RUN -f\n",
         formatter_class=argparse.RawDescriptionHelpFormatter,

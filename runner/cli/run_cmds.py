@@ -195,11 +195,17 @@ def make_worker(
     """A worker with its own store connection (passed through `wrap`, e.g. to count its
     operations) and executor, as the settings say."""
     from runner.executor import Executor  # worker and executor: only the commands that run tasks
+    from runner.failpoints import Failpoints
     from runner.worker import Worker
 
     store = common.open_settings_store(settings)
     store = store if wrap is None else wrap(store)
-    executor = Executor(slots=concurrency, log_dir=settings.log_dir, log_limit=settings.log_limit)
+    executor = Executor(
+        slots=concurrency,
+        log_dir=settings.log_dir,
+        log_limit=settings.log_limit,
+        failpoints=Failpoints(settings.failpoints),  # its `reaper.*` points
+    )
     return Worker(
         store,
         executor,

@@ -115,6 +115,10 @@ def _scheduler(args: argparse.Namespace, settings: Settings, store: Store) -> Sc
 
 
 def cmd_scheduler(args: argparse.Namespace, settings: Settings) -> int:
+    from runner.executor import Orphans
+
+    # As a container's PID 1 the scheduler inherits every orphan: reap them (no zombies).
+    orphans = Orphans(folder=None)
     common.wait_for_store(settings, who="scheduler")
     exporter = metrics_cmds.Exporter(args)
     store = exporter.instrument(common.open_settings_store(settings))
@@ -129,6 +133,7 @@ def cmd_scheduler(args: argparse.Namespace, settings: Settings) -> int:
     finally:
         exporter.close()
         store.close()
+        orphans.close()
     return errors.EXIT_OK
 
 
