@@ -104,6 +104,12 @@ def parse_params(items: list[str]) -> dict[str, str]:
     return params
 
 
+def runner_cmd(args: argparse.Namespace) -> str:
+    """`runner`, with the `--store URL` it was given: the prefix of a command to suggest."""
+    store = getattr(args, "store", None)
+    return f"runner --store {store}" if store else "runner"
+
+
 def open_settings_store(settings: Settings) -> Store:
     """The store the settings name, with their log limit, failpoints and etcd credentials."""
     # gRPC's C core logs TLS handshake failures line by line on stderr; runner reports the

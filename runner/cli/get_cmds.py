@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from runner import engine, errors
-from runner.cli import common, output
+from runner.cli import common, output, waiting
 from runner.cli.progress import make_progress
 from runner.config import Settings
 from runner.models import Run, TaskRecord, TaskState
@@ -76,11 +76,13 @@ def cmd_get_run(args: argparse.Namespace, settings: Settings) -> int:
             finally:
                 progress.close()
         else:
-            run = store.get_run(run_id)
+            run = waiting.with_reasons(store, store.get_run(run_id))
     finally:
         store.close()
     if args.output == "table":
         output.run_detail(run)
+        if (line := waiting.hint(run, common.runner_cmd(args))) is not None:
+            print(line)
     else:
         output.dump(output.run_json(run), args.output)
     return engine.exit_code(run) if args.watch else errors.EXIT_OK

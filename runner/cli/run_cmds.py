@@ -10,7 +10,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from runner import engine, errors
-from runner.cli import common, output
+from runner.cli import common, output, waiting
 from runner.cli.progress import make_progress
 from runner.config import Settings
 from runner.models import Run
@@ -100,6 +100,7 @@ def cmd_apply(args: argparse.Namespace, settings: Settings) -> int:
             run = store.get_run(engine.resolve_run_id(store, args.resume), tasks=False)
         _announce(run, args)
         if args.detach:
+            _say_if_unserved(store, run.id, args)
             return errors.EXIT_OK
         return drive(store, run.id, args, settings)
     finally:
@@ -113,14 +114,28 @@ def _announce(run: Run, args: argparse.Namespace) -> None:
         print(run.id, flush=True)
 
 
+def _say_if_unserved(store: Store, run_id: str, args: argparse.Namespace) -> None:
+    """After --detach: say at once when no live worker will pick the run up."""
+    run = waiting.with_reasons(store, store.get_run(run_id))
+    line = waiting.hint(run, common.runner_cmd(args))
+    if line is not None:
+        print(f"runner: {line}", file=sys.stderr, flush=True)
+
+
 def drive(store: Store, run_id: str, args: argparse.Namespace, settings: Settings) -> int:
     """Run local workers (if any) and follow the run to its end; the exit code says how."""
     stream = sys.stderr if args.output == "json" else sys.stdout
     progress = make_progress(stream)
     local = _LocalWorkers.start(args, settings)
     deadline = None if args.timeout is None else time.monotonic() + args.timeout
+    watch = waiting.Watch(store, run_id, cli=common.runner_cmd(args), local=local.worker is not None)
     try:
+        watch.start()
         run = engine.follow(store, run_id, on_change=progress.update, deadline=deadline)
+    except errors.WaitTimeout:
+        progress.close()
+        handed = local.hand_back()
+        raise errors.WaitTimeout(_gave_up(run_id, args, handed=handed)) from None
     except errors.RunnerError:
         progress.close()
         local.stop(abort_run=None)
@@ -131,10 +146,26 @@ def drive(store: Store, run_id: str, args: argparse.Namespace, settings: Setting
         store.cancel_run(run_id, now=time.time(), reason="interrupted")
         local.stop(abort_run=run_id)
         raise
+    finally:
+        watch.stop()
     progress.close()
     local.stop(abort_run=None)
     _summary(run, args)
     return engine.exit_code(run)
+
+
+def _gave_up(run_id: str, args: argparse.Namespace, *, handed: int | None) -> str:
+    """What `--timeout` did to the run and how to follow it (docs/CLI.md, "--timeout")."""
+    cli = common.runner_cmd(args)
+    head = f"gave up waiting for run {run_id} after {output.human_seconds(args.timeout)} (--timeout)"
+    follow = f"follow it with `{cli} get run {run_id} --watch`"
+    if handed is None:  # no local workers: the store's workers go on with it
+        return f"{head}; it goes on with the store's workers; {follow}"
+    return (
+        f"{head}; the local workers stopped and {handed} running task(s) went back to the "
+        f"queue: the run waits for any worker. Finish it here with `{cli} apply --resume "
+        f"{run_id}`, or start a worker with `{cli} worker`; {follow}"
+    )
 
 
 def _summary(run: Run, args: argparse.Namespace) -> None:
@@ -166,6 +197,19 @@ class _LocalWorkers:
             settings, concurrency=n, lease_ttl=args.lease_ttl, name="apply", prefetch=args.prefetch
         )
         return cls(worker, run_in_thread(worker))
+
+    def hand_back(self) -> int | None:
+        """Stop the local workers at once: their running attempts are killed and go back to
+        the queue unrecorded (`Worker.drain` with no grace), for any worker to run again.
+        Returns how many attempts went back, or None when there were no local workers."""
+        if self.worker is None or self.done is None:
+            return None
+        held = self.worker.running()
+        self.worker.drain(0.0)
+        self.done.wait()
+        self.worker.store.close()
+        self.worker.executor.close()
+        return held
 
     def stop(self, *, abort_run: str | None) -> None:
         if self.worker is None or self.done is None:
