@@ -44,13 +44,20 @@ def lock_json(lock: LockInfo) -> dict[str, Any]:
 
 
 def cmd_locks(args: argparse.Namespace, settings: Settings) -> int:
-    store = common.open_settings_store(settings)
     try:
-        locks = store.list_locks(now=time.time())
-    finally:
-        store.close()
+        store = common.open_existing_store(settings)
+    except errors.NoStore:
+        locks: list[LockInfo] = []
+    else:
+        try:
+            locks = store.list_locks(now=time.time())
+        finally:
+            store.close()
     if args.output == "json":
         output.dump([lock_json(lock) for lock in locks], "json")
+        return errors.EXIT_OK
+    if not locks:
+        print(common.empty_note("held or awaited locks", settings))
         return errors.EXIT_OK
     rows = output.table("LOCK", "HELD", "HOLDERS", "WAITERS")
     for lock in locks:
@@ -65,7 +72,7 @@ def cmd_worker_drain(args: argparse.Namespace, settings: Settings) -> int:
     """Mark the live workers named NAME draining; exit 2 when none is live."""
     if not args.target:
         raise errors.UsageError("worker drain: give the NAME (or id) of the worker to drain")
-    store = common.open_settings_store(settings)
+    store = common.open_existing_store(settings)
     try:
         ids = store.drain_worker(args.target, now=time.time())
     finally:

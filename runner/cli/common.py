@@ -7,7 +7,7 @@ import os
 import re
 from typing import TYPE_CHECKING
 
-from runner import errors
+from runner import config, errors
 from runner.config import Settings
 
 if TYPE_CHECKING:
@@ -108,6 +108,38 @@ def runner_cmd(args: argparse.Namespace) -> str:
     """`runner`, with the `--store URL` it was given: the prefix of a command to suggest."""
     store = getattr(args, "store", None)
     return f"runner --store {store}" if store else "runner"
+
+
+def store_place(settings: Settings) -> str:
+    """The store the settings name, for a message: its URL, and where a SQLite file is."""
+    url = settings.store
+    if url.startswith("sqlite:///") and len(url) > len("sqlite:///"):
+        return f"{url} ({os.path.abspath(url[len('sqlite:///') :])})"
+    return url
+
+
+def choose_store_hint() -> str:
+    return f"choose another store with --store URL or {config.ENV_STORE}"
+
+
+def empty_note(what: str, settings: Settings) -> str:
+    """`no runs in sqlite:///... (/abs/path); choose another store with ...`: what an empty
+    listing says, so that a listing read from the wrong store does not pass for the truth."""
+    return f"no {what} in {store_place(settings)}; {choose_store_hint()}"
+
+
+def open_existing_store(settings: Settings) -> Store:
+    """The store, for a command that only reads (or changes what must already be there): a
+    SQLite file that does not exist is not created. Raises NoStore naming it."""
+    url = settings.store
+    if url.startswith("sqlite:///") and len(url) > len("sqlite:///"):
+        if not os.path.exists(url[len("sqlite:///") :]):
+            raise errors.NoStore(
+                url,
+                f"no store at {store_place(settings)}: nothing has run with this store yet "
+                f"(a relative path is read from the current folder); {choose_store_hint()}",
+            )
+    return open_settings_store(settings)
 
 
 def open_settings_store(settings: Settings) -> Store:

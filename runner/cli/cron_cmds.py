@@ -73,7 +73,7 @@ def _add_named(group: Any, name: str, text: str, func: Any) -> argparse.Argument
 
 
 def _with_store(settings: Settings) -> Store:
-    return common.open_settings_store(settings)
+    return common.open_existing_store(settings)  # never creates a store
 
 
 def entry_json(store: Store, entry: CronEntry, *, now: float) -> dict[str, Any]:
@@ -97,14 +97,21 @@ def entry_json(store: Store, entry: CronEntry, *, now: float) -> dict[str, Any]:
 
 
 def cmd_cron_list(args: argparse.Namespace, settings: Settings) -> int:
-    store = _with_store(settings)
     try:
-        now = time.time()
-        rows = [entry_json(store, e, now=now) for e in store.list_schedules()]
-    finally:
-        store.close()
+        store = _with_store(settings)
+    except errors.NoStore:
+        rows: list[dict[str, Any]] = []
+    else:
+        try:
+            now = time.time()
+            rows = [entry_json(store, e, now=now) for e in store.list_schedules()]
+        finally:
+            store.close()
     if args.output == "json":
         output.dump(rows, "json")
+        return errors.EXIT_OK
+    if not rows:
+        print(common.empty_note("schedules", settings))
         return errors.EXIT_OK
     head = ("NAME", "SCHEDULE", "TIMEZONE", "SUSPENDED", "LAST RUN", "STATE", "NEXT", "MISSED")
     table = [head] + [_row(r) for r in rows]

@@ -12,7 +12,7 @@ from runner import engine, errors
 from runner.cli import common, output, waiting
 from runner.cli.progress import make_progress
 from runner.config import Settings
-from runner.models import Run, TaskRecord, TaskState
+from runner.models import Run, TaskRecord, TaskState, WorkerInfo
 
 if TYPE_CHECKING:
     from runner.store import Store
@@ -53,22 +53,29 @@ def add_parsers(sub: Any) -> None:
 
 
 def cmd_get_runs(args: argparse.Namespace, settings: Settings) -> int:
-    store = common.open_settings_store(settings)
     try:
-        runs = store.list_runs(workflow=args.workflow, limit=args.limit)
-    finally:
-        store.close()
+        store = common.open_existing_store(settings)
+    except errors.NoStore:
+        runs: list[Run] = []
+    else:
+        try:
+            runs = store.list_runs(workflow=args.workflow, limit=args.limit)
+        finally:
+            store.close()
     if args.output == "json":
         output.dump([output.run_json(r, tasks=False) for r in runs], "json")
+    elif not runs:
+        what = "runs" if args.workflow is None else f"runs of workflow {args.workflow}"
+        print(common.empty_note(what, settings))
     else:
         output.runs_table(runs)
     return errors.EXIT_OK
 
 
 def cmd_get_run(args: argparse.Namespace, settings: Settings) -> int:
-    store = common.open_settings_store(settings)
+    store = common.open_existing_store(settings)
     try:
-        run_id = engine.resolve_run_id(store, args.run)
+        run_id = resolve(store, args.run, settings)
         if args.watch:
             progress = make_progress(sys.stderr if args.output != "table" else sys.stdout)
             try:
@@ -88,15 +95,34 @@ def cmd_get_run(args: argparse.Namespace, settings: Settings) -> int:
     return engine.exit_code(run) if args.watch else errors.EXIT_OK
 
 
-def cmd_workers(args: argparse.Namespace, settings: Settings) -> int:
-    store = common.open_settings_store(settings)
+def resolve(store: Store, ref: str, settings: Settings) -> str:
+    """`engine.resolve_run_id`, naming the store when it holds no run at all."""
     try:
-        now = time.time()
-        workers = store.list_workers(now=now)
-    finally:
-        store.close()
+        return engine.resolve_run_id(store, ref)
+    except errors.RunNotFound:
+        if ref != engine.LATEST:
+            raise
+        raise errors.RunNotFound(
+            ref, f"{common.empty_note('runs', settings)}; `runner apply FILE` starts one"
+        ) from None
+
+
+def cmd_workers(args: argparse.Namespace, settings: Settings) -> int:
+    now = time.time()
+    try:
+        store = common.open_existing_store(settings)
+    except errors.NoStore:
+        workers: list[WorkerInfo] = []
+    else:
+        try:
+            workers = store.list_workers(now=now)
+        finally:
+            store.close()
     if args.output == "json":
         output.dump([output.worker_json(w, now=now) for w in workers], "json")
+    elif not workers:
+        cli = common.runner_cmd(args)
+        print(f"{common.empty_note('live workers', settings)}; `{cli} worker` starts one")
     else:
         output.workers_table(workers, now=now)
     return errors.EXIT_OK
@@ -155,12 +181,15 @@ def _print_log(store: Store, run: Run, task: TaskRecord, args: argparse.Namespac
 
 def cmd_logs(args: argparse.Namespace, settings: Settings) -> int:
     args.log_dir = settings.log_dir
-    store = common.open_settings_store(settings)
+    store = common.open_existing_store(settings)
     try:
-        run = store.get_run(engine.resolve_run_id(store, args.run))
+        run = store.get_run(resolve(store, args.run, settings))
         if not args.follow:
-            for task in _select(run, args):
+            tasks = _select(run, args)
+            for task in tasks:
                 _print_log(store, run, task, args)
+            if not tasks and args.failed:
+                print(f"no failed tasks in run {run.id}")
             return errors.EXIT_OK
         return _follow_logs(store, run, args)
     finally:
