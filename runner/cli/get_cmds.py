@@ -135,11 +135,12 @@ def add_logs_parser(sub: Any) -> None:
     p = sub.add_parser(
         "logs",
         help="print the logs of a run's tasks",
-        description="Print the stored log of each task's latest attempt (stdout and stderr, "
-        "timestamped). The store keeps the last RUNNER_LOG_LIMIT bytes of each attempt; the "
+        description="Print the stored log of each task's latest attempt (or --attempt N, or "
+        "--attempt all: every attempt under its own header), stdout and stderr, timestamped. The store keeps the last RUNNER_LOG_LIMIT bytes of each attempt; the "
         "full log is in the worker's log folder.",
         epilog="examples:\n  runner logs @latest\n  runner logs RUN extract --tail 20\n"
-        "  runner logs @latest --failed\n  runner logs RUN -f\n",
+        "  runner logs @latest --failed\n  runner logs RUN extract --attempt 1\n"
+        "  runner logs RUN extract --attempt all\n  runner logs RUN -f\n",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("run", metavar="RUN")
@@ -147,6 +148,13 @@ def add_logs_parser(sub: Any) -> None:
     p.add_argument("-f", "--follow", action="store_true", help="print logs as tasks finish")
     p.add_argument("--failed", action="store_true", help="only failed tasks")
     p.add_argument("--tail", type=common.positive_int, metavar="N", help="last N lines")
+    p.add_argument(
+        "--attempt",
+        type=_attempt_arg,
+        metavar="N|all",
+        help="the log of attempt N (1 is the first), or of every attempt, each under its own "
+        "header (default: the latest attempt)",
+    )
     p.set_defaults(func=cmd_logs)
 
 
@@ -161,10 +169,30 @@ def _select(run: Run, args: argparse.Namespace) -> list[TaskRecord]:
     return tasks
 
 
-def _print_log(store: Store, run: Run, task: TaskRecord, args: argparse.Namespace) -> None:
-    if not task.attempts:
-        return
-    attempt = task.attempts[-1].number
+def _attempt_arg(text: str) -> int | str:
+    return "all" if text == "all" else common.positive_int(text)
+
+
+def _print_logs(store: Store, run: Run, task: TaskRecord, args: argparse.Namespace) -> None:
+    """The log of the attempt(s) --attempt names (default the latest), a header each."""
+    if args.attempt is None:
+        numbers = [a.number for a in task.attempts[-1:]]
+    elif args.attempt == "all":
+        numbers = [a.number for a in task.attempts]
+    else:
+        numbers = [a.number for a in task.attempts if a.number == args.attempt]
+        if not numbers and args.task is not None:
+            raise errors.UsageError(
+                f"--attempt {args.attempt}: task {task.id} of run {run.id} has "
+                f"{len(task.attempts)} attempt(s); `runner get run {run.id}` lists them"
+            )
+    for number in numbers:
+        _print_log(store, run, task, number, args)
+
+
+def _print_log(
+    store: Store, run: Run, task: TaskRecord, attempt: int, args: argparse.Namespace
+) -> None:
     text = store.get_log(run.id, task.id, attempt=attempt)
     if not text:  # a log the store does not hold: the worker's file, if on this host
         from runner.worker import log_name
@@ -174,7 +202,10 @@ def _print_log(store: Store, run: Run, task: TaskRecord, args: argparse.Namespac
     lines = text.splitlines()
     if args.tail is not None:
         lines = lines[-args.tail :]
-    print(f"==> {task.id} (attempt {attempt}, {task.state.value}) <==")
+    state = next(a.state.value for a in task.attempts if a.number == attempt)
+    if attempt == task.attempts[-1].number:
+        state = task.state.value
+    print(f"==> {task.id} (attempt {attempt} of {len(task.attempts)}, {state}) <==")
     for line in lines:
         print(line)
 
@@ -187,7 +218,7 @@ def cmd_logs(args: argparse.Namespace, settings: Settings) -> int:
         if not args.follow:
             tasks = _select(run, args)
             for task in tasks:
-                _print_log(store, run, task, args)
+                _print_logs(store, run, task, args)
             if not tasks and args.failed:
                 print(f"no failed tasks in run {run.id}")
             return errors.EXIT_OK

@@ -13,7 +13,7 @@ from runner import engine, errors
 from runner.cli import common, output, waiting
 from runner.cli.progress import make_progress
 from runner.config import Settings
-from runner.models import Run
+from runner.models import Plan, Run
 
 if TYPE_CHECKING:
     from runner.store import Store
@@ -103,7 +103,7 @@ def cmd_apply(args: argparse.Namespace, settings: Settings) -> int:
         if args.detach:
             _say_if_unserved(store, run.id, args)
             return errors.EXIT_OK
-        return drive(store, run.id, args, settings)
+        return drive(store, run.id, args, settings, plan=plan)
     finally:
         store.close()
 
@@ -123,10 +123,17 @@ def _say_if_unserved(store: Store, run_id: str, args: argparse.Namespace) -> Non
         print(f"runner: {line}", file=sys.stderr, flush=True)
 
 
-def drive(store: Store, run_id: str, args: argparse.Namespace, settings: Settings) -> int:
+def drive(
+    store: Store,
+    run_id: str,
+    args: argparse.Namespace,
+    settings: Settings,
+    *,
+    plan: Plan | None = None,
+) -> int:
     """Run local workers (if any) and follow the run to its end; the exit code says how."""
     stream = sys.stderr if args.output == "json" else sys.stdout
-    progress = make_progress(stream)
+    progress = make_progress(stream, plan=plan)
     local = _LocalWorkers.start(args, settings)
     deadline = None if args.timeout is None else time.monotonic() + args.timeout
     watch = waiting.Watch(store, run_id, cli=common.runner_cmd(args), local=local.worker is not None)
