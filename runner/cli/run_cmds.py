@@ -85,6 +85,7 @@ def cmd_apply(args: argparse.Namespace, settings: Settings) -> int:
 
         params = common.parse_params(args.param)
         plan = workflow.load_plan(args.file, params=params, params_file=args.params_file)
+        plan = workflow.anchored(plan, os.path.dirname(args.file) or ".")
     opener = common.open_settings_store if plan is not None else common.open_existing_store
     store = opener(settings)
     try:
@@ -136,7 +137,9 @@ def drive(
     progress = make_progress(stream, plan=plan)
     local = _LocalWorkers.start(args, settings)
     deadline = None if args.timeout is None else time.monotonic() + args.timeout
-    watch = waiting.Watch(store, run_id, cli=common.runner_cmd(args), local=local.worker is not None)
+    watch = waiting.Watch(
+        store, run_id, cli=common.runner_cmd(args), local=local.worker is not None
+    )
     try:
         watch.start()
         run = engine.follow(store, run_id, on_change=progress.update, deadline=deadline)
@@ -165,7 +168,9 @@ def drive(
 def _gave_up(run_id: str, args: argparse.Namespace, *, handed: int | None) -> str:
     """What `--timeout` did to the run and how to follow it (docs/CLI.md, "--timeout")."""
     cli = common.runner_cmd(args)
-    head = f"gave up waiting for run {run_id} after {output.human_seconds(args.timeout)} (--timeout)"
+    head = (
+        f"gave up waiting for run {run_id} after {output.human_seconds(args.timeout)} (--timeout)"
+    )
     follow = f"follow it with `{cli} get run {run_id} --watch`"
     if handed is None:  # no local workers: the store's workers go on with it
         return f"{head}; it goes on with the store's workers; {follow}"

@@ -58,7 +58,7 @@ class FolderSync:
             return
         self._seen[path] = signature
         try:
-            plan = workflow.load_plan(path)
+            plan = workflow.anchored(workflow.load_plan(path), path.parent)
         except errors.WorkflowInvalid as exc:
             self.report(f"{exc.message}\n{path}: skipped; its schedule (if any) is unchanged")
             return
