@@ -132,13 +132,13 @@ def open_existing_store(settings: Settings) -> Store:
     """The store, for a command that only reads (or changes what must already be there): a
     SQLite file that does not exist is not created. Raises NoStore naming it."""
     url = settings.store
-    if url.startswith("sqlite:///") and len(url) > len("sqlite:///"):
-        if not os.path.exists(url[len("sqlite:///") :]):
-            raise errors.NoStore(
-                url,
-                f"no store at {store_place(settings)}: nothing has run with this store yet "
-                f"(a relative path is read from the current folder); {choose_store_hint()}",
-            )
+    sqlite = url.startswith("sqlite:///") and len(url) > len("sqlite:///")
+    if sqlite and not os.path.exists(url[len("sqlite:///") :]):
+        raise errors.NoStore(
+            url,
+            f"no store at {store_place(settings)}: nothing has run with this store yet "
+            f"(a relative path is read from the current folder); {choose_store_hint()}",
+        )
     return open_settings_store(settings)
 
 

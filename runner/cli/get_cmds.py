@@ -136,7 +136,8 @@ def add_logs_parser(sub: Any) -> None:
         "logs",
         help="print the logs of a run's tasks",
         description="Print the stored log of each task's latest attempt (or --attempt N, or "
-        "--attempt all: every attempt under its own header), stdout and stderr, timestamped. The store keeps the last RUNNER_LOG_LIMIT bytes of each attempt; the "
+        "--attempt all: every attempt under its own header), stdout and stderr, timestamped. "
+        "The store keeps the last RUNNER_LOG_LIMIT bytes of each attempt; the "
         "full log is in the worker's log folder.",
         epilog="examples:\n  runner logs @latest\n  runner logs RUN extract --tail 20\n"
         "  runner logs @latest --failed\n  runner logs RUN extract --attempt 1\n"
