@@ -51,7 +51,8 @@ def _add_cron_list(group: Any) -> None:
         "list",
         help="the schedules, their last run and next fire time",
         description="Name, schedule, time zone, suspended, last run and its state, next fire "
-        "time, and the ticks missed (past the starting deadline) or skipped (Forbid).",
+        "time (in the schedule's time zone, like `runner cron next`; -o json also gives it in "
+        "UTC), and the ticks missed (past the starting deadline) or skipped (Forbid).",
         epilog="examples:\n  runner cron list\n  runner cron list -o json | jq '.[].next'\n",
         formatter_class=_RAW,
     )
@@ -90,6 +91,7 @@ def entry_json(store: Store, entry: CronEntry, *, now: float) -> dict[str, Any]:
         "last_run": entry.last_run_id,
         "last_run_state": None if state is None else state.value,
         "next": output.iso(upcoming[0]) if upcoming else None,
+        "next_local": local_iso(upcoming[0], s.timezone) if upcoming else None,
         "missed": entry.missed,
         "skipped": entry.skipped,
         "source": entry.source,
@@ -125,7 +127,8 @@ def _row(r: dict[str, Any]) -> tuple[str, ...]:
     missed = f"{r['missed']}" + (f" (+{r['skipped']} skipped)" if r["skipped"] else "")
     suspended = "yes" if r["suspended"] else "no"
     last = (r["last_run"] or "-", r["last_run_state"] or "-")
-    return (r["name"], r["schedule"], r["timezone"], suspended, *last, r["next"] or "-", missed)
+    nxt = r["next_local"] or "-"  # in the schedule's zone, like `runner cron next`
+    return (r["name"], r["schedule"], r["timezone"], suspended, *last, nxt, missed)
 
 
 def cmd_cron_trigger(args: argparse.Namespace, settings: Settings) -> int:

@@ -9,7 +9,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from runner import engine, errors
+from runner import config, engine, errors
 from runner.cli import common, output, waiting
 from runner.cli.progress import make_progress
 from runner.config import Settings
@@ -53,9 +53,27 @@ def _add_drive_flags(p: argparse.ArgumentParser) -> None:
         "results in batches (see `runner worker --prefetch`)",
     )
     p.add_argument("--detach", action="store_true", help="return once the run is stored")
-    p.add_argument("--timeout", type=common.duration_arg, help="give up waiting (exit 4)")
-    p.add_argument("--lease-ttl", type=common.positive_float, metavar="SECONDS")
-    p.add_argument("-o", "--output", choices=["text", "json"], default="text")
+    p.add_argument(
+        "--timeout",
+        type=common.duration_arg,
+        metavar="DURATION",
+        help="give up waiting after DURATION (exit 4): the local workers stop at once and the "
+        "run's running tasks go back to the queue for any worker (`apply --resume RUN`)",
+    )
+    p.add_argument(
+        "--lease-ttl",
+        type=common.positive_float,
+        metavar="SECONDS",
+        help=f"the local workers' lease (env {config.ENV_LEASE_TTL}; default "
+        f"{config.DEFAULT_LEASE_TTL:g})",
+    )
+    p.add_argument(
+        "-o",
+        "--output",
+        choices=["text", "json"],
+        default="text",
+        help="json: progress on stderr, the finished run as JSON on stdout",
+    )
 
 
 def add_apply_parser(sub: Any) -> None:
@@ -71,6 +89,12 @@ def add_apply_parser(sub: Any) -> None:
     p.add_argument("--resume", metavar="RUN", help="follow and finish a stored run instead")
     p.add_argument(
         "--now", action="store_true", help="scheduled workflow: also start one run at once"
+    )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="scheduled workflow: take the schedule over from another file claiming its name, "
+        "or replace its registered params",
     )
     _add_drive_flags(p)
     p.set_defaults(func=cmd_apply)
@@ -92,7 +116,10 @@ def cmd_apply(args: argparse.Namespace, settings: Settings) -> int:
         if plan is not None and plan.schedule is not None:
             from runner.cli import cron_apply  # the cron modules: only for scheduled workflows
 
-            for line in cron_apply.register_and_describe(store, plan, now=time.time()):
+            lines = cron_apply.register_and_describe(
+                store, plan, now=time.time(), force=args.force, now_run=args.now
+            )
+            for line in lines:
                 print(line, flush=True)
             if not args.now:
                 return errors.EXIT_OK
@@ -340,12 +367,43 @@ def add_worker_parser(sub: Any) -> None:
     )
     p.add_argument("action", nargs="?", choices=["drain"], help="drain: drain worker NAME")
     p.add_argument("target", nargs="?", metavar="NAME", help="the worker to drain")
-    p.add_argument("--concurrency", type=common.positive_int, default=os.cpu_count() or 1)
+    p.add_argument(
+        "--concurrency",
+        type=common.positive_int,
+        default=os.cpu_count() or 1,
+        metavar="N",
+        help="tasks run at once (default: the CPUs, here %(default)s)",
+    )
     p.add_argument("--name", help="worker name (default: the host name)")
-    p.add_argument("--labels", type=common.labels_arg, default={}, metavar="K=V,...")
-    p.add_argument("--weight", type=common.positive_int, default=1)
-    p.add_argument("--lease-ttl", type=common.positive_float, metavar="SECONDS")
-    p.add_argument("--drain-timeout", type=common.duration_arg, default=30.0)
+    p.add_argument(
+        "--labels",
+        type=common.labels_arg,
+        default={},
+        metavar="K=V,...",
+        help="labels a task's selector matches (spec: selector: {gpu: 'true'})",
+    )
+    p.add_argument(
+        "--weight",
+        type=common.positive_int,
+        default=1,
+        metavar="N",
+        help="share of tasks under `--dispatch weighted` (default 1)",
+    )
+    p.add_argument(
+        "--lease-ttl",
+        type=common.positive_float,
+        metavar="SECONDS",
+        help=f"the worker's lease: if it stops heartbeating, its tasks go back to the queue "
+        f"after this (env {config.ENV_LEASE_TTL}; default {config.DEFAULT_LEASE_TTL:g})",
+    )
+    p.add_argument(
+        "--drain-timeout",
+        type=common.duration_arg,
+        default=30.0,
+        metavar="DURATION",
+        help="on SIGTERM or Ctrl-C, how long running tasks may finish before they go back to "
+        "the queue (default 30s)",
+    )
     p.add_argument(
         "--prefetch",
         type=common.non_negative_int,
