@@ -23,7 +23,7 @@ def add_parsers(sub: Any) -> None:
         epilog="examples:\n  runner locks\n  runner locks -o json\n",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("-o", "--output", choices=["table", "json"], default="table")
+    p.add_argument("-o", "--output", choices=["table", "json"], default="table", help="format")
     p.set_defaults(func=cmd_locks)
 
 

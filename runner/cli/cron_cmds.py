@@ -38,7 +38,9 @@ def add_parsers(sub: Any) -> None:
     _add_named(group, "resume", "fire the schedule again from its next tick", cmd_cron_resume)
     _add_named(group, "delete", "remove the schedule (its runs stay)", cmd_cron_delete)
     nxt = _add_named(group, "next", "print the schedule's next fire times", cmd_cron_next)
-    nxt.add_argument("--count", type=common.positive_int, default=10, metavar="N")
+    nxt.add_argument(
+        "--count", type=common.positive_int, default=10, metavar="N", help="how many (10)"
+    )
 
 
 def _usage(parser: argparse.ArgumentParser) -> int:
@@ -56,7 +58,7 @@ def _add_cron_list(group: Any) -> None:
         epilog="examples:\n  runner cron list\n  runner cron list -o json | jq '.[].next'\n",
         formatter_class=_RAW,
     )
-    p.add_argument("-o", "--output", choices=["table", "json"], default="table")
+    p.add_argument("-o", "--output", choices=["table", "json"], default="table", help="format")
     p.set_defaults(func=cmd_cron_list)
 
 

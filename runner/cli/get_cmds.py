@@ -29,13 +29,17 @@ def add_parsers(sub: Any) -> None:
     )
     what = get.add_subparsers(dest="what", metavar="runs|run", required=True)
     runs = what.add_parser("runs", help="list runs, newest first")
-    runs.add_argument("--workflow", metavar="NAME")
-    runs.add_argument("--limit", type=common.positive_int, default=50)
-    runs.add_argument("-o", "--output", choices=["table", "json"], default="table")
+    runs.add_argument("--workflow", metavar="NAME", help="only the runs of this workflow")
+    runs.add_argument(
+        "--limit", type=common.positive_int, default=50, metavar="N", help="at most N runs (50)"
+    )
+    runs.add_argument("-o", "--output", choices=["table", "json"], default="table", help="format")
     runs.set_defaults(func=cmd_get_runs)
     run = what.add_parser("run", help="one run with its tasks and attempts")
     run.add_argument("run", metavar="RUN", help="a run id or @latest")
-    run.add_argument("-o", "--output", choices=["table", "json", "yaml"], default="table")
+    run.add_argument(
+        "-o", "--output", choices=["table", "json", "yaml"], default="table", help="format"
+    )
     run.add_argument("--watch", action="store_true", help="follow until the run ends")
     run.set_defaults(func=cmd_get_run)
     add_logs_parser(sub)
@@ -48,7 +52,9 @@ def add_parsers(sub: Any) -> None:
         epilog="examples:\n  runner workers\n  runner workers -o json\n",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    workers.add_argument("-o", "--output", choices=["table", "json"], default="table")
+    workers.add_argument(
+        "-o", "--output", choices=["table", "json"], default="table", help="format"
+    )
     workers.set_defaults(func=cmd_workers)
 
 
