@@ -128,17 +128,20 @@ def empty_note(what: str, settings: Settings) -> str:
     return f"no {what} in {store_place(settings)}; {choose_store_hint()}"
 
 
-def open_existing_store(settings: Settings) -> Store:
+def open_existing_store(settings: Settings, *, run: str | None = None) -> Store:
     """The store, for a command that only reads (or changes what must already be there): a
-    SQLite file that does not exist is not created. Raises NoStore naming it."""
+    SQLite file that does not exist is not created. Raises NoStore naming it, or, for a
+    command about `run`, RunNotFound (exit 2, as for a store without that run)."""
     url = settings.store
     sqlite = url.startswith("sqlite:///") and len(url) > len("sqlite:///")
     if sqlite and not os.path.exists(url[len("sqlite:///") :]):
-        raise errors.NoStore(
-            url,
+        why = (
             f"no store at {store_place(settings)}: nothing has run with this store yet "
-            f"(a relative path is read from the current folder); {choose_store_hint()}",
+            f"(a relative path is read from the current folder); {choose_store_hint()}"
         )
+        if run is not None:
+            raise errors.RunNotFound(run, f"run {run!r} not found: {why}")
+        raise errors.NoStore(url, why)
     return open_settings_store(settings)
 
 

@@ -79,7 +79,7 @@ def cmd_get_runs(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_get_run(args: argparse.Namespace, settings: Settings) -> int:
-    store = common.open_existing_store(settings)
+    store = common.open_existing_store(settings, run=args.run)
     try:
         run_id = resolve(store, args.run, settings)
         if args.watch:
@@ -219,7 +219,7 @@ def _print_log(
 
 def cmd_logs(args: argparse.Namespace, settings: Settings) -> int:
     args.log_dir = settings.log_dir
-    store = common.open_existing_store(settings)
+    store = common.open_existing_store(settings, run=args.run)
     try:
         run = store.get_run(resolve(store, args.run, settings))
         if not args.follow:

@@ -110,8 +110,10 @@ def cmd_apply(args: argparse.Namespace, settings: Settings) -> int:
         params = common.parse_params(args.param)
         plan = workflow.load_plan(args.file, params=params, params_file=args.params_file)
         plan = workflow.anchored(plan, os.path.dirname(args.file) or ".")
-    opener = common.open_settings_store if plan is not None else common.open_existing_store
-    store = opener(settings)
+    if plan is None:
+        store = common.open_existing_store(settings, run=args.resume)
+    else:
+        store = common.open_settings_store(settings)
     try:
         if plan is not None and plan.schedule is not None:
             from runner.cli import cron_apply  # the cron modules: only for scheduled workflows
@@ -311,7 +313,7 @@ def add_retry_parser(sub: Any) -> None:
 
 
 def cmd_retry(args: argparse.Namespace, settings: Settings) -> int:
-    store = common.open_existing_store(settings)
+    store = common.open_existing_store(settings, run=args.run)
     try:
         run_id = engine.resolve_run_id(store, args.run)
         tasks = store.retry_run(run_id, now=time.time(), dry_run=args.dry_run)
@@ -339,7 +341,7 @@ def add_cancel_parser(sub: Any) -> None:
 
 
 def cmd_cancel(args: argparse.Namespace, settings: Settings) -> int:
-    store = common.open_existing_store(settings)
+    store = common.open_existing_store(settings, run=args.run)
     try:
         run = store.cancel_run(engine.resolve_run_id(store, args.run), now=time.time())
         print(f"run {run.id} {run.state.value}")
