@@ -183,14 +183,20 @@ def test_matrix_instance_ids_show_in_the_run_table(cli: Cli) -> None:
 def test_read_only_commands_never_create_a_store(tmp_path: Path) -> None:
     cli = Cli(tmp_path)
     del cli.env["RUNNER_STORE"]  # the default store, in the current folder
-    for args in (("get", "runs"), ("workers",), ("cron", "list"), ("locks",)):
+    listings: list[tuple[str, ...]] = [("get", "runs"), ("workers",), ("cron", "list"), ("locks",)]
+    for args in listings:
         res = cli.run(*args)
         assert res.returncode == 0, res.stderr
         assert "sqlite:///.runner/state.db" in res.stdout, args
         assert str(tmp_path / ".runner" / "state.db") in res.stdout
         assert "--store URL or RUNNER_STORE" in res.stdout
     assert json.loads(cli.run("get", "runs", "-o", "json").stdout) == []
-    for args in (("get", "run", "@latest"), ("logs", "@latest"), ("cancel", "x")):
+    about_a_run: list[tuple[str, ...]] = [
+        ("get", "run", "@latest"),
+        ("logs", "@latest"),
+        ("cancel", "x"),
+    ]
+    for args in about_a_run:
         res = cli.run(*args)
         assert res.returncode == 2, res.stderr
         assert "no store at sqlite:///.runner/state.db" in res.stderr
