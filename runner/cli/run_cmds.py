@@ -321,6 +321,8 @@ def cmd_retry(args: argparse.Namespace, settings: Settings) -> int:
         print(f"{run_id}: {verb} {len(tasks)} task(s)", file=sys.stderr)
         for task_id in tasks:
             print(task_id)
+        if args.detach and not args.dry_run:
+            _say_if_unserved(store, run_id, args)
         if args.dry_run or args.detach:
             return errors.EXIT_OK
         return drive(store, run_id, args, settings)

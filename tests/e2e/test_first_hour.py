@@ -85,6 +85,16 @@ def test_a_run_no_worker_will_pick_up_says_so(cli: Cli) -> None:
     assert "waits: no live worker" in waiting.stderr
 
 
+def test_the_waiting_reason_is_said_again_while_it_lasts(tmp_path: Path) -> None:
+    cli = Cli(tmp_path)
+    wf = _write(
+        cli, "one.yaml", "metadata: {name: one}\nspec:\n  tasks:\n    - {name: a, run: 'true'}\n"
+    )
+    res = cli.run("apply", wf, "--workers", "0", "--timeout", "15s")
+    assert res.returncode == 4
+    assert res.stderr.count("waits: no live worker for a; start one with `runner worker`") >= 2
+
+
 def test_a_task_no_live_worker_matches_names_its_selector(cli: Cli) -> None:
     wf = _write(
         cli,
