@@ -131,7 +131,7 @@ def cmd_apply(args: argparse.Namespace, settings: Settings) -> int:
             run = store.get_run(engine.resolve_run_id(store, args.resume), tasks=False)
         _announce(run, args)
         if args.detach:
-            _say_if_unserved(store, run.id, args)
+            waiting.say_if_unserved(store, run.id, cli=common.runner_cmd(args))
             return errors.EXIT_OK
         return drive(store, run.id, args, settings, plan=plan)
     finally:
@@ -143,14 +143,6 @@ def _announce(run: Run, args: argparse.Namespace) -> None:
     print(f"run {run.id} created" if run.created_at else run.id, file=stream, flush=True)
     if args.detach:
         print(run.id, flush=True)
-
-
-def _say_if_unserved(store: Store, run_id: str, args: argparse.Namespace) -> None:
-    """After --detach: say at once when no live worker will pick the run up."""
-    run = waiting.with_reasons(store, store.get_run(run_id))
-    line = waiting.hint(run, common.runner_cmd(args))
-    if line is not None:
-        print(f"runner: {line}", file=sys.stderr, flush=True)
 
 
 def drive(
@@ -166,16 +158,17 @@ def drive(
     progress = make_progress(stream, plan=plan)
     local = _LocalWorkers.start(args, settings)
     deadline = None if args.timeout is None else time.monotonic() + args.timeout
-    watch = waiting.Watch(
-        store, run_id, cli=common.runner_cmd(args), local=local.worker is not None
-    )
+    cli = common.runner_cmd(args)
+    watch = waiting.Watch(store, run_id, cli=cli, local=local.worker is not None)
     try:
         watch.start()
         run = engine.follow(store, run_id, on_change=progress.update, deadline=deadline)
     except errors.WaitTimeout:
         progress.close()
         handed = local.hand_back()
-        raise errors.WaitTimeout(_gave_up(run_id, args, handed=handed)) from None
+        raise errors.WaitTimeout(
+            waiting.gave_up(run_id, after=args.timeout, cli=cli, handed=handed)
+        ) from None
     except errors.RunnerError:
         progress.close()
         local.stop(abort_run=None)
@@ -192,22 +185,6 @@ def drive(
     local.stop(abort_run=None)
     _summary(run, args)
     return engine.exit_code(run)
-
-
-def _gave_up(run_id: str, args: argparse.Namespace, *, handed: int | None) -> str:
-    """What `--timeout` did to the run and how to follow it (docs/CLI.md, "--timeout")."""
-    cli = common.runner_cmd(args)
-    head = (
-        f"gave up waiting for run {run_id} after {output.human_seconds(args.timeout)} (--timeout)"
-    )
-    follow = f"follow it with `{cli} get run {run_id} --watch`"
-    if handed is None:  # no local workers: the store's workers go on with it
-        return f"{head}; it goes on with the store's workers; {follow}"
-    return (
-        f"{head}; the local workers stopped and {handed} running task(s) went back to the "
-        f"queue: the run waits for any worker. Finish it here with `{cli} apply --resume "
-        f"{run_id}`, or start a worker with `{cli} worker`; {follow}"
-    )
 
 
 def _summary(run: Run, args: argparse.Namespace) -> None:
@@ -322,7 +299,7 @@ def cmd_retry(args: argparse.Namespace, settings: Settings) -> int:
         for task_id in tasks:
             print(task_id)
         if args.detach and not args.dry_run:
-            _say_if_unserved(store, run_id, args)
+            waiting.say_if_unserved(store, run_id, cli=common.runner_cmd(args))
         if args.dry_run or args.detach:
             return errors.EXIT_OK
         return drive(store, run_id, args, settings)

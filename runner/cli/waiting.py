@@ -1,4 +1,5 @@
-"""Why a run waits when no worker will pick it up, said by `apply`, `retry` and `get run`.
+"""Why a run waits when no worker will pick it up, said by `apply`, `retry` and `get run`;
+and what `--timeout` did to it.
 
 The store gives each queued task its waiting reason ("waiting: no live worker matches gpu=true",
 a full lock, else "queued"); a plain "queued" with no live worker at all is the case a store
@@ -15,6 +16,7 @@ import time
 from typing import TYPE_CHECKING, TextIO
 
 from runner import errors
+from runner.cli.output import human_seconds
 from runner.models import Run, TaskState
 
 if TYPE_CHECKING:
@@ -55,6 +57,27 @@ def hint(run: Run, cli: str) -> str | None:
         start += f" --labels {first.waiting_reason.removeprefix(_NO_MATCH)}"
     who = first.id if len(reasons) == 1 else f"{first.id} and {len(reasons) - 1} more"
     return f"run {run.id} waits: {why} for {who}; start one with `{start}`"
+
+
+def say_if_unserved(store: Store, run_id: str, *, cli: str) -> None:
+    """After `--detach`: say at once (on stderr) when no live worker will pick the run up."""
+    line = hint(with_reasons(store, store.get_run(run_id)), cli)
+    if line is not None:
+        print(f"runner: {line}", file=sys.stderr, flush=True)
+
+
+def gave_up(run_id: str, *, after: float, cli: str, handed: int | None) -> str:
+    """What `--timeout` did to the run and how to go on (docs/CLI.md, "--timeout"): `handed`
+    running tasks went back to the queue, or (None) there were no local workers."""
+    head = f"gave up waiting for run {run_id} after {human_seconds(after)} (--timeout)"
+    follow = f"follow it with `{cli} get run {run_id} --watch`"
+    if handed is None:  # no local workers: the store's workers go on with it
+        return f"{head}; it goes on with the store's workers; {follow}"
+    return (
+        f"{head}; the local workers stopped and {handed} running task(s) went back to the "
+        f"queue: the run waits for any worker. Finish it here with `{cli} apply --resume "
+        f"{run_id}`, or start a worker with `{cli} worker`; {follow}"
+    )
 
 
 def _unserved(reason: str | None) -> bool:
