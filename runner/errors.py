@@ -5,6 +5,7 @@
     ├── WorkflowInvalid (2)                a workflow file has problems (.problems)
     │   └── CycleDetected (2)              the task graph has a cycle (.cycle)
     ├── ConfigError (3)                    bad settings (store URL, env var)
+    │   └── NoStore (3)                    a read-only command found no store file (.url)
     ├── StoreError (3)                     the store failed or holds something unreadable
     │   └── StoreUnavailable (3)           the store cannot be reached or opened
     ├── RunNotFound (2)                    no run with that id (.run_id)
@@ -110,6 +111,14 @@ class ConfigError(RunnerError):
     """Invalid configuration."""
 
     exit_code = EXIT_STORE
+
+
+class NoStore(ConfigError):
+    """There is no store there yet."""
+
+    def __init__(self, url: str, message: str) -> None:
+        self.url = url
+        super().__init__(message)
 
 
 class StoreError(RunnerError):

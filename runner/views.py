@@ -3,6 +3,7 @@ and the web dashboard's JSON API, so scripts and pages read one contract."""
 
 from __future__ import annotations
 
+import zoneinfo
 from datetime import UTC, datetime
 from typing import Any
 
@@ -100,6 +101,11 @@ def lock_json(lock: LockInfo) -> dict[str, Any]:
     }
 
 
+def local_iso(ts: float, tz: str) -> str:
+    """Epoch seconds as ISO 8601 in a schedule's time zone, to the second."""
+    return datetime.fromtimestamp(ts, zoneinfo.ZoneInfo(tz)).isoformat(timespec="seconds")
+
+
 def next_fire_times(entry: CronEntry, *, now: float, count: int) -> list[float]:
     """The schedule's next `count` fire times after `now` (and after its last handled tick)."""
     s = entry.schedule
@@ -124,6 +130,7 @@ def entry_json(store: Store, entry: CronEntry, *, now: float) -> dict[str, Any]:
         "last_run": entry.last_run_id,
         "last_run_state": None if state is None else state.value,
         "next": iso(upcoming[0]) if upcoming else None,
+        "next_local": local_iso(upcoming[0], s.timezone) if upcoming else None,
         "missed": entry.missed,
         "skipped": entry.skipped,
         "source": entry.source,

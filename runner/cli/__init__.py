@@ -71,7 +71,8 @@ EPILOG = """\
 exit codes:
   0    success                      1    the run failed
   2    usage error or invalid file  3    store unavailable or bad configuration
-  4    gave up waiting (--timeout)  5    the run was cancelled
+  4    gave up waiting (--timeout; the run's tasks go back to the queue)
+  5    the run was cancelled
   70   internal error               130/143  interrupted (SIGINT/SIGTERM)
 
 examples:

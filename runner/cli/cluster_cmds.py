@@ -9,6 +9,7 @@ from typing import Any
 from runner import actions, errors, views
 from runner.cli import common, output
 from runner.config import Settings
+from runner.models import LockInfo
 
 
 def add_parsers(sub: Any) -> None:
@@ -22,7 +23,7 @@ def add_parsers(sub: Any) -> None:
         epilog="examples:\n  runner locks\n  runner locks -o json\n",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("-o", "--output", choices=["table", "json"], default="table")
+    p.add_argument("-o", "--output", choices=["table", "json"], default="table", help="format")
     p.set_defaults(func=cmd_locks)
 
 
@@ -30,13 +31,20 @@ lock_json = views.lock_json  # the shape is shared with the web dashboard
 
 
 def cmd_locks(args: argparse.Namespace, settings: Settings) -> int:
-    store = common.open_settings_store(settings)
     try:
-        locks = store.list_locks(now=time.time())
-    finally:
-        store.close()
+        store = common.open_existing_store(settings)
+    except errors.NoStore:
+        locks: list[LockInfo] = []
+    else:
+        try:
+            locks = store.list_locks(now=time.time())
+        finally:
+            store.close()
     if args.output == "json":
         output.dump([lock_json(lock) for lock in locks], "json")
+        return errors.EXIT_OK
+    if not locks:
+        print(common.empty_note("held or awaited locks", settings))
         return errors.EXIT_OK
     rows = output.table("LOCK", "HELD", "HOLDERS", "WAITERS")
     for lock in locks:
@@ -51,7 +59,7 @@ def cmd_worker_drain(args: argparse.Namespace, settings: Settings) -> int:
     """Mark the live workers named NAME draining; exit 2 when none is live."""
     if not args.target:
         raise errors.UsageError("worker drain: give the NAME (or id) of the worker to drain")
-    store = common.open_settings_store(settings)
+    store = common.open_existing_store(settings)
     try:
         ids = actions.drain_worker(store, args.target, now=time.time())
     finally:

@@ -9,7 +9,7 @@ import sys
 import time
 from typing import TYPE_CHECKING
 
-from runner import errors
+from runner import config, errors
 from runner.config import Settings
 
 if TYPE_CHECKING:
@@ -104,6 +104,47 @@ def parse_params(items: list[str]) -> dict[str, str]:
             raise errors.UsageError(f"--param {item!r}: expected NAME=VALUE")
         params[key.strip()] = value
     return params
+
+
+def runner_cmd(args: argparse.Namespace) -> str:
+    """`runner`, with the `--store URL` it was given: the prefix of a command to suggest."""
+    store = getattr(args, "store", None)
+    return f"runner --store {store}" if store else "runner"
+
+
+def store_place(settings: Settings) -> str:
+    """The store the settings name, for a message: its URL, and where a SQLite file is."""
+    url = settings.store
+    if url.startswith("sqlite:///") and len(url) > len("sqlite:///"):
+        return f"{url} ({os.path.abspath(url[len('sqlite:///') :])})"
+    return url
+
+
+def choose_store_hint() -> str:
+    return f"choose another store with --store URL or {config.ENV_STORE}"
+
+
+def empty_note(what: str, settings: Settings) -> str:
+    """`no runs in sqlite:///... (/abs/path); choose another store with ...`: what an empty
+    listing says, so that a listing read from the wrong store does not pass for the truth."""
+    return f"no {what} in {store_place(settings)}; {choose_store_hint()}"
+
+
+def open_existing_store(settings: Settings, *, run: str | None = None) -> Store:
+    """The store, for a command that only reads (or changes what must already be there): a
+    SQLite file that does not exist is not created. Raises NoStore naming it, or, for a
+    command about `run`, RunNotFound (exit 2, as for a store without that run)."""
+    url = settings.store
+    sqlite = url.startswith("sqlite:///") and len(url) > len("sqlite:///")
+    if sqlite and not os.path.exists(url[len("sqlite:///") :]):
+        why = (
+            f"no store at {store_place(settings)}: nothing has run with this store yet "
+            f"(a relative path is read from the current folder); {choose_store_hint()}"
+        )
+        if run is not None:
+            raise errors.RunNotFound(run, f"run {run!r} not found: {why}")
+        raise errors.NoStore(url, why)
+    return open_settings_store(settings)
 
 
 def open_settings_store(settings: Settings) -> Store:

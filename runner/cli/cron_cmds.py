@@ -36,7 +36,9 @@ def add_parsers(sub: Any) -> None:
     _add_named(group, "resume", "fire the schedule again from its next tick", cmd_cron_resume)
     _add_named(group, "delete", "remove the schedule (its runs stay)", cmd_cron_delete)
     nxt = _add_named(group, "next", "print the schedule's next fire times", cmd_cron_next)
-    nxt.add_argument("--count", type=common.positive_int, default=10, metavar="N")
+    nxt.add_argument(
+        "--count", type=common.positive_int, default=10, metavar="N", help="how many (10)"
+    )
 
 
 def _usage(parser: argparse.ArgumentParser) -> int:
@@ -49,11 +51,12 @@ def _add_cron_list(group: Any) -> None:
         "list",
         help="the schedules, their last run and next fire time",
         description="Name, schedule, time zone, suspended, last run and its state, next fire "
-        "time, and the ticks missed (past the starting deadline) or skipped (Forbid).",
+        "time (in the schedule's time zone, like `runner cron next`; -o json also gives it in "
+        "UTC), and the ticks missed (past the starting deadline) or skipped (Forbid).",
         epilog="examples:\n  runner cron list\n  runner cron list -o json | jq '.[].next'\n",
         formatter_class=_RAW,
     )
-    p.add_argument("-o", "--output", choices=["table", "json"], default="table")
+    p.add_argument("-o", "--output", choices=["table", "json"], default="table", help="format")
     p.set_defaults(func=cmd_cron_list)
 
 
@@ -71,21 +74,28 @@ def _add_named(group: Any, name: str, text: str, func: Any) -> argparse.Argument
 
 
 def _with_store(settings: Settings) -> Store:
-    return common.open_settings_store(settings)
+    return common.open_existing_store(settings)  # never creates a store
 
 
 entry_json = views.entry_json  # the shape is shared with the web dashboard
 
 
 def cmd_cron_list(args: argparse.Namespace, settings: Settings) -> int:
-    store = _with_store(settings)
     try:
-        now = time.time()
-        rows = [entry_json(store, e, now=now) for e in store.list_schedules()]
-    finally:
-        store.close()
+        store = _with_store(settings)
+    except errors.NoStore:
+        rows: list[dict[str, Any]] = []
+    else:
+        try:
+            now = time.time()
+            rows = [entry_json(store, e, now=now) for e in store.list_schedules()]
+        finally:
+            store.close()
     if args.output == "json":
         output.dump(rows, "json")
+        return errors.EXIT_OK
+    if not rows:
+        print(common.empty_note("schedules", settings))
         return errors.EXIT_OK
     head = ("NAME", "SCHEDULE", "TIMEZONE", "SUSPENDED", "LAST RUN", "STATE", "NEXT", "MISSED")
     table = [head] + [_row(r) for r in rows]
@@ -99,7 +109,8 @@ def _row(r: dict[str, Any]) -> tuple[str, ...]:
     missed = f"{r['missed']}" + (f" (+{r['skipped']} skipped)" if r["skipped"] else "")
     suspended = "yes" if r["suspended"] else "no"
     last = (r["last_run"] or "-", r["last_run_state"] or "-")
-    return (r["name"], r["schedule"], r["timezone"], suspended, *last, r["next"] or "-", missed)
+    nxt = r["next_local"] or "-"  # in the schedule's zone, like `runner cron next`
+    return (r["name"], r["schedule"], r["timezone"], suspended, *last, nxt, missed)
 
 
 def cmd_cron_trigger(args: argparse.Namespace, settings: Settings) -> int:

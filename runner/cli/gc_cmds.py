@@ -47,7 +47,7 @@ def add_parsers(sub: Any) -> None:
     p.add_argument(
         "--dry-run", action="store_true", help="print the runs it would delete; delete nothing"
     )
-    p.add_argument("-o", "--output", choices=["text", "json"], default="text")
+    p.add_argument("-o", "--output", choices=["text", "json"], default="text", help="format")
     p.set_defaults(func=cmd_gc)
 
 

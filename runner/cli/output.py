@@ -52,10 +52,14 @@ def human_seconds(seconds: float) -> str:
 
 
 def console(stream: TextIO | None = None) -> Console:
-    """A rich console for tables on `stream` (default stdout), wide enough not to wrap rows."""
+    """A rich console for tables on `stream` (default stdout), wide enough not to wrap rows.
+    Cells are plain text: no markup, so a matrix instance id `extract[region=apac]` shows whole
+    (rich would take `[region=apac]` for a style tag), and no highlighting."""
     from rich.console import Console
 
-    return Console(file=stream or sys.stdout, width=200, soft_wrap=True)
+    return Console(
+        file=stream or sys.stdout, width=200, soft_wrap=True, markup=False, highlight=False
+    )
 
 
 def table(*columns: str) -> Table:

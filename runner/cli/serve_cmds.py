@@ -89,7 +89,13 @@ def _add_serve_parser(sub: Any) -> None:
         formatter_class=_RAW,
     )
     _add_loop_flags(p)
-    p.add_argument("--workers", type=common.positive_int, default=os.cpu_count() or 1)
+    p.add_argument(
+        "--workers",
+        type=common.positive_int,
+        default=os.cpu_count() or 1,
+        metavar="N",
+        help="local worker slots (default: the CPUs, here %(default)s)",
+    )
     p.add_argument("--ui", action="store_true", help="also serve the web dashboard (docs/UI.md)")
     ui_cmds.add_ui_flags(p, prefix="ui-")
     p.set_defaults(func=cmd_serve)
