@@ -1,0 +1,71 @@
+"""forEach: a task that becomes one instance per item of an upstream task's JSON list output
+(docs/WORKFLOW.md, "Fan-out over a task's output"). Pure: the stores call these inside the
+transaction that finds the task ready, and write what they return."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from runner import models, templating
+
+DEFAULT_LIMIT = 10_000
+
+
+class ForEachError(ValueError):
+    """The output cannot be expanded; the message is the task's reason in `get run`."""
+
+
+def instance_id(name: str, index: int) -> str:
+    """`name[i=N]`."""
+    return f"{name}[i={index}]"
+
+
+def items_of(fe: models.ForEach, outputs: Mapping[str, str] | None) -> list[Any]:
+    """The items of the list output `fe` reads; ForEachError when there is none, it is not a
+    JSON list, or it holds more than the limit."""
+    where = f"forEach: tasks.{fe.task}.outputs.{fe.output}"
+    text = (outputs or {}).get(fe.output)
+    if text is None:
+        raise ForEachError(f"{where} was not set; write `{fe.output}=[...]` to $RUNNER_OUTPUT")
+    try:
+        items = json.loads(text) if isinstance(text, str) else text
+    except ValueError as exc:
+        raise ForEachError(f"{where} is not JSON ({exc.msg} at char {exc.pos})") from None
+    if not isinstance(items, list):
+        raise ForEachError(f"{where} is a JSON {type(items).__name__}, not a list")
+    if len(items) > fe.limit:
+        raise ForEachError(
+            f"{where} has {len(items):,} items, more than the limit of {fe.limit:,}; "
+            "raise spec.limits.forEach or split the list"
+        )
+    return items
+
+
+def instances(spec: models.TaskSpec, items: list[Any]) -> list[models.TaskSpec]:
+    """One task spec per item: id `name[i=N]`, `${{ item }}` filled, no dependencies (the
+    expanded task waits for them instead), no condition (the expanded task had it)."""
+    out: list[models.TaskSpec] = []
+    for index, item in enumerate(items):
+        filled = templating.render_item(spec, item)
+        out.append(
+            dataclasses.replace(
+                filled,
+                id=instance_id(spec.name, index),
+                depends=(),
+                if_=None,
+                for_each=None,
+                item=item,
+                matrix={**spec.matrix, "i": index},
+            )
+        )
+    return out
+
+
+def state_of(states: list[tuple[models.TaskState, bool]]) -> models.TaskState:
+    """The expanded task's state once its instances are all terminal: failed when one counts
+    as a failure, else succeeded."""
+    failed = any(s is models.TaskState.FAILED and not allowed for s, allowed in states)
+    return models.TaskState.FAILED if failed else models.TaskState.SUCCEEDED
