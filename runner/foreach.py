@@ -32,7 +32,7 @@ def items_of(fe: models.ForEach, outputs: Mapping[str, str] | None) -> list[Any]
         raise ForEachError(f"{where} was not set; write `{fe.output}=[...]` to $RUNNER_OUTPUT")
     try:
         items = json.loads(text) if isinstance(text, str) else text
-    except ValueError as exc:
+    except json.JSONDecodeError as exc:
         raise ForEachError(f"{where} is not JSON ({exc.msg} at char {exc.pos})") from None
     if not isinstance(items, list):
         raise ForEachError(f"{where} is a JSON {type(items).__name__}, not a list")

@@ -201,9 +201,7 @@ class _Checker:
         if "forEach" in task:
             self.check_for_each(i, task, check_ref)
 
-    def check_for_each(
-        self, i: int, task: dict[str, Any], check_ref: conditions.CheckRef
-    ) -> None:
+    def check_for_each(self, i: int, task: dict[str, Any], check_ref: conditions.CheckRef) -> None:
         path: Path = ("spec", "tasks", i, "forEach")
         if "matrix" in task:
             self.add(path, "a task cannot have both forEach and matrix; use one of them")

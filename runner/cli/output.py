@@ -89,17 +89,19 @@ def run_detail(run: Run, stream: TextIO | None = None) -> None:
         f"  tasks {run.tasks_done}/{run.tasks_total}  duration {duration(run)}"
         + (f"  reason {run.reason}" if run.reason else "")
     )
+    from rich.markup import escape  # ids such as each[i=0] are not markup
+
     rows = table("TASK", "STATE", "PRIORITY", "ATTEMPTS", "LAST", "INFO")
     for t in run.tasks:
         last = t.attempts[-1] if t.attempts else None
         info = t.waiting_reason or (last.error if last and last.error else "")
         rows.add_row(
-            t.id,
+            escape(t.id),
             t.state.value,
             str(t.priority),
             str(len(t.attempts)),
             last.reason.value if last and last.reason else "-",
-            info or "",
+            escape(info or ""),
         )
     out.print(rows)
 

@@ -124,6 +124,8 @@ def create_run(ctx: Ctx, new: NewRun) -> Run:
         client.txn([], [c.delete(k) for k in written if "/queue/" in k], "undo")
         _check_new(client, keys, run_id, key)
         raise errors.RunExists(run_id, key or run_id)
+    if any("/gate/" in k for k in written):  # a root with `if:`: decide it now
+        flow.settle(client, keys, run_id, now=new.now)
     return run
 
 
@@ -136,6 +138,8 @@ def _write_tasks(ctx: Ctx, new: NewRun) -> list[str]:
     for rec in task_records(plan):
         if plan.dispatch:
             rec["dsp"] = plan.dispatch  # copied into its queue entries, for the dispatcher
+        if plan.aging is not None:
+            rec["age"] = [plan.aging.every, plan.aging.by]  # for aging.promote
         starts = not rec.get("waiting") and not rec.get("wide")
         if starts:
             flow.enqueue(batch, keys, run_id, rec, now=new.now)

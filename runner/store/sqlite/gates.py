@@ -100,9 +100,9 @@ def _open(
         queue.append(task_id)
         return
     try:
-        items = foreach.items_of(spec.for_each, _outputs(db, run_id, [spec.for_each.task]).get(
-            spec.for_each.task
-        ))
+        items = foreach.items_of(
+            spec.for_each, _outputs(db, run_id, [spec.for_each.task]).get(spec.for_each.task)
+        )
     except foreach.ForEachError as exc:
         _note(db, run_id, task_id, {**gate, "why": str(exc)})
         ended.append((task_id, TaskState.FAILED))
@@ -137,7 +137,9 @@ def _condition(db: sqlite3.Connection, run_id: str, spec: TaskSpec) -> tuple[boo
     )
 
 
-def _outputs(db: sqlite3.Connection, run_id: str, names: Iterable[str]) -> dict[str, dict[str, str]]:
+def _outputs(
+    db: sqlite3.Connection, run_id: str, names: Iterable[str]
+) -> dict[str, dict[str, str]]:
     """Outputs of tasks by name (a task that is not a matrix task has its name as id)."""
     wanted = sorted(set(names))
     if not wanted:
@@ -188,9 +190,7 @@ def _insert(db: sqlite3.Connection, run_id: str, task_id: str, specs: list[TaskS
         "UPDATE tasks SET remaining_deps = ? WHERE run_id = ? AND task_id = ?",
         (len(specs), run_id, task_id),
     )
-    db.execute(
-        "UPDATE runs SET tasks_total = tasks_total + ? WHERE id = ?", (len(specs), run_id)
-    )
+    db.execute("UPDATE runs SET tasks_total = tasks_total + ? WHERE id = ?", (len(specs), run_id))
 
 
 def _joined(db: sqlite3.Connection, run_id: str, task_id: str) -> TaskState:
