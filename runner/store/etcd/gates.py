@@ -148,14 +148,17 @@ def _expand(
         return _end(client, keys, b, run_item, run, rec, item, TaskState.FAILED, items, now=0.0)
     instances = foreach.instances(spec, items)
     ids = [t.id for t in instances]
-    wide = len(ids) > flow.WIDE
-    _write_instances(client, keys, run_id, rec, instances, wide=wide)
+    # A task that was wide already has its dependencies' arrivals on its counter: the
+    # instances' arrivals add to them.
+    before = int(rec.get("wide", 0))
+    wide = len(ids) > flow.WIDE or before > 0
+    _write_instances(client, keys, run_id, rec, instances, target=before + len(ids) if wide else 0)
     rec["gate"] = "expanded"
     rec["spec"]["depends"] = ids
     rec["spec"]["when"] = "always"  # its state comes from its instances' (`_joined`)
     if wide:
         rec.pop("waiting", None)
-        rec["wide"] = len(ids)
+        rec["wide"] = before + len(ids)
     else:
         rec["waiting"] = ids
     run["tasks_total"] = int(run["tasks_total"]) + len(ids)
@@ -172,9 +175,10 @@ def _expand(
 
 
 def _write_instances(
-    client: c.Client, keys: Keys, run_id: str, rec: TaskRec, specs: list[TaskSpec], *, wide: bool
+    client: c.Client, keys: Keys, run_id: str, rec: TaskRec, specs: list[TaskSpec], *, target: int
 ) -> None:
-    """Instance records in chunks; a chunk whose first key exists was written already."""
+    """Instance records in chunks; a chunk whose first key exists was written already.
+    `target`: the arrivals the wide expanded task waits for (0: it is narrow)."""
     task_id = rec["spec"]["id"]
     chunk: list[tuple[str, bytes]] = []
     size = 0
@@ -191,8 +195,8 @@ def _write_instances(
             "refs": list(rec.get("refs", [])),
             "waiting": [],
         }
-        if wide:
-            inst["fan"] = {task_id: len(specs)}
+        if target:
+            inst["fan"] = {task_id: target}
         if "dsp" in rec:
             inst["dsp"] = rec["dsp"]
         if "age" in rec:
