@@ -7,7 +7,9 @@ import pytest
 from runner import errors, models, planview, workflow
 
 HEAD = "apiVersion: runner/v1\nkind: Workflow\nmetadata: {name: w}\nspec:\n"
-GOOD = HEAD + """\
+GOOD = (
+    HEAD
+    + """\
   params: {env: dev}
   limits: {forEach: 50}
   aging: {every: 1m, by: 2}
@@ -23,6 +25,7 @@ GOOD = HEAD + """\
       if: ${{ params.env == 'prod' and tasks.list.outputs.changed == 'true' }}
       run: echo ${{ run.id }}
 """
+)
 
 
 def problems(text: str) -> list[str]:
