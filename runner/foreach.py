@@ -4,7 +4,6 @@ transaction that finds the task ready, and write what they return."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections.abc import Mapping
 from typing import Any
@@ -44,23 +43,27 @@ def items_of(fe: models.ForEach, outputs: Mapping[str, str] | None) -> list[Any]
     return items
 
 
-def instances(spec: models.TaskSpec, items: list[Any]) -> list[models.TaskSpec]:
-    """One task spec per item: id `name[i=N]`, `${{ item }}` filled, no dependencies (the
-    expanded task waits for them instead), no condition (the expanded task had it)."""
-    out: list[models.TaskSpec] = []
+def instances(spec: models.TaskSpec, items: list[Any]) -> list[dict[str, Any]]:
+    """One task spec (`TaskSpec.to_dict` form) per item: id `name[i=N]`, `${{ item }}`
+    filled, no dependencies (the expanded task waits for them instead), no condition (the
+    expanded task had it). Built as dicts: a 10,000-item expansion is one transaction."""
+    base = spec.to_dict()
+    for key in ("if", "forEach"):
+        base.pop(key, None)
+    base["depends"] = []
+    templated = "${{" in json.dumps(base)
+    out: list[dict[str, Any]] = []
     for index, item in enumerate(items):
-        filled = templating.render_item(spec, item)
-        out.append(
-            dataclasses.replace(
-                filled,
-                id=instance_id(spec.name, index),
-                depends=(),
-                if_=None,
-                for_each=None,
-                item=item,
-                matrix={**spec.matrix, "i": index},
-            )
-        )
+        one = templating.render_item(spec, item).to_dict() if templated else dict(base)
+        if templated:
+            for key in ("if", "forEach"):
+                one.pop(key, None)
+            one["depends"] = []
+        one["id"] = instance_id(spec.name, index)
+        one["matrix"] = {**spec.matrix, "i": index}
+        if item is not None:
+            one["item"] = item
+        out.append(one)
     return out
 
 

@@ -164,7 +164,8 @@ def test_an_output_that_cannot_be_expanded_fails_the_task_with_a_reason(
     run = store.get_run("r1")
     each = {t.id: t for t in run.tasks}["each"]
     assert each.state is TaskState.FAILED
-    assert each.waiting_reason is not None and reason in each.waiting_reason
+    assert each.waiting_reason is not None
+    assert reason in each.waiting_reason
     assert "forEach: tasks.list.outputs.items" in each.waiting_reason
     assert run.state is RunState.FAILED
     assert run.tasks_total == 3

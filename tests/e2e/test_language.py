@@ -16,7 +16,8 @@ FAN = (
   tasks:
     - name: list
       run: |
-        python3 -c 'import json; print("items=" + json.dumps([{"n": i} for i in range(40)]))' >> "$RUNNER_OUTPUT"
+        python3 -c 'import json; print("items=" + json.dumps([{"n": i} for i in range(40)]))' \\
+          >> "$RUNNER_OUTPUT"
     - name: each
       depends: [list]
       forEach: ${{ tasks.list.outputs.items }}

@@ -147,7 +147,7 @@ def _expand(
         b.guard(item.key, item.mod)
         return _end(client, keys, b, run_item, run, rec, item, TaskState.FAILED, items, now=0.0)
     instances = foreach.instances(spec, items)
-    ids = [t.id for t in instances]
+    ids = [t["id"] for t in instances]
     # A task that was wide already has its dependencies' arrivals on its counter: the
     # instances' arrivals add to them.
     before = int(rec.get("wide", 0))
@@ -175,7 +175,13 @@ def _expand(
 
 
 def _write_instances(
-    client: c.Client, keys: Keys, run_id: str, rec: TaskRec, specs: list[TaskSpec], *, target: int
+    client: c.Client,
+    keys: Keys,
+    run_id: str,
+    rec: TaskRec,
+    specs: list[dict[str, Any]],
+    *,
+    target: int,
 ) -> None:
     """Instance records in chunks; a chunk whose first key exists was written already.
     `target`: the arrivals the wide expanded task waits for (0: it is narrow)."""
@@ -185,7 +191,7 @@ def _write_instances(
     for t in specs:
         inst: TaskRec = {
             "order": rec["order"],
-            "spec": t.to_dict(),
+            "spec": t,
             "state": TaskState.PENDING.value,
             "attempts": [],
             "outputs": {},
@@ -205,7 +211,7 @@ def _write_instances(
         if chunk and (len(chunk) >= CHUNK_OPS or size + len(value) > CHUNK_BYTES):
             _put_chunk(client, chunk)
             chunk, size = [], 0
-        chunk.append((keys.task(run_id, t.id), value))
+        chunk.append((keys.task(run_id, t["id"]), value))
         size += len(value)
     if chunk:
         _put_chunk(client, chunk)

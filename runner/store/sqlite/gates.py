@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Iterable
+from typing import Any
 
 from runner import conditions, foreach, models
 from runner.models import TaskSpec, TaskState
@@ -108,10 +109,10 @@ def _open(
         ended.append((task_id, TaskState.FAILED))
         return
     instances = foreach.instances(spec, items)
-    _insert(db, run_id, task_id, instances)
+    _insert(db, run_id, spec, instances)
     _note(db, run_id, task_id, {**gate, "expanded": len(instances)})
     if instances:
-        queue.extend(t.id for t in instances)
+        queue.extend(t["id"] for t in instances)
     else:
         ended.append((task_id, TaskState.SUCCEEDED))
 
@@ -159,10 +160,15 @@ def _note(db: sqlite3.Connection, run_id: str, task_id: str, gate: dict[str, obj
     )
 
 
-def _insert(db: sqlite3.Connection, run_id: str, task_id: str, specs: list[TaskSpec]) -> None:
+def _insert(
+    db: sqlite3.Connection, run_id: str, spec: TaskSpec, instances: list[dict[str, Any]]
+) -> None:
     """Rows for the instances (pending, no dependencies: the caller queues them), each an
     edge into the expanded task, which now waits for them all."""
+    task_id = spec.id
     (seq,) = db.execute("SELECT max(seq) FROM tasks WHERE run_id = ?", (run_id,)).fetchone()
+    selector = json.dumps(spec.selector) if spec.selector else None
+    locks = cluster.locks_json(spec)  # the same for every instance
     db.executemany(
         "INSERT INTO tasks (run_id, task_id, seq, name, spec, depends, when_, allow_failure,"
         " selector, state, priority, remaining_deps, locks)"
@@ -170,27 +176,29 @@ def _insert(db: sqlite3.Connection, run_id: str, task_id: str, specs: list[TaskS
         [
             (
                 run_id,
-                t.id,
+                t["id"],
                 seq + 1 + n,
-                t.name,
-                json.dumps(t.to_dict()),
-                int(t.allow_failure),
-                json.dumps(t.selector) if t.selector else None,
-                t.priority,
-                cluster.locks_json(t),
+                spec.name,
+                json.dumps(t),
+                int(spec.allow_failure),
+                selector,
+                spec.priority,
+                locks,
             )
-            for n, t in enumerate(specs)
+            for n, t in enumerate(instances)
         ],
     )
     db.executemany(
         "INSERT INTO deps (run_id, dep_id, task_id) VALUES (?, ?, ?)",
-        [(run_id, t.id, task_id) for t in specs],
+        [(run_id, t["id"], task_id) for t in instances],
     )
     db.execute(
         "UPDATE tasks SET remaining_deps = ? WHERE run_id = ? AND task_id = ?",
-        (len(specs), run_id, task_id),
+        (len(instances), run_id, task_id),
     )
-    db.execute("UPDATE runs SET tasks_total = tasks_total + ? WHERE id = ?", (len(specs), run_id))
+    db.execute(
+        "UPDATE runs SET tasks_total = tasks_total + ? WHERE id = ?", (len(instances), run_id)
+    )
 
 
 def _joined(db: sqlite3.Connection, run_id: str, task_id: str) -> TaskState:
