@@ -19,7 +19,7 @@ from runner.models import ForEach, Kind, Plan, TaskSpec
 
 
 def root(n: int) -> TaskSpec:
-    script = f"python3 -c 'print(\"items=\" + str(list(range({n}))))' >> \"$RUNNER_OUTPUT\""
+    script = f'python3 -c \'print("items=" + str(list(range({n}))))\' >> "$RUNNER_OUTPUT"'
     return TaskSpec(id="list", name="list", kind=Kind.RUN, run=script)
 
 

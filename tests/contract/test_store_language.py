@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from runner.models import Aging, ForEach, RunState, TaskSpec, TaskState
+from runner.models import Aging, ForEach, Plan, RunState, TaskSpec, TaskState
 from runner.store import Store
 from tests.contract import plans
 from tests.contract.conftest import WITH_WIDE, url_for
@@ -45,7 +45,7 @@ def finish_with(store: Store, w: str, task_id: str, **outputs: str) -> None:
 CONDITION = "${{ params.env == 'prod' and tasks.check.outputs.changed == 'true' }}"
 
 
-def conditional(env: str) -> plans.Plan:
+def conditional(env: str) -> Plan:
     return plans.plan(
         plans.task("check"),
         gated(plans.task("deploy", "check"), CONDITION),
@@ -98,7 +98,7 @@ def test_a_root_task_condition_is_decided_when_the_run_is_created(store: Store) 
 # ------------------------------------------------------------------ forEach
 
 
-def fan_plan(limit: int = 10_000) -> plans.Plan:
+def fan_plan(limit: int = 10_000) -> Plan:
     return plans.plan(
         plans.task("list"),
         for_each("each", "list", run="echo ${{ item.n }}", limit=limit),
