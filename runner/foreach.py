@@ -45,12 +45,11 @@ def items_of(fe: models.ForEach, outputs: Mapping[str, str] | None) -> list[Any]
 
 def instances(spec: models.TaskSpec, items: list[Any]) -> list[dict[str, Any]]:
     """One task spec (`TaskSpec.to_dict` form) per item: id `name[i=N]`, `${{ item }}`
-    filled, no dependencies (the expanded task waits for them instead), no condition (the
-    expanded task had it). Built as dicts: a 10,000-item expansion is one transaction."""
+    filled, the expanded task's dependencies (done: shown in the run's DAG), no condition
+    (the expanded task had it). Built as dicts: a 10,000-item expansion is one transaction."""
     base = spec.to_dict()
     for key in ("if", "forEach"):
         base.pop(key, None)
-    base["depends"] = []
     templated = "${{" in json.dumps(base)
     out: list[dict[str, Any]] = []
     for index, item in enumerate(items):
@@ -58,7 +57,6 @@ def instances(spec: models.TaskSpec, items: list[Any]) -> list[dict[str, Any]]:
         if templated:
             for key in ("if", "forEach"):
                 one.pop(key, None)
-            one["depends"] = []
         one["id"] = instance_id(spec.name, index)
         one["matrix"] = {**spec.matrix, "i": index}
         if item is not None:

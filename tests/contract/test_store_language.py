@@ -117,6 +117,9 @@ def test_for_each_makes_one_instance_per_item_and_the_join_waits_for_all(store: 
     assert [by_id[f"each[i={i}]"].state for i in range(3)] == [TaskState.READY] * 3
     assert by_id["each"].state is TaskState.PENDING
     assert by_id["each"].waiting_reason == "waiting for 3 dependencies"
+    # the run's DAG: list -> each[i=N] -> each -> join
+    assert by_id["each"].depends == ("each[i=0]", "each[i=1]", "each[i=2]")
+    assert by_id["each[i=1]"].depends == ("list",)
     leases = sorted(store.claim(w, now=T0, limit=10), key=lambda x: x.task_id)
     assert [x.task_id for x in leases] == ["each[i=0]", "each[i=1]", "each[i=2]"]
     assert [x.spec.run for x in leases] == ["echo 'a b'", "echo 'c;d'", "echo e"]
@@ -138,6 +141,27 @@ def test_a_failed_instance_fails_the_expanded_task(store: Store) -> None:
     got = states(store, "r1")
     assert (got["each"], got["each[i=7]"], got["join"]) == ("failed", "failed", "skipped")
     assert store.get_run("r1").state is RunState.FAILED
+
+
+def test_retry_reruns_the_failed_instances_then_the_join(store: Store) -> None:
+    store.create_run(fan_plan(), run_id="r1", now=T0)
+    w = worker(store)
+    finish_with(store, w, "list", items=json.dumps([{"n": i} for i in range(40)]))
+    drain(store, w, outcome=lambda lease: fail() if lease.task_id == "each[i=7]" else ok())
+    assert store.retry_run("r1", now=T0 + 1) == ["each", "join", "each[i=7]"]
+    assert drain(store, w, now=T0 + 1) == ["each[i=7]", "join"]
+    run = store.get_run("r1")
+    assert run.state is RunState.SUCCEEDED
+    assert {t.id: t.state for t in run.tasks}["each"] is TaskState.SUCCEEDED
+
+
+def test_retry_decides_a_skipped_condition_again(store: Store) -> None:
+    store.create_run(conditional("prod"), run_id="r1", now=T0)
+    w = worker(store)
+    finish_with(store, w, "check", changed="false")
+    assert store.retry_run("r1", now=T0 + 1) == ["deploy", "after"]
+    assert states(store, "r1")["deploy"] == "skipped"  # the output is still "false"
+    assert store.get_run("r1").state is RunState.SUCCEEDED
 
 
 def test_an_empty_list_succeeds_without_instances(store: Store) -> None:

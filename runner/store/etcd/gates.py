@@ -152,7 +152,9 @@ def _expand(
     # instances' arrivals add to them.
     before = int(rec.get("wide", 0))
     wide = len(ids) > flow.WIDE or before > 0
-    _write_instances(client, keys, run_id, rec, instances, target=before + len(ids) if wide else 0)
+    target = before + len(ids) if wide else 0
+    first = int(run["tasks_total"])  # after every task so far, in item order (as on SQLite)
+    _write_instances(client, keys, run_id, rec, instances, target=target, first=first)
     rec["gate"] = "expanded"
     rec["spec"]["depends"] = ids
     rec["spec"]["when"] = "always"  # its state comes from its instances' (`_joined`)
@@ -182,15 +184,17 @@ def _write_instances(
     specs: list[dict[str, Any]],
     *,
     target: int,
+    first: int,
 ) -> None:
     """Instance records in chunks; a chunk whose first key exists was written already.
-    `target`: the arrivals the wide expanded task waits for (0: it is narrow)."""
+    `target`: the arrivals the wide expanded task waits for (0: it is narrow); `first`:
+    the plan order of the first instance."""
     task_id = rec["spec"]["id"]
     chunk: list[tuple[str, bytes]] = []
     size = 0
-    for t in specs:
+    for n, t in enumerate(specs):
         inst: TaskRec = {
-            "order": rec["order"],
+            "order": first + n,
             "spec": t,
             "state": TaskState.PENDING.value,
             "attempts": [],
@@ -250,3 +254,14 @@ def _joined(client: c.Client, keys: Keys, run_id: str, rec: TaskRec) -> TaskStat
     recs = flow.read_tasks(client, keys, run_id, ids)
     states = [flow.dep_of(r) for _, r in recs.values()]
     return foreach.state_of(states)
+
+
+def reset(rec: TaskRec) -> None:
+    """A gated task that `runner retry` re-runs: decided again (an expanded forEach task
+    keeps its instances and waits for those that re-run)."""
+    rec.pop("why", None)
+    gate = rec.get("gate")
+    if gate == "joined":
+        rec["gate"] = "expanded"
+    elif gate in ("open", "passed"):
+        rec.pop("gate")

@@ -90,6 +90,9 @@ def _open(
     ended: list[Ended],
 ) -> None:
     """A gated task whose dependencies are done: its condition, then its expansion."""
+    if "why" in gate:  # decided before, and retried (`runner retry`): forget the old reason
+        gate = {k: v for k, v in gate.items() if k != "why"}
+        _note(db, run_id, task_id, gate)
     spec = _spec(db, run_id, task_id)
     if spec.if_ is not None:
         ok, why = _condition(db, run_id, spec)
@@ -163,16 +166,18 @@ def _note(db: sqlite3.Connection, run_id: str, task_id: str, gate: dict[str, obj
 def _insert(
     db: sqlite3.Connection, run_id: str, spec: TaskSpec, instances: list[dict[str, Any]]
 ) -> None:
-    """Rows for the instances (pending, no dependencies: the caller queues them), each an
-    edge into the expanded task, which now waits for them all."""
+    """Rows for the instances (pending, queued by the caller; their `depends` the expanded
+    task's, for the run's DAG), each an edge into the expanded task, which now waits for them
+    all: its `depends` become their ids and its `when` always (its state is `_joined`'s)."""
     task_id = spec.id
     (seq,) = db.execute("SELECT max(seq) FROM tasks WHERE run_id = ?", (run_id,)).fetchone()
     selector = json.dumps(spec.selector) if spec.selector else None
     locks = cluster.locks_json(spec)  # the same for every instance
+    depends = json.dumps(list(dict.fromkeys(spec.depends)))
     db.executemany(
         "INSERT INTO tasks (run_id, task_id, seq, name, spec, depends, when_, allow_failure,"
         " selector, state, priority, remaining_deps, locks)"
-        " VALUES (?,?,?,?,?,'[]','success',?,?,'pending',?,0,?)",
+        " VALUES (?,?,?,?,?,?,'success',?,?,'pending',?,0,?)",
         [
             (
                 run_id,
@@ -180,6 +185,7 @@ def _insert(
                 seq + 1 + n,
                 spec.name,
                 json.dumps(t),
+                depends,
                 int(spec.allow_failure),
                 selector,
                 spec.priority,
@@ -193,8 +199,9 @@ def _insert(
         [(run_id, t["id"], task_id) for t in instances],
     )
     db.execute(
-        "UPDATE tasks SET remaining_deps = ? WHERE run_id = ? AND task_id = ?",
-        (len(instances), run_id, task_id),
+        "UPDATE tasks SET remaining_deps = ?, depends = ?, when_ = 'always'"
+        " WHERE run_id = ? AND task_id = ?",
+        (len(instances), json.dumps([t["id"] for t in instances]), run_id, task_id),
     )
     db.execute(
         "UPDATE runs SET tasks_total = tasks_total + ? WHERE id = ?", (len(instances), run_id)
