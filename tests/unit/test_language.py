@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from runner import errors, models, planview, workflow
+from runner import errors, foreach, models, planview, workflow
 
 HEAD = "apiVersion: runner/v1\nkind: Workflow\nmetadata: {name: w}\nspec:\n"
 GOOD = (
@@ -112,3 +112,25 @@ def test_for_each_and_matrix_do_not_mix() -> None:
 def test_aging_needs_a_duration() -> None:
     text = HEAD + "  aging: {every: soon}\n  tasks:\n    - name: a\n      run: echo\n"
     assert "aging.every" in problems(text)[0]
+
+
+def test_instances_fill_item_per_field_and_quote_it_in_run() -> None:
+    text = GOOD.replace("run: echo ${{ item.id }}", "run: echo ${{ item.id }} ${{ item }}")
+    each = workflow.plan(workflow.loads(text, file="w.yaml")).task("each")
+    items = [{"id": "a b"}, {"id": 2, "x": [1]}, "plain"]
+    got = foreach.instances(each, items)
+    assert [t["id"] for t in got] == ["each[i=0]", "each[i=1]", "each[i=2]"]
+    assert [t["run"] for t in got] == [
+        "echo 'a b' '{\"id\":\"a b\"}'",
+        'echo 2 \'{"id":2,"x":[1]}\'',
+        "echo '' plain",
+    ]
+    assert [t["item"] for t in got] == items
+    assert all("forEach" not in t and t["depends"] == ["list"] for t in got)
+    assert models.TaskSpec.from_dict(got[1]).matrix == {"i": 1}
+
+
+def test_dot_and_mermaid_draw_the_dynamic_task() -> None:
+    plan = workflow.plan(workflow.loads(GOOD, file="w.yaml"))
+    assert "each[*] \N{LEFTWARDS ARROW} tasks.list.outputs.items" in planview.render_dot(plan)
+    assert "each[*] \N{LEFTWARDS ARROW} tasks.list.outputs.items" in planview.render_mermaid(plan)
