@@ -58,6 +58,7 @@ def instances(spec: models.TaskSpec, items: list[Any]) -> list[dict[str, Any]]:
             for key in ("if", "forEach"):
                 one.pop(key, None)
         one["id"] = instance_id(spec.name, index)
+        one["when"] = "always"  # created once its task may run: a retry re-runs it as is
         one["matrix"] = {**spec.matrix, "i": index}
         if item is not None:
             one["item"] = item

@@ -127,6 +127,7 @@ def test_instances_fill_item_per_field_and_quote_it_in_run() -> None:
     ]
     assert [t["item"] for t in got] == items
     assert all("forEach" not in t and t["depends"] == ["list"] for t in got)
+    assert {t["when"] for t in got} == {"always"}
     assert models.TaskSpec.from_dict(got[1]).matrix == {"i": 1}
 
 

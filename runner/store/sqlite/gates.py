@@ -177,7 +177,7 @@ def _insert(
     db.executemany(
         "INSERT INTO tasks (run_id, task_id, seq, name, spec, depends, when_, allow_failure,"
         " selector, state, priority, remaining_deps, locks)"
-        " VALUES (?,?,?,?,?,?,'success',?,?,'pending',?,0,?)",
+        " VALUES (?,?,?,?,?,?,'always',?,?,'pending',?,0,?)",
         [
             (
                 run_id,
