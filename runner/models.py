@@ -100,6 +100,23 @@ class Semaphore:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ForEach:
+    """`forEach: ${{ tasks.TASK.outputs.OUTPUT }}`: one instance per item of that JSON list."""
+
+    task: str  # the upstream task (not a matrix task: its id is its name)
+    output: str
+    limit: int = 10_000  # most instances of one expansion (spec.limits.forEach)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Aging:
+    """`spec.aging`: a queued task's priority grows by `by` every `every` seconds it waits."""
+
+    every: float
+    by: int = 1
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class TaskSpec:
     """One task instance of a plan with every plan-time field resolved.
 
@@ -128,6 +145,9 @@ class TaskSpec:
     selector: dict[str, str] = field(default_factory=dict)
     mutex: str | None = None
     semaphore: Semaphore | None = None
+    if_: str | None = None  # the `if:` condition, evaluated when the task becomes ready
+    for_each: ForEach | None = None  # a dynamic task: expanded when it becomes ready
+    item: JSON = None  # an instance of a forEach task: its item
 
     def to_dict(self) -> dict[str, JSON]:
         out: dict[str, JSON] = {
@@ -158,6 +178,13 @@ class TaskSpec:
                 else {"name": self.semaphore.name, "limit": self.semaphore.limit}
             ),
         }
+        if self.if_ is not None:  # written only when set: older plans keep their hash
+            out["if"] = self.if_
+        if self.for_each is not None:
+            fe = self.for_each
+            out["forEach"] = {"task": fe.task, "output": fe.output, "limit": fe.limit}
+        if self.item is not None:
+            out["item"] = self.item
         if self.kind is Kind.RUN:
             out["run"] = self.run
             out["shell"] = list(self.shell)
@@ -202,6 +229,9 @@ class TaskSpec:
             selector=dict(d.get("selector") or {}),
             mutex=d.get("mutex"),
             semaphore=None if not sem else Semaphore(name=sem["name"], limit=int(sem["limit"])),
+            if_=d.get("if"),
+            for_each=None if "forEach" not in d else ForEach(**d["forEach"]),
+            item=d.get("item"),
         )
 
 
@@ -273,6 +303,7 @@ class Plan:
     timeout: float | None = None
     schedule: Schedule | None = None
     dispatch: str | None = None
+    aging: Aging | None = None
     tasks: tuple[TaskSpec, ...] = ()
     hash: str = ""
 

@@ -19,7 +19,7 @@ import shlex
 from collections.abc import Mapping
 from typing import Any
 
-from runner import cronexpr, dag, errors, models, schema, templating, yamlsafe
+from runner import conditions, cronexpr, dag, errors, foreach, models, schema, templating, yamlsafe
 
 Path = yamlsafe.Path
 RESERVED_MATRIX_KEYS = ("include", "exclude")
@@ -254,6 +254,8 @@ class _Planner:
             "selector": field.get("selector") or {},
             "mutex": field.get("mutex"),
             "semaphore": None if semaphore is None else models.Semaphore(**semaphore),
+            "if_": task.get("if"),
+            "for_each": for_each(task.get("forEach"), self.spec),
         }
 
     def text(self, value: Any, path: Path, combo: dict[str, Any], *, quote: bool = False) -> str:
@@ -353,6 +355,21 @@ def _schedule(spec: Mapping[str, Any]) -> models.Schedule | None:
     )
 
 
+def for_each(text: str | None, spec: Mapping[str, Any]) -> models.ForEach | None:
+    """A task's `forEach` (checked: one `${{ tasks.NAME.outputs.KEY }}` reference)."""
+    if text is None:
+        return None
+    ref = templating.parse(conditions.source(text)[0])
+    limit = int(get_in(spec, ("limits", "forEach")) or foreach.DEFAULT_LIMIT)
+    return models.ForEach(task=ref.name, output=ref.key, limit=limit)
+
+
+def _aging(value: Mapping[str, Any] | None) -> models.Aging | None:
+    if not value:
+        return None
+    return models.Aging(every=_duration(value["every"]), by=int(value.get("by", 1)))
+
+
 def build_plan(doc: yamlsafe.Document, *, source: str, params: dict[str, Any]) -> models.Plan:
     """The plan of a checked document for resolved `params` (see `resolve_params`)."""
     specs = {spec.id: spec for spec in _Planner(doc, params).build()}
@@ -368,6 +385,7 @@ def build_plan(doc: yamlsafe.Document, *, source: str, params: dict[str, Any]) -
         fail_fast=bool(spec.get("failFast", False)),
         parallelism=spec.get("parallelism"),
         dispatch=spec.get("dispatch"),
+        aging=_aging(spec.get("aging")),
         timeout=_seconds(spec.get("timeout")),
         schedule=_schedule(spec),
         tasks=tuple(specs[n] for n in dag.topo_order(graph)),
@@ -382,6 +400,8 @@ def plan_hash(p: models.Plan) -> str:
         for f in dataclasses.fields(p)
         if f.name not in ("source", "hash", "tasks")
     }
+    if body["aging"] is None:  # plans without aging keep the hash they had before it
+        del body["aging"]
     body["tasks"] = [t.to_dict() for t in p.tasks]
     # YAML aliases can share values but never form a cycle: skip json's cycle bookkeeping
     text = json.dumps(

@@ -37,8 +37,21 @@ def plan_to_json(plan: models.Plan) -> dict[str, Any]:
         "timeout": plan.timeout,
         "schedule": schedule,
         "dispatch": plan.dispatch,
+        **_aging_json(plan.aging),
         "tasks": [t.to_dict() for t in plan.tasks],
     }
+
+
+def _aging_json(aging: models.Aging | None) -> dict[str, Any]:
+    """`{"aging": {...}}` when the plan ages priorities; nothing otherwise (older readers)."""
+    return {} if aging is None else {"aging": {"every": aging.every, "by": aging.by}}
+
+
+def shown_id(t: models.TaskSpec) -> str:
+    """How `plan` names a task: `name[*] ← tasks.list.outputs.items` for a forEach task."""
+    if t.for_each is None:
+        return t.id
+    return f"{t.id}[*] \N{LEFTWARDS ARROW} tasks.{t.for_each.task}.outputs.{t.for_each.output}"
 
 
 def plan_from_json(data: dict[str, Any]) -> models.Plan:
@@ -65,6 +78,7 @@ def plan_from_json(data: dict[str, Any]) -> models.Plan:
         timeout=data.get("timeout"),
         schedule=schedule,
         dispatch=data.get("dispatch"),
+        aging=None if not data.get("aging") else models.Aging(**data["aging"]),
         tasks=tuple(models.TaskSpec.from_dict(t) for t in data.get("tasks", ())),
         hash=data.get("hash", ""),
     )
@@ -108,6 +122,8 @@ def render_text(plan: models.Plan) -> str:
         f"plan {plan.workflow}  hash {plan.hash[:12]}  "
         f"{_count(len(plan.tasks), 'task')} in {_count(len(levels), 'level')}",
     ]
+    if plan.aging is not None:
+        lines.append(f"aging +{plan.aging.by} priority every {duration(plan.aging.every)}")
     if plan.schedule is not None:
         lines.append(f"schedule {plan.schedule.cron!r} ({plan.schedule.timezone})")
     for number, level in enumerate(levels, 1):
@@ -115,9 +131,10 @@ def render_text(plan: models.Plan) -> str:
         specs = sorted((graph.nodes[n]["spec"] for n in level), key=lambda t: -t.priority)
         for t in specs:
             needs = ", ".join(t.depends) if t.depends else "-"
+            cond = "" if t.if_ is None else f"  if {t.if_}"
             lines.append(
-                f"  {t.id}  priority {t.priority}  retries {_retries(t.retries)}  "
-                f"timeout {duration(t.timeout)}  needs {needs}"
+                f"  {shown_id(t)}  priority {t.priority}  retries {_retries(t.retries)}  "
+                f"timeout {duration(t.timeout)}  needs {needs}{cond}"
             )
     return "\n".join(lines) + "\n"
 
@@ -126,7 +143,7 @@ def render_dot(plan: models.Plan) -> str:
     """A Graphviz digraph: `runner plan FILE --format dot | dot -Tsvg > plan.svg`."""
     lines = [f"digraph {json.dumps(plan.workflow)} {{", "  rankdir=LR;"]
     for t in plan.tasks:
-        label = json.dumps(t.id)[1:-1] + f"\\npriority {t.priority}"
+        label = json.dumps(shown_id(t), ensure_ascii=False)[1:-1] + f"\\npriority {t.priority}"
         lines.append(f'  {json.dumps(t.id)} [label="{label}"];')
     for t in plan.tasks:
         lines.extend(f"  {json.dumps(d)} -> {json.dumps(t.id)};" for d in t.depends)
@@ -138,7 +155,7 @@ def render_mermaid(plan: models.Plan) -> str:
     ids = {t.id: f"t{i}" for i, t in enumerate(plan.tasks)}
     lines = ["flowchart LR"]
     for t in plan.tasks:
-        label = t.id.replace('"', "#quot;")
+        label = shown_id(t).replace('"', "#quot;")
         lines.append(f'  {ids[t.id]}["{label}"]')
     for t in plan.tasks:
         lines.extend(f"  {ids[d]} --> {ids[t.id]}" for d in t.depends if d in ids)

@@ -1,8 +1,10 @@
 """`${{ ... }}` references: what a task's text becomes for a run (matrices: runner.planning).
 
 A reference is a dotted name, nothing more: `params.NAME`, `matrix.KEY`, `run.id`,
-`run.scheduled_time` or `tasks.NAME.outputs.KEY`. Planning fills params and matrix values
-(`render`); the worker fills the rest when an attempt starts (`render_runtime`).
+`run.scheduled_time`, `tasks.NAME.outputs.KEY`, or in a forEach task `item` and `item.FIELD`.
+Planning fills params and matrix values (`render`); the store fills `item` when it expands a
+forEach task (`render_item`); the worker fills the rest when an attempt starts
+(`render_runtime`).
 
 Quoting rule: in `run` every substituted value is `shlex.quote`d, so it is one shell word and can
 never inject shell syntax; in `args`, `env`, `with` and `workdir` a value is plain text (an `args`
@@ -17,6 +19,7 @@ import dataclasses
 import datetime as dt
 import difflib
 import functools
+import json
 import re
 import shlex
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
@@ -31,8 +34,8 @@ _TOKEN = re.compile(
 _DOUBLE_QUOTED = re.compile(r'([\\$`"])')  # what a backslash must protect inside "..."
 _PART = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]*")
 HELP = (
-    "use ${{ params.NAME }}, ${{ matrix.KEY }}, ${{ run.id }}, ${{ run.scheduled_time }} "
-    "or ${{ tasks.NAME.outputs.KEY }}"
+    "use ${{ params.NAME }}, ${{ matrix.KEY }}, ${{ run.id }}, ${{ run.scheduled_time }}, "
+    "${{ tasks.NAME.outputs.KEY }}, or in a forEach task ${{ item }} or ${{ item.FIELD }}"
 )
 
 
@@ -51,7 +54,7 @@ class Ref:
 
     @property
     def runtime(self) -> bool:
-        return self.scope in ("run", "tasks")
+        return self.scope in ("run", "tasks", "item")
 
 
 @functools.lru_cache(maxsize=4096)  # a file repeats the same few references many times
@@ -66,6 +69,8 @@ def parse(expr: str) -> Ref:
         return Ref("run", parts[1], text=text)
     if ok and len(parts) == 4 and parts[0] == "tasks" and parts[2] == "outputs":
         return Ref("tasks", parts[1], parts[3], text=text)
+    if ok and parts[0] == "item" and len(parts) <= 2:
+        return Ref("item", "item", parts[1] if len(parts) == 2 else "", text=text)
     raise TemplateError(f"unsupported reference {_clip(text)}; {HELP}")
 
 
@@ -336,6 +341,44 @@ def render_runtime(spec: models.TaskSpec, ctx: models.RunContext) -> models.Task
         env={k: text(v) for k, v in spec.env.items()},
         workdir=None if spec.workdir is None else text(spec.workdir),
     )
+
+
+def render_item(spec: models.TaskSpec, item: Any) -> models.TaskSpec:
+    """An instance of a forEach task: `${{ item }}` and `${{ item.FIELD }}` filled with `item`
+    (quoted in `run` like every value; a missing field is the empty string); the other
+    run-time references stay for `render_runtime`."""
+
+    def lookup(ref: Ref) -> str | None:
+        if ref.scope != "item":
+            return None
+        value = item if not ref.key else (item.get(ref.key) if isinstance(item, dict) else None)
+        return item_text(value)
+
+    def text(value: str, *, quote: bool = False) -> str:
+        return _substitute(value, lookup, quote=quote)
+
+    def deep(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: deep(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [deep(v) for v in value]
+        return text(value) if isinstance(value, str) else value
+
+    return dataclasses.replace(
+        spec,
+        run=None if spec.run is None else text(spec.run, quote=True),
+        args=None if spec.args is None else tuple(text(a) for a in spec.args),
+        with_=deep(spec.with_),
+        env={k: text(v) for k, v in spec.env.items()},
+        workdir=None if spec.workdir is None else text(spec.workdir),
+    )
+
+
+def item_text(value: Any) -> str:
+    """An item as substituted text: JSON for lists and objects, YAML spelling for scalars."""
+    if isinstance(value, dict | list):
+        return json.dumps(value, sort_keys=True, separators=(",", ":"))
+    return to_text(value)
 
 
 def _templated(value: Any) -> bool:

@@ -16,7 +16,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from runner import cronexpr, dag, errors, models, planning, schema, templating, yamlsafe
+from runner import conditions, cronexpr, dag, errors, models, planning, schema, templating, yamlsafe
 
 MAX_INSTANCES = 100_000  # task instances of one plan, after matrix expansion
 TEXT_FIELDS = ("run", "args", "with", "workdir")
@@ -102,6 +102,7 @@ class _Checker:
         for i, task in enumerate(self.tasks):
             if self.index.get(task["name"]) == i:
                 self.check_templates(i, task, graph)
+                self.check_dynamic(i, task, graph)
 
     def check_names(self) -> None:
         for i, task in enumerate(self.tasks):
@@ -175,8 +176,56 @@ class _Checker:
                 error = templating.check_ref(
                     ref, params=params, matrix_keys=keys, upstream=upstream or (), tasks=self.matrix
                 )
+                if ref.scope == "item" and "forEach" not in task:
+                    error = "item is defined only in a task with forEach"
                 if error:
                     self.add(path, f"{ref.text}: {error}")
+
+    def check_dynamic(self, i: int, task: dict[str, Any], graph: dag.Graph) -> None:
+        """`if` conditions and `forEach` references (docs/WORKFLOW.md)."""
+        if "if" not in task and "forEach" not in task:
+            return
+        upstream = dag.upstream(graph, task["name"])
+        keys = planning.matrix_keys(task.get("matrix"))
+
+        def check_ref(ref: templating.Ref) -> str | None:
+            if ref.scope == "item":
+                return None if "forEach" in task else "item is defined only in a task with forEach"
+            params = self.spec.get("params", {})
+            return templating.check_ref(
+                ref, params=params, matrix_keys=keys, upstream=upstream, tasks=self.matrix
+            )
+
+        if "if" in task:
+            for offset, message in conditions.problems(task["if"], check_ref):
+                self.add_at(("spec", "tasks", i, "if"), offset, message)
+        if "forEach" in task:
+            self.check_for_each(i, task, check_ref)
+
+    def check_for_each(self, i: int, task: dict[str, Any], check_ref: conditions.CheckRef) -> None:
+        path: Path = ("spec", "tasks", i, "forEach")
+        if "matrix" in task:
+            self.add(path, "a task cannot have both forEach and matrix; use one of them")
+        inner, offset = conditions.source(task["forEach"])
+        try:
+            ref = templating.parse(inner)
+        except templating.TemplateError:
+            ref = None
+        if ref is None or ref.scope != "tasks":
+            message = "forEach takes one ${{ tasks.NAME.outputs.KEY }} of an upstream task"
+            self.add_at(path, offset, message)
+            return
+        error = check_ref(ref)
+        if error:
+            self.add_at(path, offset, f"forEach: {ref.text}: {error}")
+
+    def add_at(self, path: Path, offset: int, message: str) -> None:
+        """A problem `offset` characters into the string at `path` (when it is on one line)."""
+        p = self.doc.problem(path, message)
+        text = planning.get_in(self.doc.data, path)
+        if isinstance(text, str) and "\n" not in text:
+            p = dataclasses.replace(p, col=p.col + offset)
+        self.problems.append(p)
 
     def texts(self, i: int, task: dict[str, Any]) -> Iterator[tuple[Path, str]]:
         """Every templated string of a task (its own fields and the defaults it inherits)."""

@@ -470,7 +470,8 @@ def _prepare(
     b.delete(keys.held(lease.worker_id, run_id, task_id))
     for name, _ in cluster.spec_locks(rec["spec"]):  # release the attempt's locks
         b.delete(keys.lock_key(name, run_id, task_id))
-    props = any(op.request_put.key.startswith(keys.prop().encode()) for op in b.ops)
+    marked = (keys.prop().encode(), keys.gate().encode())  # drained after the commit
+    props = any(op.request_put.key.startswith(marked) for op in b.ops)
     handed = handoff.prepare(ctx, b, taker, lease.token, run_item, queued, now=now)
     return _Prepared(b, needed, run, run_item, halted, queued, props, handed)
 

@@ -57,7 +57,10 @@ class Batch:
 def enqueue(
     b: Batch, keys: Keys, run_id: str, rec: TaskRec, *, now: float, not_before: float = 0.0
 ) -> None:
-    """Queue a task (`retrying` until `not_before` when that is in the future)."""
+    """Queue a task (`retrying` until `not_before` when that is in the future); a task with
+    `if:` or forEach gets a `gate/` marker instead (see `hold`)."""
+    if hold(b, keys, run_id, rec):
+        return
     spec = rec["spec"]
     ready = max(now, not_before)
     qkey = keys.queue_entry(int(spec.get("priority", 0)), ready, rec["order"], run_id, spec["id"])
@@ -70,6 +73,23 @@ def enqueue(
     if rec.get("dsp"):
         entry["dsp"] = rec["dsp"]
     b.put(qkey, entry)
+    if rec.get("age"):  # spec.aging: indexed for `aging.promote`
+        b.put(keys.aged(run_id, spec["id"]), b"1")
+
+
+def hold(b: Batch, keys: Keys, run_id: str, rec: TaskRec) -> bool:
+    """Instead of queueing a task with `if:` or forEach, or an expanded forEach task whose
+    instances are done, mark it for `gates.drain` (True); False for any other task."""
+    gate = rec.get("gate")
+    spec = rec["spec"]
+    if gate is None and ("if" in spec or "forEach" in spec):
+        rec["gate"] = "open"
+    elif gate == "expanded":
+        rec["gate"] = "joined"
+    else:
+        return False
+    b.put(keys.gate(run_id, spec["id"]), b"1")
+    return True
 
 
 def terminal(b: Batch, keys: Keys, run_id: str, rec: TaskRec, state: TaskState) -> bool:
@@ -175,13 +195,15 @@ def freed_deps(done_id: str, succs: dict[str, tuple[c.Item, TaskRec]]) -> set[st
 def drain(client: c.Client, keys: Keys, run_id: str, *, now: float) -> None:
     """Decide every wide task with a `join/` marker and advance the successors of every task
     with a `prop/` marker in the run, in batches, until none is left (each may make more)."""
+    from runner.store.etcd import gates  # it builds on this module
+
     last: set[tuple[str, int]] = set()
     for _ in range(10_000):
-        responses, _ = client.reads(
-            [c.head(keys.join(run_id, ""), 0), c.head(keys.prop(run_id, ""), 0)], "markers"
-        )
-        joins, props = c.items_of(responses[:1]), c.items_of(responses[1:])
-        seen = {(m.key, m.mod) for m in joins + props}
+        heads = [keys.join(run_id, ""), keys.prop(run_id, ""), keys.gate(run_id, "")]
+        responses, _ = client.reads([c.head(k, 0) for k in heads], "markers")
+        joins, props = c.items_of(responses[:1]), c.items_of(responses[1:2])
+        held = c.items_of(responses[2:])
+        seen = {(m.key, m.mod) for m in joins + props + held}
         if not seen or seen == last:
             return  # done, or nothing moved (a join/ marker that cannot be decided yet)
         last = seen
@@ -189,6 +211,7 @@ def drain(client: c.Client, keys: Keys, run_id: str, *, now: float) -> None:
             _decide_join(client, keys, run_id, marker, now=now)
         for marker in props:
             _drain_one(client, keys, run_id, marker, now=now)
+        gates.drain(client, keys, run_id, held, now=now)
 
 
 def _drain_one(client: c.Client, keys: Keys, run_id: str, marker: c.Item, *, now: float) -> None:

@@ -66,6 +66,18 @@ class Keys:
         """The counter of a wide task's arrivals: its version is their number."""
         return f"{self.prefix}cnt/{q(run_id)}/{q(task_id)}"
 
+    def gate(self, run_id: str = "", task_id: str = "") -> str:
+        """A task with `if:` or forEach to decide, expand or join (runner.store.etcd.gates)."""
+        if not run_id:
+            return f"{self.prefix}gate/"
+        return f"{self.prefix}gate/{q(run_id)}/{q(task_id)}"
+
+    def aged(self, run_id: str = "", task_id: str = "") -> str:
+        """A queued task of a run with spec.aging, to promote (runner.store.etcd.aging)."""
+        if not run_id:
+            return f"{self.prefix}aged/"
+        return f"{self.prefix}aged/{q(run_id)}/{q(task_id)}"
+
     def join(self, run_id: str, task_id: str = "") -> str:
         """A wide task whose dependencies have all arrived, to decide."""
         return f"{self.prefix}join/{q(run_id)}/{q(task_id)}"

@@ -60,6 +60,9 @@ class TaskRec(TypedDict):
     dsp: NotRequired[str | None]  # the run's dispatch strategy, copied to its queue entries
     qkey: NotRequired[str]  # its queue entry (or assignment) while queued
     waiting_reason: NotRequired[None]  # cleared by a claim or retry
+    gate: NotRequired[str]  # if/forEach: open | passed | expanded | joined (etcd gates.py)
+    why: NotRequired[str]  # why a gated task ended without running
+    age: NotRequired[list[float]]  # spec.aging of its run: [every, by]
 
 
 class RunRec(TypedDict):
@@ -276,7 +279,7 @@ def waiting_reason(d: Mapping[str, Any]) -> str | None:
         return f"retry after backoff until {text}"
     if state is TaskState.READY:
         return "queued"
-    return None
+    return d.get("why")
 
 
 def run_to_dict(

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from runner import errors, transitions
 from runner.models import Plan, Run, RunState, TaskRecord, TaskState, When
 from runner.store.etcd import client as c
-from runner.store.etcd import cluster, flow
+from runner.store.etcd import cluster, flow, gates
 from runner.store.etcd.context import Ctx
 from runner.store.etcd.keys import Keys
 from runner.store.etcd.records import (
@@ -124,6 +124,8 @@ def create_run(ctx: Ctx, new: NewRun) -> Run:
         client.txn([], [c.delete(k) for k in written if "/queue/" in k], "undo")
         _check_new(client, keys, run_id, key)
         raise errors.RunExists(run_id, key or run_id)
+    if any("/gate/" in k for k in written):  # a root with `if:`: decide it now
+        flow.settle(client, keys, run_id, now=new.now)
     return run
 
 
@@ -136,6 +138,8 @@ def _write_tasks(ctx: Ctx, new: NewRun) -> list[str]:
     for rec in task_records(plan):
         if plan.dispatch:
             rec["dsp"] = plan.dispatch  # copied into its queue entries, for the dispatcher
+        if plan.aging is not None:
+            rec["age"] = [plan.aging.every, plan.aging.by]  # for aging.promote
         starts = not rec.get("waiting") and not rec.get("wide")
         if starts:
             flow.enqueue(batch, keys, run_id, rec, now=new.now)
@@ -214,6 +218,7 @@ def retry_run(client: c.Client, keys: Keys, run_id: str, *, now: float, dry_run:
     retry = Retry(run_id=run_id, chosen=chosen, recs=recs, now=now)
     retry.targets.update(_reset_arrivals(client, keys, run_id, recs, chosen))
     skipped: list[str] = []  # decided skipped again at once: their successors must hear of it
+    gated = False  # a gate/ marker written (if:, forEach): drained once the run runs again
     for start in range(0, len(again), flow.PER_TXN):
         b = flow.Batch()
         for task_id in again[start : start + flow.PER_TXN]:
@@ -225,7 +230,11 @@ def retry_run(client: c.Client, keys: Keys, run_id: str, *, now: float, dry_run:
             b.put(item.key, rec)
         if not client.txn(b.compares, b.ops, "retry tasks").succeeded:
             raise errors.StoreError(f"retry {run_id}: the run changed meanwhile; try again")
+        marker = keys.gate().encode()
+        gated = gated or any(op.request_put.key.startswith(marker) for op in b.ops)
     _restart(client, keys, run_item, skipped, now=now)
+    if gated:
+        flow.settle(client, keys, run_id, now=now)
     return again
 
 
@@ -290,6 +299,7 @@ def _reset(b: flow.Batch, keys: Keys, retry: Retry, rec: TaskRec) -> None:
     task_id = rec["spec"]["id"]
     b.delete(keys.fail(run_id, task_id))
     rec.update({"state": TaskState.PENDING.value, "waiting_reason": None, "losses": 0})
+    gates.reset(rec)  # if:, forEach: decided again
     for succ_id in rec.get("fan") or {}:
         if succ_id in targets:
             rec["fan"][succ_id] = targets[succ_id]

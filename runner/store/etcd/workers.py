@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 from runner.models import AttemptState, Heartbeat, Reason, RunState, TaskKey, TaskState, WorkerInfo
 from runner.store.base import MAX_LOSSES
+from runner.store.etcd import aging, cluster, flow, records, runs
 from runner.store.etcd import client as c
-from runner.store.etcd import cluster, flow, records, runs
 from runner.store.etcd.context import Ctx, worker_lost
 from runner.store.etcd.records import (
     ActiveRec,
@@ -114,6 +114,7 @@ def sweep(ctx: Ctx, swept: Swept, *, now: float) -> list[TaskKey]:
     changed = lose_expired(ctx, now=now)
     deadline = end_overdue(ctx, changed, now=now)
     settle_runs(ctx, changed, now=now)
+    deadline = min(deadline, aging.promote(ctx.client, ctx.keys, now=now))  # spec.aging
     swept.rev, swept.at, swept.deadline = rev, now, deadline
     return changed
 
@@ -164,6 +165,7 @@ def settle_runs(ctx: Ctx, changed: list[TaskKey], *, now: float) -> None:
     for item in client.scan(keys.ending(), keys_only=True):
         flow.cancel_unstarted(client, keys, keys.split(item.key, "ending")[0])
     run_ids = {keys.split(i.key, "prop")[0] for i in client.scan(keys.prop(), keys_only=True)}
+    run_ids |= {keys.split(i.key, "gate")[0] for i in client.scan(keys.gate(), keys_only=True)}
     run_ids |= {k[0] for k in changed} | {
         keys.split(i.key, "active")[0] for i in client.scan(keys.active(), keys_only=True)
     }

@@ -20,6 +20,14 @@ CLAIMABLE = (
     " WHERE t.ready_seq IS NOT NULL AND t.not_before <= ? AND r.finished_at IS NULL"
     " ORDER BY t.priority DESC, t.ready_seq"
 )
+# With spec.aging (docs/WORKFLOW.md, "Fairness"): the same rows by effective priority,
+# priority + by * floor(waited / every). Only used while a live run ages: it sorts the whole
+# queue (O(queue) per claim) where CLAIMABLE walks the index and stops at the first fits.
+AGED = CLAIMABLE.replace(
+    "ORDER BY t.priority DESC",
+    "ORDER BY t.priority + iif(r.aging_every IS NULL, 0,"
+    " r.aging_by * CAST((? - t.ready_at) / r.aging_every AS INTEGER)) DESC",
+)
 # A worker's assignments come first; the partial index is empty unless a dispatcher assigns.
 # The dispatcher matched the selector already; 'pull' marks the rows as not reserved.
 ASSIGNED = (
@@ -126,12 +134,24 @@ def pick(
     """The tasks to claim: the worker's assignments first, then the shared queue, each walked
     in priority, then FIFO order."""
     picker = Picker(db, labels, now=now)
-    for query, args in ((ASSIGNED, (worker_id, now)), (CLAIMABLE, (now,))):
+    shared = (AGED, (now, now)) if _aging(db) else (CLAIMABLE, (now,))
+    for query, args in ((ASSIGNED, (worker_id, now)), shared):
         for row in db.execute(query, args):
             if len(picker.picked) >= limit:
                 return picker.picked
             picker.offer(row)
     return picker.picked
+
+
+def _aging(db: sqlite3.Connection) -> bool:
+    """Whether a live run ages its priorities (the partial index `runs_aging`: no scan)."""
+    return (
+        db.execute(
+            "SELECT 1 FROM runs INDEXED BY runs_aging WHERE aging_every IS NOT NULL"
+            " AND finished_at IS NULL LIMIT 1"
+        ).fetchone()
+        is not None
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,6 +12,7 @@ from collections.abc import Iterable
 
 from runner import transitions
 from runner.models import RunState, TaskKey, TaskState, When
+from runner.store.sqlite import gates as gating
 
 _UNSTARTED = ("pending", "ready", "retrying")
 _TERMINAL_RUN = tuple(s.value for s in RunState if s.terminal)
@@ -151,25 +152,32 @@ def propagate(db: sqlite3.Connection, run_id: str, done: Iterable[str], *, now: 
         rows = db.execute(
             "UPDATE tasks SET remaining_deps = remaining_deps - 1 WHERE run_id = ? AND task_id IN"
             " (SELECT task_id FROM deps WHERE run_id = ? AND dep_id = ?)"
-            " RETURNING task_id, remaining_deps, state, when_, depends",
+            " RETURNING task_id, remaining_deps, state, when_, depends, gate",
             (run_id, run_id, frontier.pop()),
         ).fetchall()
         free = [
             (task_id, when, depends)
-            for task_id, remaining, state, when, depends in rows
+            for task_id, remaining, state, when, depends, _ in rows
             if remaining <= 0 and state == TaskState.PENDING.value
         ]
-        _, skipped = activate(db, run_id, free, now=now)
+        known = {r[0]: r[5] for r in rows if r[5] is not None}
+        _, skipped = activate(db, run_id, free, now=now, gates=known)
         frontier.extend(skipped)
         skips += len(skipped)
     return skips
 
 
 def activate(
-    db: sqlite3.Connection, run_id: str, free: list[tuple[str, str, str]], *, now: float
+    db: sqlite3.Connection,
+    run_id: str,
+    free: list[tuple[str, str, str]],
+    *,
+    now: float,
+    gates: dict[str, str] | None = None,
 ) -> tuple[list[str], list[str]]:
-    """Decide tasks whose dependencies are all terminal: queue them or mark them skipped.
-    `free` holds (task_id, when, depends JSON). Returns (queued ids, skipped ids)."""
+    """Decide tasks whose dependencies are all terminal: queue them or mark them skipped
+    (`if:` and forEach: `gates.sort`). `free` holds (task_id, when, depends JSON); `gates`
+    the gate columns read with them, if any. Returns (queued ids, terminal ids)."""
     ready: list[str] = []
     skipped: list[str] = []
     for task_id, when, depends in free:
@@ -178,10 +186,36 @@ def activate(
             ready.append(task_id)
         else:
             skipped.append(task_id)
-    enqueue(db, run_id, ready, now=now)
     if skipped:
         set_terminal(db, run_id, skipped, TaskState.SKIPPED)
-    return ready, skipped
+    ready, ended = start(db, run_id, ready, now=now, gates=gates)
+    return ready, skipped + ended
+
+
+def start(
+    db: sqlite3.Connection,
+    run_id: str,
+    ready: list[str],
+    *,
+    now: float,
+    gates: dict[str, str] | None = None,
+) -> tuple[list[str], list[str]]:
+    """Queue tasks free to run, after their `if:` and forEach (`gates.sort`): the queued ids
+    (forEach instances among them) and the ids of gated tasks made terminal instead."""
+    ready, ended = gating.sort(db, run_id, ready, gates)
+    enqueue(db, run_id, ready, now=now)
+    for task_id, state in ended:
+        set_terminal(db, run_id, [task_id], state)
+    if any(state is TaskState.FAILED for _, state in ended):
+        _fail_fast(db, run_id)
+    return ready, [task_id for task_id, _ in ended]
+
+
+def _fail_fast(db: sqlite3.Connection, run_id: str) -> None:
+    """A forEach task failed (not allowed to): cancel what has not started under failFast."""
+    (fail_fast,) = db.execute("SELECT fail_fast FROM runs WHERE id = ?", (run_id,)).fetchone()
+    if fail_fast:
+        cancel_unstarted(db, run_id)
 
 
 def dep_states(db: sqlite3.Connection, run_id: str, depends: str) -> list[transitions.DepState]:

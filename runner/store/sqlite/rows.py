@@ -33,7 +33,7 @@ RUN_COLS = (
 )
 TASK_COLS = (
     "task_id, name, state, priority, remaining_deps, not_before, outputs, losses, ready_at,"
-    " selector, locks, depends"
+    " selector, locks, depends, gate"
 )
 ATTEMPT_COLS = (
     "task_id, number, state, worker, token, exit_code, reason, error, started_at, finished_at"
@@ -85,12 +85,13 @@ def task(row: Any, attempts: Mapping[str, list[Attempt]], queued: QueuedReason) 
         selector,
         locks,
         depends,
+        gate,
     ) = row
     state = TaskState(state_value)
     if state is TaskState.READY:
         reason: str | None = queued(selector, locks)
     else:
-        reason = waiting_reason(state, remaining, not_before)
+        reason = waiting_reason(state, remaining, not_before) or _why(gate)
     return TaskRecord(
         id=task_id,
         name=name,
@@ -103,6 +104,11 @@ def task(row: Any, attempts: Mapping[str, list[Attempt]], queued: QueuedReason) 
         ready_at=ready_at,
         depends=tuple(parse(depends)),
     )
+
+
+def _why(gate: str | None) -> str | None:
+    """Why a gated task (if:, forEach) ended without running: runner.store.sqlite.gates."""
+    return None if not gate else parse(gate).get("why")
 
 
 def waiting_reason(state: TaskState, remaining: int, not_before: float) -> str | None:

@@ -12,7 +12,7 @@ from typing import Any
 
 from runner import dispatch, errors
 from runner.models import Attempt, Plan, Run, RunState, TaskState, WorkerInfo
-from runner.store.sqlite import cluster, flow, rows, workers
+from runner.store.sqlite import cluster, flow, gates, rows, workers
 from runner.store.sqlite.db import named
 
 
@@ -63,7 +63,10 @@ def insert_run(
         ),
     )
     _insert_tasks(db, run_id, plan)
-    flow.enqueue(db, run_id, [t.id for t in plan.tasks if not t.depends], now=now)
+    gates.write(db, run_id, plan)
+    roots = [t.id for t in plan.tasks if not t.depends]
+    _, ended = flow.start(db, run_id, roots, now=now, gates=gates.known(plan))
+    flow.propagate(db, run_id, ended, now=now)
     flow.maybe_end_run(db, run_id, now=now)
 
 
@@ -143,8 +146,8 @@ class QueuedReasons:
     def __init__(self, db: sqlite3.Connection, found: list[Any], *, now: float) -> None:
         ready = TaskState.READY.value
         self.workers: list[WorkerInfo] = []
-        # `found`: rows of rows.TASK_COLS (state third, then ..., selector, locks, depends)
-        if any(selector for _, _, state, *_, selector, _, _ in found if state == ready):
+        # `found`: rows of rows.TASK_COLS (state third, then ..., selector, locks, depends, gate)
+        if any(selector for _, _, state, *_, selector, _, _, _ in found if state == ready):
             self.workers = workers.live_workers(db, now=now)
         self.held = cluster.Held(db)
 

@@ -136,6 +136,9 @@ COLUMNS = (
     ("tasks", "locks", "TEXT"),
     ("tasks", "assigned_to", "TEXT"),
     ("workers", "draining", "INTEGER NOT NULL DEFAULT 0"),
+    ("tasks", "gate", "TEXT"),  # if/forEach: runner.store.sqlite.gates
+    ("runs", "aging_every", "REAL"),  # spec.aging: runner.store.sqlite.aging
+    ("runs", "aging_by", "INTEGER"),
 )
 
 # Assignments, lock holders and the dispatch default (see runner.store.sqlite.cluster).
@@ -153,6 +156,8 @@ CREATE TABLE IF NOT EXISTS holds (
     PRIMARY KEY (name, token)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS holds_token ON holds (token);
+CREATE INDEX IF NOT EXISTS runs_aging ON runs (id) WHERE aging_every IS NOT NULL
+    AND finished_at IS NULL;
 CREATE TABLE IF NOT EXISTS dispatch_default (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     owner TEXT NOT NULL,
