@@ -36,7 +36,20 @@ CHUNK = 100  # deletes per transaction, under etcd's default --max-txn-ops of 12
 CHECKS_PER_READ = 30  # runs whose leftovers are counted per read transaction (4 ops each)
 KEEP_REVISIONS = 100_000  # history kept behind the current revision when compacting
 # Keys of a run that live under `{kind}/{run}/`.
-RUN_KINDS = ("task", "done", "fail", "prop", "own", "log", "logmeta", "arr", "cnt", "join")
+RUN_KINDS = (
+    "task",
+    "done",
+    "fail",
+    "prop",
+    "own",
+    "log",
+    "logmeta",
+    "arr",
+    "cnt",
+    "join",
+    "hook",
+    "hookdue",
+)
 # Keys that end in `/{run}/{task}` under a prefix that does not start with the run.
 SCATTERED_KINDS = ("queue", "assign", "held", "lock")
 
