@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from runner import errors
-from runner.cli import common, gc_cmds, logfmt, metrics_cmds, run_cmds, ui_cmds
+from runner.cli import common, gc_cmds, hookwire, logfmt, metrics_cmds, run_cmds, ui_cmds
 from runner.config import Settings
 from runner.cron.retention import DEFAULT_OLDER_THAN
 from runner.cron.scheduler import Scheduler
@@ -111,6 +111,7 @@ def _scheduler(args: argparse.Namespace, settings: Settings, store: Store) -> Sc
         report=report,
         dispatch_default=args.dispatch,
         gc_older_than=args.gc_older_than,
+        hooks=hookwire.deliverer(settings, store, name=candidate, report=report),
     )
 
 

@@ -79,11 +79,13 @@ def test_a_claimed_delivery_is_fenced_and_taken_again_when_its_lease_lapses(
     store.create_run(plans.plan(task("a"), hooks=(hook("always"),)), run_id="r1", now=T0)
     store.cancel_run("r1", now=T0)
     first = store.claim_hook("d1", now=T0, lease_for=30)
-    assert first is not None and first.key == "r1/0/1"
+    assert first is not None
+    assert first.key == "r1/0/1"
     assert store.get_run("r1").hooks[0].state is HookState.DELIVERING
     assert store.claim_hook("d2", now=T0 + 29, lease_for=30) is None  # held
     second = store.claim_hook("d2", now=T0 + 31, lease_for=30)  # the holder died
-    assert second is not None and (second.attempt, second.token != first.token) == (2, True)
+    assert second is not None
+    assert (second.attempt, second.token != first.token) == (2, True)
     with pytest.raises(errors.LeaseLost):
         store.finish_hook(first, now=T0 + 32)  # stale: records nothing
     assert store.get_run("r1").hooks[0].state is HookState.DELIVERING
@@ -108,7 +110,8 @@ def test_a_failing_delivery_retries_after_its_backoff_then_gives_up(store: Store
     assert (status.state, status.attempts, status.last_error) == (HookState.DUE, 1, "HTTP 500")
     assert store.claim_hook("d", now=T0 + 9, lease_for=30) is None  # backing off
     two = store.claim_hook("d", now=T0 + 10, lease_for=30, run_id="r1")
-    assert two is not None and two.attempt == 2
+    assert two is not None
+    assert two.attempt == 2
     assert store.finish_hook(two, now=T0 + 11, error="HTTP 502") is HookState.FAILED
     status = store.get_run("r1").hooks[0]
     assert (status.state, status.attempts, status.last_error) == (HookState.FAILED, 2, "HTTP 502")
@@ -125,7 +128,8 @@ def test_a_retried_run_that_ends_again_records_its_hooks_again(store: Store) -> 
     store.retry_run("r1", now=T0 + 1)
     drain(store, worker(store), now=T0 + 1)
     d2 = store.claim_hook("d", now=T0 + 2, lease_for=30)
-    assert d2 is not None and (d2.key, d2.attempt) == ("r1/0/2", 1)
+    assert d2 is not None
+    assert (d2.key, d2.attempt) == ("r1/0/2", 1)
 
 
 def test_claim_hook_by_run_and_gc_removes_deliveries(store: Store) -> None:
@@ -134,7 +138,8 @@ def test_claim_hook_by_run_and_gc_removes_deliveries(store: Store) -> None:
         store.create_run(p, run_id=run_id, now=T0)
         store.cancel_run(run_id, now=T0)
     got = store.claim_hook("d", now=T0, lease_for=30, run_id="r2")
-    assert got is not None and got.run_id == "r2"
+    assert got is not None
+    assert got.run_id == "r2"
     store.finish_hook(got, now=T0)
     assert store.gc(older_than=10, now=T0 + 100) == ["r1", "r2"]
     assert store.claim_hook("d", now=T0 + 100, lease_for=30) is None

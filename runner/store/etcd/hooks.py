@@ -29,7 +29,9 @@ def ended_ops(keys: Keys, run: RunRec, *, now: float) -> list[c.Op]:
     specs = [HookSpec.from_dict(h) for h in run.get("hooks") or ()]
     state, reason = RunState(run["state"]), run.get("reason")
     due = [
-        (i, h) for i, h in enumerate(specs) if h.fires(state=state, reason=reason, run_key=run["key"])
+        (i, h)
+        for i, h in enumerate(specs)
+        if h.fires(state=state, reason=reason, run_key=run["key"])
     ]
     if not due:
         return []
@@ -116,11 +118,13 @@ def _take(
     run: RunRec = loads(run_item.value)
     token = uuid.uuid4().hex
     rec.update(
-        state=HookState.DELIVERING.value,
-        attempts=rec["attempts"] + 1,
-        token=token,
-        holder=deliverer,
-        expires_at=now + lease_for,
+        {
+            "state": HookState.DELIVERING.value,
+            "attempts": rec["attempts"] + 1,
+            "token": token,
+            "holder": deliverer,
+            "expires_at": now + lease_for,
+        }
     )
     put = c.put(item.key, dumps(rec))
     if not ctx.client.txn([c.mod_is(item.key, item.mod)], [put], "claim hook").succeeded:
@@ -155,7 +159,8 @@ def finish(
         rec: HookRec | None = None if item is None else loads(item.value)
         if item is None or rec is None or rec["token"] != delivery.token:
             raise errors.LeaseLost(delivery.run_id, f"hooks[{delivery.index}]", delivery.attempt)
-        rec.update(state=state.value, last_error=error, token=None, holder=None, expires_at=None)
+        cleared = {"token": None, "holder": None, "expires_at": None}
+        rec.update({"state": state.value, "last_error": error, **cleared})  # type: ignore[typeddict-item]
         if retry_at is not None and error is not None:
             rec["due_at"] = retry_at
         ops = [c.put(key, dumps(rec))]
