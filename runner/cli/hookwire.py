@@ -36,5 +36,7 @@ def deliverer(
         render=render,
         env=HookEnv(environ=dict(os.environ)),
         failpoints=Failpoints(settings.failpoints),
+        lease_for=settings.hook_lease,
+        retry_delay=settings.hook_retry_delay,
         report=report,
     )
