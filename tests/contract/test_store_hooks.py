@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from runner import errors
-from runner.models import HookSpec, HookState, RunState
+from runner.models import HookSpec, HookState, Plan, RunState
 from runner.store import Store
 from tests.contract import plans
 from tests.contract.plans import T0, claim_one, drain, fail, task, worker
@@ -18,12 +18,9 @@ def hook(*on: str, when: str | None = None) -> HookSpec:
     return HookSpec(on=tuple(on), url=HOOK_URL, when=when)
 
 
-def hooked(*tasks_: object, **options: object) -> object:
-    return plans.plan(
-        *(tasks_ or (task("a"),)),  # type: ignore[arg-type]
-        hooks=(hook("failure"), hook("success"), hook("always"), hook("cancelled")),
-        **options,
-    )
+def hooked() -> Plan:
+    hooks = (hook("failure"), hook("success"), hook("always"), hook("cancelled"))
+    return plans.plan(task("a"), hooks=hooks)
 
 
 def due(store: Store, run_id: str) -> list[tuple[int, str]]:
@@ -31,7 +28,7 @@ def due(store: Store, run_id: str) -> list[tuple[int, str]]:
 
 
 def test_a_run_end_records_the_matching_hooks_once(store: Store) -> None:
-    store.create_run(hooked(), run_id="r1", now=T0)  # type: ignore[arg-type]
+    store.create_run(hooked(), run_id="r1", now=T0)
     assert store.get_run("r1").hooks == ()
     assert store.claim_hook("d", now=T0, lease_for=30) is None
     drain(store, worker(store), outcome=lambda _l: fail())
