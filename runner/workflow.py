@@ -103,7 +103,7 @@ class _Checker:
                 self.check_templates(i, task, graph)
 
     def check_hooks(self) -> None:
-        """`missed_tick` and `when` need a schedule, and `when` names this file's (docs/HOOKS.md)."""
+        """`missed_tick` and `when` need a schedule; `when` names this file's (docs/HOOKS.md)."""
         name = self.doc.data["metadata"]["name"]
         for i, hook in enumerate(self.spec.get("hooks") or ()):
             at: Path = ("spec", "hooks", i)
