@@ -502,6 +502,12 @@ class HookSpec:
             return False
         return bool(set(self.on) & hook_events(state, reason))
 
+    def fires_on_missed(self, *, run_key: str | None) -> bool:
+        """Whether this hook is due when its schedule missed ticks (with its latest run)."""
+        if self.when is not None and not (run_key or "").startswith(f"cron:{self.when}:"):
+            return False
+        return HookOn.MISSED_TICK.value in self.on
+
     def to_dict(self) -> dict[str, JSON]:
         return {
             "on": list(self.on),

@@ -301,7 +301,9 @@ class Store(Protocol):
         """Advance the schedule's bookkeeping to `tick` in one compare-and-set: only when `tick`
         is later than `last_tick` (a paused scheduler waking up never moves it back). Sets
         `last_run_id` when `run_id` is given and adds `missed` / `skipped`. True when applied;
-        False for a stale tick or a deleted schedule."""
+        False for a stale tick or a deleted schedule. With `missed`, the same transaction
+        records the `missed_tick` hook deliveries of the schedule's latest run (`run_id`, else
+        `last_run_id`; see `claim_hook`), due at `tick`."""
         ...
 
     def campaign(self, candidate: str, *, now: float, ttl: float) -> bool:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from runner import errors
-from runner.models import HookSpec, HookState, Plan, RunState
+from runner.models import CronEntry, HookSpec, HookState, Plan, RunState, Schedule
 from runner.store import Store
 from tests.contract import plans
 from tests.contract.plans import T0, claim_one, drain, fail, task, worker
@@ -140,3 +140,20 @@ def test_claim_hook_by_run_and_gc_removes_deliveries(store: Store) -> None:
     store.finish_hook(got, now=T0)
     assert store.gc(older_than=10, now=T0 + 100) == ["r1", "r2"]
     assert store.claim_hook("d", now=T0 + 100, lease_for=30) is None
+
+
+def test_missed_ticks_record_missed_tick_hooks_of_the_latest_run(store: Store) -> None:
+    schedule = Schedule(cron="0 2 * * *")
+    cron = CronEntry(name="nightly", plan={}, plan_hash="h", schedule=schedule, source="f")
+    store.put_schedule(cron, now=T0)
+    p = plans.plan(task("a"), hooks=(hook("missed_tick"), hook("failure")))
+    store.create_run(p, run_id="r1", now=T0, key="cron:nightly:1")
+    assert store.record_tick("nightly", tick=T0 + 10, run_id="r1")  # none missed
+    assert store.get_run("r1").hooks == ()
+    assert store.record_tick("nightly", tick=T0 + 20, missed=3)
+    assert due(store, "r1") == [(0, "due")]
+    got = store.claim_hook("d", now=T0 + 20, lease_for=30)
+    assert got is not None
+    assert (got.key, got.spec.on) == ("r1/0/1", ("missed_tick",))
+    assert not store.record_tick("nightly", tick=T0 + 5, missed=1)  # stale: records nothing
+    assert store.claim_hook("d", now=T0 + 21, lease_for=30) is None

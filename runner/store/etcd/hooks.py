@@ -12,6 +12,7 @@ the marker goes when the delivery is delivered or given up.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 
 from runner import errors
 from runner.models import HookDelivery, HookSpec, HookState, HookStatus, RunState
@@ -26,13 +27,20 @@ TRIES = 20  # claim/finish compare-and-set rounds before giving up on contention
 def ended_ops(keys: Keys, run: RunRec, *, now: float) -> list[c.Op]:
     """The writes recording the deliveries due now that `run` (updated, not yet put) ended;
     bumps `run["hook_ends"]` when there are any."""
-    specs = [HookSpec.from_dict(h) for h in run.get("hooks") or ()]
     state, reason = RunState(run["state"]), run.get("reason")
-    due = [
-        (i, h)
-        for i, h in enumerate(specs)
-        if h.fires(state=state, reason=reason, run_key=run["key"])
-    ]
+    return _ops(
+        keys, run, lambda h: h.fires(state=state, reason=reason, run_key=run["key"]), now=now
+    )
+
+
+def missed_ops(keys: Keys, run: RunRec, *, now: float) -> list[c.Op]:
+    """The writes recording the `missed_tick` deliveries of a schedule's latest run."""
+    return _ops(keys, run, lambda h: h.fires_on_missed(run_key=run["key"]), now=now)
+
+
+def _ops(keys: Keys, run: RunRec, fires: Callable[[HookSpec], bool], *, now: float) -> list[c.Op]:
+    specs = [HookSpec.from_dict(h) for h in run.get("hooks") or ()]
+    due = [(i, h) for i, h in enumerate(specs) if fires(h)]
     if not due:
         return []
     end = int(run.get("hook_ends", 0)) + 1

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import uuid
+from collections.abc import Callable
 
 from runner import errors
 from runner.models import HookDelivery, HookSpec, HookState, HookStatus, Plan, RunState
@@ -31,19 +32,30 @@ def run_ended(db: sqlite3.Connection, run_id: str, *, now: float) -> None:
     state, reason, key = db.execute(
         "SELECT state, reason, key FROM runs WHERE id = ?", (run_id,)
     ).fetchone()
+    _record(
+        db,
+        run_id,
+        lambda h: h.fires(state=RunState(state), reason=reason, run_key=key),
+        now=now,
+    )
+
+
+def ticks_missed(db: sqlite3.Connection, run_id: str, *, now: float) -> None:
+    """Record the `missed_tick` deliveries of a schedule's latest run (`record_tick`)."""
+    row = db.execute("SELECT key FROM runs WHERE id = ?", (run_id,)).fetchone()
+    if row is not None:
+        _record(db, run_id, lambda h: h.fires_on_missed(run_key=row[0]), now=now)
+
+
+def _record(
+    db: sqlite3.Connection, run_id: str, due: Callable[[HookSpec], bool], *, now: float
+) -> None:
     hooks = db.execute("SELECT idx, spec FROM hooks WHERE run_id = ?", (run_id,)).fetchall()
-    due = [
-        idx
-        for idx, spec in hooks
-        if HookSpec.from_dict(json.loads(spec)).fires(
-            state=RunState(state), reason=reason, run_key=key
-        )
-    ]
     db.executemany(
         "UPDATE hooks SET state = 'due', end_ = end_ + 1, attempts = 0, last_error = NULL,"
         " due_at = ?, token = NULL, holder = NULL, expires_at = NULL"
         " WHERE run_id = ? AND idx = ?",
-        [(now, run_id, idx) for idx in due],
+        [(now, run_id, i) for i, spec in hooks if due(HookSpec.from_dict(json.loads(spec)))],
     )
 
 
