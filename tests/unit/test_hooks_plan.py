@@ -3,6 +3,9 @@ from the schema and the semantic checks."""
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 
 from runner import errors, schema, workflow
@@ -89,3 +92,14 @@ def test_missed_tick_and_when_need_this_files_schedule() -> None:
     )
     assert got[0] == "w.yaml:6:22: missed_tick needs spec.schedule: add one or remove missed_tick"
     assert got[1].startswith("w.yaml:7:36: when: 'other' names no schedule of this file")
+
+
+def test_the_examples_of_docs_hooks_md_plan() -> None:
+    text = (Path(__file__).resolve().parents[2] / "docs" / "HOOKS.md").read_text()
+    blocks = re.findall(r"```yaml\n(.*?)```", text, flags=re.S)
+    assert len(blocks) == 3
+    head = HEAD.replace("nightly", "nightly-etl") + "  schedule: '@daily'\n"
+    head += "  params: {slack_url: 'https://hooks.slack.com/x'}\n"
+    for block in blocks:
+        doc = block if block.startswith("apiVersion") else head + block + TASKS
+        assert workflow.plan(workflow.loads(doc)).hooks
