@@ -19,7 +19,8 @@ Render = Callable[[Run], bytes]  # the run's JSON (the `get run -o json` contrac
 LEASE_FOR = 60.0  # seconds a deliverer holds a claimed delivery (longer than a try may take)
 RETRY_DELAY = 2.0  # backoff before the first retry, doubling per failed try
 RETRY_MAX = 300.0
-IDLE_WAIT = 1.0  # longest pause between looks at the outbox in `run`
+POLL = 1.0  # seconds between looks at the outbox in `run` (not on every store change: cheap)
+IDLE_WAIT = 1.0  # longest pause of `settle` between looks at its run's deliveries
 
 
 class Deliverer:
@@ -66,7 +67,10 @@ class Deliverer:
 
     def deliver(self, delivery: HookDelivery, *, clock: Callable[[], float] = time.time) -> None:
         """Send one claimed delivery and record how it went (a stale claim records nothing)."""
-        run = self.store.get_run(delivery.run_id)
+        try:
+            run = self.store.get_run(delivery.run_id)
+        except errors.RunNotFound:  # deleted by gc meanwhile, with its deliveries
+            return
         body = self.render(run)
         self.failpoints.hit("hook.before_send")
         error = None
@@ -97,20 +101,15 @@ class Deliverer:
         active: Callable[[], bool] = lambda: True,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        """Deliver while `active()` holds, until `stop` is set; store errors are reported and
-        retried, they never end the loop."""
-        while not stop.is_set():
-            if active():
-                try:
-                    self.deliver_due(clock=clock)
-                except errors.StoreError as exc:
-                    self.report(f"hooks: {exc.message}; retrying")
-                    stop.wait(IDLE_WAIT)
-                    continue
+        """Deliver every `POLL` seconds while `active()` holds, until `stop` is set; store
+        errors are reported and retried, they never end the loop."""
+        while not stop.wait(POLL):
+            if not active():
+                continue
             try:
-                self.store.wait(IDLE_WAIT)
-            except errors.StoreError:
-                stop.wait(IDLE_WAIT)
+                self.deliver_due(clock=clock)
+            except errors.RunnerError as exc:
+                self.report(f"hooks: {exc.message}; retrying")
 
     def start(
         self,

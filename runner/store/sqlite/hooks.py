@@ -91,15 +91,25 @@ _DUE = (
 )
 
 
+def _due(db: sqlite3.Connection, *, now: float, run_id: str | None) -> sqlite3.Row | None:
+    if run_id is None:
+        found: sqlite3.Row | None = named(db, _DUE, (now, now)).fetchone()
+        return found
+    by_run = _DUE.replace("WHERE", "WHERE run_id = ? AND", 1)
+    found = named(db, by_run, (run_id, now, now)).fetchone()
+    return found
+
+
+def any_due(db: sqlite3.Connection, *, now: float, run_id: str | None) -> bool:
+    """Whether `claim` would find something (a read, so idle deliverers take no write lock)."""
+    return _due(db, now=now, run_id=run_id) is not None
+
+
 def claim(
     db: sqlite3.Connection, deliverer: str, *, now: float, lease_for: float, run_id: str | None
 ) -> HookDelivery | None:
     """Take the oldest due delivery whose lease (if any) has lapsed, with a new token."""
-    sql, args = _DUE, (now, now)
-    if run_id is not None:
-        sql = _DUE.replace("WHERE", "WHERE run_id = ? AND", 1)
-        args = (run_id, now, now)  # type: ignore[assignment]
-    row = named(db, sql, args).fetchone()
+    row = _due(db, now=now, run_id=run_id)
     if row is None:
         return None
     token = uuid.uuid4().hex

@@ -265,6 +265,9 @@ class SqliteStore:
         self, deliverer: str, *, now: float, lease_for: float, run_id: str | None = None
     ) -> HookDelivery | None:
         """See Store.claim_hook."""
+        with self.db.tx(write=False) as db:  # idle deliverers poll: no writer's lock for that
+            if not hooks.any_due(db, now=now, run_id=run_id):
+                return None
         with self.db.tx() as db:
             return hooks.claim(db, deliverer, now=now, lease_for=lease_for, run_id=run_id)
 
