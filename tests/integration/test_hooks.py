@@ -162,3 +162,35 @@ def test_apply_delivers_command_and_failing_hooks_and_keeps_its_exit_code(
     table = cli.run("get", "run", run_id)
     assert "HTTP 500" in table.stdout
     assert table.returncode == 0
+
+
+@pytest.mark.timeout(90)
+def test_a_leader_killed_after_sending_sends_again_with_the_same_key(tmp_path: Path) -> None:
+    # at least once: the receiver got the POST but the dead leader could not record it
+    url = f"sqlite:///{tmp_path / 'state.db'}"
+    store = open_store(url)
+    cli = Cli(tmp_path, store=url)
+    env = {"RUNNER_HOOK_LEASE": "2", "HOOK_TOKEN": "t"}
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        with receiver() as got:
+            crash = {**env, "RUNNER_FAILPOINTS": "hook.after_send=crash"}
+            procs.append(cli.start("scheduler", "--lease-ttl", "1", env=crash))
+            assert _leader_pid(store) == procs[0].pid
+            plan = workflow.plan(workflow.loads(WEBHOOK.format(url=got.url)))
+            run = engine.submit(store, plan, now=time.time())
+            store.cancel_run(run.id, now=time.time())
+            assert procs[0].wait(timeout=30) == -signal.SIGKILL
+            procs.append(cli.start("scheduler", "--lease-ttl", "1", env=env))
+            wait_for(
+                lambda: _hook_state(store, run.id)[0] is HookState.DELIVERED,
+                timeout=30,
+                what="the delivery sent again by the new leader",
+            )
+            _stop(procs[1])
+            keys = [p.headers["Runner-Delivery"] for p in got.posts]
+            assert keys == [f"{run.id}/0/1", f"{run.id}/0/1"]  # a receiver drops the repeat
+    finally:
+        for proc in procs:
+            _stop(proc)
+        store.close()
