@@ -502,6 +502,11 @@ class HookSpec:
             return False
         return bool(set(self.on) & hook_events(state, reason))
 
+    @property
+    def kind(self) -> str:
+        """`webhook` or `command`."""
+        return "webhook" if self.url is not None else "command"
+
     def fires_on_missed(self, *, run_key: str | None) -> bool:
         """Whether this hook is due when its schedule missed ticks (with its latest run)."""
         if self.when is not None and not (run_key or "").startswith(f"cron:{self.when}:"):

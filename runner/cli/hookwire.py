@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import TYPE_CHECKING
 
 from runner.config import Settings
@@ -21,8 +21,15 @@ STOP_WAIT = 5.0  # seconds a stopping worker lets a delivery in progress finish
 
 
 def deliverer(
-    settings: Settings, store: Store, *, name: str, report: Callable[[str], None] | None = None
+    settings: Settings,
+    store: Store,
+    *,
+    name: str,
+    report: Callable[[str], None] | None = None,
+    kinds: Collection[str] | None = None,
 ) -> Deliverer:
+    """A deliverer for this process; `kinds=("webhook",)` for a scheduler, whose machine need
+    not have what command hooks run (workers run those, like tasks)."""
     from runner import views
     from runner.failpoints import Failpoints
     from runner.hooks import Deliverer, HookEnv
@@ -39,4 +46,5 @@ def deliverer(
         lease_for=settings.hook_lease,
         retry_delay=settings.hook_retry_delay,
         report=report,
+        kinds=kinds,
     )

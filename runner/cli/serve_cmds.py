@@ -79,6 +79,9 @@ def _add_scheduler_parser(sub: Any) -> None:
     p.set_defaults(func=cmd_scheduler)
 
 
+WEBHOOKS = ("webhook",)  # what `runner scheduler` delivers; workers deliver command hooks
+
+
 def _add_serve_parser(sub: Any) -> None:
     p = sub.add_parser(
         "serve",
@@ -95,7 +98,9 @@ def _add_serve_parser(sub: Any) -> None:
     p.set_defaults(func=cmd_serve)
 
 
-def _scheduler(args: argparse.Namespace, settings: Settings, store: Store) -> Scheduler:
+def _scheduler(
+    args: argparse.Namespace, settings: Settings, store: Store, *, commands: bool = False
+) -> Scheduler:
     if args.workflows is not None and not args.workflows.is_dir():
         raise errors.UsageError(f"--workflows {args.workflows}: not a folder")
     candidate = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
@@ -111,7 +116,9 @@ def _scheduler(args: argparse.Namespace, settings: Settings, store: Store) -> Sc
         report=report,
         dispatch_default=args.dispatch,
         gc_older_than=args.gc_older_than,
-        hooks=hookwire.deliverer(settings, store, name=candidate, report=report),
+        hooks=hookwire.deliverer(  # serve's workers run where it runs: commands too
+            settings, store, name=candidate, report=report, kinds=None if commands else WEBHOOKS
+        ),
     )
 
 
@@ -143,7 +150,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     )
     thread = threading.Thread(target=worker.run, name="serve-worker", daemon=True)
     try:
-        scheduler = _scheduler(args, settings, store)
+        scheduler = _scheduler(args, settings, store, commands=True)
         logfmt.configure(args, worker=worker.id)
         exporter.start(settings, cluster=True, candidate=scheduler.candidate)
         thread.start()

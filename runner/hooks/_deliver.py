@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 from runner import errors
 from runner.failpoints import Failpoints
@@ -37,6 +37,7 @@ class Deliverer:
         lease_for: float = LEASE_FOR,
         retry_delay: float = RETRY_DELAY,
         report: Callable[[str], None] | None = None,
+        kinds: Collection[str] | None = None,
     ) -> None:
         self.store = store
         self.name = name
@@ -45,6 +46,7 @@ class Deliverer:
         self.failpoints = failpoints or Failpoints()
         self.lease_for = lease_for
         self.retry_delay = retry_delay
+        self.kinds = kinds  # None: every kind; ("webhook",) for a scheduler (docs/HOOKS.md)
         self.report = report or (lambda text: logger.warning("%s", text))
 
     def backoff(self, attempt: int) -> float:
@@ -58,7 +60,7 @@ class Deliverer:
         tries = 0
         while True:
             got = self.store.claim_hook(
-                self.name, now=clock(), lease_for=self.lease_for, run_id=run_id
+                self.name, now=clock(), lease_for=self.lease_for, run_id=run_id, kinds=self.kinds
             )
             if got is None:
                 return tries

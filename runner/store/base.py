@@ -20,7 +20,7 @@ bookkeeping is testable; the etcd backend's lease expiry is etcd's own clock.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any, Protocol
 
 from runner.models import (
@@ -325,14 +325,20 @@ class Store(Protocol):
     # ------------------------------------------------------------------ hooks (docs/HOOKS.md)
 
     def claim_hook(
-        self, deliverer: str, *, now: float, lease_for: float, run_id: str | None = None
+        self,
+        deliverer: str,
+        *,
+        now: float,
+        lease_for: float,
+        run_id: str | None = None,
+        kinds: Collection[str] | None = None,
     ) -> HookDelivery | None:
         """Take one recorded hook delivery to send: the oldest whose `due_at` has come and
         that no deliverer holds under a live lease (a deliverer that died holding one loses
         it when its lease lapses at `now`). In one transaction it becomes `delivering`, its
         `attempts` grow by one, and it gets a token no earlier claim of it had and a lease
-        until `now + lease_for`. With `run_id`, only that run's deliveries. None when nothing
-        is due.
+        until `now + lease_for`. With `run_id`, only that run's deliveries; with `kinds`, only
+        hooks of those kinds (`webhook`, `command`). None when nothing is due.
 
         Deliveries are recorded by the transaction that ends a run (`finish`, `cancel_run`,
         `sweep`'s timeout, including runs that end before any task started): one per hook of

@@ -157,3 +157,17 @@ def test_missed_ticks_record_missed_tick_hooks_of_the_latest_run(store: Store) -
     assert (got.key, got.spec.on) == ("r1/0/1", ("missed_tick",))
     assert not store.record_tick("nightly", tick=T0 + 5, missed=1)  # stale: records nothing
     assert store.claim_hook("d", now=T0 + 21, lease_for=30) is None
+
+
+def test_claim_hook_by_kind(store: Store) -> None:
+    command = HookSpec(on=("always",), run="true")
+    store.create_run(plans.plan(task("a"), hooks=(command, hook("always"))), run_id="r1", now=T0)
+    store.cancel_run("r1", now=T0)
+    assert [h.kind for h in store.get_run("r1").hooks] == ["command", "webhook"]
+    got = store.claim_hook("sched", now=T0, lease_for=30, kinds=("webhook",))
+    assert got is not None
+    assert (got.index, got.spec.url) == (1, HOOK_URL)
+    assert store.claim_hook("sched", now=T0, lease_for=30, kinds=("webhook",)) is None
+    got = store.claim_hook("worker", now=T0, lease_for=30)
+    assert got is not None
+    assert (got.index, got.spec.run) == (0, "true")

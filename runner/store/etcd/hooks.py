@@ -12,7 +12,7 @@ the marker goes when the delivery is delivered or given up.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 from runner import errors
 from runner.models import HookDelivery, HookSpec, HookState, HookStatus, RunState
@@ -50,7 +50,7 @@ def _ops(keys: Keys, run: RunRec, fires: Callable[[HookSpec], bool], *, now: flo
         rec: HookRec = {
             "index": i,
             "on": list(h.on),
-            "kind": "webhook" if h.url else "command",
+            "kind": h.kind,
             "end": end,
             "state": HookState.DUE.value,
             "attempts": 0,
@@ -82,15 +82,23 @@ def _status(rec: HookRec) -> HookStatus:
     )
 
 
-def _claimable(rec: HookRec, now: float) -> bool:
+def _claimable(rec: HookRec, now: float, kinds: Collection[str] | None) -> bool:
     if rec["state"] not in (HookState.DUE.value, HookState.DELIVERING.value):
+        return False
+    if kinds is not None and rec["kind"] not in kinds:
         return False
     lapsed = rec["expires_at"] is None or rec["expires_at"] <= now
     return rec["due_at"] <= now and lapsed
 
 
 def claim(
-    ctx: Ctx, deliverer: str, *, now: float, lease_for: float, run_id: str | None
+    ctx: Ctx,
+    deliverer: str,
+    *,
+    now: float,
+    lease_for: float,
+    run_id: str | None,
+    kinds: Collection[str] | None,
 ) -> HookDelivery | None:
     """See Store.claim_hook."""
     client, keys = ctx.client, ctx.keys
@@ -99,7 +107,7 @@ def claim(
         wanted = [keys.hook(*_run_index(keys, m.key)) for m in markers]
         found, _ = client.read_many(wanted)
         ready = sorted(
-            (item for item in found.values() if _claimable(loads(item.value), now)),
+            (item for item in found.values() if _claimable(loads(item.value), now, kinds)),
             key=lambda item: (loads(item.value)["due_at"], item.key),
         )
         if not ready:

@@ -4,7 +4,7 @@ is in `keys`, the record shapes in `records` (see docs/ARCHITECTURE.md, "etcd da
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from urllib.parse import parse_qs, urlsplit
 
 from runner import dispatch, errors
@@ -280,10 +280,18 @@ class EtcdStore:
     # ------------------------------------------------------------------ hooks
 
     def claim_hook(
-        self, deliverer: str, *, now: float, lease_for: float, run_id: str | None = None
+        self,
+        deliverer: str,
+        *,
+        now: float,
+        lease_for: float,
+        run_id: str | None = None,
+        kinds: Collection[str] | None = None,
     ) -> HookDelivery | None:
         """See Store.claim_hook."""
-        return hooks.claim(self.ctx, deliverer, now=now, lease_for=lease_for, run_id=run_id)
+        return hooks.claim(
+            self.ctx, deliverer, now=now, lease_for=lease_for, run_id=run_id, kinds=kinds
+        )
 
     def finish_hook(
         self,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 from runner import errors
 from runner.models import HookDelivery, HookSpec, HookState, HookStatus, Plan, RunState
@@ -22,8 +22,8 @@ from runner.store.sqlite.db import named
 def insert(db: sqlite3.Connection, run_id: str, plan: Plan) -> None:
     """One armed row per hook of the plan."""
     db.executemany(
-        "INSERT INTO hooks (run_id, idx, spec) VALUES (?, ?, ?)",
-        [(run_id, i, json.dumps(h.to_dict())) for i, h in enumerate(plan.hooks)],
+        "INSERT INTO hooks (run_id, idx, spec, kind) VALUES (?, ?, ?, ?)",
+        [(run_id, i, json.dumps(h.to_dict()), h.kind) for i, h in enumerate(plan.hooks)],
     )
 
 
@@ -78,7 +78,7 @@ def statuses(db: sqlite3.Connection, run_id: str) -> tuple[HookStatus, ...]:
                 attempts=r["attempts"],
                 last_error=r["last_error"],
                 due_at=r["due_at"] or 0.0,
-                kind="webhook" if spec.url else "command",
+                kind=spec.kind,
             )
         )
     return tuple(out)
@@ -87,29 +87,42 @@ def statuses(db: sqlite3.Connection, run_id: str) -> tuple[HookStatus, ...]:
 _DUE = (
     "SELECT run_id, idx, spec, end_, attempts FROM hooks"
     " WHERE state IN ('due', 'delivering') AND due_at <= ?"
-    " AND (expires_at IS NULL OR expires_at <= ?) ORDER BY due_at, run_id, idx LIMIT 1"
+    " AND (expires_at IS NULL OR expires_at <= ?){more} ORDER BY due_at, run_id, idx LIMIT 1"
 )
 
 
-def _due(db: sqlite3.Connection, *, now: float, run_id: str | None) -> sqlite3.Row | None:
-    if run_id is None:
-        found: sqlite3.Row | None = named(db, _DUE, (now, now)).fetchone()
-        return found
-    by_run = _DUE.replace("WHERE", "WHERE run_id = ? AND", 1)
-    found = named(db, by_run, (run_id, now, now)).fetchone()
+def _due(
+    db: sqlite3.Connection, *, now: float, run_id: str | None, kinds: Collection[str] | None
+) -> sqlite3.Row | None:
+    more = ""
+    args: tuple[object, ...] = (now, now)
+    if run_id is not None:
+        more, args = " AND run_id = ?", (*args, run_id)
+    if kinds is not None:
+        more += f" AND kind IN ({','.join('?' * len(kinds))})"
+        args += tuple(kinds)
+    found: sqlite3.Row | None = named(db, _DUE.format(more=more), args).fetchone()
     return found
 
 
-def any_due(db: sqlite3.Connection, *, now: float, run_id: str | None) -> bool:
+def any_due(
+    db: sqlite3.Connection, *, now: float, run_id: str | None, kinds: Collection[str] | None
+) -> bool:
     """Whether `claim` would find something (a read, so idle deliverers take no write lock)."""
-    return _due(db, now=now, run_id=run_id) is not None
+    return _due(db, now=now, run_id=run_id, kinds=kinds) is not None
 
 
 def claim(
-    db: sqlite3.Connection, deliverer: str, *, now: float, lease_for: float, run_id: str | None
+    db: sqlite3.Connection,
+    deliverer: str,
+    *,
+    now: float,
+    lease_for: float,
+    run_id: str | None,
+    kinds: Collection[str] | None,
 ) -> HookDelivery | None:
     """Take the oldest due delivery whose lease (if any) has lapsed, with a new token."""
-    row = _due(db, now=now, run_id=run_id)
+    row = _due(db, now=now, run_id=run_id, kinds=kinds)
     if row is None:
         return None
     token = uuid.uuid4().hex

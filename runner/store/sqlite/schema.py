@@ -162,6 +162,7 @@ CREATE TABLE IF NOT EXISTS hooks (
     run_id TEXT NOT NULL,
     idx INTEGER NOT NULL,
     spec TEXT NOT NULL,
+    kind TEXT NOT NULL,
     end_ INTEGER NOT NULL DEFAULT 0,
     state TEXT,
     attempts INTEGER NOT NULL DEFAULT 0,

@@ -8,7 +8,7 @@ data model").
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 from runner import dispatch
 from runner.failpoints import Failpoints
@@ -262,14 +262,22 @@ class SqliteStore:
     # ------------------------------------------------------------------ hooks
 
     def claim_hook(
-        self, deliverer: str, *, now: float, lease_for: float, run_id: str | None = None
+        self,
+        deliverer: str,
+        *,
+        now: float,
+        lease_for: float,
+        run_id: str | None = None,
+        kinds: Collection[str] | None = None,
     ) -> HookDelivery | None:
         """See Store.claim_hook."""
         with self.db.tx(write=False) as db:  # idle deliverers poll: no writer's lock for that
-            if not hooks.any_due(db, now=now, run_id=run_id):
+            if not hooks.any_due(db, now=now, run_id=run_id, kinds=kinds):
                 return None
         with self.db.tx() as db:
-            return hooks.claim(db, deliverer, now=now, lease_for=lease_for, run_id=run_id)
+            return hooks.claim(
+                db, deliverer, now=now, lease_for=lease_for, run_id=run_id, kinds=kinds
+            )
 
     def finish_hook(
         self,
