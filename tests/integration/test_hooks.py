@@ -194,3 +194,38 @@ def test_a_leader_killed_after_sending_sends_again_with_the_same_key(tmp_path: P
         for proc in procs:
             _stop(proc)
         store.close()
+
+
+WORKER_COMMAND = """\
+apiVersion: runner/v1
+kind: Workflow
+metadata: {name: by-worker}
+spec:
+  hooks:
+    - on: [success]
+      run: cat > "$OUT/stdin.json"; echo "$RUNNER_RUN_STATE" > "$OUT/state"
+      env: {OUT: "%s"}
+  tasks:
+    - name: ok
+      run: "true"
+"""
+
+
+@pytest.mark.timeout(90)
+def test_a_worker_delivers_a_command_hook_on_etcd(tmp_path: Path, etcd_server: Any) -> None:
+    cli = Cli(tmp_path, store=f"{etcd_server.url}/hooks-{uuid.uuid4().hex[:8]}/")
+    (tmp_path / "wf.yaml").write_text(WORKER_COMMAND % tmp_path)
+    worker = cli.start("worker", "--concurrency", "1")
+    try:
+        res = cli.run("apply", "wf.yaml")  # no local workers on etcd: the worker runs it all
+        assert res.returncode == 0, res.stderr
+        wait_for(lambda: (tmp_path / "state").exists(), timeout=30, what="the command hook")
+        run_id = json.loads((tmp_path / "stdin.json").read_text())["id"]
+        wait_for(
+            lambda: cli.get_run(run_id)["hooks"][0]["state"] == "delivered",
+            timeout=30,
+            what="the delivery recorded",
+        )
+    finally:
+        _stop(worker)
+    assert (tmp_path / "state").read_text() == "succeeded\n"
