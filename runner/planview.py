@@ -23,7 +23,7 @@ def plan_to_json(plan: models.Plan) -> dict[str, Any]:
             "suspend": s.suspend,
             "catchup": s.catchup,
         }
-    return {
+    out: dict[str, Any] = {
         "apiVersion": FORMAT_VERSION,
         "kind": "Plan",
         "workflow": plan.workflow,
@@ -39,6 +39,9 @@ def plan_to_json(plan: models.Plan) -> dict[str, Any]:
         "dispatch": plan.dispatch,
         "tasks": [t.to_dict() for t in plan.tasks],
     }
+    if plan.hooks:  # docs/HOOKS.md; absent without hooks, as before they existed
+        out["hooks"] = [h.to_dict() for h in plan.hooks]
+    return out
 
 
 def plan_from_json(data: dict[str, Any]) -> models.Plan:
@@ -67,6 +70,7 @@ def plan_from_json(data: dict[str, Any]) -> models.Plan:
         dispatch=data.get("dispatch"),
         tasks=tuple(models.TaskSpec.from_dict(t) for t in data.get("tasks", ())),
         hash=data.get("hash", ""),
+        hooks=tuple(models.HookSpec.from_dict(h) for h in data.get("hooks") or ()),
     )
 
 

@@ -89,3 +89,26 @@ def test_a_command_hook_gets_stdin_env_and_its_error_is_kept(store: Store, tmp_p
     assert out.read_text() == '{"id": "r1", "state": "cancelled"}cancelled hi\n'
     status = store.get_run("r1").hooks[0]
     assert (status.state, status.last_error) == (HookState.FAILED, "exit 4: boom")
+
+
+def test_a_run_replaced_by_the_next_tick_records_its_cancelled_hook(store: Store) -> None:
+    from runner import workflow
+    from runner.cron import fire
+
+    text = (
+        "apiVersion: runner/v1\nkind: Workflow\nmetadata: {name: rep}\nspec:\n"
+        "  schedule: '@every 1m'\n  concurrencyPolicy: Replace\n"
+        "  hooks: [{on: [cancelled], when: rep, webhook: {url: 'http://127.0.0.1:9/x'}}]\n"
+        "  tasks: [{name: a, run: 'true'}]\n"
+    )
+    entry = fire.entry_for(workflow.plan(workflow.loads(text)))
+    store.put_schedule(entry, now=T0)
+    first = fire.fire_tick(store, store.get_schedule("rep"), T0 + 60, now=T0 + 60)
+    assert first.run_id is not None
+    store.record_tick("rep", tick=T0 + 60, run_id=first.run_id)
+    fire.fire_tick(store, store.get_schedule("rep"), T0 + 120, now=T0 + 120)
+    replaced = store.get_run(first.run_id)
+    assert (replaced.state.value, [h.state for h in replaced.hooks]) == (
+        "cancelled",
+        [HookState.DUE],
+    )

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from runner import errors, schema, workflow
+from runner import errors, planview, schema, workflow
 from runner.models import HookSpec, RunState
 
 HEAD = "apiVersion: runner/v1\nkind: Workflow\nmetadata: {name: nightly}\nspec:\n"
@@ -49,6 +49,7 @@ def test_hooks_become_plan_hook_specs() -> None:
         "nightly",
     )
     assert HookSpec.from_dict(post.to_dict()) == post
+    assert planview.plan_from_json(planview.plan_to_json(plan)) == plan  # schedules keep hooks
     no_hooks = workflow.plan(workflow.loads(HEAD + TASKS))
     assert no_hooks.hash != plan.hash
 
