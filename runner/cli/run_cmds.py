@@ -148,7 +148,10 @@ def _deliver_hooks(store: Store, run: Run, settings: Settings) -> Run:
         return run
     from runner.cli import hookwire
 
-    hooks = hookwire.deliverer(settings, store, name=f"apply-{os.getpid()}")
+    def report(text: str) -> None:
+        print(f"runner: {text}", file=sys.stderr, flush=True)
+
+    hooks = hookwire.deliverer(settings, store, name=f"apply-{os.getpid()}", report=report)
     if not hooks.settle(run.id, within=hookwire.APPLY_WAIT):
         print(
             f"runner: hooks of run {run.id} are still due; a scheduler or worker delivers them",
