@@ -16,12 +16,16 @@ ENV_ETCD_USER = "RUNNER_ETCD_USER"
 ENV_ETCD_PASSWORD = "RUNNER_ETCD_PASSWORD"
 ENV_ETCD_PASSWORD_FILE = "RUNNER_ETCD_PASSWORD_FILE"
 ENV_UI_TOKEN = "RUNNER_UI_TOKEN"  # the web dashboard's token (docs/UI.md)
+ENV_HOOK_LEASE = "RUNNER_HOOK_LEASE"  # seconds a deliverer holds a hook delivery (docs/HOOKS.md)
+ENV_HOOK_RETRY_DELAY = "RUNNER_HOOK_RETRY_DELAY"  # backoff before a hook's first retry
 
 DEFAULT_STORE = "sqlite:///.runner/state.db"
 DEFAULT_LEASE_TTL = 10.0
 DEFAULT_LOG_DIR = ".runner/logs"
 DEFAULT_LOG_LIMIT = 1024 * 1024  # bytes of each attempt's log kept in the store; a local log
 # file keeps this many bytes of its head and of its tail (docs/CLI.md, "Environment")
+DEFAULT_HOOK_LEASE = 60.0
+DEFAULT_HOOK_RETRY_DELAY = 2.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -34,6 +38,8 @@ class Settings:
     etcd_user: str | None = None
     etcd_password: str | None = field(default=None, repr=False)  # never printed
     ui_token: str | None = field(default=None, repr=False)  # never printed
+    hook_lease: float = DEFAULT_HOOK_LEASE
+    hook_retry_delay: float = DEFAULT_HOOK_RETRY_DELAY
 
 
 def _positive_float(
@@ -64,6 +70,8 @@ def from_env(environ: Mapping[str, str], *, store: str | None = None) -> Setting
         etcd_user=environ.get(ENV_ETCD_USER) or None,
         etcd_password=_etcd_password(environ),
         ui_token=environ.get(ENV_UI_TOKEN) or None,
+        hook_lease=_positive_float(environ, ENV_HOOK_LEASE, DEFAULT_HOOK_LEASE),
+        hook_retry_delay=_positive_float(environ, ENV_HOOK_RETRY_DELAY, DEFAULT_HOOK_RETRY_DELAY),
     )
 
 

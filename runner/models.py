@@ -306,6 +306,7 @@ class Plan:
     aging: Aging | None = None
     tasks: tuple[TaskSpec, ...] = ()
     hash: str = ""
+    hooks: tuple[HookSpec, ...] = ()  # spec.hooks, in file order (docs/HOOKS.md)
 
     def task(self, task_id: str) -> TaskSpec:
         for t in self.tasks:
@@ -364,6 +365,7 @@ class Run:
     tasks_done: int = 0  # tasks in a terminal state
     tasks: tuple[TaskRecord, ...] = ()  # filled by get_run, empty in list_runs
     reason: str | None = None  # why it ended, when not plain success/failure
+    hooks: tuple[HookStatus, ...] = ()  # deliveries recorded at the run's end (get_run)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -479,3 +481,142 @@ class LockInfo:
     limit: int
     holders: tuple[LockHolder, ...] = ()
     waiters: tuple[TaskKey, ...] = ()
+
+
+# --------------------------------------------------------------------------- hooks
+
+
+class HookOn(StrEnum):
+    """When a hook fires (`spec.hooks[].on`)."""
+
+    FAILURE = "failure"
+    SUCCESS = "success"
+    ALWAYS = "always"
+    CANCELLED = "cancelled"
+    TIMEOUT = "timeout"
+    MISSED_TICK = "missed_tick"
+
+
+class HookState(StrEnum):
+    """A recorded delivery: `due` (waiting, maybe for its backoff), `delivering` (claimed by a
+    deliverer under a lease), `delivered`, or `failed` (gave up after its retries)."""
+
+    DUE = "due"
+    DELIVERING = "delivering"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HookSpec:
+    """One entry of `spec.hooks`: a command (`run`/`args`, run like a task) or a webhook.
+
+    Header values are text or a secret reference (`{"fromEnv": NAME}` / `{"fromFile": PATH}`),
+    resolved by the deliverer when it sends, never stored resolved.
+    """
+
+    on: tuple[str, ...]
+    run: str | None = None
+    args: tuple[str, ...] | None = None
+    shell: tuple[str, ...] = ("/bin/sh", "-c")
+    env: dict[str, str] = field(default_factory=dict)
+    workdir: str | None = None
+    timeout: float | None = None
+    url: str | None = None
+    headers: dict[str, JSON] = field(default_factory=dict)
+    when: str | None = None  # only for runs of this named schedule
+    retries: int = 5
+
+    def fires(self, *, state: RunState, reason: str | None, run_key: str | None) -> bool:
+        """Whether this hook is due when a run (idempotency key `run_key`) ends in `state`."""
+        if self.when is not None and not (run_key or "").startswith(f"cron:{self.when}:"):
+            return False
+        return bool(set(self.on) & hook_events(state, reason))
+
+    @property
+    def kind(self) -> str:
+        """`webhook` or `command`."""
+        return "webhook" if self.url is not None else "command"
+
+    def fires_on_missed(self, *, run_key: str | None) -> bool:
+        """Whether this hook is due when its schedule missed ticks (with its latest run)."""
+        if self.when is not None and not (run_key or "").startswith(f"cron:{self.when}:"):
+            return False
+        return HookOn.MISSED_TICK.value in self.on
+
+    def to_dict(self) -> dict[str, JSON]:
+        return {
+            "on": list(self.on),
+            "run": self.run,
+            "args": None if self.args is None else list(self.args),
+            "shell": list(self.shell),
+            "env": dict(self.env),
+            "workdir": self.workdir,
+            "timeout": self.timeout,
+            "url": self.url,
+            "headers": dict(self.headers),
+            "when": self.when,
+            "retries": self.retries,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, JSON]) -> HookSpec:
+        args = data.get("args")
+        return cls(
+            on=tuple(data["on"]),
+            run=data.get("run"),
+            args=None if args is None else tuple(args),
+            shell=tuple(data.get("shell") or ("/bin/sh", "-c")),
+            env=dict(data.get("env") or {}),
+            workdir=data.get("workdir"),
+            timeout=data.get("timeout"),
+            url=data.get("url"),
+            headers=dict(data.get("headers") or {}),
+            when=data.get("when"),
+            retries=int(data.get("retries", 5)),
+        )
+
+
+def hook_events(state: RunState, reason: str | None) -> set[str]:
+    """The `on` values a run's end matches: `always` plus its own kind of end."""
+    events = {HookOn.ALWAYS.value}
+    if state == RunState.SUCCEEDED:
+        events.add(HookOn.SUCCESS.value)
+    elif state == RunState.CANCELLED:
+        events.add(HookOn.CANCELLED.value)
+    elif state == RunState.FAILED:
+        events.add(HookOn.FAILURE.value)
+        if reason == "timeout":
+            events.add(HookOn.TIMEOUT.value)
+    return events
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HookStatus:
+    """A recorded delivery as `get_run` shows it."""
+
+    index: int  # the hook's place in spec.hooks
+    on: tuple[str, ...]
+    state: HookState
+    attempts: int = 0
+    last_error: str | None = None
+    due_at: float = 0.0  # when it may next be tried
+    kind: str = "webhook"  # or "command"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HookDelivery:
+    """A deliverer's token-checked claim on one recorded delivery (`Store.claim_hook`)."""
+
+    run_id: str
+    index: int
+    end: int  # which end of the run (1, then 2 after a retry_run ended again)
+    spec: HookSpec
+    token: str
+    attempt: int  # 1-based: this claim's try
+    expires_at: float  # the claim's lease; past it another deliverer may take it
+
+    @property
+    def key(self) -> str:
+        """The idempotency key sent with it (`Runner-Delivery`)."""
+        return f"{self.run_id}/{self.index}/{self.end}"

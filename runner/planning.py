@@ -389,8 +389,54 @@ def build_plan(doc: yamlsafe.Document, *, source: str, params: dict[str, Any]) -
         timeout=_seconds(spec.get("timeout")),
         schedule=_schedule(spec),
         tasks=tuple(specs[n] for n in dag.topo_order(graph)),
+        hooks=_hooks(doc, params),
     )
     return dataclasses.replace(result, hash=plan_hash(result))
+
+
+def _hooks(doc: yamlsafe.Document, params: dict[str, Any]) -> tuple[models.HookSpec, ...]:
+    """`spec.hooks` with plan-time templates (`${{ params.* }}`) filled (docs/HOOKS.md)."""
+    planner = _Planner(doc, params)
+    hooks: list[models.HookSpec] = []
+    for i, hook in enumerate(doc.data["spec"].get("hooks") or ()):
+        at: Path = ("spec", "hooks", i)
+        try:
+            hooks.append(_hook(planner, hook, at))
+        except _Located as exc:
+            planner.problems.append(doc.problem(exc.path, str(exc)))
+    if planner.problems:
+        raise errors.WorkflowInvalid(planner.problems)
+    return tuple(hooks)
+
+
+def _hook(planner: _Planner, hook: dict[str, Any], at: Path) -> models.HookSpec:
+    run, args, webhook = hook.get("run"), hook.get("args"), hook.get("webhook") or {}
+    shell = hook.get("shell")
+    env = {n: planner.text(v, (*at, "env", n), {}) for n, v in (hook.get("env") or {}).items()}
+    return models.HookSpec(
+        on=tuple(hook["on"]),
+        run=None if run is None else planner.text(run, (*at, "run"), {}, quote=True),
+        args=None if args is None else planner.args(args, (*at, "args"), {}),
+        shell=_hook_shell(shell, (*at, "shell")),
+        env={**env, **planner.param_env},
+        workdir=hook.get("workdir"),
+        timeout=_seconds(hook.get("timeout")),
+        url=None if not webhook else planner.text(webhook["url"], (*at, "webhook", "url"), {}),
+        headers=dict(webhook.get("headers") or {}),
+        when=hook.get("when"),
+        retries=int(hook.get("retries", 5)),
+    )
+
+
+def _hook_shell(value: Any, path: Path) -> tuple[str, ...]:
+    if value is None:
+        return ("/bin/sh", "-c")
+    if isinstance(value, list):
+        return tuple(value)
+    try:
+        return tuple(shlex.split(value))
+    except ValueError as exc:
+        raise _Located(path, f"cannot split the shell command line: {exc}") from None
 
 
 def plan_hash(p: models.Plan) -> str:
@@ -398,10 +444,12 @@ def plan_hash(p: models.Plan) -> str:
     body = {
         f.name: getattr(p, f.name)
         for f in dataclasses.fields(p)
-        if f.name not in ("source", "hash", "tasks")
+        if f.name not in ("source", "hash", "tasks", "hooks")
     }
     if body["aging"] is None:  # plans without aging keep the hash they had before it
         del body["aging"]
+    if p.hooks:  # a plan without hooks keeps the hash it had before hooks existed
+        body["hooks"] = [h.to_dict() for h in p.hooks]
     body["tasks"] = [t.to_dict() for t in p.tasks]
     # YAML aliases can share values but never form a cycle: skip json's cycle bookkeeping
     text = json.dumps(

@@ -23,7 +23,7 @@ def plan_to_json(plan: models.Plan) -> dict[str, Any]:
             "suspend": s.suspend,
             "catchup": s.catchup,
         }
-    return {
+    out: dict[str, Any] = {
         "apiVersion": FORMAT_VERSION,
         "kind": "Plan",
         "workflow": plan.workflow,
@@ -40,6 +40,9 @@ def plan_to_json(plan: models.Plan) -> dict[str, Any]:
         **_aging_json(plan.aging),
         "tasks": [t.to_dict() for t in plan.tasks],
     }
+    if plan.hooks:  # docs/HOOKS.md; absent without hooks, as before they existed
+        out["hooks"] = [h.to_dict() for h in plan.hooks]
+    return out
 
 
 def _aging_json(aging: models.Aging | None) -> dict[str, Any]:
@@ -81,6 +84,7 @@ def plan_from_json(data: dict[str, Any]) -> models.Plan:
         aging=None if not data.get("aging") else models.Aging(**data["aging"]),
         tasks=tuple(models.TaskSpec.from_dict(t) for t in data.get("tasks", ())),
         hash=data.get("hash", ""),
+        hooks=tuple(models.HookSpec.from_dict(h) for h in data.get("hooks") or ()),
     )
 
 

@@ -27,6 +27,8 @@ WORKFLOW_SCHEMA = "workflow.schema.json"
 
 Locate = Callable[[tuple[str | int, ...], bool], tuple[int, int]]  # (path, at_key) -> (line, col)
 _ONE_KIND = "a task has exactly one of run, args or call"
+_ONE_HOOK = "a hook has exactly one of run, args or webhook"
+_HOOK_KINDS = ("run", "args", "webhook")
 _JSON_TYPES = {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean"}
 
 
@@ -246,6 +248,7 @@ _KEYWORDS: dict[str, Callable[[Any, Any], Check | None]] = {
     "maxLength": _bound(lambda v, n: len(v) <= n, _TYPES["string"]),
     "minItems": _bound(lambda v, n: len(v) >= n, _TYPES["array"]),
     "minProperties": _bound(lambda v, n: len(v) >= n, _TYPES["object"]),
+    "maxProperties": _bound(lambda v, n: len(v) <= n, _TYPES["object"]),
     "anyOf": _any_of,
     "oneOf": _one_of,
 }
@@ -272,10 +275,12 @@ def _problems(
             yield from _problems(branch, data, file=file, locate=locate)
             return
     if sub is False and "dependentSchemas" in error.schema_path:  # two of run, args, call
-        found = [k for k in ("run", "args", "call") if isinstance(inst, dict) and k in inst]
-        found = found or [k for k in ("run", "args", "call") if k in _at(data, path)]
+        hook = len(path) > 1 and path[1] == "hooks"  # a hook: run, args or webhook
+        kinds, one = (_HOOK_KINDS, _ONE_HOOK) if hook else (("run", "args", "call"), _ONE_KIND)
+        found = [k for k in kinds if isinstance(inst, dict) and k in inst]
+        found = found or [k for k in kinds if k in _at(data, path)]
         line, col = locate(path, False)
-        message = f"{label(data, path)}: {_ONE_KIND}, found {' and '.join(found)}"
+        message = f"{label(data, path)}: {one}, found {' and '.join(found)}"
         yield errors.Problem(file=file, line=line, col=col, message=message, path=_dotted(path))
         return
     at_key = "propertyNames" in error.schema_path

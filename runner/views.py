@@ -7,7 +7,7 @@ import zoneinfo
 from datetime import UTC, datetime
 from typing import Any
 
-from runner.models import Attempt, CronEntry, LockInfo, Run, TaskRecord, WorkerInfo
+from runner.models import Attempt, CronEntry, HookStatus, LockInfo, Run, TaskRecord, WorkerInfo
 from runner.store.base import Store
 
 
@@ -61,7 +61,20 @@ def run_json(run: Run, *, tasks: bool = True) -> dict[str, Any]:
     }
     if tasks:
         out["tasks"] = [task_json(t) for t in run.tasks]
+        out["hooks"] = [hook_json(h) for h in run.hooks]
     return out
+
+
+def hook_json(h: HookStatus) -> dict[str, Any]:
+    """One recorded hook delivery of `get run -o json` (docs/HOOKS.md)."""
+    return {
+        "index": h.index,
+        "on": list(h.on),
+        "kind": h.kind,
+        "state": h.state.value,
+        "attempts": h.attempts,
+        "last_error": h.last_error,
+    }
 
 
 def worker_json(w: WorkerInfo, *, now: float) -> dict[str, Any]:

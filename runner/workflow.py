@@ -97,12 +97,29 @@ class _Checker:
             first = ("spec", "tasks", self.index[self.cycle[0]], "depends")
             self.add(first, "dependency cycle: " + " -> ".join(self.cycle) + " (-> = depends on)")
         self.check_time()
+        self.check_hooks()
         self.check_matrices()
         self.matrix = {name: "matrix" in self.tasks[i] for name, i in self.index.items()}
         for i, task in enumerate(self.tasks):
             if self.index.get(task["name"]) == i:
                 self.check_templates(i, task, graph)
                 self.check_dynamic(i, task, graph)
+
+    def check_hooks(self) -> None:
+        """`missed_tick` and `when` need a schedule; `when` names this file's (docs/HOOKS.md)."""
+        name = self.doc.data["metadata"]["name"]
+        for i, hook in enumerate(self.spec.get("hooks") or ()):
+            at: Path = ("spec", "hooks", i)
+            if "schedule" not in self.spec and "missed_tick" in hook["on"]:
+                where = (*at, "on", hook["on"].index("missed_tick"))
+                self.add(where, "missed_tick needs spec.schedule: add one or remove missed_tick")
+            when = hook.get("when")
+            if when is not None and ("schedule" not in self.spec or when != name):
+                self.add(
+                    (*at, "when"),
+                    f"when: {when!r} names no schedule of this file; a workflow's schedule is "
+                    f"named after it ({name!r}, with spec.schedule set)",
+                )
 
     def check_names(self) -> None:
         for i, task in enumerate(self.tasks):
@@ -256,6 +273,7 @@ def _durations(spec: Mapping[str, Any]) -> Iterator[tuple[Path, Any]]:
     if "defaults" in spec:
         owners.append((("spec", "defaults"), spec["defaults"]))
     owners += [(("spec", "tasks", i), t) for i, t in enumerate(spec["tasks"])]
+    owners += [(("spec", "hooks", i), h) for i, h in enumerate(spec.get("hooks") or ())]
     for path, owner in owners:
         if "timeout" in owner:
             yield (*path, "timeout"), owner["timeout"]

@@ -106,6 +106,13 @@ def run_detail(run: Run, stream: TextIO | None = None) -> None:
             info or "",
         )
     out.print(rows)
+    if run.hooks:
+        hooks = table("HOOK", "ON", "KIND", "STATE", "ATTEMPTS", "LAST ERROR")
+        for h in run.hooks:
+            on = ",".join(h.on)
+            state = h.state.value
+            hooks.add_row(str(h.index), on, h.kind, state, str(h.attempts), h.last_error or "")
+        out.print(hooks)
 
 
 def workers_table(workers: list[WorkerInfo], *, now: float, stream: TextIO | None = None) -> None:

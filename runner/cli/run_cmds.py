@@ -185,8 +185,29 @@ def drive(
         watch.stop()
     progress.close()
     local.stop(abort_run=None)
+    if local.worker is not None:
+        run = _deliver_hooks(store, run, settings)
     _summary(run, args)
-    return engine.exit_code(run)
+    return engine.exit_code(run)  # hooks never change it
+
+
+def _deliver_hooks(store: Store, run: Run, settings: Settings) -> Run:
+    """With local workers, deliver the ended run's hooks before exiting (bounded wait); what
+    is still due then is left to a scheduler or worker (docs/HOOKS.md)."""
+    if not any(h.state.value in ("due", "delivering") for h in run.hooks):
+        return run
+    from runner.cli import hookwire
+
+    def report(text: str) -> None:
+        print(f"runner: {text}", file=sys.stderr, flush=True)
+
+    hooks = hookwire.deliverer(settings, store, name=f"apply-{os.getpid()}", report=report)
+    if not hooks.settle(run.id, within=hookwire.APPLY_WAIT):
+        print(
+            f"runner: hooks of run {run.id} are still due; a scheduler or worker delivers them",
+            file=sys.stderr,
+        )
+    return store.get_run(run.id)
 
 
 def _summary(run: Run, args: argparse.Namespace) -> None:
@@ -436,6 +457,10 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     )
     logfmt.configure(args, worker=worker.id)
     done = run_in_thread(worker)
+    from runner.cli import hookwire
+
+    hooks_stop = threading.Event()  # the worker delivers recorded hooks too (docs/HOOKS.md)
+    delivering = hookwire.deliverer(settings, worker.store, name=worker.id).start(hooks_stop)
     say = functools.partial(logfmt.announce, args, worker_id=worker.id)
     say(f"worker {worker.id} serving {settings.store}", event="worker_serving")
     try:
@@ -446,6 +471,8 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
         worker.drain(args.drain_timeout)
         done.wait()
     finally:
+        hooks_stop.set()
+        delivering.join(hookwire.STOP_WAIT)
         exporter.close()
         worker.store.close()
         worker.executor.close()

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from runner import errors
-from runner.cli import common, gc_cmds, logfmt, metrics_cmds, run_cmds, ui_cmds
+from runner.cli import common, gc_cmds, hookwire, logfmt, metrics_cmds, run_cmds, ui_cmds
 from runner.config import Settings
 from runner.cron.retention import DEFAULT_OLDER_THAN
 from runner.cron.scheduler import Scheduler
@@ -79,6 +79,9 @@ def _add_scheduler_parser(sub: Any) -> None:
     p.set_defaults(func=cmd_scheduler)
 
 
+WEBHOOKS = ("webhook",)  # what `runner scheduler` delivers; workers deliver command hooks
+
+
 def _add_serve_parser(sub: Any) -> None:
     p = sub.add_parser(
         "serve",
@@ -101,7 +104,9 @@ def _add_serve_parser(sub: Any) -> None:
     p.set_defaults(func=cmd_serve)
 
 
-def _scheduler(args: argparse.Namespace, settings: Settings, store: Store) -> Scheduler:
+def _scheduler(
+    args: argparse.Namespace, settings: Settings, store: Store, *, commands: bool = False
+) -> Scheduler:
     if args.workflows is not None and not args.workflows.is_dir():
         raise errors.UsageError(f"--workflows {args.workflows}: not a folder")
     candidate = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
@@ -117,6 +122,9 @@ def _scheduler(args: argparse.Namespace, settings: Settings, store: Store) -> Sc
         report=report,
         dispatch_default=args.dispatch,
         gc_older_than=args.gc_older_than,
+        hooks=hookwire.deliverer(  # serve's workers run where it runs: commands too
+            settings, store, name=candidate, report=report, kinds=None if commands else WEBHOOKS
+        ),
     )
 
 
@@ -153,7 +161,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     )
     thread = threading.Thread(target=worker.run, name="serve-worker", daemon=True)
     try:
-        scheduler = _scheduler(args, settings, store)
+        scheduler = _scheduler(args, settings, store, commands=True)
         logfmt.configure(args, worker=worker.id)
         exporter.start(settings, cluster=True, candidate=scheduler.candidate)
         thread.start()

@@ -20,6 +20,7 @@ from pathlib import Path
 from runner import dispatch, errors
 from runner.cron import fire, retention, ticks
 from runner.cron.folder import FolderSync
+from runner.hooks import Deliverer
 from runner.store.base import Store
 
 logger = logging.getLogger(__name__)
@@ -42,6 +43,7 @@ class Scheduler:
         dispatch_default: str = dispatch.PULL,
         dispatch_state: dispatch.DispatchState | None = None,
         gc_older_than: float = retention.DEFAULT_OLDER_THAN,
+        hooks: Deliverer | None = None,
     ) -> None:
         self.store = store
         self.candidate = candidate
@@ -53,6 +55,7 @@ class Scheduler:
         self.dispatch_state = dispatch_state or dispatch.DispatchState()
         self.ends = RunEnds(store, report=self.report)  # the fired runs, until they end
         self._renewed = float("-inf")  # monotonic time of the last successful campaign
+        self.hooks = hooks  # delivers recorded hook deliveries while leading (docs/HOOKS.md)
         self._synced = float("-inf")
         # The leader deletes finished runs older than gc_older_than (0: never), in a thread.
         self.collector = (
@@ -114,6 +117,8 @@ class Scheduler:
         halt = threading.Event()  # stops the gc thread however this loop ends
         if self.collector is not None:
             self.collector.start(halt, leading=self._fresh, clock=clock)
+        if self.hooks is not None:
+            self.hooks.start(halt, active=self._fresh, clock=clock)
         try:
             while not stop.is_set():
                 try:

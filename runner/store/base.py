@@ -20,7 +20,7 @@ bookkeeping is testable; the etcd backend's lease expiry is etcd's own clock.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any, Protocol
 
 from runner.models import (
@@ -28,6 +28,8 @@ from runner.models import (
     CronEntry,
     DispatchView,
     Heartbeat,
+    HookDelivery,
+    HookState,
     Lease,
     LockInfo,
     Outcome,
@@ -299,7 +301,9 @@ class Store(Protocol):
         """Advance the schedule's bookkeeping to `tick` in one compare-and-set: only when `tick`
         is later than `last_tick` (a paused scheduler waking up never moves it back). Sets
         `last_run_id` when `run_id` is given and adds `missed` / `skipped`. True when applied;
-        False for a stale tick or a deleted schedule."""
+        False for a stale tick or a deleted schedule. With `missed`, the same transaction
+        records the `missed_tick` hook deliveries of the schedule's latest run (`run_id`, else
+        `last_run_id`; see `claim_hook`), due at `tick`."""
         ...
 
     def campaign(self, candidate: str, *, now: float, ttl: float) -> bool:
@@ -316,6 +320,46 @@ class Store(Protocol):
 
     def leader(self, *, now: float) -> str | None:
         """The current leader's candidate id, or None."""
+        ...
+
+    # ------------------------------------------------------------------ hooks (docs/HOOKS.md)
+
+    def claim_hook(
+        self,
+        deliverer: str,
+        *,
+        now: float,
+        lease_for: float,
+        run_id: str | None = None,
+        kinds: Collection[str] | None = None,
+    ) -> HookDelivery | None:
+        """Take one recorded hook delivery to send: the oldest whose `due_at` has come and
+        that no deliverer holds under a live lease (a deliverer that died holding one loses
+        it when its lease lapses at `now`). In one transaction it becomes `delivering`, its
+        `attempts` grow by one, and it gets a token no earlier claim of it had and a lease
+        until `now + lease_for`. With `run_id`, only that run's deliveries; with `kinds`, only
+        hooks of those kinds (`webhook`, `command`). None when nothing is due.
+
+        Deliveries are recorded by the transaction that ends a run (`finish`, `cancel_run`,
+        `sweep`'s timeout, including runs that end before any task started): one per hook of
+        the run's plan whose `on` (and `when`) matches how the run ended, exactly once per run
+        end. A run ended again after `retry_run` records them again, with `end` one higher.
+        `get_run` shows them as `Run.hooks`."""
+        ...
+
+    def finish_hook(
+        self,
+        delivery: HookDelivery,
+        *,
+        now: float,
+        error: str | None = None,
+        retry_at: float | None = None,
+    ) -> HookState:
+        """Record how a claimed try went, in one transaction that first checks the delivery
+        still carries `delivery.token` (else LeaseLost, nothing written): no `error` →
+        `delivered`; an error with `retry_at` → `due` again from `retry_at` (the deliverer's
+        backoff), keeping `last_error`; an error without → `failed` (given up). Returns the new
+        state. Never changes the run."""
         ...
 
     # ------------------------------------------------------------------ logs, waiting

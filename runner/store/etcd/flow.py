@@ -15,7 +15,7 @@ from typing import Any
 from runner import transitions
 from runner.models import AttemptState, Outcome, Reason, RunState, TaskSpec, TaskState, When
 from runner.store.etcd import client as c
-from runner.store.etcd import cluster
+from runner.store.etcd import cluster, hooks
 from runner.store.etcd.keys import Keys
 from runner.store.etcd.records import (
     ArrivalRec,
@@ -345,7 +345,8 @@ def maybe_end(client: c.Client, keys: Keys, run_id: str, *, now: float) -> None:
             return
         outcome = transitions.run_outcome([(TaskState.FAILED, False)] * failed)
         run.update({"state": outcome.value, "finished_at": now})
-        ops = [c.put(run_item.key, dumps(run)), c.delete(keys.active(run_id))]
+        recorded = hooks.ended_ops(keys, run, now=now)  # the outbox, in the ending txn
+        ops = [c.put(run_item.key, dumps(run)), c.delete(keys.active(run_id)), *recorded]
         if client.txn([c.mod_is(run_item.key, run_item.mod)], ops, "end run").succeeded:
             return
 

@@ -37,7 +37,14 @@ CHECKS_PER_READ = 30  # runs whose leftovers are counted per read transaction (4
 KEEP_REVISIONS = 100_000  # history kept behind the current revision when compacting
 # Keys of a run that live under `{kind}/{run}/`.
 RUN_KINDS: tuple[str, ...] = ("task", "done", "fail", "prop", "own", "log", "logmeta", "arr")
-RUN_KINDS += ("cnt", "join", "gate", "aged")  # gate: if/forEach markers; aged: spec.aging
+RUN_KINDS += (
+    "cnt",
+    "join",
+    "gate",
+    "aged",
+    "hook",
+    "hookdue",
+)  # gate: if/forEach; aged: spec.aging
 # Keys that end in `/{run}/{task}` under a prefix that does not start with the run.
 SCATTERED_KINDS = ("queue", "assign", "held", "lock")
 

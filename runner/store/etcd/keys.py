@@ -159,3 +159,15 @@ class Keys:
         """The unquoted parts of `key` after `{prefix}{kind}/`."""
         rest = key[len(self.prefix) + len(kind) + 1 :]
         return [_unq(p) for p in rest.split("/")]
+
+    def hook(self, run_id: str, index: int | None = None) -> str:
+        """`hook/{run}/{index:04d}`: a recorded delivery (prefix of the run's without index)."""
+        tail = "" if index is None else f"{index:04d}"
+        return f"{self.prefix}hook/{q(run_id)}/{tail}"
+
+    def hook_due(self, run_id: str = "", index: int | None = None) -> str:
+        """`hookdue/{run}/{index:04d}`: present while the delivery is due or delivering."""
+        if not run_id:
+            return f"{self.prefix}hookdue/"
+        tail = "" if index is None else f"{index:04d}"
+        return f"{self.prefix}hookdue/{q(run_id)}/{tail}"

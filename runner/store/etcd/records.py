@@ -84,6 +84,24 @@ class RunRec(TypedDict):
     parallelism: int | None  # most tasks of the run running at once
     halted: bool  # failFast tripped or ended: no new claims, unstarted tasks cancelled
     dispatch: str | None  # the run's `spec.dispatch` strategy
+    hooks: NotRequired[list[dict[str, Any]]]  # spec.hooks (HookSpec.to_dict), if any
+    hook_ends: NotRequired[int]  # how many times the run ended with hooks recorded
+
+
+class HookRec(TypedDict):
+    """`hook/{run}/{index}`: a hook delivery recorded at the run's end (`etcd/hooks.py`)."""
+
+    index: int
+    on: list[str]
+    kind: str  # webhook | command
+    end: int  # which end of the run recorded it
+    state: str  # HookState
+    attempts: int
+    last_error: str | None
+    due_at: float
+    token: str | None  # the claim's token while delivering
+    holder: str | None
+    expires_at: float | None  # the claim's lease
 
 
 class QueueEntry(TypedDict):

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from runner import errors, transitions
 from runner.models import Plan, Run, RunState, TaskRecord, TaskState, When
 from runner.store.etcd import client as c
-from runner.store.etcd import cluster, flow, gates
+from runner.store.etcd import cluster, flow, gates, hooks
 from runner.store.etcd.context import Ctx
 from runner.store.etcd.keys import Keys
 from runner.store.etcd.records import (
@@ -114,6 +114,8 @@ def create_run(ctx: Ctx, new: NewRun) -> Run:
     record = run_to_dict(
         run, fail_fast=plan.fail_fast, parallelism=plan.parallelism, dispatch=plan.dispatch
     )
+    if plan.hooks:
+        record["hooks"] = [h.to_dict() for h in plan.hooks]
     final.put(keys.run(run_id), record)
     active: ActiveRec = {"deadline": deadline}
     final.put(keys.active(run_id), active)
@@ -345,9 +347,12 @@ def get_run(ctx: Ctx, cache: RunCache, run_id: str, *, tasks: bool) -> Run:
     items = c.items_of(responses[:1])
     if not items:
         raise errors.RunNotFound(run_id)
-    run = run_from_dict(load_run(items[0].value), done=int(responses[1].response_range.count))
+    record = load_run(items[0].value)
+    run = run_from_dict(record, done=int(responses[1].response_range.count))
     if not tasks:
         return run
+    if record.get("hook_ends"):
+        run = dataclasses.replace(run, hooks=hooks.statuses(ctx, run_id))
     if rev and not responses[2].response_range.more:
         changed = c.items_of(responses[2:])
     else:  # the first read of the run, or many changes: page through them
@@ -430,10 +435,12 @@ def end_run(ctx: Ctx, run_id: str, state: RunState, reason: str, *, now: float) 
         if RunState(run["state"]).terminal:
             return []
         run.update({"state": state.value, "reason": reason, "finished_at": now, "halted": True})
+        recorded = hooks.ended_ops(keys, run, now=now)  # the outbox, in the ending txn
         ops = [
             c.put(item.key, dumps(run)),
             c.delete(keys.active(run_id)),
             c.put(keys.ending(run_id), state.value),
+            *recorded,
         ]
         if client.txn([c.mod_is(item.key, item.mod)], ops, "end run").succeeded:
             return flow.cancel_unstarted(client, keys, run_id)

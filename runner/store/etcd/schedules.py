@@ -22,8 +22,9 @@ from runner import errors
 from runner.models import CronEntry
 from runner.store.base import entry_from_dict, entry_to_dict, merge_schedule
 from runner.store.etcd import client as c
+from runner.store.etcd import hooks
 from runner.store.etcd.keys import Keys
-from runner.store.etcd.records import LeaderRec, dumps, loads
+from runner.store.etcd.records import LeaderRec, RunRec, dumps, loads
 
 TRIES = 100  # compare-and-set retries before giving up on contention
 
@@ -137,7 +138,37 @@ def record_tick(client: c.Client, keys: Keys, name: str, t: Tick) -> bool:
             skipped=found.skipped + t.skipped,
         )
 
-    return update(client, keys, name, change) is not None
+    if not t.missed:
+        return update(client, keys, name, change) is not None
+    return _record_missed(client, keys, name, t, change)
+
+
+def _record_missed(
+    client: c.Client,
+    keys: Keys,
+    name: str,
+    t: Tick,
+    change: Callable[[CronEntry | None], CronEntry | None],
+) -> bool:
+    """`record_tick` with missed ticks: in the same txn, the `missed_tick` deliveries of the
+    schedule's latest run (the outbox, docs/HOOKS.md), compared on both records."""
+    key = keys.schedule(name)
+    for _ in range(TRIES):
+        found, mod = read_schedule(client, keys, name)
+        new = change(found)
+        if new is None:
+            return False
+        compares, ops = [c.mod_is(key, mod)], [c.put(key, dumps(entry_to_dict(new)))]
+        run_item = None if new.last_run_id is None else client.get(keys.run(new.last_run_id))
+        if run_item is not None:
+            run: RunRec = loads(run_item.value)
+            recorded = hooks.missed_ops(keys, run, now=t.tick)
+            if recorded:
+                compares.append(c.mod_is(run_item.key, run_item.mod))
+                ops += [c.put(run_item.key, dumps(run)), *recorded]
+        if client.txn(compares, ops, f"schedule {name}").succeeded:
+            return True
+    raise errors.StoreError(f"schedule {name}: too much contention; try again")
 
 
 # ---------------------------------------------------------------------- election

@@ -4,7 +4,7 @@ is in `keys`, the record shapes in `records` (see docs/ARCHITECTURE.md, "etcd da
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from urllib.parse import parse_qs, urlsplit
 
 from runner import dispatch, errors
@@ -13,6 +13,8 @@ from runner.models import (
     CronEntry,
     DispatchView,
     Heartbeat,
+    HookDelivery,
+    HookState,
     Lease,
     LockInfo,
     Outcome,
@@ -27,6 +29,7 @@ from runner.store.etcd import (
     cluster,
     finish,
     gc,
+    hooks,
     logs,
     runs,
     schedules,
@@ -273,6 +276,33 @@ class EtcdStore:
     def leader(self, *, now: float) -> str | None:
         """See Store.leader."""
         return schedules.leader(self.client, self.keys)
+
+    # ------------------------------------------------------------------ hooks
+
+    def claim_hook(
+        self,
+        deliverer: str,
+        *,
+        now: float,
+        lease_for: float,
+        run_id: str | None = None,
+        kinds: Collection[str] | None = None,
+    ) -> HookDelivery | None:
+        """See Store.claim_hook."""
+        return hooks.claim(
+            self.ctx, deliverer, now=now, lease_for=lease_for, run_id=run_id, kinds=kinds
+        )
+
+    def finish_hook(
+        self,
+        delivery: HookDelivery,
+        *,
+        now: float,
+        error: str | None = None,
+        retry_at: float | None = None,
+    ) -> HookState:
+        """See Store.finish_hook."""
+        return hooks.finish(self.ctx, delivery, now=now, error=error, retry_at=retry_at)
 
     # ------------------------------------------------------------------ logs, waiting
 

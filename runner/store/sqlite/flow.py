@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from runner import transitions
 from runner.models import RunState, TaskKey, TaskState, When
 from runner.store.sqlite import gates as gating
+from runner.store.sqlite import hooks
 
 _UNSTARTED = ("pending", "ready", "retrying")
 _TERMINAL_RUN = tuple(s.value for s in RunState if s.terminal)
@@ -242,6 +243,7 @@ def maybe_end_run(db: sqlite3.Connection, run_id: str, *, now: float) -> None:
     db.execute(
         "UPDATE runs SET state = ?, finished_at = ? WHERE id = ?", (outcome.value, now, run_id)
     )
+    hooks.run_ended(db, run_id, now=now)
 
 
 def time_out_runs(db: sqlite3.Connection, *, now: float) -> list[TaskKey]:
@@ -256,5 +258,6 @@ def time_out_runs(db: sqlite3.Connection, *, now: float) -> list[TaskKey]:
             "UPDATE runs SET state = 'failed', reason = 'timeout', finished_at = ? WHERE id = ?",
             (now, run_id),
         )
+        hooks.run_ended(db, run_id, now=now)
         changed.extend((run_id, tid) for tid in cancel_unstarted(db, run_id))
     return changed

@@ -17,7 +17,7 @@ from runner.models import TERMINAL_TASK_STATES, RunState
 BATCH = 100  # runs per transaction
 
 # Every table holding rows of a run, keyed by its `run_id` column (`runs` itself is last).
-RUN_TABLES = ("deps", "attempts", "logs", "ownership", "holds", "tasks")
+RUN_TABLES = ("deps", "attempts", "logs", "ownership", "holds", "tasks", "hooks")
 
 _TERMINAL_RUNS = tuple(s.value for s in RunState if s.terminal)
 _TERMINAL_TASKS = tuple(s.value for s in TERMINAL_TASK_STATES)

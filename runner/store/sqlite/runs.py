@@ -12,7 +12,7 @@ from typing import Any
 
 from runner import dispatch, errors
 from runner.models import Attempt, Plan, Run, RunState, TaskState, WorkerInfo
-from runner.store.sqlite import cluster, flow, gates, rows, workers
+from runner.store.sqlite import cluster, flow, gates, hooks, rows, workers
 from runner.store.sqlite.db import named
 
 
@@ -63,6 +63,8 @@ def insert_run(
         ),
     )
     _insert_tasks(db, run_id, plan)
+    if plan.hooks:
+        hooks.insert(db, run_id, plan)
     gates.write(db, run_id, plan)
     roots = [t.id for t in plan.tasks if not t.depends]
     _, ended = flow.start(db, run_id, roots, now=now, gates=gates.known(plan))
@@ -136,7 +138,7 @@ def read_run(db: sqlite3.Connection, run_id: str, *, tasks: bool, now: float | N
     ).fetchall()
     why = QueuedReasons(db, found, now=time.time() if now is None else now)
     records = tuple(rows.task(t, attempts, why.reason) for t in found)
-    return dataclasses.replace(run, tasks=records)
+    return dataclasses.replace(run, tasks=records, hooks=hooks.statuses(db, run_id))
 
 
 class QueuedReasons:
@@ -186,6 +188,7 @@ def cancel(db: sqlite3.Connection, run_id: str, *, now: float, reason: str) -> N
         "UPDATE runs SET state = 'cancelled', finished_at = ?, reason = ? WHERE id = ?",
         (now, reason, run_id),
     )
+    hooks.run_ended(db, run_id, now=now)
     flow.cancel_unstarted(db, run_id)
 
 

@@ -16,6 +16,7 @@ import sqlite3
 from runner import errors
 from runner.models import CronEntry
 from runner.store.base import entry_from_dict, entry_to_dict, merge_schedule
+from runner.store.sqlite import hooks
 
 
 def put_schedule(db: sqlite3.Connection, entry: CronEntry, *, now: float) -> bool:
@@ -81,6 +82,9 @@ def record_tick(
             skipped=found.skipped + skipped,
         ),
     )
+    latest = run_id or found.last_run_id
+    if missed and latest is not None:  # the outbox, in the same transaction (docs/HOOKS.md)
+        hooks.ticks_missed(db, latest, now=tick)
     return True
 
 

@@ -163,6 +163,22 @@ CREATE TABLE IF NOT EXISTS dispatch_default (
     owner TEXT NOT NULL,
     strategy TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS hooks (
+    run_id TEXT NOT NULL,
+    idx INTEGER NOT NULL,
+    spec TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    end_ INTEGER NOT NULL DEFAULT 0,
+    state TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT,
+    due_at REAL,
+    token TEXT,
+    holder TEXT,
+    expires_at REAL,
+    PRIMARY KEY (run_id, idx)
+);
+CREATE INDEX IF NOT EXISTS hooks_due ON hooks (due_at) WHERE state IN ('due', 'delivering');
 """
 
 

@@ -8,7 +8,7 @@ data model").
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 from runner import dispatch
 from runner.failpoints import Failpoints
@@ -16,6 +16,8 @@ from runner.models import (
     CronEntry,
     DispatchView,
     Heartbeat,
+    HookDelivery,
+    HookState,
     Lease,
     LockInfo,
     Outcome,
@@ -29,6 +31,7 @@ from runner.store.sqlite import (
     cluster,
     finish,
     gc,
+    hooks,
     logs,
     notify,
     runs,
@@ -255,6 +258,38 @@ class SqliteStore:
         """See Store.leader."""
         with self.db.tx(write=False) as db:
             return schedules.leader(db, now=now)
+
+    # ------------------------------------------------------------------ hooks
+
+    def claim_hook(
+        self,
+        deliverer: str,
+        *,
+        now: float,
+        lease_for: float,
+        run_id: str | None = None,
+        kinds: Collection[str] | None = None,
+    ) -> HookDelivery | None:
+        """See Store.claim_hook."""
+        with self.db.tx(write=False) as db:  # idle deliverers poll: no writer's lock for that
+            if not hooks.any_due(db, now=now, run_id=run_id, kinds=kinds):
+                return None
+        with self.db.tx() as db:
+            return hooks.claim(
+                db, deliverer, now=now, lease_for=lease_for, run_id=run_id, kinds=kinds
+            )
+
+    def finish_hook(
+        self,
+        delivery: HookDelivery,
+        *,
+        now: float,
+        error: str | None = None,
+        retry_at: float | None = None,
+    ) -> HookState:
+        """See Store.finish_hook."""
+        with self.db.tx() as db:
+            return hooks.finish(db, delivery, now=now, error=error, retry_at=retry_at)
 
     # ------------------------------------------------------------------ logs, waiting
 
