@@ -314,6 +314,13 @@ def test_worker_drain_timeout_returns_unfinished_tasks_unrecorded(
 # ---------------------------------------------------------------------- fencing
 
 
+def take_lease(store: SqliteStore, worker_id: str) -> None:
+    """End the worker's lease behind its back, as a sweep in another process that saw its
+    heartbeat stop for its TTL (a pause) would: its row goes, its attempts are lost. Leases
+    expire by the observer's monotonic clock, so no `now` passed here can do it."""
+    store.deregister_worker(worker_id, now=time.time())
+
+
 def test_worker_fences_when_its_lease_expired_and_records_nothing(
     store: CountingStore, executor: FakeExecutor, serve: Callable[..., Serving]
 ) -> None:
@@ -322,7 +329,7 @@ def test_worker_fences_when_its_lease_expired_and_records_nothing(
     serving = serve(store, executor, concurrency=1, lease_ttl=2.0)
     executor.wait_ran(1)
     first_id = serving.worker.id
-    store.sweep(now=time.time() + 60)  # the lease has expired: attempt 1 is lost
+    take_lease(store, first_id)  # the lease has expired: attempt 1 is lost
     assert executor.killed.wait(WAIT)  # the next heartbeat fenced: the attempt is killed
     executor.wait_ran(1, ended=True)
     gate.set()  # attempt 2 (by the worker's new lease) runs through
@@ -345,7 +352,7 @@ def test_worker_stale_finish_records_nothing_and_the_newer_owner_stands(
     # A long lease: no heartbeat comes between the takeover and the stale finish.
     serving = serve(store, executor, concurrency=1, lease_ttl=60.0)
     executor.wait_ran(1)
-    store.sweep(now=time.time() + 600)
+    take_lease(store, serving.worker.id)
     newer = plans.worker(store, "newer", now=time.time())
     lease = plans.claim_one(store, newer, now=time.time())
     store.finish(lease, plans.ok(by="newer"), now=time.time())

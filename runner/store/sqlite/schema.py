@@ -136,6 +136,10 @@ COLUMNS = (
     ("tasks", "locks", "TEXT"),
     ("tasks", "assigned_to", "TEXT"),
     ("workers", "draining", "INTEGER NOT NULL DEFAULT 0"),
+    # liveness by the observer's clock (runner.store.liveness): the heartbeat counter, and how
+    # far the worker found its clock from the others' (NULL: within the bound)
+    ("workers", "beats", "INTEGER NOT NULL DEFAULT 0"),
+    ("workers", "clock_skew", "REAL"),
 )
 
 # Assignments, lock holders and the dispatch default (see runner.store.sqlite.cluster).
