@@ -66,7 +66,7 @@ class LeaseKeeper:
         self._store.register_worker(self._info(), now=time.time(), ttl=self.ttl)
         self._set_deadline(sent + self.ttl - 2 * self.interval)
         self.registered = True
-        self._held.open()
+        self._held.open(self.id)
         logger.info("registered worker %s", self.id, extra={"action": "worker_registered"})
 
     def start(self) -> None:

@@ -397,3 +397,55 @@ def test_worker_fences_at_its_deadline_when_heartbeats_go_unanswered(
     assert fresh[0] is AttemptState.SUCCEEDED
     assert outputs == {"token": str(fresh[1])}
     assert store.finished == [1]
+
+
+class FencingStore(CountingStore):
+    """A claim whose answer arrives after the worker fenced and registered again: `fence` is
+    called between the claim's commit and its return, the interleaving of the race."""
+
+    fence: Callable[[], None] | None = None
+
+    def claim(
+        self,
+        worker_id: str,
+        *,
+        now: float,
+        limit: int = 1,
+        labels: Mapping[str, str] | None = None,
+    ) -> list[Lease]:
+        leases = super().claim(worker_id, now=now, limit=limit, labels=labels)
+        fence, self.fence = self.fence, None
+        if leases and fence is not None:
+            fence()
+        return leases
+
+
+def test_worker_abandons_a_claim_that_returns_after_it_registered_again(
+    tmp_path: Path, executor: FakeExecutor, serve: Callable[..., Serving]
+) -> None:
+    store = FencingStore(str(tmp_path / "state.db"))
+    try:
+        run_id = submit(store, plans.fan_out(1))
+        started: list[Serving] = []
+        ready = threading.Event()
+
+        def fence() -> None:
+            assert ready.wait(WAIT)
+            worker = started[0].worker
+            first_id = worker.id
+            worker._lease.fence()  # the race: the claim is in flight
+            assert worker.id != first_id
+
+        store.fence = fence
+        serving = serve(store, executor, concurrency=1, lease_ttl=1.0)
+        started.append(serving)
+        ready.set()
+        wait_run_done(store, run_id)  # the old lease expires; the new id runs attempt 2
+        serving.stop()
+        (old, new), outputs = only_task(store, run_id)
+        assert old[0] is AttemptState.LOST  # held under the old lease, never run
+        assert new[0] is AttemptState.SUCCEEDED
+        assert [r.token for r in executor.ran] == [new[1]]
+        assert outputs == {"token": str(new[1])}
+    finally:
+        store.close()
