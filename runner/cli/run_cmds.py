@@ -10,10 +10,10 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from runner import engine, errors
-from runner.cli import common, output
+from runner.cli import common, interrupt, output
 from runner.cli.progress import make_progress
 from runner.config import Settings
-from runner.models import Run
+from runner.models import Plan, Run
 
 if TYPE_CHECKING:
     from runner.store import Store
@@ -95,15 +95,31 @@ def cmd_apply(args: argparse.Namespace, settings: Settings) -> int:
             if not args.now:
                 return errors.EXIT_OK
         if plan is not None:
-            run = engine.submit(store, plan, now=time.time())
+            run = _submit(store, plan, args)
         else:
             run = store.get_run(engine.resolve_run_id(store, args.resume), tasks=False)
-        _announce(run, args)
+            _announce(run, args)
         if args.detach:
             return errors.EXIT_OK
         return drive(store, run.id, args, settings)
     finally:
         store.close()
+
+
+def _submit(store: Store, plan: Plan, args: argparse.Namespace) -> Run:
+    """Store the run and print its id; an interrupt meanwhile (its submission may have been
+    stored or be in flight) cancels the run before the process exits."""
+    now = time.time()
+    run_id = engine.new_run_id(plan.workflow, now)
+    try:
+        run = engine.submit(store, plan, now=now, run_id=run_id)
+        _announce(run, args)
+    except Exception:  # the store's or ours: nothing to cancel
+        raise
+    except BaseException:  # Ctrl-C or SIGTERM
+        interrupt.cancel_interrupted(store, run_id, plan=plan)
+        raise
+    return run
 
 
 def _announce(run: Run, args: argparse.Namespace) -> None:
@@ -127,8 +143,7 @@ def drive(store: Store, run_id: str, args: argparse.Namespace, settings: Setting
         raise
     except BaseException:  # Ctrl-C or SIGTERM: cancel the run cleanly, then exit 130/143
         progress.close()
-        print(f"runner: cancelling run {run_id}", file=sys.stderr)
-        store.cancel_run(run_id, now=time.time(), reason="interrupted")
+        interrupt.cancel_interrupted(store, run_id)
         local.stop(abort_run=run_id)
         raise
     progress.close()

@@ -108,7 +108,9 @@ class EtcdStore:
     ) -> Run:
         """See Store.create_run: tasks in chunks, then the run record (visibility) last."""
         new = runs.NewRun(plan=plan, run_id=run_id, now=now, key=key, scheduled_time=scheduled_time)
-        return runs.create_run(self.ctx, new)
+        run = runs.create_run(self.ctx, new)
+        self.ctx.failpoints.hit("create_run.after_commit")
+        return run
 
     def get_run(self, run_id: str, *, tasks: bool = True, now: float | None = None) -> Run:
         """The run with its tasks in plan order (live workers: those with a lease, whatever
@@ -121,6 +123,7 @@ class EtcdStore:
 
     def cancel_run(self, run_id: str, *, now: float, reason: str = "cancelled") -> Run:
         """See Store.cancel_run: flip the run, then cancel unstarted tasks in chunks."""
+        self.ctx.failpoints.hit("cancel_run.before")
         runs.end_run(self.ctx, run_id, RunState.CANCELLED, reason, now=now)
         return self.get_run(run_id)
 

@@ -79,7 +79,8 @@ class SqliteStore:
             )
             if self._clocks.ahead:  # a later live clock must not see the deadline cut
                 flow.push_deadline(db, run_id, by=self._clocks.ahead)
-            return run
+        self._failpoints.hit("create_run.after_commit")
+        return run
 
     def get_run(self, run_id: str, *, tasks: bool = True, now: float | None = None) -> Run:
         """The run with its tasks in plan order and their attempts. Raises RunNotFound."""
@@ -93,6 +94,7 @@ class SqliteStore:
 
     def cancel_run(self, run_id: str, *, now: float, reason: str = "cancelled") -> Run:
         """Cancel the run and its not-started tasks; running attempts are flagged for abort."""
+        self._failpoints.hit("cancel_run.before")
         with self.db.tx() as db:
             runs.cancel(db, run_id, now=now, reason=reason)
             return runs.read_run(db, run_id, tasks=True)
