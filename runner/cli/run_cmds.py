@@ -136,10 +136,12 @@ def drive(store: Store, run_id: str, args: argparse.Namespace, settings: Setting
     local = _LocalWorkers.start(args, settings)
     deadline = None if args.timeout is None else time.monotonic() + args.timeout
     try:
-        run = engine.follow(store, run_id, on_change=progress.update, deadline=deadline)
-    except errors.RunnerError:
+        run = engine.follow(
+            store, run_id, on_change=progress.update, deadline=deadline, check=local.check
+        )
+    except errors.RunnerError as exc:
         progress.close()
-        local.stop(abort_run=None)
+        local.stop(abort_run=None, abandon=isinstance(exc, errors.StoreError))
         raise
     except BaseException:  # Ctrl-C or SIGTERM: cancel the run cleanly, then exit 130/143
         progress.close()
@@ -163,30 +165,58 @@ def _summary(run: Run, args: argparse.Namespace) -> None:
     print(line, flush=True)
 
 
+# apply gives up (exit 3) when its local workers' store writes fail for this many lease TTLs
+# (the workers have fenced by then: their tasks are killed, nothing is recorded)
+GIVE_UP_TTLS = 3
+
+
 class _LocalWorkers:
     """The worker slots `runner apply` runs in-process while it follows its run."""
 
-    def __init__(self, worker: Worker | None, done: _Done | None) -> None:
+    def __init__(
+        self, worker: Worker | None, done: _Done | None, *, store: str, give_up: float
+    ) -> None:
         self.worker = worker
         self.done = done
+        self.store = store
+        self.give_up = give_up  # seconds of failing store writes before apply exits 3
 
     @classmethod
     def start(cls, args: argparse.Namespace, settings: Settings) -> _LocalWorkers:
         n = args.workers
         if n is None:
             n = (os.cpu_count() or 1) if settings.store.startswith("sqlite:") else 0
+        give_up = GIVE_UP_TTLS * (args.lease_ttl or settings.lease_ttl)
         if n == 0:
-            return cls(None, None)
+            return cls(None, None, store=settings.store, give_up=give_up)
         worker = make_worker(
             settings, concurrency=n, lease_ttl=args.lease_ttl, name="apply", prefetch=args.prefetch
         )
-        return cls(worker, run_in_thread(worker))
+        return cls(worker, run_in_thread(worker), store=settings.store, give_up=give_up)
 
-    def stop(self, *, abort_run: str | None) -> None:
+    def check(self) -> None:
+        """StoreError (exit 3) once the local workers' store writes have failed for
+        `give_up` seconds (a full disk): the run stays stored as it was, to be resumed with
+        `runner apply --resume RUN` once the store works again."""
+        if self.worker is None:
+            return
+        failing = self.worker.store_failing_for()
+        if failing >= self.give_up:
+            raise errors.StoreError(
+                f"store {self.store}: writes have failed for {failing:.0f} s (see"
+                " the warnings above); giving up. The run is kept: free the store (disk space)"
+                " and finish it with `runner apply --resume @latest`"
+            )
+
+    def stop(self, *, abort_run: str | None, abandon: bool = False) -> None:
+        """Stop the local workers; `abandon`: their held attempts are killed and recorded
+        nothing (the store cannot take them), so stopping does not wait for the store."""
         if self.worker is None or self.done is None:
             return
         if abort_run is not None:
             self.worker.abort(abort_run)
+        if abandon:
+            self.worker.drain(0.0)
         self.worker.stop()
         self.done.wait()
         self.worker.store.close()

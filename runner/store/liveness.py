@@ -29,8 +29,9 @@ class _Seen:
     beats: int
     ttl: float
     seen: float  # the observer's monotonic time when this counter value was first seen
-    lo: float  # bounds on (their clock - ours), seconds
-    hi: float
+    lo: float  # bounds on (their clock - ours), seconds; hi is known only once we saw the
+    hi: float | None  # counter change (at first sight the heartbeat may be of any age)
+    ttl_hi: float = 0.0  # a bound on their clock if the worker is alive: lo + its ttl
 
 
 class Observer:
@@ -46,7 +47,7 @@ class Observer:
     def wrote(self, worker_id: str, *, beats: int, ttl: float) -> None:
         """This object registered or renewed the worker: it is alive from now for `ttl`."""
         self._own.add(worker_id)
-        self._seen[worker_id] = _Seen(beats, ttl, self._monotonic(), 0.0, 0.0)
+        self._seen[worker_id] = _Seen(beats, ttl, self._monotonic(), 0.0, 0.0, 0.0)
 
     def forget(self, worker_id: str) -> None:
         """The worker's row is gone (swept or deregistered)."""
@@ -63,11 +64,10 @@ class Observer:
             if old is not None and old.beats == beats:
                 continue
             lo = heartbeat_at - now  # it wrote heartbeat_at before we read it
+            hi = None  # first sight: a stale heartbeat (a dead worker) looks like a slow clock
             if old is not None and self._last_read is not None:
                 hi = lo + (mono - self._last_read)  # written since our previous read
-            else:
-                hi = lo + ttl  # a live worker's heartbeat is younger than its ttl
-            self._seen[worker_id] = _Seen(beats, ttl, mono, lo, hi)
+            self._seen[worker_id] = _Seen(beats, ttl, mono, lo, hi, lo + ttl)
         for gone in set(self._seen) - present:
             self.forget(gone)
         self._last_read = mono
@@ -87,14 +87,16 @@ class Observer:
 
     def earliest(self) -> float:
         """Offset (<= 0) from our clock to the earliest live clock that disagrees with it:
-        judge deadlines and backoffs at `now + earliest()`."""
-        behind = [s.lo for s in self._others() if s.hi < -SKEW_BOUND]
+        judge deadlines and backoffs at `now + earliest()`. A worker seen only once counts
+        with its heartbeat time (a lower bound of its clock, whatever its age): until its
+        next heartbeat or its death, a stale row delays them, never cuts them."""
+        behind = [s.lo for s in self._others() if (s.lo if s.hi is None else s.hi) < -SKEW_BOUND]
         return min(behind, default=0.0)
 
     def latest(self) -> float:
         """Offset (>= 0) from our clock to the latest live clock that disagrees with it: write
         deadlines and backoffs from `now + latest()`."""
-        ahead = [s.hi for s in self._others() if s.lo > SKEW_BOUND]
+        ahead = [s.ttl_hi if s.hi is None else s.hi for s in self._others() if s.lo > SKEW_BOUND]
         return max(ahead, default=0.0)
 
     def skew(self) -> float | None:
@@ -102,7 +104,7 @@ class Observer:
         is ahead), the largest disagreement; None when they agree."""
         others = self._others()
         ahead = max((s.lo for s in others if s.lo > SKEW_BOUND), default=0.0)
-        behind = min((s.hi for s in others if s.hi < -SKEW_BOUND), default=0.0)
+        behind = min((s.hi for s in others if s.hi is not None and s.hi < -SKEW_BOUND), default=0.0)
         if not ahead and not behind:
             return None
         return -ahead if ahead >= -behind else -behind
