@@ -11,10 +11,15 @@ by the later one, so a wrong clock can delay them but never cut them (docs/RELIA
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+logger = logging.getLogger(__name__)
+
+REFRESH = 0.5  # seconds between re-reads of the worker rows by `Clocks.refresh`
 # Clocks closer than this are taken to agree (seconds). Beyond it a worker's clock is reported
 # (logs, `runner workers`) and the earlier/later-clock rules below apply.
 SKEW_BOUND = 1.0
@@ -108,3 +113,60 @@ class Observer:
         if not ahead and not behind:
             return None
         return -ahead if ahead >= -behind else -behind
+
+
+class Clocks:
+    """A store object's observer, fed from its own reads of the worker rows, with the two
+    offsets cached as plain floats any thread may read (`ahead`, `behind`). Call `refresh`
+    and `wrote` where the store serialises its calls (SQLite: inside its transactions)."""
+
+    def __init__(self) -> None:
+        self.observer = Observer()
+        self.ahead = 0.0  # offset to the latest live clock that disagrees with ours (>= 0)
+        self.behind = 0.0  # offset to the earliest (<= 0)
+        self._read_at: float | None = None
+        self._skew: float | None = None
+        self._lock = threading.Lock()  # several threads of one store object may read rows
+
+    def stale(self) -> bool:
+        """Whether the rows were last read REFRESH or more ago (or never)."""
+        return self._read_at is None or time.monotonic() - self._read_at >= REFRESH
+
+    def refresh(self, rows: Iterable[Beat], *, now: float) -> None:
+        """Take in the worker rows, read at `now` (our clock)."""
+        with self._lock:
+            self.observer.observe(rows, now=now)
+            self._read_at = time.monotonic()
+            self.ahead, self.behind = self.observer.latest(), self.observer.earliest()
+
+    def own(self, worker_id: str, *, ttl: float) -> None:
+        """A worker registered through this store object (its clock is ours)."""
+        with self._lock:
+            self.observer.wrote(worker_id, beats=-1, ttl=ttl)
+
+    def expired(self, worker_id: str) -> bool:
+        """Whether this process saw the worker's heartbeat unchanged for its ttl."""
+        return self.observer.dead(worker_id)
+
+    def skew(self, worker_id: str) -> float | None:
+        """Our clock's distance from the other live workers' (for our own worker row); logs
+        when it goes beyond the bound, changes by more than it, or comes back."""
+        with self._lock:
+            skew = self.observer.skew()
+        old = self._skew
+        changed = skew is None or old is None or abs(skew - old) > SKEW_BOUND
+        if skew is not None and changed:
+            logger.warning(
+                "worker %s: this process's clock is %+.1f s off other live workers' (bound"
+                " %.1f s); liveness is judged by elapsed time only, deadlines and backoffs by"
+                " the earliest clock (docs/RELIABILITY.md)",
+                worker_id,
+                skew,
+                SKEW_BOUND,
+                extra={"action": "clock_skew", "worker": worker_id, "skew": skew},
+            )
+        elif skew is None and old is not None:
+            logger.warning("worker %s: clock agrees with the other live workers again", worker_id)
+        if changed:
+            self._skew = skew
+        return skew

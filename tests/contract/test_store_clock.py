@@ -58,13 +58,6 @@ def test_skewed_worker_takes_no_live_lease_and_loses_none(
     assert [len(t.attempts) for t in run.tasks] == [1, 1]  # nothing ran twice
 
 
-def etcd_left(store_url: str) -> None:
-    """Deadlines, backoffs and the skew report are not yet on one authority on etcd (its
-    liveness already is: etcd's own leases); docs/RELIABILITY.md lists it as open."""
-    if store_url.startswith("etcd"):
-        pytest.xfail("etcd: deadlines, backoffs and skew report still use the caller's clock")
-
-
 def two_workers(pair: tuple[Store, Store], skew: float) -> tuple[str, str]:
     """A live worker on each store object; each has seen the other's heartbeat."""
     good, skewed = pair
@@ -76,10 +69,7 @@ def two_workers(pair: tuple[Store, Store], skew: float) -> tuple[str, str]:
 
 
 @pytest.mark.parametrize("skew", [120.0, -120.0], ids=["ahead", "behind"])
-def test_skewed_clock_does_not_cut_a_run_deadline(
-    pair: tuple[Store, Store], skew: float, store_url: str
-) -> None:
-    etcd_left(store_url)
+def test_skewed_clock_does_not_cut_a_run_deadline(pair: tuple[Store, Store], skew: float) -> None:
     good, skewed = pair
     two_workers(pair, skew)
     timed = plans.plan(task("a"), timeout=60)
@@ -92,10 +82,7 @@ def test_skewed_clock_does_not_cut_a_run_deadline(
 
 
 @pytest.mark.parametrize("skew", [120.0, -120.0], ids=["ahead", "behind"])
-def test_skewed_clock_does_not_cut_a_retry_backoff(
-    pair: tuple[Store, Store], skew: float, store_url: str
-) -> None:
-    etcd_left(store_url)
+def test_skewed_clock_does_not_cut_a_retry_backoff(pair: tuple[Store, Store], skew: float) -> None:
     good, skewed = pair
     g, s = two_workers(pair, skew)
     retried = plans.plan(task("a", retries=1, delay=5.0))
@@ -111,10 +98,7 @@ def test_skewed_clock_does_not_cut_a_retry_backoff(
     assert states == {"r1": TaskState.RETRYING, "r2": TaskState.RETRYING}
 
 
-def test_skewed_worker_is_reported_by_list_workers(
-    pair: tuple[Store, Store], store_url: str
-) -> None:
-    etcd_left(store_url)
+def test_skewed_worker_is_reported_by_list_workers(pair: tuple[Store, Store]) -> None:
     good, skewed = pair
     g, s = two_workers(pair, 120.0)
     good.heartbeat(g, now=time.time(), ttl=TTL, running=0)

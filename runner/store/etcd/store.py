@@ -107,6 +107,8 @@ class EtcdStore:
         scheduled_time: float | None = None,
     ) -> Run:
         """See Store.create_run: tasks in chunks, then the run record (visibility) last."""
+        if self.ctx.clocks.stale():  # a one-shot process (`runner apply`) has not read them
+            workers.read_clocks(self.ctx, now=now)
         new = runs.NewRun(plan=plan, run_id=run_id, now=now, key=key, scheduled_time=scheduled_time)
         run = runs.create_run(self.ctx, new)
         self.ctx.failpoints.hit("create_run.after_commit")
@@ -155,7 +157,8 @@ class EtcdStore:
 
     def sweep(self, *, now: float) -> list[TaskKey]:
         """See Store.sweep and `workers.sweep`."""
-        return workers.sweep(self.ctx, self._swept, now=now)
+        # run deadlines are judged by the earliest live clock
+        return workers.sweep(self.ctx, self._swept, now=now + self.ctx.clocks.behind)
 
     # ------------------------------------------------------------------ cluster
 
@@ -198,7 +201,8 @@ class EtcdStore:
         labels: Mapping[str, str] | None = None,
     ) -> list[Lease]:
         """See Store.claim and `claim.claim`."""
-        return claim.claim(self.ctx, worker_id, now=now, limit=limit, labels=labels)
+        due = now + self.ctx.clocks.behind  # backoffs end by the earliest live clock
+        return claim.claim(self.ctx, worker_id, now=due, limit=limit, labels=labels)
 
     def append_log(self, lease: Lease, text: str) -> None:
         """See Store.append_log."""

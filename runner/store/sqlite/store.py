@@ -73,7 +73,7 @@ class SqliteStore:
     ) -> Run:
         """Store the run and queue its root tasks in one transaction (RunExists if taken)."""
         with self.db.tx() as db:
-            self._clocks.refresh(db, now=now)
+            self._clocks.refresh_from(db, now=now)
             run = runs.create_run(
                 db, plan, run_id=run_id, now=now, key=key, scheduled_time=scheduled_time
             )
@@ -102,7 +102,7 @@ class SqliteStore:
     def retry_run(self, run_id: str, *, now: float, dry_run: bool = False) -> list[str]:
         """Re-run the failed, cancelled and skipped tasks of a finished run; their ids."""
         with self.db.tx() as db:
-            self._clocks.refresh(db, now=now)
+            self._clocks.refresh_from(db, now=now)
             again = runs.retry(db, run_id, now=now, dry_run=dry_run)
             if again and not dry_run and self._clocks.ahead:
                 flow.push_deadline(db, run_id, by=self._clocks.ahead)
@@ -126,7 +126,7 @@ class SqliteStore:
         if self._clocks.expired(worker_id):
             raise errors.WorkerLeaseLost(worker_id)
         with self.db.tx() as db:
-            self._clocks.refresh(db, now=now, force=True)
+            self._clocks.refresh_from(db, now=now, force=True)
             skew = self._clocks.skew(worker_id)
             beat, beats = workers.heartbeat(
                 db, worker_id, now=now, ttl=ttl, running=running, skew=skew
@@ -144,14 +144,14 @@ class SqliteStore:
         """Live workers: registered, not swept, and not seen unchanged for their ttl by this
         object (runner.store.liveness), by name."""
         with self.db.tx(write=False) as db:
-            self._clocks.refresh(db, now=now, force=True)
+            self._clocks.refresh_from(db, now=now, force=True)
             return workers.live_workers(db, now=now, dead=self._clocks.observer.dead_ids())
 
     def sweep(self, *, now: float) -> list[TaskKey]:
         """Lose the attempts of the workers whose heartbeat this object saw unchanged for
         their ttl, and time out runs past their deadline by the earliest live clock."""
         with self.db.tx() as db:
-            self._clocks.refresh(db, now=now, force=True)
+            self._clocks.refresh_from(db, now=now, force=True)
             dead = self._clocks.observer.dead_ids()
             changed = workers.sweep(db, now=now, dead=dead, due=now + self._clocks.behind)
             for worker_id in dead:
@@ -173,7 +173,7 @@ class SqliteStore:
         if self._clocks.expired(worker_id):
             raise errors.WorkerLeaseLost(worker_id)
         with self.db.tx() as db:
-            self._clocks.refresh(db, now=now)
+            self._clocks.refresh_from(db, now=now)
             due = now + self._clocks.behind  # backoffs end by the earliest live clock
             opened = claim.claim(
                 db, worker_id, now=due, limit=limit, labels=labels, failpoints=self._failpoints
