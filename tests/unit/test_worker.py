@@ -17,10 +17,12 @@ from typing import Any
 
 import pytest
 
+from runner.errors import StoreError
 from runner.executor import ExecResult
 from runner.models import AttemptState, Lease, Outcome, Plan, Reason, TaskKey, TaskSpec
 from runner.store.sqlite import SqliteStore
 from runner.worker import AttemptExecutor, Worker
+from runner.worker._health import StoreHealth
 from tests.contract import plans
 
 WAIT = 20.0  # seconds any one wait may take before the test fails
@@ -449,3 +451,18 @@ def test_worker_abandons_a_claim_that_returns_after_it_registered_again(
         assert outputs == {"token": str(new[1])}
     finally:
         store.close()
+
+
+def test_store_health_logs_a_repeating_error_once_and_times_the_longest_failing_kind(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    health = StoreHealth()
+    full = StoreError("store s.db: the disk is full")
+    with caplog.at_level("WARNING"):
+        for _ in range(100):  # a finish retried in a loop, as on a full disk
+            health.failed("finish", "finish failed, retrying", full)
+        health.ok("claim")  # an empty claim gets through: the finishes still fail
+    assert [r.getMessage() for r in caplog.records] == [f"finish failed, retrying: {full}"]
+    assert health.failing_for() > 0
+    health.ok("finish")
+    assert health.failing_for() == 0
