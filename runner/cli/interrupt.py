@@ -8,11 +8,11 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
-from runner import errors
-from runner.models import Plan
+from runner import engine, errors
+from runner.models import Plan, Run
 
 if TYPE_CHECKING:
     from runner.store import Store
@@ -54,3 +54,19 @@ def cancel_interrupted(store: Store, run_id: str, *, plan: Plan | None = None) -
                 f"interrupted, but run {run_id} was not cancelled: {exc.message}; "
                 f"cancel it with `runner cancel {run_id}`"
             ) from exc
+
+
+def submit(store: Store, plan: Plan, *, announce: Callable[[Run], None]) -> Run:
+    """Store a run of `plan` and `announce` it; an interrupt meanwhile (the submission may be
+    stored, or in flight) cancels the run before the process exits."""
+    now = time.time()
+    run_id = engine.new_run_id(plan.workflow, now)
+    try:
+        run = engine.submit(store, plan, now=now, run_id=run_id)
+        announce(run)
+    except Exception:  # the store's or ours: nothing to cancel
+        raise
+    except BaseException:  # Ctrl-C or SIGTERM
+        cancel_interrupted(store, run_id, plan=plan)
+        raise
+    return run

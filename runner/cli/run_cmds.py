@@ -13,7 +13,7 @@ from runner import engine, errors
 from runner.cli import common, interrupt, output
 from runner.cli.progress import make_progress
 from runner.config import Settings
-from runner.models import Plan, Run
+from runner.models import Run
 
 if TYPE_CHECKING:
     from runner.store import Store
@@ -95,7 +95,7 @@ def cmd_apply(args: argparse.Namespace, settings: Settings) -> int:
             if not args.now:
                 return errors.EXIT_OK
         if plan is not None:
-            run = _submit(store, plan, args)
+            run = interrupt.submit(store, plan, announce=lambda run: _announce(run, args))
         else:
             run = store.get_run(engine.resolve_run_id(store, args.resume), tasks=False)
             _announce(run, args)
@@ -104,22 +104,6 @@ def cmd_apply(args: argparse.Namespace, settings: Settings) -> int:
         return drive(store, run.id, args, settings)
     finally:
         store.close()
-
-
-def _submit(store: Store, plan: Plan, args: argparse.Namespace) -> Run:
-    """Store the run and print its id; an interrupt meanwhile (its submission may have been
-    stored or be in flight) cancels the run before the process exits."""
-    now = time.time()
-    run_id = engine.new_run_id(plan.workflow, now)
-    try:
-        run = engine.submit(store, plan, now=now, run_id=run_id)
-        _announce(run, args)
-    except Exception:  # the store's or ours: nothing to cancel
-        raise
-    except BaseException:  # Ctrl-C or SIGTERM
-        interrupt.cancel_interrupted(store, run_id, plan=plan)
-        raise
-    return run
 
 
 def _announce(run: Run, args: argparse.Namespace) -> None:
@@ -137,7 +121,11 @@ def drive(store: Store, run_id: str, args: argparse.Namespace, settings: Setting
     deadline = None if args.timeout is None else time.monotonic() + args.timeout
     try:
         run = engine.follow(
-            store, run_id, on_change=progress.update, deadline=deadline, check=local.check
+            store,
+            run_id,
+            on_change=progress.update,
+            deadline=deadline,
+            check=lambda: local.check(run_id),
         )
     except errors.RunnerError as exc:
         progress.close()
@@ -194,7 +182,7 @@ class _LocalWorkers:
         )
         return cls(worker, run_in_thread(worker), store=settings.store, give_up=give_up)
 
-    def check(self) -> None:
+    def check(self, run_id: str) -> None:
         """StoreError (exit 3) once the local workers' store writes have failed for
         `give_up` seconds (a full disk): the run stays stored as it was, to be resumed with
         `runner apply --resume RUN` once the store works again."""
@@ -205,7 +193,7 @@ class _LocalWorkers:
             raise errors.StoreError(
                 f"store {self.store}: writes have failed for {failing:.0f} s (see"
                 " the warnings above); giving up. The run is kept: free the store (disk space)"
-                " and finish it with `runner apply --resume @latest`"
+                f" and finish it with `runner apply --resume {run_id}`"
             )
 
     def stop(self, *, abort_run: str | None, abandon: bool = False) -> None:
