@@ -87,6 +87,7 @@ def follow(
     detail_every: float = 0.2,
     min_gap: float = 0.02,
     tasks: bool = True,
+    check: Callable[[], None] | None = None,
 ) -> Run:
     """Watch a run until it ends and return it (with its tasks; without them, as soon as its
     summary says it ended, with `tasks=False` and no `on_change`).
@@ -97,7 +98,8 @@ def follow(
     times a second; its follower should not read as often); the whole run (every task, for
     `on_change`) is read at most every `detail_every` seconds and at the end, so following a
     100,000-task run stays cheap.
-    Raises WaitTimeout when the monotonic `deadline` passes first.
+    Raises WaitTimeout when the monotonic `deadline` passes first, and whatever `check`
+    (called before each look) raises.
     """
     previous: Run | None = None
     last_detail = -detail_every
@@ -107,6 +109,8 @@ def follow(
         if gap > 0:
             time.sleep(gap)  # a throttle, not synchronisation: the next read sees every change
         last_read = time.monotonic()
+        if check is not None:
+            check()
         summary = store.get_run(run_id, tasks=False)
         ended = summary.state.terminal and summary.tasks_done >= summary.tasks_total
         if ended and not tasks and on_change is None:

@@ -425,6 +425,9 @@ class WorkerInfo:
     expires_at: float = 0.0
     assigned: int = 0  # queued tasks a dispatcher assigned to it, not yet claimed
     draining: bool = False  # `runner worker drain` asked it to stop
+    # how far its clock is from the other workers' (positive: ahead), when beyond the bound of
+    # runner.store.liveness.SKEW_BOUND; None when they agree (docs/RELIABILITY.md)
+    clock_skew: float | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -95,6 +95,8 @@ def worker_json(w: WorkerInfo, *, now: float) -> dict[str, Any]:
         "heartbeat_at": iso(w.heartbeat_at),
         "heartbeat_age": round(max(0.0, now - w.heartbeat_at), 3),
         "expires_at": iso(w.expires_at),
+        # seconds its clock is off the other workers' beyond the bound, else null
+        "clock_skew": None if w.clock_skew is None else round(w.clock_skew, 1),
     }
 
 

@@ -127,6 +127,13 @@ def workers_table(workers: list[WorkerInfo], *, now: float, stream: TextIO | Non
             labels,
             f"{w.running}/{w.capacity}",
             str(w.weight),
-            f"{human_seconds(max(0.0, now - w.heartbeat_at))} ago",
+            _heartbeat_cell(w, now=now),
         )
     console(stream).print(rows)
+
+
+def _heartbeat_cell(w: WorkerInfo, *, now: float) -> str:
+    """How long ago the worker heartbeat, and its clock's disagreement when it has one."""
+    if w.clock_skew is not None:  # its heartbeat_at is in a clock we do not share
+        return f"clock {w.clock_skew:+.0f}s off the other workers'"
+    return f"{human_seconds(max(0.0, now - w.heartbeat_at))} ago"

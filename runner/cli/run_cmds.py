@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from runner import config, engine, errors
-from runner.cli import common, output, waiting
+from runner.cli import common, interrupt, output, waiting
 from runner.cli.progress import make_progress
 from runner.config import Settings
 from runner.models import Plan, Run
@@ -128,10 +128,10 @@ def cmd_apply(args: argparse.Namespace, settings: Settings) -> int:
             if not args.now:
                 return errors.EXIT_OK
         if plan is not None:
-            run = engine.submit(store, plan, now=time.time())
+            run = interrupt.submit(store, plan, announce=lambda run: _announce(run, args))
         else:
             run = store.get_run(engine.resolve_run_id(store, args.resume), tasks=False)
-        _announce(run, args)
+            _announce(run, args)
         if args.detach:
             waiting.say_if_unserved(store, run.id, cli=common.runner_cmd(args))
             return errors.EXIT_OK
@@ -164,21 +164,26 @@ def drive(
     watch = waiting.Watch(store, run_id, cli=cli, local=local.worker is not None)
     try:
         watch.start()
-        run = engine.follow(store, run_id, on_change=progress.update, deadline=deadline)
+        run = engine.follow(
+            store,
+            run_id,
+            on_change=progress.update,
+            deadline=deadline,
+            check=lambda: local.check(run_id),
+        )
     except errors.WaitTimeout:
         progress.close()
         handed = local.hand_back()
         raise errors.WaitTimeout(
             waiting.gave_up(run_id, after=args.timeout, cli=cli, handed=handed)
         ) from None
-    except errors.RunnerError:
+    except errors.RunnerError as exc:
         progress.close()
-        local.stop(abort_run=None)
+        local.stop(abort_run=None, abandon=isinstance(exc, errors.StoreError))
         raise
     except BaseException:  # Ctrl-C or SIGTERM: cancel the run cleanly, then exit 130/143
         progress.close()
-        print(f"runner: cancelling run {run_id}", file=sys.stderr)
-        store.cancel_run(run_id, now=time.time(), reason="interrupted")
+        interrupt.cancel_interrupted(store, run_id)
         local.stop(abort_run=run_id)
         raise
     finally:
@@ -221,24 +226,34 @@ def _summary(run: Run, args: argparse.Namespace) -> None:
     print(line, flush=True)
 
 
+# apply gives up (exit 3) when its local workers' store writes fail for this many lease TTLs
+# (the workers have fenced by then: their tasks are killed, nothing is recorded)
+GIVE_UP_TTLS = 3
+
+
 class _LocalWorkers:
     """The worker slots `runner apply` runs in-process while it follows its run."""
 
-    def __init__(self, worker: Worker | None, done: _Done | None) -> None:
+    def __init__(
+        self, worker: Worker | None, done: _Done | None, *, store: str, give_up: float
+    ) -> None:
         self.worker = worker
         self.done = done
+        self.store = store
+        self.give_up = give_up  # seconds of failing store writes before apply exits 3
 
     @classmethod
     def start(cls, args: argparse.Namespace, settings: Settings) -> _LocalWorkers:
         n = args.workers
         if n is None:
             n = (os.cpu_count() or 1) if settings.store.startswith("sqlite:") else 0
+        give_up = GIVE_UP_TTLS * (args.lease_ttl or settings.lease_ttl)
         if n == 0:
-            return cls(None, None)
+            return cls(None, None, store=settings.store, give_up=give_up)
         worker = make_worker(
             settings, concurrency=n, lease_ttl=args.lease_ttl, name="apply", prefetch=args.prefetch
         )
-        return cls(worker, run_in_thread(worker))
+        return cls(worker, run_in_thread(worker), store=settings.store, give_up=give_up)
 
     def hand_back(self) -> int | None:
         """Stop the local workers at once: their running attempts are killed and go back to
@@ -253,11 +268,29 @@ class _LocalWorkers:
         self.worker.executor.close()
         return held
 
-    def stop(self, *, abort_run: str | None) -> None:
+    def check(self, run_id: str) -> None:
+        """StoreError (exit 3) once the local workers' store writes have failed for
+        `give_up` seconds (a full disk): the run stays stored as it was, to be resumed with
+        `runner apply --resume RUN` once the store works again."""
+        if self.worker is None:
+            return
+        failing = self.worker.store_failing_for()
+        if failing >= self.give_up:
+            raise errors.StoreError(
+                f"store {self.store}: writes have failed for {failing:.0f} s (see"
+                " the warnings above); giving up. The run is kept: free the store (disk space)"
+                f" and finish it with `runner apply --resume {run_id}`"
+            )
+
+    def stop(self, *, abort_run: str | None, abandon: bool = False) -> None:
+        """Stop the local workers; `abandon`: their held attempts are killed and recorded
+        nothing (the store cannot take them), so stopping does not wait for the store."""
         if self.worker is None or self.done is None:
             return
         if abort_run is not None:
             self.worker.abort(abort_run)
+        if abandon:
+            self.worker.drain(0.0)
         self.worker.stop()
         self.done.wait()
         self.worker.store.close()

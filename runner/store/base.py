@@ -13,8 +13,12 @@ and puts their tasks back in the queue. Each claim carries a fencing token (the 
 record's revision); `append_log` and `finish` are accepted only while the ownership record
 still carries that token and the worker's lease is alive, so a stale worker records nothing.
 
-Time is passed in as epoch seconds (`now`), never read inside the store, so lease and backoff
-bookkeeping is testable; the etcd backend's lease expiry is etcd's own clock.
+Time is passed in as epoch seconds (`now`), so bookkeeping is testable; but no store compares
+two processes' wall clocks to decide liveness: a lease expires when its holder has not renewed
+it for its TTL of the observer's own monotonic clock (etcd: the server's lease; SQLite: each
+store object's observation of the heartbeat counter, runner.store.liveness). Deadlines and
+backoffs are written from the latest live clock and judged by the earliest one, so a worker with
+a wrong clock delays them at most, and is reported (`WorkerInfo.clock_skew`).
 """
 
 from __future__ import annotations

@@ -67,9 +67,10 @@ class ClaimLoop:
             self._lease.fence()
             return False
         except errors.StoreError as exc:
-            logger.warning("claim failed: %s", exc)
+            self._lease.health.failed("claim", "claim failed", exc)
             self._stop.wait(IDLE_WAIT)
             return False
+        self._lease.health.ok("claim")
         for lease in leases:
             slots.run(self._held.hold(lease))
         return bool(leases)

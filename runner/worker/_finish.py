@@ -14,7 +14,8 @@ from runner.worker._lease import LeaseKeeper
 
 logger = logging.getLogger(__name__)
 
-RETRY_PAUSE = 0.2  # seconds between finishes while the store is unreachable
+RETRY_PAUSE = 0.2  # seconds before the first retry of a finish the store refused
+RETRY_PAUSE_MAX = 2.0  # the pause doubles up to this while the store keeps failing
 
 Done = list[tuple[Slot, Outcome]]
 # One store call recording the live attempts: (lost keys, tasks claimed with it).
@@ -74,6 +75,7 @@ class Finisher:
         """Send the attempts not abandoned; retry while the store is unreachable and the lease
         may hold. Past the self-fencing deadline the worker fences (the reaper may have killed
         these tasks, and the attempts would stay ours forever) and records nothing."""
+        pause = RETRY_PAUSE
         while True:
             live = [(slot, outcome) for slot, outcome in done if not slot.abandoned]
             if not live:
@@ -86,11 +88,13 @@ class Finisher:
             except errors.LeaseLost:
                 lost, leases = [slot.lease.key for slot, _ in live], []
             except errors.StoreError as exc:
-                logger.warning("finish failed, retrying: %s", exc)
+                self._lease.health.failed("finish", "finish failed, retrying", exc)
                 # A pause, not a wait on a stop event: stopping the worker must not turn this
-                # into a busy loop; the deadline above ends it.
-                time.sleep(RETRY_PAUSE)
+                # into a busy loop; the deadline above or the attempts' abandonment ends it.
+                time.sleep(pause)
+                pause = min(2 * pause, RETRY_PAUSE_MAX)
                 continue
+            self._lease.health.ok("finish")
             for run_id, task_id in lost:
                 logger.warning("lease lost: %s/%s not recorded", run_id, task_id)
             return leases

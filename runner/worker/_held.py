@@ -52,7 +52,9 @@ class Held:
     `concurrency` busy slots, and claims in batches of at least half of that (`batch`), so one
     claim transaction serves several tasks. Held tasks are owned (and lost with the worker)
     like running ones. While the lease is fenced (`fence` until `open`), whatever is held is
-    abandoned at once: it runs no attempt and records nothing.
+    abandoned at once: it runs no attempt and records nothing; so is a lease of another worker
+    id than the one `open` was given (a claim sent before a fence that returns after the worker
+    registered again: the reaper no longer watches that old lease).
     """
 
     def __init__(self, *, concurrency: int, prefetch: int) -> None:
@@ -61,6 +63,7 @@ class Held:
         self.batch = max(1, self.prefetch // 2)
         self._slots: dict[TaskKey, Slot] = {}
         self._open = False  # registered and not fenced since
+        self._worker_id = ""  # the id it registered under
         self._lock = threading.RLock()
         self._room = threading.Condition(self._lock)  # notified when a claim has room
 
@@ -144,12 +147,14 @@ class Held:
             self._open = False
             self.abandon_all()
 
-    def open(self) -> None:
-        """The worker (re)registered: what it claims from now on runs."""
+    def open(self, worker_id: str) -> None:
+        """The worker (re)registered as `worker_id`: what it claims under that id runs."""
         with self._lock:
             self._open = True
+            self._worker_id = worker_id
 
     def _hold(self, lease: Lease) -> Slot:
-        slot = Slot(lease=lease, abandoned=not self._open)
+        current = self._open and lease.worker_id == self._worker_id
+        slot = Slot(lease=lease, abandoned=not current)
         self._slots[lease.key] = slot
         return slot

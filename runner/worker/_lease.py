@@ -12,6 +12,7 @@ from collections.abc import Callable
 from runner import errors
 from runner.models import WorkerInfo
 from runner.store.base import Store
+from runner.worker._health import StoreHealth
 from runner.worker._held import AttemptExecutor, Held
 
 logger = logging.getLogger(__name__)
@@ -53,6 +54,7 @@ class LeaseKeeper:
         self.ttl = ttl
         self.interval = ttl / 5
         self.registered = False
+        self.health = StoreHealth()  # shared with the claim loop and the finisher
         self.drain_asked = threading.Event()  # `runner worker drain`, seen in a heartbeat
         self._deadline = 0.0  # monotonic self-fencing deadline
         self._lock = threading.Lock()  # the first of several fencing threads fences
@@ -64,9 +66,10 @@ class LeaseKeeper:
     def register(self) -> None:
         sent = time.monotonic()
         self._store.register_worker(self._info(), now=time.time(), ttl=self.ttl)
+        self.health.ok("register")
         self._set_deadline(sent + self.ttl - 2 * self.interval)
         self.registered = True
-        self._held.open()
+        self._held.open(self.id)
         logger.info("registered worker %s", self.id, extra={"action": "worker_registered"})
 
     def start(self) -> None:
@@ -124,8 +127,9 @@ class LeaseKeeper:
             self.fence()
             return
         except errors.StoreError as exc:
-            logger.warning("heartbeat failed: %s", exc)
+            self.health.failed("heartbeat", "heartbeat failed", exc)
             return
+        self.health.ok("heartbeat")
         if self.expired():
             # The answer came after our deadline: the reaper has killed our tasks meanwhile, so
             # this lease must go too, even though the store still has it.
@@ -146,7 +150,9 @@ class LeaseKeeper:
         try:
             self._store.sweep(now=time.time())
         except errors.StoreError as exc:
-            logger.warning("sweep failed: %s", exc)
+            self.health.failed("sweep", "sweep failed", exc)
+            return
+        self.health.ok("sweep")
 
     # ------------------------------------------------------------------ fencing
 
@@ -172,4 +178,4 @@ class LeaseKeeper:
         try:
             self.register()
         except errors.StoreError as exc:
-            logger.warning("could not register: %s", exc)
+            self.health.failed("register", "could not register", exc)

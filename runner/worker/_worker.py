@@ -113,6 +113,11 @@ class Worker:
         self._held.abandon_all()
         self.executor.kill_all()
 
+    def store_failing_for(self) -> float:
+        """Seconds the longest failing kind of store call (finish, heartbeat, ...) has been
+        failing; 0 while the store works."""
+        return self._lease.health.failing_for()
+
     def running(self) -> int:
         """How many attempts the worker holds (running, queued for a slot, being recorded)."""
         return self._held.running()

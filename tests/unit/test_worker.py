@@ -17,10 +17,12 @@ from typing import Any
 
 import pytest
 
+from runner.errors import StoreError
 from runner.executor import ExecResult
 from runner.models import AttemptState, Lease, Outcome, Plan, Reason, TaskKey, TaskSpec
 from runner.store.sqlite import SqliteStore
 from runner.worker import AttemptExecutor, Worker
+from runner.worker._health import StoreHealth
 from tests.contract import plans
 
 WAIT = 20.0  # seconds any one wait may take before the test fails
@@ -314,6 +316,13 @@ def test_worker_drain_timeout_returns_unfinished_tasks_unrecorded(
 # ---------------------------------------------------------------------- fencing
 
 
+def take_lease(store: SqliteStore, worker_id: str) -> None:
+    """End the worker's lease behind its back, as a sweep in another process that saw its
+    heartbeat stop for its TTL (a pause) would: its row goes, its attempts are lost. Leases
+    expire by the observer's monotonic clock, so no `now` passed here can do it."""
+    store.deregister_worker(worker_id, now=time.time())
+
+
 def test_worker_fences_when_its_lease_expired_and_records_nothing(
     store: CountingStore, executor: FakeExecutor, serve: Callable[..., Serving]
 ) -> None:
@@ -322,7 +331,7 @@ def test_worker_fences_when_its_lease_expired_and_records_nothing(
     serving = serve(store, executor, concurrency=1, lease_ttl=2.0)
     executor.wait_ran(1)
     first_id = serving.worker.id
-    store.sweep(now=time.time() + 60)  # the lease has expired: attempt 1 is lost
+    take_lease(store, first_id)  # the lease has expired: attempt 1 is lost
     assert executor.killed.wait(WAIT)  # the next heartbeat fenced: the attempt is killed
     executor.wait_ran(1, ended=True)
     gate.set()  # attempt 2 (by the worker's new lease) runs through
@@ -345,7 +354,7 @@ def test_worker_stale_finish_records_nothing_and_the_newer_owner_stands(
     # A long lease: no heartbeat comes between the takeover and the stale finish.
     serving = serve(store, executor, concurrency=1, lease_ttl=60.0)
     executor.wait_ran(1)
-    store.sweep(now=time.time() + 600)
+    take_lease(store, serving.worker.id)
     newer = plans.worker(store, "newer", now=time.time())
     lease = plans.claim_one(store, newer, now=time.time())
     store.finish(lease, plans.ok(by="newer"), now=time.time())
@@ -390,3 +399,70 @@ def test_worker_fences_at_its_deadline_when_heartbeats_go_unanswered(
     assert fresh[0] is AttemptState.SUCCEEDED
     assert outputs == {"token": str(fresh[1])}
     assert store.finished == [1]
+
+
+class FencingStore(CountingStore):
+    """A claim whose answer arrives after the worker fenced and registered again: `fence` is
+    called between the claim's commit and its return, the interleaving of the race."""
+
+    fence: Callable[[], None] | None = None
+
+    def claim(
+        self,
+        worker_id: str,
+        *,
+        now: float,
+        limit: int = 1,
+        labels: Mapping[str, str] | None = None,
+    ) -> list[Lease]:
+        leases = super().claim(worker_id, now=now, limit=limit, labels=labels)
+        fence, self.fence = self.fence, None
+        if leases and fence is not None:
+            fence()
+        return leases
+
+
+def test_worker_abandons_a_claim_that_returns_after_it_registered_again(
+    tmp_path: Path, executor: FakeExecutor, serve: Callable[..., Serving]
+) -> None:
+    store = FencingStore(str(tmp_path / "state.db"))
+    try:
+        run_id = submit(store, plans.fan_out(1))
+        started: list[Serving] = []
+        ready = threading.Event()
+
+        def fence() -> None:
+            assert ready.wait(WAIT)
+            worker = started[0].worker
+            first_id = worker.id
+            worker._lease.fence()  # the race: the claim is in flight
+            assert worker.id != first_id
+
+        store.fence = fence
+        serving = serve(store, executor, concurrency=1, lease_ttl=1.0)
+        started.append(serving)
+        ready.set()
+        wait_run_done(store, run_id)  # the old lease expires; the new id runs attempt 2
+        serving.stop()
+        (old, new), outputs = only_task(store, run_id)
+        assert old[0] is AttemptState.LOST  # held under the old lease, never run
+        assert new[0] is AttemptState.SUCCEEDED
+        assert [r.token for r in executor.ran] == [new[1]]
+        assert outputs == {"token": str(new[1])}
+    finally:
+        store.close()
+
+
+def test_store_health_logs_a_repeating_error_once_and_times_the_longest_failing_kind(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    health = StoreHealth()
+    full = StoreError("store s.db: the disk is full")
+    with caplog.at_level("WARNING"):
+        for _ in range(100):  # a finish retried in a loop, as on a full disk
+            health.failed("finish", "finish failed, retrying", full)
+        health.ok("claim")  # an empty claim gets through: the finishes still fail
+    assert [r.getMessage() for r in caplog.records] == [f"finish failed, retrying: {full}"]
+    assert health.failing_for() > 0
+    health.ok("finish")
+    assert health.failing_for() == 0

@@ -19,6 +19,7 @@ from runner.store.etcd import client as c
 from runner.store.etcd.keys import Keys
 from runner.store.etcd.records import OwnRec, TaskRec, claim_revision, loads, token_of
 from runner.store.etcd.watch import Watcher
+from runner.store.liveness import Clocks
 
 Seen = dict[str, c.Item | None]  # key -> its item as last known (None: absent)
 MAX_OPS = 120  # operations per transaction, under etcd's 128
@@ -67,6 +68,9 @@ class Ctx:
     uncertain: set[int] = field(default_factory=set)
     cluster: Cluster = field(default_factory=Cluster)  # assignments, drains
     lock_rev: int = 0  # revision at which the last claim counted lock holders
+    # the workers' clocks as this object sees them (runner.store.liveness): deadlines and
+    # backoffs are written from the latest live clock and judged by the earliest
+    clocks: Clocks = field(default_factory=Clocks)
     leases: dict[str, int] = field(default_factory=dict)  # worker -> its lease, registered here
     lock: threading.Lock = field(default_factory=threading.Lock)
 

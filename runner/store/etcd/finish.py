@@ -458,7 +458,8 @@ def _prepare(
     state, delay = flow.decide_outcome(spec, rec, run, outcome)
     rec["attempts"][-1]["state"] = _ATTEMPT_STATE.get(state, AttemptState.FAILED).value
     if delay is not None:
-        flow.enqueue(b, keys, run_id, rec, now=now, not_before=now + delay)
+        # from the latest live clock: a later one must not see the backoff cut
+        flow.enqueue(b, keys, run_id, rec, now=now, not_before=now + ctx.clocks.ahead + delay)
     queued: list[tuple[c.Item, TaskRec]] = []
     if delay is None and flow.complete(b, keys, run_item, run, rec, state):
         queued = _successors(ctx, b, run, task_id, rec, seen, now=now)

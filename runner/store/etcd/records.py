@@ -152,6 +152,8 @@ class WorkerRec(TypedDict):
     ttl: float
     lease: int  # its etcd lease id
     draining: NotRequired[bool]
+    # how far its clock is from the other workers' beyond runner.store.liveness.SKEW_BOUND
+    clock_skew: NotRequired[float | None]
 
 
 class ActiveRec(TypedDict):

@@ -108,7 +108,8 @@ def create_run(ctx: Ctx, new: NewRun) -> Run:
     client, keys, plan, run_id, key = ctx.client, ctx.keys, new.plan, new.run_id, new.key
     _check_new(client, keys, run_id, key)
     run = new.run()
-    deadline = None if plan.timeout is None else new.now + plan.timeout
+    # from the latest live clock: a later one must not see the deadline cut
+    deadline = None if plan.timeout is None else new.now + ctx.clocks.ahead + plan.timeout
     written = _write_tasks(ctx, new)
     final = flow.Batch(compares=[c.created_at(keys.run(run_id), 0)])
     record = run_to_dict(

@@ -110,8 +110,12 @@ class EtcdStore:
         scheduled_time: float | None = None,
     ) -> Run:
         """See Store.create_run: tasks in chunks, then the run record (visibility) last."""
+        if self.ctx.clocks.stale():  # a one-shot process (`runner apply`) has not read them
+            workers.read_clocks(self.ctx, now=now)
         new = runs.NewRun(plan=plan, run_id=run_id, now=now, key=key, scheduled_time=scheduled_time)
-        return runs.create_run(self.ctx, new)
+        run = runs.create_run(self.ctx, new)
+        self.ctx.failpoints.hit("create_run.after_commit")
+        return run
 
     def get_run(self, run_id: str, *, tasks: bool = True, now: float | None = None) -> Run:
         """The run with its tasks in plan order (live workers: those with a lease, whatever
@@ -124,6 +128,7 @@ class EtcdStore:
 
     def cancel_run(self, run_id: str, *, now: float, reason: str = "cancelled") -> Run:
         """See Store.cancel_run: flip the run, then cancel unstarted tasks in chunks."""
+        self.ctx.failpoints.hit("cancel_run.before")
         runs.end_run(self.ctx, run_id, RunState.CANCELLED, reason, now=now)
         return self.get_run(run_id)
 
@@ -155,7 +160,8 @@ class EtcdStore:
 
     def sweep(self, *, now: float) -> list[TaskKey]:
         """See Store.sweep and `workers.sweep`."""
-        return workers.sweep(self.ctx, self._swept, now=now)
+        # run deadlines are judged by the earliest live clock
+        return workers.sweep(self.ctx, self._swept, now=now + self.ctx.clocks.behind)
 
     # ------------------------------------------------------------------ cluster
 
@@ -198,7 +204,8 @@ class EtcdStore:
         labels: Mapping[str, str] | None = None,
     ) -> list[Lease]:
         """See Store.claim and `claim.claim`."""
-        return claim.claim(self.ctx, worker_id, now=now, limit=limit, labels=labels)
+        due = now + self.ctx.clocks.behind  # backoffs end by the earliest live clock
+        return claim.claim(self.ctx, worker_id, now=due, limit=limit, labels=labels)
 
     def append_log(self, lease: Lease, text: str) -> None:
         """See Store.append_log."""

@@ -44,6 +44,18 @@ def register_worker(ctx: Ctx, info: WorkerInfo, *, now: float, ttl: float) -> No
     with ctx.lock:
         ctx.leases[info.id] = lease
     put_worker(ctx, info.id, worker_dict(info, now, ttl, lease, info.running), lease)
+    ctx.clocks.own(info.id, ttl=ttl)
+
+
+def read_clocks(ctx: Ctx, *, now: float) -> dict[str, c.Item]:
+    """Read every worker record into the store object's clock view; the records by key."""
+    items = {i.key: i for i in ctx.client.scan(ctx.keys.worker())}
+    rows = []
+    for item in items.values():
+        rec = load_worker(item.value)
+        rows.append((rec["id"], item.mod, float(rec["heartbeat_at"]), float(rec["ttl"])))
+    ctx.clocks.refresh(rows, now=now)
+    return items
 
 
 def put_worker(ctx: Ctx, worker_id: str, value: WorkerRec, lease: int) -> None:
@@ -65,10 +77,15 @@ def lease_of(ctx: Ctx, worker_id: str) -> tuple[int, WorkerRec]:
 def heartbeat(ctx: Ctx, worker_id: str, *, now: float, running: int) -> Heartbeat:
     """Refresh the worker's lease (LeaseLost once expired); abort attempts of ended runs."""
     client, keys = ctx.client, ctx.keys
-    lease, value = lease_of(ctx, worker_id)
+    item = read_clocks(ctx, now=now).get(keys.worker(worker_id))
+    if item is None:
+        raise worker_lost(worker_id)
+    value = load_worker(item.value)
+    lease = int(value["lease"])
     if client.keepalive(lease) <= 0:
         raise worker_lost(worker_id)
     value.update({"running": running, "heartbeat_at": now, "expires_at": now + float(value["ttl"])})
+    value["clock_skew"] = ctx.clocks.skew(worker_id)
     put_worker(ctx, worker_id, value, lease)
     held_items = client.scan(keys.held(worker_id), keys_only=True)
     held = [keys.split(i.key, "held")[1:3] for i in held_items]

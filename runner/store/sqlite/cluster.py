@@ -167,8 +167,7 @@ def assign(
     for key, worker_id in assignments:
         if worker_id not in ok:
             row = db.execute(
-                "SELECT 1 FROM workers WHERE id = ? AND expires_at > ? AND draining = 0",
-                (worker_id, now),
+                "SELECT 1 FROM workers WHERE id = ? AND draining = 0", (worker_id,)
             ).fetchone()
             ok[worker_id] = row is not None
         if (
@@ -188,9 +187,8 @@ def drain_worker(db: sqlite3.Connection, name: str, *, now: float) -> list[str]:
     ids = [
         worker_id
         for (worker_id,) in db.execute(
-            "UPDATE workers SET draining = 1 WHERE (name = ? OR id = ?) AND expires_at > ?"
-            " RETURNING id",
-            (name, name, now),
+            "UPDATE workers SET draining = 1 WHERE (name = ? OR id = ?) RETURNING id",
+            (name, name),
         ).fetchall()
     ]
     for worker_id in ids:

@@ -23,7 +23,6 @@ from runner.store.sqlite.db import Database
 
 # Lease rows read in one transaction: worker id -> (expires_at, draining), or None.
 WorkerCache = dict[str, tuple[float, bool] | None]
-_NO_LEASE = (float("-inf"), False)  # a worker without a lease: expired
 
 
 @dataclass(slots=True)
@@ -38,6 +37,11 @@ class Request:
     opened: list[claiming.Opened] = field(default_factory=list)
     error: BaseException | None = None
     done: bool = False
+    # offsets to the latest and the earliest live clock that disagree with ours
+    # (runner.store.liveness): a retry's backoff is written from the latest, the claim that
+    # follows judges backoffs by the earliest
+    ahead: float = 0.0
+    behind: float = 0.0
 
 
 class GroupCommit:
@@ -97,8 +101,9 @@ class GroupCommit:
         lease, outcome, now = req.lease, req.outcome, req.now
         if lease.worker_id not in cache:
             cache[lease.worker_id] = workers.worker_lease(conn, lease.worker_id)
-        expires_at, draining = cache[lease.worker_id] or _NO_LEASE
-        if expires_at <= now or not release_owner(conn, lease):
+        lease_row = cache[lease.worker_id]
+        draining = lease_row is not None and lease_row[1]
+        if lease_row is None or not release_owner(conn, lease):
             exc = errors.LeaseLost(lease.run_id, lease.task_id, lease.attempt)
             if alone:
                 raise exc
@@ -110,12 +115,14 @@ class GroupCommit:
             key = (lease.run_id, lease.task_id, lease.attempt)
             logs.append(conn, key, outcome.log_tail, limit=self.log_limit)
         record(conn, lease, outcome, now=now)
+        if req.ahead:
+            flow.push_backoff(conn, lease.key, by=req.ahead)
         self.failpoints.hit("finish.before_commit")
         if req.claim > 0 and not draining:
             req.opened = claiming.claim_in(
                 conn,
                 lease.worker_id,
-                now=now,
+                now=now + req.behind,
                 limit=req.claim,
                 labels=req.labels,
                 failpoints=self.failpoints,
@@ -138,10 +145,15 @@ def finish_many(
     now: float,
     claim: int,
     labels: Mapping[str, str] | None,
+    ahead: float = 0.0,
+    behind: float = 0.0,
 ) -> tuple[list[TaskKey], list[Lease]]:
     """See Store.finish_many: one transaction; a stale token fails only its own finish;
     the last one claims."""
-    reqs = [Request(lease, outcome, now, 0, labels) for lease, outcome in done]
+    reqs = [
+        Request(lease, outcome, now, 0, labels, ahead=ahead, behind=behind)
+        for lease, outcome in done
+    ]
     if reqs:
         reqs[-1].claim = claim
     try:

@@ -261,3 +261,21 @@ def time_out_runs(db: sqlite3.Connection, *, now: float) -> list[TaskKey]:
         hooks.run_ended(db, run_id, now=now)
         changed.extend((run_id, tid) for tid in cancel_unstarted(db, run_id))
     return changed
+
+
+def push_backoff(db: sqlite3.Connection, key: TaskKey, *, by: float) -> None:
+    """Move a retrying task's end of backoff `by` seconds later: it was computed from the
+    finisher's clock, and a later live clock must not see it cut (runner.store.liveness)."""
+    db.execute(
+        "UPDATE tasks SET not_before = not_before + ?, ready_at = ready_at + ?"
+        " WHERE run_id = ? AND task_id = ? AND state = 'retrying'",
+        (by, by, *key),
+    )
+
+
+def push_deadline(db: sqlite3.Connection, run_id: str, *, by: float) -> None:
+    """Move the run's deadline `by` seconds later (the same reason as push_backoff)."""
+    db.execute(
+        "UPDATE runs SET deadline = deadline + ? WHERE id = ? AND deadline IS NOT NULL",
+        (by, run_id),
+    )

@@ -43,7 +43,7 @@ WORKER_SELECT = (
     "SELECT w.id, w.name, w.host, w.pid, w.labels, w.weight, w.capacity, w.version,"
     " (SELECT count(*) FROM ownership o WHERE o.worker_id = w.id) AS running, w.heartbeat_at,"
     " w.expires_at, (SELECT count(*) FROM tasks t WHERE t.assigned_to = w.id"
-    " AND t.ready_seq IS NOT NULL) AS assigned, w.draining FROM workers w"
+    " AND t.ready_seq IS NOT NULL) AS assigned, w.draining, w.clock_skew FROM workers w"
 )
 
 
@@ -155,6 +155,7 @@ def worker(r: sqlite3.Row) -> WorkerInfo:
         expires_at=r["expires_at"],
         assigned=r["assigned"],
         draining=bool(r["draining"]),
+        clock_skew=r["clock_skew"],
     )
 
 

@@ -139,6 +139,10 @@ COLUMNS = (
     ("tasks", "gate", "TEXT"),  # if/forEach: runner.store.sqlite.gates
     ("runs", "aging_every", "REAL"),  # spec.aging: runner.store.sqlite.aging
     ("runs", "aging_by", "INTEGER"),
+    # liveness by the observer's clock (runner.store.liveness): the heartbeat counter, and how
+    # far the worker found its clock from the others' (NULL: within the bound)
+    ("workers", "beats", "INTEGER NOT NULL DEFAULT 0"),
+    ("workers", "clock_skew", "REAL"),
 )
 
 # Assignments, lock holders and the dispatch default (see runner.store.sqlite.cluster).

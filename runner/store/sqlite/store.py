@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
 
-from runner import dispatch
+from runner import dispatch, errors
 from runner.failpoints import Failpoints
 from runner.models import (
     CronEntry,
@@ -30,10 +30,12 @@ from runner.store.sqlite import (
     claim,
     cluster,
     finish,
+    flow,
     gc,
     hooks,
     logs,
     notify,
+    observe,
     runs,
     schedules,
     workers,
@@ -58,6 +60,8 @@ class SqliteStore:
         # Other processes' commits wake wait() through inotify on the WAL file; without it,
         # wait() polls PRAGMA data_version.
         self._waiter = notify.Waiter(self.db)
+        # liveness and clock disagreement as this object measures them (docs/RELIABILITY.md)
+        self._clocks = observe.Clocks()
 
     # ------------------------------------------------------------------ runs
 
@@ -72,9 +76,14 @@ class SqliteStore:
     ) -> Run:
         """Store the run and queue its root tasks in one transaction (RunExists if taken)."""
         with self.db.tx() as db:
-            return runs.create_run(
+            self._clocks.refresh_from(db, now=now)
+            run = runs.create_run(
                 db, plan, run_id=run_id, now=now, key=key, scheduled_time=scheduled_time
             )
+            if self._clocks.ahead:  # a later live clock must not see the deadline cut
+                flow.push_deadline(db, run_id, by=self._clocks.ahead)
+        self._failpoints.hit("create_run.after_commit")
+        return run
 
     def get_run(self, run_id: str, *, tasks: bool = True, now: float | None = None) -> Run:
         """The run with its tasks in plan order and their attempts. Raises RunNotFound."""
@@ -88,6 +97,7 @@ class SqliteStore:
 
     def cancel_run(self, run_id: str, *, now: float, reason: str = "cancelled") -> Run:
         """Cancel the run and its not-started tasks; running attempts are flagged for abort."""
+        self._failpoints.hit("cancel_run.before")
         with self.db.tx() as db:
             runs.cancel(db, run_id, now=now, reason=reason)
             return runs.read_run(db, run_id, tasks=True)
@@ -95,7 +105,11 @@ class SqliteStore:
     def retry_run(self, run_id: str, *, now: float, dry_run: bool = False) -> list[str]:
         """Re-run the failed, cancelled and skipped tasks of a finished run; their ids."""
         with self.db.tx() as db:
-            return runs.retry(db, run_id, now=now, dry_run=dry_run)
+            self._clocks.refresh_from(db, now=now)
+            again = runs.retry(db, run_id, now=now, dry_run=dry_run)
+            if again and not dry_run and self._clocks.ahead:
+                flow.push_deadline(db, run_id, by=self._clocks.ahead)
+            return again
 
     def gc(self, *, older_than: float, now: float, dry_run: bool = False) -> list[str]:
         """Delete finished runs older than `older_than` seconds (see Store.gc)."""
@@ -106,27 +120,46 @@ class SqliteStore:
     def register_worker(self, info: WorkerInfo, *, now: float, ttl: float) -> None:
         """Open the worker's lease for `ttl` seconds (see Store.register_worker)."""
         with self.db.tx() as db:
-            workers.register_worker(db, info, now=now, ttl=ttl)
+            beats = workers.register_worker(db, info, now=now, ttl=ttl)
+            self._clocks.observer.wrote(info.id, beats=beats, ttl=ttl)
 
     def heartbeat(self, worker_id: str, *, now: float, ttl: float, running: int) -> Heartbeat:
-        """Renew the worker's lease; the attempts it must abort. WorkerLeaseLost if expired."""
+        """Renew the worker's lease; the attempts it must abort. WorkerLeaseLost if it
+        expired: swept, or not renewed for its ttl of this process's monotonic clock."""
+        if self._clocks.expired(worker_id):
+            raise errors.WorkerLeaseLost(worker_id)
         with self.db.tx() as db:
-            return workers.heartbeat(db, worker_id, now=now, ttl=ttl, running=running)
+            self._clocks.refresh_from(db, now=now, force=True)
+            skew = self._clocks.skew(worker_id)
+            beat, beats = workers.heartbeat(
+                db, worker_id, now=now, ttl=ttl, running=running, skew=skew
+            )
+            self._clocks.observer.wrote(worker_id, beats=beats, ttl=ttl)
+            return beat
 
     def deregister_worker(self, worker_id: str, *, now: float) -> None:
         """Close the lease; held attempts go back to the queue as uncounted losses."""
         with self.db.tx() as db:
             workers.lose_worker(db, worker_id, now=now, counted=False)
+            self._clocks.observer.forget(worker_id)
 
     def list_workers(self, *, now: float) -> list[WorkerInfo]:
-        """Live workers (lease not expired), by name."""
+        """Live workers: registered, not swept, and not seen unchanged for their ttl by this
+        object (runner.store.liveness), by name."""
         with self.db.tx(write=False) as db:
-            return workers.live_workers(db, now=now)
+            self._clocks.refresh_from(db, now=now, force=True)
+            return workers.live_workers(db, now=now, dead=self._clocks.observer.dead_ids())
 
     def sweep(self, *, now: float) -> list[TaskKey]:
-        """Lose the attempts of expired workers and time out runs past their deadline."""
+        """Lose the attempts of the workers whose heartbeat this object saw unchanged for
+        their ttl, and time out runs past their deadline by the earliest live clock."""
         with self.db.tx() as db:
-            return workers.sweep(db, now=now)
+            self._clocks.refresh_from(db, now=now, force=True)
+            dead = self._clocks.observer.dead_ids()
+            changed = workers.sweep(db, now=now, dead=dead, due=now + self._clocks.behind)
+            for worker_id in dead:
+                self._clocks.observer.forget(worker_id)
+            return changed
 
     # ------------------------------------------------------------------ claim, finish
 
@@ -140,9 +173,13 @@ class SqliteStore:
     ) -> list[Lease]:
         """Take up to `limit` ready tasks: the worker's assignments first, then the shared
         queue, highest priority first, FIFO within a priority. A draining worker gets none."""
+        if self._clocks.expired(worker_id):
+            raise errors.WorkerLeaseLost(worker_id)
         with self.db.tx() as db:
+            self._clocks.refresh_from(db, now=now)
+            due = now + self._clocks.behind  # backoffs end by the earliest live clock
             opened = claim.claim(
-                db, worker_id, now=now, limit=limit, labels=labels, failpoints=self._failpoints
+                db, worker_id, now=due, limit=limit, labels=labels, failpoints=self._failpoints
             )
         return claim.leases(opened, self._failpoints)
 
@@ -158,7 +195,12 @@ class SqliteStore:
         """Record how the attempt ended and move the run on, fenced by `lease.token`; with
         `claim`, take the worker's next tasks in the same transaction (group commit with the
         finishes of other threads: see runner.store.sqlite.finish)."""
-        req = finish.Request(lease, outcome, now, claim, labels)
+        if self._clocks.expired(lease.worker_id):
+            raise errors.LeaseLost(lease.run_id, lease.task_id, lease.attempt)
+        clocks = self._clocks
+        req = finish.Request(
+            lease, outcome, now, claim, labels, ahead=clocks.ahead, behind=clocks.behind
+        )
         return finish.finish(self.group, req)
 
     def finish_many(
@@ -171,7 +213,17 @@ class SqliteStore:
     ) -> tuple[list[TaskKey], list[Lease]]:
         """See Store.finish_many: one transaction; a stale token fails only its own finish;
         the last one claims."""
-        return finish.finish_many(self.group, done, now=now, claim=claim, labels=labels)
+        if done and self._clocks.expired(done[0][0].worker_id):
+            return [lease.key for lease, _ in done], []
+        return finish.finish_many(
+            self.group,
+            done,
+            now=now,
+            claim=claim,
+            labels=labels,
+            ahead=self._clocks.ahead,
+            behind=self._clocks.behind,
+        )
 
     # ------------------------------------------------------------------ cluster
 

@@ -5,25 +5,29 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Collection, Iterable
 
 from runner import errors
 from runner.models import AttemptState, Heartbeat, Reason, TaskKey, TaskState, WorkerInfo
 from runner.store.base import MAX_LOSSES
+from runner.store.liveness import Beat
 from runner.store.sqlite import flow, rows
 from runner.store.sqlite.db import named
 
 
-def register_worker(db: sqlite3.Connection, info: WorkerInfo, *, now: float, ttl: float) -> None:
-    """Open the worker's lease for `ttl` seconds. Attempts left from an expired earlier lease
-    under the same id are lost first, so their stale tokens stay fenced off."""
-    row = db.execute("SELECT expires_at FROM workers WHERE id = ?", (info.id,)).fetchone()
+def register_worker(db: sqlite3.Connection, info: WorkerInfo, *, now: float, ttl: float) -> int:
+    """Open the worker's lease for `ttl` seconds; its heartbeat counter. Attempts left from an
+    expired earlier lease under the same id are lost first, so their stale tokens stay fenced
+    off."""
+    row = db.execute("SELECT expires_at, beats FROM workers WHERE id = ?", (info.id,)).fetchone()
+    beats = 1
     if row is not None:
-        (expires_at,) = row
+        expires_at, beats = row[0], row[1] + 1
         if expires_at <= now:
             lose_worker(db, info.id, now=now, counted=True)
     db.execute(
         "INSERT OR REPLACE INTO workers (id, name, host, pid, labels, weight, capacity,"
-        " version, running, heartbeat_at, expires_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+        " version, running, heartbeat_at, expires_at, beats) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
         (
             info.id,
             info.name,
@@ -36,33 +40,54 @@ def register_worker(db: sqlite3.Connection, info: WorkerInfo, *, now: float, ttl
             info.running,
             now,
             now + ttl,
+            beats,
         ),
     )
+    return beats
 
 
 def heartbeat(
-    db: sqlite3.Connection, worker_id: str, *, now: float, ttl: float, running: int
-) -> Heartbeat:
-    """Renew the worker's lease; the attempts it must abort. WorkerLeaseLost if expired."""
+    db: sqlite3.Connection,
+    worker_id: str,
+    *,
+    now: float,
+    ttl: float,
+    running: int,
+    skew: float | None = None,
+) -> tuple[Heartbeat, int]:
+    """Renew the worker's lease (and record `skew`, its clock's distance from the other
+    workers'); the attempts it must abort, and its heartbeat counter. WorkerLeaseLost when its
+    lease was swept."""
     check_worker(db, worker_id, now=now)
-    db.execute(
-        "UPDATE workers SET heartbeat_at = ?, expires_at = ?, running = ? WHERE id = ?",
-        (now, now + ttl, running, worker_id),
-    )
+    (beats,) = db.execute(
+        "UPDATE workers SET heartbeat_at = ?, expires_at = ?, running = ?, beats = beats + 1,"
+        " clock_skew = ? WHERE id = ? RETURNING beats",
+        (now, now + ttl, running, skew, worker_id),
+    ).fetchone()
     abort = db.execute(
         "SELECT o.run_id, o.task_id FROM ownership o JOIN runs r ON r.id = o.run_id"
         " WHERE o.worker_id = ? AND r.finished_at IS NOT NULL",
         (worker_id,),
     ).fetchall()
     (draining,) = db.execute("SELECT draining FROM workers WHERE id = ?", (worker_id,)).fetchone()
-    return Heartbeat(abort=frozenset((r, t) for r, t in abort), drain=bool(draining))
+    return Heartbeat(abort=frozenset((r, t) for r, t in abort), drain=bool(draining)), beats
 
 
-def live_workers(db: sqlite3.Connection, *, now: float) -> list[WorkerInfo]:
-    """Live workers (lease not expired) by name, `running` counted from ownership, `assigned`
-    from the queue."""
-    found = named(db, rows.WORKER_SELECT + " WHERE w.expires_at > ? ORDER BY w.name, w.id", (now,))
-    return [rows.worker(r) for r in found]
+def beats(db: sqlite3.Connection) -> list[Beat]:
+    """Every worker row as the liveness observer reads it: (id, beats, heartbeat_at, ttl)."""
+    return [
+        (w, int(b), float(h), float(e - h))
+        for w, b, h, e in db.execute("SELECT id, beats, heartbeat_at, expires_at FROM workers")
+    ]
+
+
+def live_workers(
+    db: sqlite3.Connection, *, now: float, dead: Collection[str] = ()
+) -> list[WorkerInfo]:
+    """Live workers by name: every registered worker not yet swept, less those the caller's
+    observer judges `dead`; `running` counted from ownership, `assigned` from the queue."""
+    found = named(db, rows.WORKER_SELECT + " ORDER BY w.name, w.id", ())
+    return [rows.worker(r) for r in found if r["id"] not in dead]
 
 
 def worker_lease(db: sqlite3.Connection, worker_id: str) -> tuple[float, bool] | None:
@@ -77,25 +102,22 @@ def worker_lease(db: sqlite3.Connection, worker_id: str) -> tuple[float, bool] |
 
 
 def check_worker(db: sqlite3.Connection, worker_id: str, *, now: float) -> bool:
-    """WorkerLeaseLost unless the worker's lease is alive; True when it is draining."""
-    row = db.execute(
-        "SELECT expires_at, draining FROM workers WHERE id = ?", (worker_id,)
-    ).fetchone()
+    """WorkerLeaseLost unless the worker's lease is alive (its row not swept: the store
+    object's observer judges expiry, never `now` against another clock); True when it is
+    draining."""
+    row = db.execute("SELECT draining FROM workers WHERE id = ?", (worker_id,)).fetchone()
     if row is None:
         raise errors.WorkerLeaseLost(worker_id)
-    expires_at, draining = row
-    if expires_at <= now:
-        raise errors.WorkerLeaseLost(worker_id)
-    return bool(draining)
+    return bool(row[0])
 
 
-def sweep(db: sqlite3.Connection, *, now: float) -> list[TaskKey]:
-    """Lose the attempts of expired workers and time out runs past their deadline."""
+def sweep(db: sqlite3.Connection, *, now: float, dead: Iterable[str], due: float) -> list[TaskKey]:
+    """Lose the attempts of the workers the caller's observer judged `dead` and time out runs
+    whose deadline is before `due` (now by the earliest live clock)."""
     changed: list[TaskKey] = []
-    expired = db.execute("SELECT id FROM workers WHERE expires_at <= ?", (now,))
-    for (worker_id,) in expired.fetchall():
+    for worker_id in dead:
         changed.extend(lose_worker(db, worker_id, now=now, counted=True))
-    changed.extend(flow.time_out_runs(db, now=now))
+    changed.extend(flow.time_out_runs(db, now=due))
     return changed
 
 
