@@ -314,6 +314,8 @@ class TaskRecord:
     attempts: tuple[Attempt, ...] = ()
     losses: int = 0  # attempts lost with their worker
     ready_at: float | None = None  # when it became ready (or is due again after a backoff)
+    allow_failure: bool = False  # its failure does not fail the run (`allowFailure`)
+    retries: int = 0  # the retries its policy allows after the first attempt
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

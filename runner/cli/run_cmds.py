@@ -56,6 +56,9 @@ def _add_drive_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--timeout", type=common.duration_arg, help="give up waiting (exit 4)")
     p.add_argument("--lease-ttl", type=common.positive_float, metavar="SECONDS")
     p.add_argument("-o", "--output", choices=["text", "json"], default="text")
+    from runner.cli import report_cmds
+
+    report_cmds.add_report_flags(p)
 
 
 def add_apply_parser(sub: Any) -> None:
@@ -114,7 +117,20 @@ def _announce(run: Run, args: argparse.Namespace) -> None:
 
 
 def drive(store: Store, run_id: str, args: argparse.Namespace, settings: Settings) -> int:
-    """Run local workers (if any) and follow the run to its end; the exit code says how."""
+    """Run local workers (if any) and follow the run to its end; the exit code says how.
+    The reports asked for (--junit, --summary) are written whatever the exit code."""
+    from runner.cli import report_cmds
+
+    failing = True
+    try:
+        code = _drive(store, run_id, args, settings)
+        failing = False
+        return code
+    finally:
+        report_cmds.write_after_drive(store, run_id, args, failing=failing)
+
+
+def _drive(store: Store, run_id: str, args: argparse.Namespace, settings: Settings) -> int:
     stream = sys.stderr if args.output == "json" else sys.stdout
     progress = make_progress(stream)
     local = _LocalWorkers.start(args, settings)

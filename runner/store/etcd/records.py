@@ -260,6 +260,8 @@ def task_record(d: TaskRec, mod: int) -> TaskRecord:
         attempts=tuple(attempt_from_dict(a, mod) for a in d.get("attempts", ())),
         losses=int(d.get("losses", 0)),
         ready_at=d.get("ready_at"),
+        allow_failure=bool(d["spec"].get("allowFailure", False)),
+        retries=int((d["spec"].get("retries") or {}).get("limit", 0)),
     )
 
 

@@ -33,7 +33,7 @@ RUN_COLS = (
 )
 TASK_COLS = (
     "task_id, name, state, priority, remaining_deps, not_before, outputs, losses, ready_at,"
-    " selector, locks"
+    " selector, locks, allow_failure, json_extract(spec, '$.retries.limit')"
 )
 ATTEMPT_COLS = (
     "task_id, number, state, worker, token, exit_code, reason, error, started_at, finished_at"
@@ -84,6 +84,8 @@ def task(row: Any, attempts: Mapping[str, list[Attempt]], queued: QueuedReason) 
         ready_at,
         selector,
         locks,
+        allow_failure,
+        retries,
     ) = row
     state = TaskState(state_value)
     if state is TaskState.READY:
@@ -100,6 +102,8 @@ def task(row: Any, attempts: Mapping[str, list[Attempt]], queued: QueuedReason) 
         attempts=tuple(attempts.get(task_id, ())),
         losses=losses,
         ready_at=ready_at,
+        allow_failure=bool(allow_failure),
+        retries=int(retries or 0),
     )
 
 
