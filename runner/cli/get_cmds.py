@@ -146,9 +146,15 @@ def _print_log(store: Store, run: Run, task: TaskRecord, args: argparse.Namespac
     lines = text.splitlines()
     if args.tail is not None:
         lines = lines[-args.tail :]
-    print(f"==> {task.id} (attempt {attempt}, {task.state.value}) <==")
+    from runner.cli import gha
+
+    grouped = gha.enabled()  # each task's log folded in a GitHub Actions step
+    title = f"{task.id} (attempt {attempt}, {task.state.value})"
+    print(gha.command("group", title) if grouped else f"==> {title} <==")
     for line in lines:
         print(line)
+    if grouped:
+        print("::endgroup::")
 
 
 def cmd_logs(args: argparse.Namespace, settings: Settings) -> int:

@@ -150,6 +150,13 @@ def _drive(store: Store, run_id: str, args: argparse.Namespace, settings: Settin
     progress.close()
     local.stop(abort_run=None)
     _summary(run, args)
+    from runner.cli import gha
+
+    if gha.enabled():
+        from runner.cli import report_cmds
+
+        secrets = report_cmds.secret_values(getattr(args, "secret", None))
+        gha.print_run(store, run, secrets=secrets, stream=gha.out_stream(args.output == "json"))
     return engine.exit_code(run)
 
 

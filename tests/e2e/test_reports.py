@@ -126,3 +126,44 @@ def test_interrupted_apply_still_writes_its_report(tmp_path: Path, sig: int, cod
         apply.wait()
     assert _cases(tmp_path / "j.xml")["slow"].find("skipped") is not None
     assert "run `" in (tmp_path / "s.md").read_text()
+
+
+def test_validate_format_github_prints_one_annotation_per_problem(tmp_path: Path) -> None:
+    (tmp_path / "bad, 1.yaml").write_text(
+        "apiVersion: runner/v1\nkind: Workflow\nmetadata:\n  name: bad\nspec:\n  tasks:\n"
+        "    - name: a\n      run: echo\n      retries: -1\n      timeout: 5q\n"
+    )
+    cli = Cli(tmp_path)
+    res = cli.run("validate", "bad, 1.yaml", "--format", "github")
+    assert res.returncode == 2
+    assert res.stdout.splitlines() == [
+        "::error file=bad%2C 1.yaml,line=9,col=16::tasks.a.retries: -1 is less than the "
+        "minimum of 0",
+        "::error file=bad%2C 1.yaml,line=10,col=16::tasks.a.timeout: '5q' is not valid; use a "
+        "duration such as 500ms, 2s, 5m, 1h30m or a number of seconds",
+    ]
+    text = cli.run("validate", "bad, 1.yaml")
+    assert "bad, 1.yaml:9:16: tasks.a.retries" in text.stderr  # GitLab and plain CI: unchanged
+
+
+def test_apply_on_github_actions_annotates_failures_and_groups_logs(tmp_path: Path) -> None:
+    cli = Cli(tmp_path)
+    cli.env["GITHUB_ACTIONS"] = "true"
+    res = cli.run("apply", cli.workflow("ci.yaml"), "--workers", "2")
+    assert res.returncode == 1
+    run_id = cli.get_run()["id"]
+    lines = res.stdout.splitlines()
+    assert (
+        f"::error title=test::exit 3 after 3 of 3 attempts; log: runner logs {run_id} test" in lines
+    )
+    assert (
+        f"::warning title=lint::exit 1 after 1 of 1 attempts; log: runner logs {run_id} lint"
+        in lines
+    )
+    start = lines.index("::group::test (failed, attempt 3)")
+    assert lines[start + 1].endswith(" out 1")
+    assert lines[start + 61] == "::endgroup::"
+    assert "::group::build (succeeded, attempt 1)" in lines
+    logs = cli.run("logs", run_id, "build").stdout.splitlines()
+    assert logs[0] == "::group::build (attempt 1, succeeded)"
+    assert logs[-1] == "::endgroup::"
