@@ -19,6 +19,24 @@ ENV_ETCD_PASSWORD_FILE = "RUNNER_ETCD_PASSWORD_FILE"
 ENV_GITHUB_ACTIONS = "GITHUB_ACTIONS"
 ENV_GITHUB_STEP_SUMMARY = "GITHUB_STEP_SUMMARY"
 
+# What `runner worker` passes to its tasks without --inherit-env (docs/SECURITY.md): enough to
+# find programs, a home, a locale and a time zone, and for call tasks' Python to start.
+BASE_ENV = (
+    "PATH",
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "SHELL",
+    "LANG",
+    "LANGUAGE",
+    "LC_ALL",
+    "LC_CTYPE",
+    "TZ",
+    "TMPDIR",
+    "PYTHONPATH",
+    "VIRTUAL_ENV",
+)
+
 DEFAULT_STORE = "sqlite:///.runner/state.db"
 DEFAULT_LEASE_TTL = 10.0
 DEFAULT_LOG_DIR = ".runner/logs"

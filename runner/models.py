@@ -100,6 +100,22 @@ class Semaphore:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class SecretRef:
+    """Where a secret env value comes from: the worker's environment variable `from_env` or
+    the file `from_file` (read when the attempt starts; only the reference is stored)."""
+
+    from_env: str | None = None
+    from_file: str | None = None
+
+    def to_dict(self) -> dict[str, str]:
+        return {"fromEnv": self.from_env} if self.from_env else {"fromFile": self.from_file or ""}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, str]) -> SecretRef:
+        return cls(from_env=d.get("fromEnv"), from_file=d.get("fromFile"))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class TaskSpec:
     """One task instance of a plan with every plan-time field resolved.
 
@@ -128,6 +144,7 @@ class TaskSpec:
     selector: dict[str, str] = field(default_factory=dict)
     mutex: str | None = None
     semaphore: Semaphore | None = None
+    secret_env: dict[str, SecretRef] = field(default_factory=dict)  # env read by the worker
 
     def to_dict(self) -> dict[str, JSON]:
         out: dict[str, JSON] = {
@@ -158,6 +175,8 @@ class TaskSpec:
                 else {"name": self.semaphore.name, "limit": self.semaphore.limit}
             ),
         }
+        if self.secret_env:  # only when present: plans without secrets keep their hash
+            out["secretEnv"] = {k: v.to_dict() for k, v in sorted(self.secret_env.items())}
         if self.kind is Kind.RUN:
             out["run"] = self.run
             out["shell"] = list(self.shell)
@@ -202,7 +221,12 @@ class TaskSpec:
             selector=dict(d.get("selector") or {}),
             mutex=d.get("mutex"),
             semaphore=None if not sem else Semaphore(name=sem["name"], limit=int(sem["limit"])),
+            secret_env=_secret_env(d.get("secretEnv")),
         )
+
+
+def _secret_env(d: dict[str, dict[str, str]] | None) -> dict[str, SecretRef]:
+    return {k: SecretRef.from_dict(v) for k, v in d.items()} if d else {}
 
 
 _KINDS = {k.value: k for k in Kind}

@@ -251,6 +251,7 @@ class _Planner:
             args=args_,
             with_=with_,
             env=self.env(i, task, combo),
+            secret_env=self.secret_env(task),
             workdir=None if workdir is None else self.text(workdir, workdir_at, combo),
             matrix=dict(combo),
             **base,
@@ -273,11 +274,31 @@ class _Planner:
     def env(self, i: int, task: dict[str, Any], combo: dict[str, Any]) -> dict[str, str]:
         env: dict[str, str] = {}
         for path, value in self.shared_env:
-            env[str(path[-1])] = self.text(value, path, combo)
+            if not isinstance(value, dict):
+                env[str(path[-1])] = self.text(value, path, combo)
         for name, value in task.get("env", {}).items():
-            env[name] = self.text(value, ("spec", "tasks", i, "env", name), combo)
+            if isinstance(value, dict):  # a secret reference: `secret_env`, a task's own wins
+                env.pop(name, None)
+            else:
+                env[name] = self.text(value, ("spec", "tasks", i, "env", name), combo)
         env.update(self.param_env)
         return env
+
+    def secret_env(self, task: dict[str, Any]) -> dict[str, models.SecretRef]:
+        """The env values given as `{fromEnv: NAME}` or `{fromFile: PATH}`: only the references
+        go into the plan; the worker reads the values (docs/SECURITY.md)."""
+        refs: dict[str, models.SecretRef] = {}
+        for path, value in self.shared_env:
+            if isinstance(value, dict):
+                refs[str(path[-1])] = models.SecretRef.from_dict(value)
+            else:
+                refs.pop(str(path[-1]), None)
+        for name, value in task.get("env", {}).items():
+            if isinstance(value, dict):
+                refs[name] = models.SecretRef.from_dict(value)
+            else:
+                refs.pop(name, None)
+        return refs
 
 
 @functools.lru_cache(maxsize=1024)  # a file repeats the same few durations and retry policies

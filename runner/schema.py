@@ -271,6 +271,11 @@ def _problems(
         if branch is not None:  # a branch of the right type failed for its own reason: say it
             yield from _problems(branch, data, file=file, locate=locate)
             return
+    if sub is False and "fromEnv" in error.schema_path:  # a secret reference names both
+        line, col = locate(path, False)
+        message = f"{label(data, path)}: give fromEnv or fromFile, not both"
+        yield errors.Problem(file=file, line=line, col=col, message=message, path=_dotted(path))
+        return
     if sub is False and "dependentSchemas" in error.schema_path:  # two of run, args, call
         found = [k for k in ("run", "args", "call") if isinstance(inst, dict) and k in inst]
         found = found or [k for k in ("run", "args", "call") if k in _at(data, path)]

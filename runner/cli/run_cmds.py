@@ -9,7 +9,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from runner import engine, errors
+from runner import config, engine, errors
 from runner.cli import common, output
 from runner.cli.progress import make_progress
 from runner.config import Settings
@@ -56,9 +56,21 @@ def _add_drive_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--timeout", type=common.duration_arg, help="give up waiting (exit 4)")
     p.add_argument("--lease-ttl", type=common.positive_float, metavar="SECONDS")
     p.add_argument("-o", "--output", choices=["text", "json"], default="text")
+    add_secret_flag(p)
     from runner.cli import report_cmds
 
     report_cmds.add_report_flags(p)
+
+
+def add_secret_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--secret",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="mask the value of environment variable NAME as *** in task logs, outputs and "
+        "reports (repeatable; `{fromEnv: ...}` secrets of a workflow are masked anyway)",
+    )
 
 
 def add_apply_parser(sub: Any) -> None:
@@ -153,10 +165,8 @@ def _drive(store: Store, run_id: str, args: argparse.Namespace, settings: Settin
     from runner.cli import gha
 
     if gha.enabled():
-        from runner.cli import report_cmds
-
-        secrets = report_cmds.secret_values(getattr(args, "secret", None))
-        gha.print_run(store, run, secrets=secrets, stream=gha.out_stream(args.output == "json"))
+        stream = gha.out_stream(args.output == "json")
+        gha.print_run(store, run, secrets=_secret_values(args), stream=stream)
     return engine.exit_code(run)
 
 
@@ -186,7 +196,12 @@ class _LocalWorkers:
         if n == 0:
             return cls(None, None)
         worker = make_worker(
-            settings, concurrency=n, lease_ttl=args.lease_ttl, name="apply", prefetch=args.prefetch
+            settings,
+            concurrency=n,
+            lease_ttl=args.lease_ttl,
+            name="apply",
+            prefetch=args.prefetch,
+            masked=_secret_values(args),
         )
         return cls(worker, run_in_thread(worker))
 
@@ -211,13 +226,24 @@ def make_worker(
     weight: int = 1,
     drain_timeout: float = 30.0,
     prefetch: int = 0,
+    base_env: dict[str, str] | None = None,
+    masked: list[str] | None = None,
 ) -> Worker:
-    """A worker with its own store connection and executor, as the settings say."""
+    """A worker with its own store connection and executor, as the settings say. Its tasks
+    start from `base_env` (default: this process's whole environment); `masked` values are
+    masked in their logs."""
     from runner.executor import Executor  # worker and executor: only the commands that run tasks
     from runner.worker import Worker
 
     store = common.open_settings_store(settings)
-    executor = Executor(slots=concurrency, log_dir=settings.log_dir, log_limit=settings.log_limit)
+    executor = Executor(
+        slots=concurrency,
+        log_dir=settings.log_dir,
+        log_limit=settings.log_limit,
+        base_env=base_env,
+        secret_source=os.environ,
+        masked=masked or (),
+    )
     return Worker(
         store,
         executor,
@@ -321,6 +347,22 @@ def add_worker_parser(sub: Any) -> None:
         "record results in batches off the slots: fewer store transactions per task (for many "
         "short tasks), at the cost of strict priority order across workers",
     )
+    add_secret_flag(p)
+    env = p.add_mutually_exclusive_group()
+    env.add_argument(
+        "--inherit-env",
+        action="store_true",
+        help="give tasks this worker's whole environment (default: only "
+        f"{', '.join(config.BASE_ENV)} and --pass-env; see docs/SECURITY.md)",
+    )
+    env.add_argument(
+        "--pass-env",
+        type=common.names_arg,
+        action="extend",
+        default=[],
+        metavar="NAME,...",
+        help="also give tasks these variables of the worker's environment (repeatable)",
+    )
     p.set_defaults(func=cmd_worker)
 
 
@@ -338,6 +380,8 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
         weight=args.weight,
         drain_timeout=args.drain_timeout,
         prefetch=args.prefetch,
+        base_env=None if args.inherit_env else task_base_env(args.pass_env),
+        masked=_secret_values(args),
     )
     done = run_in_thread(worker)
     print(f"worker {worker.id} serving {settings.store}", file=sys.stderr, flush=True)
@@ -354,6 +398,20 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     if done.error is not None:
         raise done.error  # e.g. StoreUnavailable: exit 3 with its message
     return errors.EXIT_OK
+
+
+def task_base_env(passed: list[str]) -> dict[str, str]:
+    """What `runner worker` tasks start from: the base variables and the --pass-env ones that
+    are set, nothing else of the worker's environment (docs/SECURITY.md)."""
+    names = (*config.BASE_ENV, *passed)
+    return {name: os.environ[name] for name in names if name in os.environ}
+
+
+def _secret_values(args: argparse.Namespace) -> list[str]:
+    """The values of the --secret variables that are set."""
+    from runner.cli import report_cmds
+
+    return report_cmds.secret_values(args.secret)
 
 
 class _Done(threading.Event):

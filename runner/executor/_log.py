@@ -8,6 +8,8 @@ import time
 from pathlib import Path
 from types import TracebackType
 
+from runner.executor._secrets import Masker
+
 logger = logging.getLogger(__name__)
 
 
@@ -39,8 +41,10 @@ class LogSink:
     (disk full) is reported once in the tail and the attempt goes on.
     """
 
-    def __init__(self, path: str | Path, *, limit: int) -> None:
+    def __init__(self, path: str | Path, *, limit: int, secrets: list[bytes] | None = None) -> None:
         self._limit = limit
+        # Secret values are masked before anything is kept, in the file and in the tail.
+        self._masker = Masker(secrets) if secrets else None
         self._ring = bytearray()
         self._at_line_start = True
         self._clock = _Clock()
@@ -54,6 +58,11 @@ class LogSink:
 
     def write(self, data: bytes) -> None:
         """Append a chunk of output: stamp each line start, then store it."""
+        if self._masker is not None:
+            data = self._masker.feed(data)
+        self._emit(data)
+
+    def _emit(self, data: bytes) -> None:
         if not data:
             return
         stamp = self._clock.stamp()
@@ -67,6 +76,7 @@ class LogSink:
 
     def note(self, message: str) -> None:
         """Add a line of runner's own (`[runner] ...`) on a line of its own."""
+        self._release()
         if not self._at_line_start:
             self.write(b"\n")
         self.write(f"[runner] {message}\n".encode(errors="replace"))
@@ -79,9 +89,15 @@ class LogSink:
 
     def close(self) -> None:
         """Flush and close the file."""
+        self._release()
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
+
+    def _release(self) -> None:
+        """Write what the masker held back: the output ended, it starts no secret after all."""
+        if self._masker is not None:
+            self._emit(self._masker.flush())
 
     def __enter__(self) -> LogSink:
         return self
