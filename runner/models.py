@@ -280,6 +280,15 @@ class CronEntry:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Concurrency:
+    """`spec.concurrency`: at most one run of `group` runs at a time; a new run either cancels
+    the group's unfinished runs (`cancel_in_progress`) or queues behind them."""
+
+    group: str
+    cancel_in_progress: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Plan:
     """A workflow expanded for one set of params: the unit `runner apply` submits.
 
@@ -299,6 +308,7 @@ class Plan:
     dispatch: str | None = None
     tasks: tuple[TaskSpec, ...] = ()
     hash: str = ""
+    concurrency: Concurrency | None = None
 
     def task(self, task_id: str) -> TaskSpec:
         for t in self.tasks:
@@ -358,6 +368,8 @@ class Run:
     tasks_done: int = 0  # tasks in a terminal state
     tasks: tuple[TaskRecord, ...] = ()  # filled by get_run, empty in list_runs
     reason: str | None = None  # why it ended, when not plain success/failure
+    group: str | None = None  # its concurrency group (spec.concurrency.group)
+    waiting_reason: str | None = None  # e.g. "queued: group deploy-prod" (get_run, list_runs)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

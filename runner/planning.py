@@ -360,8 +360,27 @@ def build_plan(doc: yamlsafe.Document, *, source: str, params: dict[str, Any]) -
         timeout=_seconds(spec.get("timeout")),
         schedule=_schedule(spec),
         tasks=tuple(specs[n] for n in dag.topo_order(graph)),
+        concurrency=_concurrency(doc, params),
     )
     return dataclasses.replace(result, hash=plan_hash(result))
+
+
+def _concurrency(doc: yamlsafe.Document, params: dict[str, Any]) -> models.Concurrency | None:
+    """`spec.concurrency` with its group rendered for these params (plan time only)."""
+    found = doc.data["spec"].get("concurrency")
+    if found is None:
+        return None
+    path: Path = ("spec", "concurrency", "group")
+    try:
+        group = templating.render(str(found["group"]), params=params, matrix={}, quote=False)
+    except templating.TemplateError as exc:
+        raise errors.WorkflowInvalid([doc.problem(path, str(exc))]) from None
+    if "${{" in group:
+        message = "only params can be used here: the group is known when the run is created"
+        raise errors.WorkflowInvalid([doc.problem(path, message)])
+    return models.Concurrency(
+        group=group, cancel_in_progress=bool(found.get("cancelInProgress", False))
+    )
 
 
 def plan_hash(p: models.Plan) -> str:
@@ -370,6 +389,7 @@ def plan_hash(p: models.Plan) -> str:
         f.name: getattr(p, f.name)
         for f in dataclasses.fields(p)
         if f.name not in ("source", "hash", "tasks")
+        and not (f.name == "concurrency" and p.concurrency is None)  # older plans' hashes stay
     }
     body["tasks"] = [t.to_dict() for t in p.tasks]
     # YAML aliases can share values but never form a cycle: skip json's cycle bookkeeping

@@ -37,8 +37,15 @@ def plan_to_json(plan: models.Plan) -> dict[str, Any]:
         "timeout": plan.timeout,
         "schedule": schedule,
         "dispatch": plan.dispatch,
+        **_concurrency_json(plan.concurrency),
         "tasks": [t.to_dict() for t in plan.tasks],
     }
+
+
+def _concurrency_json(found: models.Concurrency | None) -> dict[str, Any]:
+    if found is None:
+        return {}
+    return {"concurrency": {"group": found.group, "cancelInProgress": found.cancel_in_progress}}
 
 
 def plan_from_json(data: dict[str, Any]) -> models.Plan:
@@ -67,6 +74,9 @@ def plan_from_json(data: dict[str, Any]) -> models.Plan:
         dispatch=data.get("dispatch"),
         tasks=tuple(models.TaskSpec.from_dict(t) for t in data.get("tasks", ())),
         hash=data.get("hash", ""),
+        concurrency=None
+        if (cc := data.get("concurrency")) is None
+        else models.Concurrency(group=cc["group"], cancel_in_progress=cc["cancelInProgress"]),
     )
 
 

@@ -68,6 +68,8 @@ class Ctx:
     cluster: Cluster = field(default_factory=Cluster)  # assignments, drains
     lock_rev: int = 0  # revision at which the last claim counted lock holders
     leases: dict[str, int] = field(default_factory=dict)  # worker -> its lease, registered here
+    # (run, retries) their concurrency group let run (`groups.admitted`)
+    admitted: set[tuple[str, int]] = field(default_factory=set)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     _senders: ThreadPoolExecutor | None = None

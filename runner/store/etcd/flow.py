@@ -323,6 +323,8 @@ def maybe_end(client: c.Client, keys: Keys, run_id: str, *, now: float) -> None:
         outcome = transitions.run_outcome([(TaskState.FAILED, False)] * failed)
         run.update({"state": outcome.value, "finished_at": now})
         ops = [c.put(run_item.key, dumps(run)), c.delete(keys.active(run_id))]
+        if group := run.get("group"):
+            ops.append(c.delete(keys.group(group, run_id)))
         if client.txn([c.mod_is(run_item.key, run_item.mod)], ops, "end run").succeeded:
             return
 

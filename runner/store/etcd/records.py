@@ -81,6 +81,8 @@ class RunRec(TypedDict):
     parallelism: int | None  # most tasks of the run running at once
     halted: bool  # failFast tripped or ended: no new claims, unstarted tasks cancelled
     dispatch: str | None  # the run's `spec.dispatch` strategy
+    group: NotRequired[str]  # its concurrency group (`spec.concurrency`, see `groups`)
+    ggen: NotRequired[int]  # retries of a grouped run: each one queues it in its group again
 
 
 class QueueEntry(TypedDict):
@@ -318,6 +320,7 @@ def run_from_dict(d: RunRec, *, done: int = 0) -> Run:
         tasks_total=int(d.get("tasks_total", 0)),
         tasks_done=done,
         reason=d.get("reason"),
+        group=d.get("group"),
     )
 
 

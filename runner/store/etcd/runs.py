@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from runner import errors, transitions
 from runner.models import Plan, Run, RunState, TaskRecord, TaskState, When
 from runner.store.etcd import client as c
-from runner.store.etcd import cluster, flow
+from runner.store.etcd import cluster, flow, groups
 from runner.store.etcd.context import Ctx
 from runner.store.etcd.keys import Keys
 from runner.store.etcd.records import (
@@ -114,6 +114,9 @@ def create_run(ctx: Ctx, new: NewRun) -> Run:
     record = run_to_dict(
         run, fail_fast=plan.fail_fast, parallelism=plan.parallelism, dispatch=plan.dispatch
     )
+    if plan.concurrency is not None:
+        record["group"] = plan.concurrency.group
+        final.ops.extend(groups.member_ops(keys, record))
     final.put(keys.run(run_id), record)
     active: ActiveRec = {"deadline": deadline}
     final.put(keys.active(run_id), active)
@@ -124,7 +127,21 @@ def create_run(ctx: Ctx, new: NewRun) -> Run:
         client.txn([], [c.delete(k) for k in written if "/queue/" in k], "undo")
         _check_new(client, keys, run_id, key)
         raise errors.RunExists(run_id, key or run_id)
-    return run
+    if plan.concurrency is not None and plan.concurrency.cancel_in_progress:
+        _cancel_group(ctx, run_id, plan.concurrency.group, now=new.now)
+    return dataclasses.replace(run, group=record.get("group"))
+
+
+def _cancel_group(ctx: Ctx, run_id: str, group: str, *, now: float) -> None:
+    """cancelInProgress: cancel the runs of the group ahead of the new one (which waits
+    behind them meanwhile, so none of them overlaps it)."""
+    why = f"cancelled by run {run_id} (concurrency group {group}, cancelInProgress)"
+    for other in groups.line(ctx.client, ctx.keys, group):
+        if other != run_id:
+            try:
+                end_run(ctx, other, RunState.CANCELLED, why, now=now)
+            except errors.RunNotFound:
+                continue  # deleted meanwhile: it left the line
 
 
 def _write_tasks(ctx: Ctx, new: NewRun) -> list[str]:
@@ -241,6 +258,10 @@ def _restart(
         {"state": RunState.RUNNING.value, "finished_at": None, "reason": None, "halted": False}
     )
     ops = [c.put(run_item.key, dumps(run)), c.put(keys.active(run_id), dumps({"deadline": None}))]
+    if run.get("group"):  # to the back of its group's line, to be admitted again
+        run["ggen"] = int(run.get("ggen", 0)) + 1
+        ops[0] = c.put(run_item.key, dumps(run))
+        ops += groups.member_ops(keys, run)
     markers = [c.put(keys.prop(run_id, t), b"1") for t in skipped]
     first, rest = markers[: MAX_OPS - len(ops)], markers[MAX_OPS - len(ops) :]
     if not client.txn([c.mod_is(run_item.key, run_item.mod)], ops + first, "retry run").succeeded:
@@ -335,7 +356,10 @@ def get_run(ctx: Ctx, cache: RunCache, run_id: str, *, tasks: bool) -> Run:
     items = c.items_of(responses[:1])
     if not items:
         raise errors.RunNotFound(run_id)
-    run = run_from_dict(load_run(items[0].value), done=int(responses[1].response_range.count))
+    rec = load_run(items[0].value)
+    run = run_from_dict(rec, done=int(responses[1].response_range.count))
+    if rec.get("group"):
+        run = dataclasses.replace(run, waiting_reason=groups.waiting_reason(client, keys, rec))
     if not tasks:
         return run
     if rev and not responses[2].response_range.more:
@@ -406,7 +430,15 @@ def list_runs(ctx: Ctx, *, workflow: str | None, limit: int | None) -> list[Run]
     found.sort(key=lambda r: (r["created_at"], r["id"]), reverse=True)
     found = found[:limit] if limit is not None else found
     done = ctx.client.counts([ctx.keys.done(r["id"], "") for r in found])
-    return [run_from_dict(r, done=n) for r, n in zip(found, done, strict=True)]
+    return [
+        run_from_dict(r, done=n)
+        if not r.get("group")
+        else dataclasses.replace(
+            run_from_dict(r, done=n),
+            waiting_reason=groups.waiting_reason(ctx.client, ctx.keys, r),
+        )
+        for r, n in zip(found, done, strict=True)
+    ]
 
 
 def end_run(ctx: Ctx, run_id: str, state: RunState, reason: str, *, now: float) -> list[str]:
@@ -424,6 +456,7 @@ def end_run(ctx: Ctx, run_id: str, state: RunState, reason: str, *, now: float) 
             c.put(item.key, dumps(run)),
             c.delete(keys.active(run_id)),
             c.put(keys.ending(run_id), state.value),
+            *groups.leave_ops(keys, run),
         ]
         if client.txn([c.mod_is(item.key, item.mod)], ops, "end run").succeeded:
             return flow.cancel_unstarted(client, keys, run_id)

@@ -29,7 +29,7 @@ from runner.models import (
 
 RUN_COLS = (
     "id, workflow, state, params, created_at, started_at, finished_at, key, scheduled_time,"
-    " plan_hash, tasks_total, tasks_done, reason"
+    " plan_hash, tasks_total, tasks_done, reason, cgroup, cgroup_seq"
 )
 TASK_COLS = (
     "task_id, name, state, priority, remaining_deps, not_before, outputs, losses, ready_at,"
@@ -63,6 +63,7 @@ def run(r: sqlite3.Row) -> Run:
         tasks_total=r["tasks_total"],
         tasks_done=r["tasks_done"],
         reason=r["reason"],
+        group=r["cgroup"],
     )
 
 

@@ -136,6 +136,8 @@ COLUMNS = (
     ("tasks", "locks", "TEXT"),
     ("tasks", "assigned_to", "TEXT"),
     ("workers", "draining", "INTEGER NOT NULL DEFAULT 0"),
+    ("runs", "cgroup", "TEXT"),  # concurrency group (runner.store.sqlite.groups)
+    ("runs", "cgroup_seq", "INTEGER"),
 )
 
 # Assignments, lock holders and the dispatch default (see runner.store.sqlite.cluster).
@@ -153,6 +155,8 @@ CREATE TABLE IF NOT EXISTS holds (
     PRIMARY KEY (name, token)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS holds_token ON holds (token);
+CREATE INDEX IF NOT EXISTS runs_cgroup ON runs (cgroup, cgroup_seq)
+    WHERE cgroup IS NOT NULL AND finished_at IS NULL;
 CREATE TABLE IF NOT EXISTS dispatch_default (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     owner TEXT NOT NULL,
