@@ -9,6 +9,7 @@ could still be the start of a secret (at most len(longest secret) - 1 bytes).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 
 from runner.models import SecretRef
@@ -68,32 +69,50 @@ def mask_text(text: str, values: Iterable[str]) -> str:
 
 
 class Masker:
-    """Masks secrets in a stream of chunks; `flush` returns what it held back at the end."""
+    """Masks secrets in a stream of chunks; `flush` returns what it held back at the end.
 
-    __slots__ = ("_carry", "_secrets")
+    Each `feed` looks at what it held back plus the new chunk and holds back again the longest
+    end of it that could still begin a secret (`_hold`). Every secret that starts before that
+    end lies wholly inside what it has, so it is masked now, the leftmost first and, at one
+    place, the longest; a secret that starts inside the held end is masked once the rest
+    arrives."""
+
+    __slots__ = ("_carry", "_pattern", "_secrets")
 
     def __init__(self, secrets: list[bytes]) -> None:
         self._secrets = secrets
+        self._pattern = re.compile(b"|".join(re.escape(s) for s in secrets))  # longest first
         self._carry = b""
 
     def feed(self, data: bytes) -> bytes:
         buf = self._carry + data
-        for secret in self._secrets:
-            if secret in buf:
-                buf = buf.replace(secret, MASK)
-        hold = self._hold(buf)
-        self._carry = buf[len(buf) - hold :] if hold else b""
-        return buf[: len(buf) - hold]
+        cut = len(buf) - self._hold(buf)
+        out: list[bytes] = []
+        pos = 0
+        for found in self._pattern.finditer(buf):
+            if found.start() >= cut:
+                break
+            out += (buf[pos : found.start()], MASK)
+            pos = found.end()
+        out.append(buf[pos:cut])
+        self._carry = buf[max(pos, cut) :]
+        return b"".join(out)
 
     def flush(self) -> bytes:
+        """The end of the stream: what was held back, its secrets masked."""
         carry, self._carry = self._carry, b""
-        return carry
+        return self._pattern.sub(MASK, carry)
 
     def _hold(self, buf: bytes) -> int:
-        """The length of the longest end of `buf` that starts some secret (0: none)."""
-        longest = min(len(self._secrets[0]) - 1, len(buf))
-        for size in range(longest, 0, -1):
-            end = buf[-size:]
-            if any(s.startswith(end) for s in self._secrets):
-                return size
-        return 0
+        """The length of the longest end of `buf` that is the start of a secret, shorter than
+        it (0: none)."""
+        hold = 0
+        for secret in self._secrets:
+            first = secret[:1]
+            at = buf.find(first, max(0, len(buf) - len(secret) + 1))
+            while at >= 0 and len(buf) - at > hold:  # the candidates, longest first
+                if secret.startswith(buf[at:]):
+                    hold = len(buf) - at
+                    break
+                at = buf.find(first, at + 1)
+        return hold

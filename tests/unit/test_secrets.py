@@ -45,6 +45,16 @@ def test_masker_masks_the_longer_of_two_overlapping_secrets_whole() -> None:
     assert _masked(["abc", "abcdef"], [b"abcdef abc"]) == b"*** ***"
 
 
+def test_masker_output_does_not_depend_on_how_the_stream_is_cut() -> None:
+    secrets = ["aab", "aaab", "ab", "-----BEGIN-----\nKEYkeyKEY\n-----END-----"]
+    data = b"xaaab ab aab-----BEGIN-----\nKEYkeyKEY\n-----END-----aa"
+    whole = _masked(secrets, [data])
+    assert whole == b"x*** *** ******aa"
+    for i in range(len(data)):
+        for j in range(i, len(data)):
+            assert _masked(secrets, [data[:i], data[i:j], data[j:]]) == whole
+
+
 def test_multiline_secret_lines_are_masked_on_their_own() -> None:
     pem = "-----BEGIN KEY-----\nAAAAbbbbCCCC\n-----END KEY-----"
     out = _masked([pem], [b"key line: AAAAbbbbCCCC\n"])
