@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from runner import config, engine, errors, report
-from runner.cli import common
+from runner.cli import common, taskenv
 from runner.config import Settings
 from runner.models import Run, TaskState
 
@@ -34,6 +34,7 @@ def add_parsers(sub: Any) -> None:
     )
     p.add_argument("run", metavar="RUN", help="a run id or @latest")
     add_report_flags(p)
+    taskenv.add_secret_flag(p)
     p.set_defaults(func=cmd_report)
 
 
@@ -53,15 +54,10 @@ def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
     store = common.open_settings_store(settings)
     try:
         run_id = engine.resolve_run_id(store, args.run)
-        write_reports(store, run_id, args, secrets=secret_values(getattr(args, "secret", None)))
+        write_reports(store, run_id, args, secrets=taskenv.secret_values(args))
     finally:
         store.close()
     return errors.EXIT_OK
-
-
-def secret_values(names: list[str] | None) -> list[str]:
-    """The values of the environment variables `--secret NAME` names (unset ones: none)."""
-    return [os.environ[n] for n in names or () if os.environ.get(n)]
 
 
 def wanted(args: argparse.Namespace) -> bool:
@@ -112,7 +108,7 @@ def write_after_drive(
     if not wanted(args):
         return
     try:
-        write_reports(store, run_id, args, secrets=secret_values(getattr(args, "secret", None)))
+        write_reports(store, run_id, args, secrets=taskenv.secret_values(args))
     except errors.RunnerError as exc:
         if not failing:
             raise

@@ -9,8 +9,8 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from runner import config, engine, errors
-from runner.cli import common, output
+from runner import engine, errors
+from runner.cli import common, output, taskenv
 from runner.cli.progress import make_progress
 from runner.config import Settings
 from runner.models import Run
@@ -56,21 +56,10 @@ def _add_drive_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--timeout", type=common.duration_arg, help="give up waiting (exit 4)")
     p.add_argument("--lease-ttl", type=common.positive_float, metavar="SECONDS")
     p.add_argument("-o", "--output", choices=["text", "json"], default="text")
-    add_secret_flag(p)
+    taskenv.add_secret_flag(p)
     from runner.cli import report_cmds
 
     report_cmds.add_report_flags(p)
-
-
-def add_secret_flag(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--secret",
-        action="append",
-        default=[],
-        metavar="NAME",
-        help="mask the value of environment variable NAME as *** in task logs, outputs and "
-        "reports (repeatable; `{fromEnv: ...}` secrets of a workflow are masked anyway)",
-    )
 
 
 def add_apply_parser(sub: Any) -> None:
@@ -166,7 +155,7 @@ def _drive(store: Store, run_id: str, args: argparse.Namespace, settings: Settin
 
     if gha.enabled():
         stream = gha.out_stream(args.output == "json")
-        gha.print_run(store, run, secrets=_secret_values(args), stream=stream)
+        gha.print_run(store, run, secrets=taskenv.secret_values(args), stream=stream)
     return engine.exit_code(run)
 
 
@@ -201,7 +190,7 @@ class _LocalWorkers:
             lease_ttl=args.lease_ttl,
             name="apply",
             prefetch=args.prefetch,
-            masked=_secret_values(args),
+            masked=taskenv.secret_values(args),
         )
         return cls(worker, run_in_thread(worker))
 
@@ -347,22 +336,7 @@ def add_worker_parser(sub: Any) -> None:
         "record results in batches off the slots: fewer store transactions per task (for many "
         "short tasks), at the cost of strict priority order across workers",
     )
-    add_secret_flag(p)
-    env = p.add_mutually_exclusive_group()
-    env.add_argument(
-        "--inherit-env",
-        action="store_true",
-        help="give tasks this worker's whole environment (default: only "
-        f"{', '.join(config.BASE_ENV)} and --pass-env; see docs/SECURITY.md)",
-    )
-    env.add_argument(
-        "--pass-env",
-        type=common.names_arg,
-        action="extend",
-        default=[],
-        metavar="NAME,...",
-        help="also give tasks these variables of the worker's environment (repeatable)",
-    )
+    taskenv.add_worker_flags(p)
     p.set_defaults(func=cmd_worker)
 
 
@@ -380,8 +354,8 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
         weight=args.weight,
         drain_timeout=args.drain_timeout,
         prefetch=args.prefetch,
-        base_env=None if args.inherit_env else task_base_env(args.pass_env),
-        masked=_secret_values(args),
+        base_env=None if args.inherit_env else taskenv.base_env(args.pass_env),
+        masked=taskenv.secret_values(args),
     )
     done = run_in_thread(worker)
     print(f"worker {worker.id} serving {settings.store}", file=sys.stderr, flush=True)
@@ -398,20 +372,6 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     if done.error is not None:
         raise done.error  # e.g. StoreUnavailable: exit 3 with its message
     return errors.EXIT_OK
-
-
-def task_base_env(passed: list[str]) -> dict[str, str]:
-    """What `runner worker` tasks start from: the base variables and the --pass-env ones that
-    are set, nothing else of the worker's environment (docs/SECURITY.md)."""
-    names = (*config.BASE_ENV, *passed)
-    return {name: os.environ[name] for name in names if name in os.environ}
-
-
-def _secret_values(args: argparse.Namespace) -> list[str]:
-    """The values of the --secret variables that are set."""
-    from runner.cli import report_cmds
-
-    return report_cmds.secret_values(args.secret)
 
 
 class _Done(threading.Event):
