@@ -11,6 +11,9 @@ for it, and each store object remembers the runs it admitted (`Ctx.admitted`). S
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+from runner import errors
 from runner.models import RunState
 from runner.store.etcd import client as c
 from runner.store.etcd.context import Ctx
@@ -57,6 +60,18 @@ def admitted(ctx: Ctx, runs: dict[str, c.Item]) -> dict[str, c.Item]:
             ctx.admitted.add(ticket)
         out[key] = item
     return out
+
+
+def cancel_ahead(ctx: Ctx, run_id: str, group: str, *, cancel: Callable[..., object]) -> None:
+    """cancelInProgress: `cancel(run, reason=...)` each run of the group ahead of the new one
+    (which waits behind them meanwhile, so none of them overlaps it)."""
+    why = f"cancelled by run {run_id} (concurrency group {group}, cancelInProgress)"
+    for other in line(ctx.client, ctx.keys, group):
+        if other != run_id:
+            try:
+                cancel(other, reason=why)
+            except errors.RunNotFound:
+                continue  # deleted meanwhile: it left the line
 
 
 def waiting_reason(client: c.Client, keys: Keys, run: RunRec) -> str | None:

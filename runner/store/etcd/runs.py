@@ -10,6 +10,7 @@ are in flight at once (etcd commits concurrent requests with one disk sync).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import threading
 from collections import defaultdict, deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -128,20 +129,9 @@ def create_run(ctx: Ctx, new: NewRun) -> Run:
         _check_new(client, keys, run_id, key)
         raise errors.RunExists(run_id, key or run_id)
     if plan.concurrency is not None and plan.concurrency.cancel_in_progress:
-        _cancel_group(ctx, run_id, plan.concurrency.group, now=new.now)
+        cancel = functools.partial(end_run, ctx, state=RunState.CANCELLED, now=new.now)
+        groups.cancel_ahead(ctx, run_id, plan.concurrency.group, cancel=cancel)
     return dataclasses.replace(run, group=record.get("group"))
-
-
-def _cancel_group(ctx: Ctx, run_id: str, group: str, *, now: float) -> None:
-    """cancelInProgress: cancel the runs of the group ahead of the new one (which waits
-    behind them meanwhile, so none of them overlaps it)."""
-    why = f"cancelled by run {run_id} (concurrency group {group}, cancelInProgress)"
-    for other in groups.line(ctx.client, ctx.keys, group):
-        if other != run_id:
-            try:
-                end_run(ctx, other, RunState.CANCELLED, why, now=now)
-            except errors.RunNotFound:
-                continue  # deleted meanwhile: it left the line
 
 
 def _write_tasks(ctx: Ctx, new: NewRun) -> list[str]:
