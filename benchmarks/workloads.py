@@ -1,6 +1,7 @@
 """Run the standard workloads (../shared/BENCHMARKS.md: W1-W5, C) and print a table.
 
     python benchmarks/workloads.py [--store sqlite|etcd://HOST:PORT] [--repeat 3] [--write]
+    python benchmarks/workloads.py --only W1 --metrics-scrape 1   # with metrics on
 
 `--write` replaces the workloads section of docs/PERFORMANCE.md with the table and the command.
 The workloads themselves are `runner.benchrun` (what `runner bench` runs on a user's store); this
@@ -12,17 +13,23 @@ asserts a speed.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import multiprocessing
 import platform
 import sqlite3
 import statistics
 import sys
 import tempfile
+import threading
 import time
+import urllib.request
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from runner import bench, benchrun
+from runner.metrics import Metrics
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "PERFORMANCE.md"
 BEGIN, END = "<!-- workloads:begin -->", "<!-- workloads:end -->"
@@ -94,6 +101,45 @@ def _ceiling_etcd(base: str, repeat: int, w1: float | None) -> benchrun.Row:
     return benchrun.Row("C", title, " · ".join(cells) + " txn/s", share, "-")
 
 
+@contextlib.contextmanager
+def _metrics_on(every: float) -> Iterator[None]:
+    """Metrics on, as `runner serve --metrics-addr` has them, for in-process workloads: the
+    stores the workloads open (the worker's included) count their operations, and while each
+    workload runs a `/metrics` listener with the cluster series of its store is scraped over
+    HTTP every `every` seconds (Prometheus's default is 15)."""
+    metrics, open_url, run_workload = Metrics(), bench.open_url, bench.run_workload
+
+    def instrumented(url: str) -> Any:
+        return metrics.instrument(open_url(url))
+
+    def scraped(url: str, *args: Any, **kwargs: Any) -> bench.Result:
+        reader = open_url(url)
+        collector = Metrics()
+        collector.add_cluster(reader)
+        server, stop = collector.serve("127.0.0.1:0"), threading.Event()
+
+        def scrape() -> None:
+            while not stop.wait(every):
+                with urllib.request.urlopen(server.url, timeout=30) as reply:
+                    reply.read()
+
+        thread = threading.Thread(target=scrape, daemon=True)
+        thread.start()
+        try:
+            return run_workload(url, *args, **kwargs)
+        finally:
+            stop.set()
+            thread.join()
+            server.close()
+            reader.close()
+
+    bench.open_url, bench.run_workload = instrumented, scraped  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        bench.open_url, bench.run_workload = open_url, run_workload  # type: ignore[assignment]
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--store", default="sqlite", help="sqlite, or etcd://HOST:PORT")
@@ -108,7 +154,19 @@ def main() -> int:
     ap.add_argument(
         "--only", default="W1,W2,W3,W4,W5,C", help="comma-separated workloads (default: all)"
     )
+    ap.add_argument(
+        "--metrics-scrape", type=float, metavar="SECONDS",
+        help="metrics on (in-process workers only): store operations counted, /metrics scraped "
+        "every SECONDS during each workload",
+    )  # fmt: skip
     args = ap.parse_args()
+    if args.metrics_scrape is not None and args.processes:
+        ap.error("--metrics-scrape measures in-process workers: leave out --processes")
+    with _metrics_on(args.metrics_scrape) if args.metrics_scrape else contextlib.nullcontext():
+        return _measure(args)
+
+
+def _measure(args: argparse.Namespace) -> int:
     only = {w.strip().upper() for w in args.only.split(",")}
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)

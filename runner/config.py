@@ -36,11 +36,13 @@ BASE_ENV = (
     "PYTHONPATH",
     "VIRTUAL_ENV",
 )
+ENV_UI_TOKEN = "RUNNER_UI_TOKEN"  # the web dashboard's token (docs/UI.md)
 
 DEFAULT_STORE = "sqlite:///.runner/state.db"
 DEFAULT_LEASE_TTL = 10.0
 DEFAULT_LOG_DIR = ".runner/logs"
-DEFAULT_LOG_LIMIT = 1024 * 1024  # bytes of each attempt's log kept in the store
+DEFAULT_LOG_LIMIT = 1024 * 1024  # bytes of each attempt's log kept in the store; a local log
+# file keeps this many bytes of its head and of its tail (docs/CLI.md, "Environment")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -52,18 +54,21 @@ class Settings:
     failpoints: str = ""
     etcd_user: str | None = None
     etcd_password: str | None = field(default=None, repr=False)  # never printed
+    ui_token: str | None = field(default=None, repr=False)  # never printed
 
 
-def _positive_float(environ: Mapping[str, str], name: str, default: float) -> float:
+def _positive_float(
+    environ: Mapping[str, str], name: str, default: float, *, unit: str = "seconds"
+) -> float:
     raw = environ.get(name)
     if raw is None or raw == "":
         return default
     try:
         value = float(raw)
     except ValueError:
-        raise errors.ConfigError(f"{name}={raw!r}: expected a number of seconds") from None
+        raise errors.ConfigError(f"{name}={raw[:40]!r}: expected a number of {unit}") from None
     if value <= 0:
-        raise errors.ConfigError(f"{name}={raw!r}: must be greater than 0")
+        raise errors.ConfigError(f"{name}={raw[:40]!r}: must be greater than 0")
     return value
 
 
@@ -73,10 +78,13 @@ def from_env(environ: Mapping[str, str], *, store: str | None = None) -> Setting
         store=store or environ.get(ENV_STORE) or DEFAULT_STORE,
         lease_ttl=_positive_float(environ, ENV_LEASE_TTL, DEFAULT_LEASE_TTL),
         log_dir=environ.get(ENV_LOG_DIR) or DEFAULT_LOG_DIR,
-        log_limit=int(_positive_float(environ, ENV_LOG_LIMIT, DEFAULT_LOG_LIMIT)),
+        log_limit=max(
+            1, int(_positive_float(environ, ENV_LOG_LIMIT, DEFAULT_LOG_LIMIT, unit="bytes"))
+        ),
         failpoints=environ.get(ENV_FAILPOINTS, ""),
         etcd_user=environ.get(ENV_ETCD_USER) or None,
         etcd_password=_etcd_password(environ),
+        ui_token=environ.get(ENV_UI_TOKEN) or None,
     )
 
 

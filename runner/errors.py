@@ -5,6 +5,7 @@
     ├── WorkflowInvalid (2)                a workflow file has problems (.problems)
     │   └── CycleDetected (2)              the task graph has a cycle (.cycle)
     ├── ConfigError (3)                    bad settings (store URL, env var)
+    │   └── NoStore (3)                    a read-only command found no store file (.url)
     ├── StoreError (3)                     the store failed or holds something unreadable
     │   └── StoreUnavailable (3)           the store cannot be reached or opened
     ├── RunNotFound (2)                    no run with that id (.run_id)
@@ -34,6 +35,11 @@ EXIT_CANCELLED = 5
 EXIT_INTERNAL = 70
 EXIT_SIGINT = 130
 EXIT_SIGTERM = 143
+
+
+def clip(text: str, limit: int = 80) -> str:
+    """`text` cut to `limit` characters for a message: a hostile name can be megabytes long."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class RunnerError(Exception):
@@ -107,6 +113,14 @@ class ConfigError(RunnerError):
     exit_code = EXIT_STORE
 
 
+class NoStore(ConfigError):
+    """There is no store there yet."""
+
+    def __init__(self, url: str, message: str) -> None:
+        self.url = url
+        super().__init__(message)
+
+
 class StoreError(RunnerError):
     """The store failed."""
 
@@ -124,7 +138,7 @@ class RunNotFound(RunnerError):
 
     def __init__(self, run_id: str, message: str | None = None) -> None:
         self.run_id = run_id
-        super().__init__(message or f"run {run_id!r} not found; `runner get runs` lists runs")
+        super().__init__(message or f"run {clip(run_id)!r} not found; `runner get runs` lists runs")
 
 
 class TaskNotFound(RunnerError):
@@ -136,7 +150,8 @@ class TaskNotFound(RunnerError):
         self.run_id = run_id
         self.task = task
         super().__init__(
-            f"run {run_id!r} has no task {task!r}; `runner get run {run_id}` lists them"
+            f"run {clip(run_id)!r} has no task {clip(task)!r}; `runner get run {clip(run_id)}` "
+            "lists them"
         )
 
 
@@ -147,7 +162,7 @@ class ScheduleNotFound(RunnerError):
 
     def __init__(self, name: str) -> None:
         self.name = name
-        super().__init__(f"schedule {name!r} not found; `runner cron list` lists schedules")
+        super().__init__(f"schedule {clip(name)!r} not found; `runner cron list` lists schedules")
 
 
 class RunExists(RunnerError):
@@ -158,7 +173,7 @@ class RunExists(RunnerError):
     def __init__(self, run_id: str, key: str) -> None:
         self.run_id = run_id
         self.key = key
-        super().__init__(f"a run with key {key!r} already exists: {run_id}")
+        super().__init__(f"a run with key {clip(key)!r} already exists: {run_id}")
 
 
 class LeaseLost(RunnerError):

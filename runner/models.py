@@ -350,6 +350,7 @@ class TaskRecord:
     ready_at: float | None = None  # when it became ready (or is due again after a backoff)
     allow_failure: bool = False  # its failure does not fail the run (`allowFailure`)
     retries: int = 0  # the retries its policy allows after the first attempt
+    depends: tuple[str, ...] = ()  # instance ids it waits for (the run's DAG edges)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

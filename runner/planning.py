@@ -115,11 +115,17 @@ def resolve_params(
     if params_file is not None:
         problems += _read_params_file(params_file, declared, values)
     for name, value in (params or {}).items():
+        if "\0" in name or "\0" in value:
+            message = f"--param {errors.clip(name)}=...: a NUL byte cannot reach a task; remove it"
+            problems.append(doc.problem(("spec", "params"), message, at_key=True))
+            continue
         if name in declared:
             values[name] = value
             continue
         hint = schema.suggest(name, declared)
-        message = f"--param {name}: the workflow has no param {name!r}{hint}"
+        message = (
+            f"--param {errors.clip(name)}: the workflow has no param {errors.clip(name)!r}{hint}"
+        )
         problems.append(doc.problem(("spec", "params"), message, at_key=True))
     if problems:
         raise errors.WorkflowInvalid(problems)
@@ -130,7 +136,7 @@ def _read_params_file(
     path: str, declared: Mapping[str, Any], values: dict[str, Any]
 ) -> list[errors.Problem]:
     doc = yamlsafe.load_file(path)
-    problems: list[errors.Problem] = []
+    problems = nul_problems(doc)
     if not isinstance(doc.data, dict):
         problems.append(doc.problem((), "a params file is a mapping of param names to values"))
     for name, value in (doc.data if isinstance(doc.data, dict) else {}).items():
@@ -142,6 +148,29 @@ def _read_params_file(
         else:
             values[name] = value
     return problems
+
+
+def nul_problems(doc: yamlsafe.Document) -> list[errors.Problem]:
+    """A problem for every key or string of `doc` holding a NUL byte: no process argument,
+    environment variable or file name can carry one, so it is refused where it enters."""
+    message = "a NUL byte (\\0) cannot be passed to a task; remove it"
+    return [doc.problem(path, message, at_key=at_key) for path, at_key in _nul_paths(doc.data, ())]
+
+
+def _nul_paths(value: Any, path: Path) -> list[tuple[Path, bool]]:
+    found: list[tuple[Path, bool]] = []
+    if isinstance(value, str):
+        if "\0" in value:
+            found.append((path, False))
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            if isinstance(key, str) and "\0" in key:
+                found.append(((*path, key), True))
+            found += _nul_paths(item, (*path, key))
+    elif isinstance(value, list):
+        for j, item in enumerate(value):
+            found += _nul_paths(item, (*path, j))
+    return found
 
 
 def param_env(name: str) -> str:
@@ -168,7 +197,10 @@ class _Planner:
         self.tasks: list[dict[str, Any]] = self.spec["tasks"]
         self.defaults: dict[str, Any] = self.spec.get("defaults", {})
         self.params = params
-        self.param_env = {param_env(k): templating.to_text(v) for k, v in params.items()}
+        # Escaped like every substituted value: a param's text is never read as a template.
+        self.param_env = {
+            param_env(k): templating.escape(templating.to_text(v)) for k, v in params.items()
+        }
         self.problems: list[errors.Problem] = []
         self.ids: dict[str, list[str]] = {}
         self.shared_env: list[tuple[Path, Any]] = [  # spec.env, then spec.defaults.env

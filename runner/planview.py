@@ -116,7 +116,7 @@ def render_text(plan: models.Plan) -> str:
     levels = dag.levels(graph)
     lines = [
         f"plan {plan.workflow}  hash {plan.hash[:12]}  "
-        f"{len(plan.tasks)} tasks in {len(levels)} levels",
+        f"{_count(len(plan.tasks), 'task')} in {_count(len(levels), 'level')}",
     ]
     if plan.schedule is not None:
         lines.append(f"schedule {plan.schedule.cron!r} ({plan.schedule.timezone})")
@@ -157,3 +157,8 @@ def render_mermaid(plan: models.Plan) -> str:
 
 RENDERERS = {"json": lambda p: to_json_text(p) + "\n", "text": render_text}
 RENDERERS.update({"dot": render_dot, "mermaid": render_mermaid})
+
+
+def _count(n: int, noun: str) -> str:
+    """`1 task`, `2 tasks`."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"

@@ -372,7 +372,8 @@ def _at(data: Any, path: tuple[str | int, ...]) -> Any:
 def _dotted(path: Iterable[str | int]) -> str:
     out = ""
     for part in path:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+        text = part if isinstance(part, int) else errors.clip(part, 40)
+        out += f"[{text}]" if isinstance(part, int) else (f".{text}" if out else str(text))
     return out
 
 

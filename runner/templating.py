@@ -156,7 +156,7 @@ def _substitute(
         if match.group("lit") is not None and literal is not None:
             out.append(literal)
             continue
-        value = None if match.group("expr") is None else lookup(parse(match.group("expr")))
+        value = _value(match.group("expr"), lookup, strict=literal is None)
         if value is None:  # not a reference, or filled later
             out.append(match.group(0))
             continue
@@ -166,6 +166,21 @@ def _substitute(
         out.append(value if literal is not None else escape(value))  # at run time nothing follows
     out.append(text[pos:])
     return "".join(out)
+
+
+def _value(expr: str | None, lookup: Callable[[Ref], str | None], *, strict: bool) -> str | None:
+    """What `${{ expr }}` becomes (None: keep it as written). At run time (`strict` False) text
+    that is not a reference stays text: planning has refused every such text an author wrote,
+    so what is left came from a value and is inert."""
+    if expr is None:
+        return None
+    try:
+        ref = parse(expr)
+    except TemplateError:
+        if strict:
+            raise
+        return None
+    return lookup(ref)
 
 
 _HEREDOC = "values cannot be quoted there; pass it in an env variable such as RUNNER_PARAM_<NAME>"

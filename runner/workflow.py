@@ -9,6 +9,7 @@ Every problem of a file is collected and raised at once as `errors.WorkflowInval
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 from collections.abc import Iterator, Mapping
@@ -88,6 +89,7 @@ class _Checker:
         self.problems.append(self.doc.problem(path, message, at_key=at_key))
 
     def run(self) -> None:
+        self.problems += planning.nul_problems(self.doc)
         self.check_names()
         graph = self.check_depends()
         self.cycle = dag.find_cycle(graph)
@@ -254,6 +256,21 @@ def load_plan(
 ) -> models.Plan:
     """`plan(load(path), params=..., params_file=...)`."""
     return plan(load(path), params=params, params_file=params_file)
+
+
+def anchored(plan: models.Plan, folder: str | os.PathLike[str]) -> models.Plan:
+    """`plan` with every task's working directory made absolute against `folder` (the
+    workflow file's): a task without `workdir:` runs in `folder`, a relative `workdir:` is
+    taken from it, an absolute one stays. What `runner apply FILE` and the scheduler store,
+    so relative paths and `call:` modules resolve next to the file, whatever the worker's
+    current folder (docs/WORKFLOW.md, "What a task sees")."""
+    base = os.path.abspath(folder)
+    tasks = tuple(
+        dataclasses.replace(t, workdir=os.path.normpath(os.path.join(base, t.workdir or ".")))
+        for t in plan.tasks
+    )
+    moved = dataclasses.replace(plan, tasks=tasks)
+    return dataclasses.replace(moved, hash=planning.plan_hash(moved))
 
 
 plan_hash = planning.plan_hash

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -53,3 +54,14 @@ def bad_return() -> list[int]:
 def pid() -> dict[str, int]:
     """The child's pid."""
     return {"pid": os.getpid()}
+
+
+def escape_then_sleep(pid_file: str, seconds: float = 1000.0) -> None:
+    """Start a process that leaves the call child's session with a cleared environment and
+    ignores SIGTERM (it writes its pid to `pid_file`), then sleep."""
+    inner = f"trap '' TERM; echo $$ > {pid_file}.tmp; mv {pid_file}.tmp {pid_file}; exec sleep 1000"
+    subprocess.Popen(["setsid", "/bin/sh", "-c", inner], env={}, start_new_session=True)
+    deadline = time.monotonic() + 10
+    while not Path(pid_file).exists() and time.monotonic() < deadline:  # started for sure
+        time.sleep(0.01)
+    time.sleep(seconds)

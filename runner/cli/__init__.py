@@ -55,13 +55,25 @@ COMMANDS: tuple[Command, ...] = (
     Command("locks", "cluster_cmds", "list mutexes and semaphores with their holders and waiters"),
     Command("gc", "gc_cmds", "delete finished runs older than a retention (default 7d)"),
     Command("bench", "bench_cmds", "measure the standard workloads on this store"),
+    Command(
+        "ui", "ui_cmds", "serve the web dashboard (runs, DAGs, logs, workers, schedules, locks)"
+    ),
+    Command(
+        "health", "health_cmds", "exit 0 when this host's worker or scheduler is live in the store"
+    ),
+    Command(
+        "metrics",
+        "metrics_cmds",
+        "print the Prometheus metrics, or keep a node_exporter textfile up to date",
+    ),
 )
 
 EPILOG = """\
 exit codes:
   0    success                      1    the run failed
   2    usage error or invalid file  3    store unavailable or bad configuration
-  4    gave up waiting (--timeout)  5    the run was cancelled
+  4    gave up waiting (--timeout; the run's tasks go back to the queue)
+  5    the run was cancelled
   70   internal error               130/143  interrupted (SIGINT/SIGTERM)
 
 examples:

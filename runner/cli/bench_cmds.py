@@ -60,7 +60,7 @@ def add_parsers(sub: Any) -> None:
         help="share the slots among N `runner worker` processes (default 0: in this process)",
     )
     p.add_argument("--prefetch", type=common.non_negative_int, default=0, help="worker prefetch")
-    p.add_argument("-o", "--output", choices=["text", "json"], default="text")
+    p.add_argument("-o", "--output", choices=["text", "json"], default="text", help="format")
     p.set_defaults(func=cmd_bench)
 
 

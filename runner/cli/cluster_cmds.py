@@ -6,7 +6,7 @@ import argparse
 import time
 from typing import Any
 
-from runner import errors
+from runner import actions, errors, views
 from runner.cli import common, output
 from runner.config import Settings
 from runner.models import LockInfo
@@ -23,34 +23,28 @@ def add_parsers(sub: Any) -> None:
         epilog="examples:\n  runner locks\n  runner locks -o json\n",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("-o", "--output", choices=["table", "json"], default="table")
+    p.add_argument("-o", "--output", choices=["table", "json"], default="table", help="format")
     p.set_defaults(func=cmd_locks)
 
 
-def lock_json(lock: LockInfo) -> dict[str, Any]:
-    """`runner locks -o json`: one lock."""
-    kind, _, name = lock.name.partition(":")
-    return {
-        "lock": lock.name,
-        "kind": kind,
-        "name": name,
-        "limit": lock.limit,
-        "holders": [
-            {"run": h.run_id, "task": h.task_id, "attempt": h.attempt, "worker": h.worker_id}
-            for h in lock.holders
-        ],
-        "waiters": [{"run": r, "task": t} for r, t in lock.waiters],
-    }
+lock_json = views.lock_json  # the shape is shared with the web dashboard
 
 
 def cmd_locks(args: argparse.Namespace, settings: Settings) -> int:
-    store = common.open_settings_store(settings)
     try:
-        locks = store.list_locks(now=time.time())
-    finally:
-        store.close()
+        store = common.open_existing_store(settings)
+    except errors.NoStore:
+        locks: list[LockInfo] = []
+    else:
+        try:
+            locks = store.list_locks(now=time.time())
+        finally:
+            store.close()
     if args.output == "json":
         output.dump([lock_json(lock) for lock in locks], "json")
+        return errors.EXIT_OK
+    if not locks:
+        print(common.empty_note("held or awaited locks", settings))
         return errors.EXIT_OK
     rows = output.table("LOCK", "HELD", "HOLDERS", "WAITERS")
     for lock in locks:
@@ -65,15 +59,11 @@ def cmd_worker_drain(args: argparse.Namespace, settings: Settings) -> int:
     """Mark the live workers named NAME draining; exit 2 when none is live."""
     if not args.target:
         raise errors.UsageError("worker drain: give the NAME (or id) of the worker to drain")
-    store = common.open_settings_store(settings)
+    store = common.open_existing_store(settings)
     try:
-        ids = store.drain_worker(args.target, now=time.time())
+        ids = actions.drain_worker(store, args.target, now=time.time())
     finally:
         store.close()
-    if not ids:
-        raise errors.UsageError(
-            f"worker drain: no live worker is named {args.target!r}; see `runner workers`"
-        )
     for worker_id in ids:
         print(f"worker {worker_id} draining")
     return errors.EXIT_OK

@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import sys
+import time
 from typing import TYPE_CHECKING
 
-from runner import errors
+from runner import config, errors
 from runner.config import Settings
 
 if TYPE_CHECKING:
@@ -115,6 +117,47 @@ def parse_params(items: list[str]) -> dict[str, str]:
     return params
 
 
+def runner_cmd(args: argparse.Namespace) -> str:
+    """`runner`, with the `--store URL` it was given: the prefix of a command to suggest."""
+    store = getattr(args, "store", None)
+    return f"runner --store {store}" if store else "runner"
+
+
+def store_place(settings: Settings) -> str:
+    """The store the settings name, for a message: its URL, and where a SQLite file is."""
+    url = settings.store
+    if url.startswith("sqlite:///") and len(url) > len("sqlite:///"):
+        return f"{url} ({os.path.abspath(url[len('sqlite:///') :])})"
+    return url
+
+
+def choose_store_hint() -> str:
+    return f"choose another store with --store URL or {config.ENV_STORE}"
+
+
+def empty_note(what: str, settings: Settings) -> str:
+    """`no runs in sqlite:///... (/abs/path); choose another store with ...`: what an empty
+    listing says, so that a listing read from the wrong store does not pass for the truth."""
+    return f"no {what} in {store_place(settings)}; {choose_store_hint()}"
+
+
+def open_existing_store(settings: Settings, *, run: str | None = None) -> Store:
+    """The store, for a command that only reads (or changes what must already be there): a
+    SQLite file that does not exist is not created. Raises NoStore naming it, or, for a
+    command about `run`, RunNotFound (exit 2, as for a store without that run)."""
+    url = settings.store
+    sqlite = url.startswith("sqlite:///") and len(url) > len("sqlite:///")
+    if sqlite and not os.path.exists(url[len("sqlite:///") :]):
+        why = (
+            f"no store at {store_place(settings)}: nothing has run with this store yet "
+            f"(a relative path is read from the current folder); {choose_store_hint()}"
+        )
+        if run is not None:
+            raise errors.RunNotFound(run, f"run {run!r} not found: {why}")
+        raise errors.NoStore(url, why)
+    return open_settings_store(settings)
+
+
 def open_settings_store(settings: Settings) -> Store:
     """The store the settings name, with their log limit, failpoints and etcd credentials."""
     # gRPC's C core logs TLS handshake failures line by line on stderr; runner reports the
@@ -129,3 +172,35 @@ def open_settings_store(settings: Settings) -> Store:
         etcd_user=settings.etcd_user,
         etcd_password=settings.etcd_password,
     )
+
+
+STORE_WAIT_MAX = 5.0  # seconds between tries while a network store does not answer
+
+
+def wait_for_store(settings: Settings, *, who: str) -> None:
+    """Block until a network store (etcd) answers, retrying with a line on stderr each try.
+
+    Long-running processes (worker, scheduler, serve) may start before their etcd does
+    (compose, systemd, a rebooting host): they wait for it rather than exit. SIGTERM or Ctrl-C
+    still ends the wait. The embedded store opens at once or fails for a reason waiting does
+    not cure (a bad path), so it is not waited for.
+    """
+    if not settings.store.startswith(("etcd://", "etcds://")):
+        return
+    delay = 0.5
+    while True:
+        try:
+            store = open_settings_store(settings)
+            try:
+                store.leader(now=time.time())
+                return
+            finally:
+                store.close()
+        except errors.StoreUnavailable as exc:
+            print(
+                f"runner {who}: waiting for the store: {exc.message}; retrying in {delay:g} s",
+                file=sys.stderr,
+                flush=True,
+            )
+        time.sleep(delay)
+        delay = min(delay * 2, STORE_WAIT_MAX)

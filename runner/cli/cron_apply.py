@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import datetime as dt
-import zoneinfo
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from runner.cron import fire, ticks
-from runner.models import CronEntry, Plan
+from runner import errors, planview, views
+from runner.cron import fire
+from runner.models import Plan
 
 if TYPE_CHECKING:
     from runner.store import Store
@@ -15,19 +14,56 @@ if TYPE_CHECKING:
 SHOWN = 3  # fire times `runner apply` prints
 
 
-def local_iso(ts: float, tz: str) -> str:
-    """Epoch seconds as ISO 8601 in the schedule's time zone, to the second."""
-    return dt.datetime.fromtimestamp(ts, zoneinfo.ZoneInfo(tz)).isoformat(timespec="seconds")
+local_iso = views.local_iso
 
 
-def next_fire_times(entry: CronEntry, *, now: float, count: int) -> list[float]:
-    """The schedule's next `count` fire times after `now` (and after its last handled tick)."""
-    s = entry.schedule
-    return ticks.next_ticks(s.cron, s.timezone, after=max(now, entry.last_tick), count=count)
+next_fire_times = views.next_fire_times
 
 
-def register_and_describe(store: Store, plan: Plan, *, now: float) -> list[str]:
-    """Register or update the plan's schedule; the lines `runner apply` prints."""
+def _params(params: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in sorted(params.items())) or "none"
+
+
+def conflict(store: Store, plan: Plan) -> str | None:
+    """Why registering the plan's schedule would silently take over another one: the name
+    is registered from another file, or with other params (params are part of a registered
+    schedule: its runs use them). None when it would not."""
+    try:
+        entry = store.get_schedule(plan.workflow)
+    except errors.ScheduleNotFound:
+        return None
+    new = fire.entry_for(plan).source
+    if entry.source and new and entry.source != new:
+        return (
+            f"schedule {entry.name} is registered from {entry.source}, and {new} claims the "
+            f"same name (metadata.name); rename one of them, or pass --force to move the "
+            f"schedule to {new}"
+        )
+    registered = planview.plan_from_json(entry.plan).params
+    if registered != plan.params:
+        return (
+            f"schedule {entry.name} is registered with params {_params(registered)}, not "
+            f"{_params(plan.params)}; its runs use the registered ones: pass --force to replace "
+            f"them (with --now, the one run started now uses the ones given)"
+        )
+    return None
+
+
+def register_and_describe(
+    store: Store, plan: Plan, *, now: float, force: bool = False, now_run: bool = False
+) -> list[str]:
+    """Register or update the plan's schedule; the lines `runner apply` prints. Raises
+    UsageError when that would take another file's schedule over, or replace its params,
+    without `force` (with `now_run` and other params only, the schedule stays as it is)."""
+    why = None if force else conflict(store, plan)
+    if why is not None:
+        if not now_run or why.startswith(f"schedule {plan.workflow} is registered from"):
+            raise errors.UsageError(why)
+        entry = store.get_schedule(plan.workflow)
+        return [
+            f"schedule {entry.name} unchanged: registered with params "
+            f"{_params(planview.plan_from_json(entry.plan).params)} (--force replaces them)"
+        ]
     changed = fire.register(store, plan, now=now)
     entry = store.get_schedule(plan.workflow)
     verb = "registered" if entry.created_at == now else "updated" if changed else "unchanged"

@@ -7,12 +7,10 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any
 
-from runner import engine, errors, planview
+from runner import actions, errors, views
 from runner.cli import common, output
 from runner.cli.cron_apply import local_iso, next_fire_times
 from runner.config import Settings
-from runner.cron import fire
-from runner.models import CronEntry
 
 if TYPE_CHECKING:
     from runner.store import Store
@@ -38,7 +36,9 @@ def add_parsers(sub: Any) -> None:
     _add_named(group, "resume", "fire the schedule again from its next tick", cmd_cron_resume)
     _add_named(group, "delete", "remove the schedule (its runs stay)", cmd_cron_delete)
     nxt = _add_named(group, "next", "print the schedule's next fire times", cmd_cron_next)
-    nxt.add_argument("--count", type=common.positive_int, default=10, metavar="N")
+    nxt.add_argument(
+        "--count", type=common.positive_int, default=10, metavar="N", help="how many (10)"
+    )
 
 
 def _usage(parser: argparse.ArgumentParser) -> int:
@@ -51,11 +51,12 @@ def _add_cron_list(group: Any) -> None:
         "list",
         help="the schedules, their last run and next fire time",
         description="Name, schedule, time zone, suspended, last run and its state, next fire "
-        "time, and the ticks missed (past the starting deadline) or skipped (Forbid).",
+        "time (in the schedule's time zone, like `runner cron next`; -o json also gives it in "
+        "UTC), and the ticks missed (past the starting deadline) or skipped (Forbid).",
         epilog="examples:\n  runner cron list\n  runner cron list -o json | jq '.[].next'\n",
         formatter_class=_RAW,
     )
-    p.add_argument("-o", "--output", choices=["table", "json"], default="table")
+    p.add_argument("-o", "--output", choices=["table", "json"], default="table", help="format")
     p.set_defaults(func=cmd_cron_list)
 
 
@@ -73,38 +74,28 @@ def _add_named(group: Any, name: str, text: str, func: Any) -> argparse.Argument
 
 
 def _with_store(settings: Settings) -> Store:
-    return common.open_settings_store(settings)
+    return common.open_existing_store(settings)  # never creates a store
 
 
-def entry_json(store: Store, entry: CronEntry, *, now: float) -> dict[str, Any]:
-    """One schedule as `runner cron list -o json` shows it."""
-    state = fire.last_run_state(store, entry)
-    upcoming = [] if entry.suspended else next_fire_times(entry, now=now, count=1)
-    s = entry.schedule
-    return {
-        "name": entry.name,
-        "schedule": s.cron,
-        "timezone": s.timezone,
-        "suspended": entry.suspended,
-        "concurrency_policy": s.concurrency_policy.value,
-        "last_run": entry.last_run_id,
-        "last_run_state": None if state is None else state.value,
-        "next": output.iso(upcoming[0]) if upcoming else None,
-        "missed": entry.missed,
-        "skipped": entry.skipped,
-        "source": entry.source,
-    }
+entry_json = views.entry_json  # the shape is shared with the web dashboard
 
 
 def cmd_cron_list(args: argparse.Namespace, settings: Settings) -> int:
-    store = _with_store(settings)
     try:
-        now = time.time()
-        rows = [entry_json(store, e, now=now) for e in store.list_schedules()]
-    finally:
-        store.close()
+        store = _with_store(settings)
+    except errors.NoStore:
+        rows: list[dict[str, Any]] = []
+    else:
+        try:
+            now = time.time()
+            rows = [entry_json(store, e, now=now) for e in store.list_schedules()]
+        finally:
+            store.close()
     if args.output == "json":
         output.dump(rows, "json")
+        return errors.EXIT_OK
+    if not rows:
+        print(common.empty_note("schedules", settings))
         return errors.EXIT_OK
     head = ("NAME", "SCHEDULE", "TIMEZONE", "SUSPENDED", "LAST RUN", "STATE", "NEXT", "MISSED")
     table = [head] + [_row(r) for r in rows]
@@ -118,17 +109,14 @@ def _row(r: dict[str, Any]) -> tuple[str, ...]:
     missed = f"{r['missed']}" + (f" (+{r['skipped']} skipped)" if r["skipped"] else "")
     suspended = "yes" if r["suspended"] else "no"
     last = (r["last_run"] or "-", r["last_run_state"] or "-")
-    return (r["name"], r["schedule"], r["timezone"], suspended, *last, r["next"] or "-", missed)
+    nxt = r["next_local"] or "-"  # in the schedule's zone, like `runner cron next`
+    return (r["name"], r["schedule"], r["timezone"], suspended, *last, nxt, missed)
 
 
 def cmd_cron_trigger(args: argparse.Namespace, settings: Settings) -> int:
     store = _with_store(settings)
     try:
-        entry = store.get_schedule(args.name)
-        now = time.time()
-        plan = planview.plan_from_json(entry.plan)
-        run_id = f"{engine.new_run_id(entry.name, now)}-manual"
-        run = engine.submit(store, plan, now=now, run_id=run_id, scheduled_time=now)
+        run = actions.trigger_schedule(store, args.name, now=time.time())
     finally:
         store.close()
     print(run.id)
@@ -146,7 +134,7 @@ def cmd_cron_resume(args: argparse.Namespace, settings: Settings) -> int:
 def _set_suspended(name: str, suspended: bool, settings: Settings) -> int:
     store = _with_store(settings)
     try:
-        store.suspend_schedule(name, suspended=suspended, now=time.time())
+        actions.suspend_schedule(store, name, suspended=suspended, now=time.time())
     finally:
         store.close()
     print(f"schedule {name} {'suspended' if suspended else 'resumed'}")

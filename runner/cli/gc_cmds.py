@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
 import sys
 import time
 from typing import Any
@@ -14,9 +16,10 @@ from runner.cron.retention import DEFAULT_OLDER_THAN
 
 EPILOG = """\
 A run is deleted once it finished (succeeded, failed or cancelled, every task ended) more
-than --older-than ago: its tasks, attempts, logs and idempotency key go with it. Unfinished
-runs are never touched. The leading `runner scheduler` / `runner serve` does this every hour
-with --gc-older-than (default 7d; 0 disables).
+than --older-than ago: its tasks, attempts, logs and idempotency key go with it, and so do the
+full log files its attempts left in this machine's RUNNER_LOG_DIR (default .runner/logs).
+Unfinished runs are never touched. The leading `runner scheduler` / `runner serve` does this
+every hour with --gc-older-than (default 7d; 0 disables), for the store only.
 
 examples:
   runner gc                          # runs that finished more than 7 days ago
@@ -44,7 +47,7 @@ def add_parsers(sub: Any) -> None:
     p.add_argument(
         "--dry-run", action="store_true", help="print the runs it would delete; delete nothing"
     )
-    p.add_argument("-o", "--output", choices=["text", "json"], default="text")
+    p.add_argument("-o", "--output", choices=["text", "json"], default="text", help="format")
     p.set_defaults(func=cmd_gc)
 
 
@@ -59,6 +62,19 @@ def retention_arg(text: str) -> float:
     return value
 
 
+def remove_local_logs(log_dir: str, run_ids: list[str]) -> int:
+    """Delete the local log folder (`LOG_DIR/<run>/`) of each run; return how many existed."""
+    removed = 0
+    for run_id in run_ids:
+        if not run_id or "/" in run_id or run_id in (".", ".."):
+            continue  # never a path outside the log folder
+        folder = os.path.join(log_dir, run_id)
+        if os.path.isdir(folder):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed += 1
+    return removed
+
+
 def cmd_gc(args: argparse.Namespace, settings: Settings) -> int:
     now = time.time()
     store = common.open_settings_store(settings)
@@ -66,6 +82,8 @@ def cmd_gc(args: argparse.Namespace, settings: Settings) -> int:
         ids = store.gc(older_than=args.older_than, now=now, dry_run=args.dry_run)
     finally:
         store.close()
+    if not args.dry_run:
+        remove_local_logs(settings.log_dir, ids)
     before = output.iso(now - args.older_than)
     if args.output == "json":
         data = {"dry_run": args.dry_run, "finished_before": before, "runs": ids}

@@ -5,68 +5,22 @@ from __future__ import annotations
 import json
 import sys
 import time
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TextIO
 
-from runner.models import Attempt, Run, TaskRecord, WorkerInfo
+from runner import views
+from runner.models import Run, WorkerInfo
 
 if TYPE_CHECKING:  # rich loads with the first table: not for JSON or plain-line output
     from rich.console import Console
     from rich.table import Table
 
 
-def iso(ts: float | None) -> str | None:
-    """Epoch seconds as ISO 8601 UTC (`2026-01-01T02:00:00.123Z`), None stays None."""
-    if ts is None:
-        return None
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def attempt_json(a: Attempt) -> dict[str, Any]:
-    return {
-        "number": a.number,
-        "state": a.state.value,
-        "worker": a.worker,
-        "exit_code": a.exit_code,
-        "reason": a.reason.value if a.reason else None,
-        "error": a.error,
-        "started_at": iso(a.started_at),
-        "finished_at": iso(a.finished_at),
-    }
-
-
-def task_json(t: TaskRecord) -> dict[str, Any]:
-    return {
-        "id": t.id,
-        "name": t.name,
-        "state": t.state.value,
-        "waiting_reason": t.waiting_reason,
-        "priority": t.priority,
-        "outputs": dict(t.outputs),
-        "attempts": [attempt_json(a) for a in t.attempts],
-    }
-
-
-def run_json(run: Run, *, tasks: bool = True) -> dict[str, Any]:
-    """The `runner get run ID -o json` contract (docs/CLI.md)."""
-    out: dict[str, Any] = {
-        "id": run.id,
-        "workflow": run.workflow,
-        "state": run.state.value,
-        "params": run.params,
-        "created_at": iso(run.created_at),
-        "started_at": iso(run.started_at),
-        "finished_at": iso(run.finished_at),
-        "scheduled_time": iso(run.scheduled_time),
-        "reason": run.reason,
-        "tasks_total": run.tasks_total,
-        "tasks_done": run.tasks_done,
-        "group": run.group,
-        "waiting_reason": run.waiting_reason,
-    }
-    if tasks:
-        out["tasks"] = [task_json(t) for t in run.tasks]
-    return out
+# The -o json shapes live in runner.views, shared with the web dashboard's JSON API.
+iso = views.iso
+attempt_json = views.attempt_json
+task_json = views.task_json
+run_json = views.run_json
+worker_json = views.worker_json
 
 
 def dump(data: Any, fmt: str, stream: TextIO | None = None) -> None:
@@ -98,10 +52,14 @@ def human_seconds(seconds: float) -> str:
 
 
 def console(stream: TextIO | None = None) -> Console:
-    """A rich console for tables on `stream` (default stdout), wide enough not to wrap rows."""
+    """A rich console for tables on `stream` (default stdout), wide enough not to wrap rows.
+    Cells are plain text: no markup, so a matrix instance id `extract[region=apac]` shows whole
+    (rich would take `[region=apac]` for a style tag), and no highlighting."""
     from rich.console import Console
 
-    return Console(file=stream or sys.stdout, width=200, soft_wrap=True)
+    return Console(
+        file=stream or sys.stdout, width=200, soft_wrap=True, markup=False, highlight=False
+    )
 
 
 def table(*columns: str) -> Table:
@@ -149,27 +107,6 @@ def run_detail(run: Run, stream: TextIO | None = None) -> None:
             info or "",
         )
     out.print(rows)
-
-
-def worker_json(w: WorkerInfo, *, now: float) -> dict[str, Any]:
-    """`runner workers -o json`: one live worker."""
-    return {
-        "id": w.id,
-        "name": w.name,
-        "host": w.host,
-        "pid": w.pid,
-        "labels": dict(w.labels),
-        "weight": w.weight,
-        "capacity": w.capacity,
-        "running": w.running,
-        "assigned": w.assigned,
-        "draining": w.draining,
-        "load": round(w.running / w.capacity, 3) if w.capacity else None,
-        "version": w.version,
-        "heartbeat_at": iso(w.heartbeat_at),
-        "heartbeat_age": round(max(0.0, now - w.heartbeat_at), 3),
-        "expires_at": iso(w.expires_at),
-    }
 
 
 def workers_table(workers: list[WorkerInfo], *, now: float, stream: TextIO | None = None) -> None:

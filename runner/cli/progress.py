@@ -2,41 +2,99 @@
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 from typing import TYPE_CHECKING, TextIO
 
-from runner.cli.output import iso
-from runner.models import Run, TaskState
+from runner.cli.output import human_seconds, iso
+from runner.models import Attempt, AttemptState, Plan, Reason, Run, TaskRecord, TaskState
 
 if TYPE_CHECKING:
     from runner.engine import Change
 
 
 class PlainProgress:
-    """One line per task state change, for CI logs and pipes."""
+    """One line per event, for CI logs and pipes, stamped with the time the store recorded
+    (an attempt's start and end, a task's entry into the queue, the run's start and end), not
+    when the follower noticed. Every attempt's end is a line, retried failures included:
+    `extract[region=apac] failed (attempt 1 of 4), retrying in 2s`. With the plan, attempts
+    are counted against the task's retries and the backoff is the policy's."""
 
-    def __init__(self, stream: TextIO) -> None:
+    def __init__(self, stream: TextIO, *, plan: Plan | None = None) -> None:
         self.stream = stream
         self._run_state: str | None = None
+        self._specs = {t.id: t for t in plan.tasks} if plan is not None else {}
+        self._started: dict[str, int] = {}  # task id -> the last attempt whose start was said
+        self._ended: dict[str, int] = {}  # task id -> the last attempt whose end was said
 
     def update(self, run: Run, changes: list[Change]) -> None:
-        stamp = iso(time.time())
+        events: list[tuple[float, str]] = []
+        for task in run.tasks:
+            events += self._attempt_events(task)
         tasks = {t.id: t for t in run.tasks}
         for change in changes:
             task = tasks[change.task_id]
-            extra = ""
-            if task.attempts and change.new in (TaskState.FAILED, TaskState.RETRYING):
-                last = task.attempts[-1]
-                extra = f" ({last.error or last.reason or ''})"
-            line = f"{stamp} {run.id} {change.task_id} {change.new.value}{extra}"
-            print(line, file=self.stream, flush=True)
+            if _said_by_attempts(task, change.new):
+                continue
+            when = task.ready_at if change.new is TaskState.READY else None
+            when = when or (run.finished_at if change.new.terminal else None) or run.created_at
+            events.append((when, f"{task.id} {change.new.value}"))
         if run.state.value != self._run_state:
             self._run_state = run.state.value
-            print(f"{stamp} {run.id} run {run.state.value}", file=self.stream, flush=True)
+            when = run.finished_at or run.started_at or run.created_at
+            events.append((when, f"run {run.state.value}"))
+        for when, text in sorted(events, key=lambda e: e[0]):
+            print(f"{iso(when)} {run.id} {text}", file=self.stream, flush=True)
+
+    def _attempt_events(self, task: TaskRecord) -> list[tuple[float, str]]:
+        events: list[tuple[float, str]] = []
+        for a in task.attempts:
+            if a.number > self._started.get(task.id, 0):
+                self._started[task.id] = a.number
+                events.append((a.started_at, f"{task.id} running ({self._of(task, a.number)})"))
+            if a.finished_at is not None and a.number > self._ended.get(task.id, 0):
+                self._ended[task.id] = a.number
+                events.append((a.finished_at, f"{task.id} {self._ended_text(task, a)}"))
+        return events
+
+    def _of(self, task: TaskRecord, number: int) -> str:
+        spec = self._specs.get(task.id)
+        return f"attempt {number}" + (f" of {spec.retries.limit + 1}" if spec else "")
+
+    def _ended_text(self, task: TaskRecord, a: Attempt) -> str:
+        why = ""
+        if a.error or (a.reason and a.reason not in (Reason.EXIT, Reason.LOST)):
+            why = f", {a.error or a.reason}"
+        text = f"{a.state.value} ({self._of(task, a.number)}{why})"
+        if a.number < task.attempts[-1].number or not task.state.terminal:
+            if a.state is AttemptState.LOST:
+                return text + ", back in the queue"
+            if a.state is AttemptState.FAILED:
+                return text + f", retrying{self._backoff(task, a)}"
+        return text
+
+    def _backoff(self, task: TaskRecord, a: Attempt) -> str:
+        spec = self._specs.get(task.id)
+        failed = sum(1 for x in task.attempts[: a.number] if x.state is AttemptState.FAILED)
+        if spec is not None:
+            delay: float | None = spec.retries.delay_for(failed)
+        elif task.state is TaskState.RETRYING and task.ready_at and a.finished_at:
+            delay = task.ready_at - a.finished_at
+        else:
+            delay = None
+        return "" if delay is None else f" in {human_seconds(max(0.0, delay))}"
 
     def close(self) -> None:
         pass
+
+
+def _said_by_attempts(task: TaskRecord, state: TaskState) -> bool:
+    """Whether the attempt lines already say this state change (running, retrying, and a
+    task's end by its last attempt's end)."""
+    if state in (TaskState.RUNNING, TaskState.RETRYING):
+        return True
+    if state in (TaskState.SUCCEEDED, TaskState.FAILED) and task.attempts:
+        return task.attempts[-1].finished_at is not None
+    return False
 
 
 class LiveProgress:
@@ -78,5 +136,5 @@ class LiveProgress:
         self.live.stop()
 
 
-def make_progress(stream: TextIO) -> PlainProgress | LiveProgress:
-    return LiveProgress(stream) if stream.isatty() else PlainProgress(stream)
+def make_progress(stream: TextIO, *, plan: Plan | None = None) -> PlainProgress | LiveProgress:
+    return LiveProgress(stream) if stream.isatty() else PlainProgress(stream, plan=plan)

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from runner import engine, errors
-from runner.cli import common, output, taskenv
+from runner import config, engine, errors
+from runner.cli import common, output, taskenv, waiting
 from runner.cli.progress import make_progress
 from runner.config import Settings
-from runner.models import Run
+from runner.models import Plan, Run
 
 if TYPE_CHECKING:
     from runner.store import Store
@@ -53,9 +55,27 @@ def _add_drive_flags(p: argparse.ArgumentParser) -> None:
         "results in batches (see `runner worker --prefetch`)",
     )
     p.add_argument("--detach", action="store_true", help="return once the run is stored")
-    p.add_argument("--timeout", type=common.duration_arg, help="give up waiting (exit 4)")
-    p.add_argument("--lease-ttl", type=common.positive_float, metavar="SECONDS")
-    p.add_argument("-o", "--output", choices=["text", "json"], default="text")
+    p.add_argument(
+        "--timeout",
+        type=common.duration_arg,
+        metavar="DURATION",
+        help="give up waiting after DURATION (exit 4): the local workers stop at once and the "
+        "run's running tasks go back to the queue for any worker (`apply --resume RUN`)",
+    )
+    p.add_argument(
+        "--lease-ttl",
+        type=common.positive_float,
+        metavar="SECONDS",
+        help=f"the local workers' lease (env {config.ENV_LEASE_TTL}; default "
+        f"{config.DEFAULT_LEASE_TTL:g})",
+    )
+    p.add_argument(
+        "-o",
+        "--output",
+        choices=["text", "json"],
+        default="text",
+        help="json: progress on stderr, the finished run as JSON on stdout",
+    )
     taskenv.add_secret_flag(p)
     from runner.cli import report_cmds
 
@@ -76,6 +96,12 @@ def add_apply_parser(sub: Any) -> None:
     p.add_argument(
         "--now", action="store_true", help="scheduled workflow: also start one run at once"
     )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="scheduled workflow: take the schedule over from another file claiming its name, "
+        "or replace its registered params",
+    )
     _add_drive_flags(p)
     p.set_defaults(func=cmd_apply)
 
@@ -89,12 +115,19 @@ def cmd_apply(args: argparse.Namespace, settings: Settings) -> int:
 
         params = common.parse_params(args.param)
         plan = workflow.load_plan(args.file, params=params, params_file=args.params_file)
-    store = common.open_settings_store(settings)
+        plan = workflow.anchored(plan, os.path.dirname(args.file) or ".")
+    if plan is None:
+        store = common.open_existing_store(settings, run=args.resume)
+    else:
+        store = common.open_settings_store(settings)
     try:
         if plan is not None and plan.schedule is not None:
             from runner.cli import cron_apply  # the cron modules: only for scheduled workflows
 
-            for line in cron_apply.register_and_describe(store, plan, now=time.time()):
+            lines = cron_apply.register_and_describe(
+                store, plan, now=time.time(), force=args.force, now_run=args.now
+            )
+            for line in lines:
                 print(line, flush=True)
             if not args.now:
                 return errors.EXIT_OK
@@ -104,8 +137,9 @@ def cmd_apply(args: argparse.Namespace, settings: Settings) -> int:
             run = store.get_run(engine.resolve_run_id(store, args.resume), tasks=False)
         _announce(run, args)
         if args.detach:
+            waiting.say_if_unserved(store, run.id, cli=common.runner_cmd(args))
             return errors.EXIT_OK
-        return drive(store, run.id, args, settings)
+        return drive(store, run.id, args, settings, plan=plan)
     finally:
         store.close()
 
@@ -117,27 +151,45 @@ def _announce(run: Run, args: argparse.Namespace) -> None:
         print(run.id, flush=True)
 
 
-def drive(store: Store, run_id: str, args: argparse.Namespace, settings: Settings) -> int:
+def drive(
+    store: Store,
+    run_id: str,
+    args: argparse.Namespace,
+    settings: Settings,
+    *,
+    plan: Plan | None = None,
+) -> int:
     """Run local workers (if any) and follow the run to its end; the exit code says how.
     The reports asked for (--junit, --summary) are written whatever the exit code."""
     from runner.cli import report_cmds
 
     failing = True
     try:
-        code = _drive(store, run_id, args, settings)
+        code = _drive(store, run_id, args, settings, plan=plan)
         failing = False
         return code
     finally:
         report_cmds.write_after_drive(store, run_id, args, failing=failing)
 
 
-def _drive(store: Store, run_id: str, args: argparse.Namespace, settings: Settings) -> int:
+def _drive(
+    store: Store, run_id: str, args: argparse.Namespace, settings: Settings, *, plan: Plan | None
+) -> int:
     stream = sys.stderr if args.output == "json" else sys.stdout
-    progress = make_progress(stream)
+    progress = make_progress(stream, plan=plan)
     local = _LocalWorkers.start(args, settings)
     deadline = None if args.timeout is None else time.monotonic() + args.timeout
+    cli = common.runner_cmd(args)
+    watch = waiting.Watch(store, run_id, cli=cli, local=local.worker is not None)
     try:
+        watch.start()
         run = engine.follow(store, run_id, on_change=progress.update, deadline=deadline)
+    except errors.WaitTimeout:
+        progress.close()
+        handed = local.hand_back()
+        raise errors.WaitTimeout(
+            waiting.gave_up(run_id, after=args.timeout, cli=cli, handed=handed)
+        ) from None
     except errors.RunnerError:
         progress.close()
         local.stop(abort_run=None)
@@ -148,6 +200,8 @@ def _drive(store: Store, run_id: str, args: argparse.Namespace, settings: Settin
         store.cancel_run(run_id, now=time.time(), reason="interrupted")
         local.stop(abort_run=run_id)
         raise
+    finally:
+        watch.stop()
     progress.close()
     local.stop(abort_run=None)
     _summary(run, args)
@@ -194,6 +248,19 @@ class _LocalWorkers:
         )
         return cls(worker, run_in_thread(worker))
 
+    def hand_back(self) -> int | None:
+        """Stop the local workers at once: their running attempts are killed and go back to
+        the queue unrecorded (`Worker.drain` with no grace), for any worker to run again.
+        Returns how many attempts went back, or None when there were no local workers."""
+        if self.worker is None or self.done is None:
+            return None
+        held = self.worker.running()
+        self.worker.drain(0.0)
+        self.done.wait()
+        self.worker.store.close()
+        self.worker.executor.close()
+        return held
+
     def stop(self, *, abort_run: str | None) -> None:
         if self.worker is None or self.done is None:
             return
@@ -215,16 +282,19 @@ def make_worker(
     weight: int = 1,
     drain_timeout: float = 30.0,
     prefetch: int = 0,
+    wrap: Callable[[Store], Store] | None = None,
     base_env: dict[str, str] | None = None,
     masked: list[str] | None = None,
 ) -> Worker:
-    """A worker with its own store connection and executor, as the settings say. Its tasks
-    start from `base_env` (default: this process's whole environment); `masked` values are
-    masked in their logs."""
+    """A worker with its own store connection (passed through `wrap`, e.g. to count its
+    operations) and executor, as the settings say. Its tasks start from `base_env` (default:
+    this process's whole environment); `masked` values are masked in their logs."""
     from runner.executor import Executor  # worker and executor: only the commands that run tasks
+    from runner.failpoints import Failpoints
     from runner.worker import Worker
 
     store = common.open_settings_store(settings)
+    store = store if wrap is None else wrap(store)
     executor = Executor(
         slots=concurrency,
         log_dir=settings.log_dir,
@@ -232,6 +302,7 @@ def make_worker(
         base_env=base_env,
         secret_source=os.environ,
         masked=masked or (),
+        failpoints=Failpoints(settings.failpoints),  # its `reaper.*` points
     )
     return Worker(
         store,
@@ -265,7 +336,7 @@ def add_retry_parser(sub: Any) -> None:
 
 
 def cmd_retry(args: argparse.Namespace, settings: Settings) -> int:
-    store = common.open_settings_store(settings)
+    store = common.open_existing_store(settings, run=args.run)
     try:
         run_id = engine.resolve_run_id(store, args.run)
         tasks = store.retry_run(run_id, now=time.time(), dry_run=args.dry_run)
@@ -273,6 +344,8 @@ def cmd_retry(args: argparse.Namespace, settings: Settings) -> int:
         print(f"{run_id}: {verb} {len(tasks)} task(s)", file=sys.stderr)
         for task_id in tasks:
             print(task_id)
+        if args.detach and not args.dry_run:
+            waiting.say_if_unserved(store, run_id, cli=common.runner_cmd(args))
         if args.dry_run or args.detach:
             return errors.EXIT_OK
         return drive(store, run_id, args, settings)
@@ -293,9 +366,11 @@ def add_cancel_parser(sub: Any) -> None:
 
 
 def cmd_cancel(args: argparse.Namespace, settings: Settings) -> int:
-    store = common.open_settings_store(settings)
+    store = common.open_existing_store(settings, run=args.run)
     try:
-        run = store.cancel_run(engine.resolve_run_id(store, args.run), now=time.time())
+        from runner import actions
+
+        run = actions.cancel_run(store, args.run, now=time.time())
         print(f"run {run.id} {run.state.value}")
         return errors.EXIT_OK
     finally:
@@ -321,12 +396,43 @@ def add_worker_parser(sub: Any) -> None:
     )
     p.add_argument("action", nargs="?", choices=["drain"], help="drain: drain worker NAME")
     p.add_argument("target", nargs="?", metavar="NAME", help="the worker to drain")
-    p.add_argument("--concurrency", type=common.positive_int, default=os.cpu_count() or 1)
+    p.add_argument(
+        "--concurrency",
+        type=common.positive_int,
+        default=os.cpu_count() or 1,
+        metavar="N",
+        help="tasks run at once (default: the CPUs, here %(default)s)",
+    )
     p.add_argument("--name", help="worker name (default: the host name)")
-    p.add_argument("--labels", type=common.labels_arg, default={}, metavar="K=V,...")
-    p.add_argument("--weight", type=common.positive_int, default=1)
-    p.add_argument("--lease-ttl", type=common.positive_float, metavar="SECONDS")
-    p.add_argument("--drain-timeout", type=common.duration_arg, default=30.0)
+    p.add_argument(
+        "--labels",
+        type=common.labels_arg,
+        default={},
+        metavar="K=V,...",
+        help="labels a task's selector matches (spec: selector: {gpu: 'true'})",
+    )
+    p.add_argument(
+        "--weight",
+        type=common.positive_int,
+        default=1,
+        metavar="N",
+        help="share of tasks under `--dispatch weighted` (default 1)",
+    )
+    p.add_argument(
+        "--lease-ttl",
+        type=common.positive_float,
+        metavar="SECONDS",
+        help=f"the worker's lease: if it stops heartbeating, its tasks go back to the queue "
+        f"after this (env {config.ENV_LEASE_TTL}; default {config.DEFAULT_LEASE_TTL:g})",
+    )
+    p.add_argument(
+        "--drain-timeout",
+        type=common.duration_arg,
+        default=30.0,
+        metavar="DURATION",
+        help="on SIGTERM or Ctrl-C, how long running tasks may finish before they go back to "
+        "the queue (default 30s)",
+    )
     p.add_argument(
         "--prefetch",
         type=common.non_negative_int,
@@ -337,6 +443,9 @@ def add_worker_parser(sub: Any) -> None:
         "short tasks), at the cost of strict priority order across workers",
     )
     taskenv.add_worker_flags(p)
+    from runner.cli import metrics_cmds
+
+    metrics_cmds.add_listen_flags(p, worker=True)
     p.set_defaults(func=cmd_worker)
 
 
@@ -345,6 +454,11 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
         from runner.cli import cluster_cmds
 
         return cluster_cmds.cmd_worker_drain(args, settings)
+    common.wait_for_store(settings, who="worker")
+    from runner.cli import logfmt, metrics_cmds
+
+    exporter = metrics_cmds.Exporter(args)
+    exporter.start(settings, cluster=args.metrics_cluster)
     worker = make_worker(
         settings,
         concurrency=args.concurrency,
@@ -356,17 +470,21 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
         prefetch=args.prefetch,
         base_env=None if args.inherit_env else taskenv.base_env(args.pass_env),
         masked=taskenv.secret_values(args),
+        wrap=exporter.instrument,
     )
+    logfmt.configure(args, worker=worker.id)
     done = run_in_thread(worker)
-    print(f"worker {worker.id} serving {settings.store}", file=sys.stderr, flush=True)
+    say = functools.partial(logfmt.announce, args, worker_id=worker.id)
+    say(f"worker {worker.id} serving {settings.store}", event="worker_serving")
     try:
         while not done.wait(0.5):
             pass
     except BaseException:  # SIGINT/SIGTERM: drain, then exit cleanly
-        print(f"worker {worker.id} draining", file=sys.stderr, flush=True)
+        say(f"worker {worker.id} draining", event="worker_draining")
         worker.drain(args.drain_timeout)
         done.wait()
     finally:
+        exporter.close()
         worker.store.close()
         worker.executor.close()
     if done.error is not None:

@@ -5,14 +5,13 @@ from __future__ import annotations
 import argparse
 import os
 import socket
-import sys
 import threading
 import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from runner import errors
-from runner.cli import common, gc_cmds, run_cmds
+from runner.cli import common, gc_cmds, logfmt, metrics_cmds, run_cmds, ui_cmds
 from runner.config import Settings
 from runner.cron.retention import DEFAULT_OLDER_THAN
 from runner.cron.scheduler import Scheduler
@@ -30,6 +29,7 @@ def add_parsers(sub: Any) -> None:
 
 
 def _add_loop_flags(p: argparse.ArgumentParser) -> None:
+    metrics_cmds.add_listen_flags(p)
     p.add_argument(
         "--workflows",
         type=Path,
@@ -89,7 +89,15 @@ def _add_serve_parser(sub: Any) -> None:
         formatter_class=_RAW,
     )
     _add_loop_flags(p)
-    p.add_argument("--workers", type=common.positive_int, default=os.cpu_count() or 1)
+    p.add_argument(
+        "--workers",
+        type=common.positive_int,
+        default=os.cpu_count() or 1,
+        metavar="N",
+        help="local worker slots (default: the CPUs, here %(default)s)",
+    )
+    p.add_argument("--ui", action="store_true", help="also serve the web dashboard (docs/UI.md)")
+    ui_cmds.add_ui_flags(p, prefix="ui-")
     p.set_defaults(func=cmd_serve)
 
 
@@ -99,7 +107,7 @@ def _scheduler(args: argparse.Namespace, settings: Settings, store: Store) -> Sc
     candidate = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
 
     def report(text: str) -> None:
-        print(text, file=sys.stderr, flush=True)
+        logfmt.announce(args, text, event="scheduler_report")
 
     return Scheduler(
         store,
@@ -113,44 +121,77 @@ def _scheduler(args: argparse.Namespace, settings: Settings, store: Store) -> Sc
 
 
 def cmd_scheduler(args: argparse.Namespace, settings: Settings) -> int:
-    store = common.open_settings_store(settings)
+    from runner.executor import Orphans
+
+    # As a container's PID 1 the scheduler inherits every orphan: reap them (no zombies).
+    orphans = Orphans(folder=None)
+    common.wait_for_store(settings, who="scheduler")
+    exporter = metrics_cmds.Exporter(args)
+    store = exporter.instrument(common.open_settings_store(settings))
     stop = threading.Event()
     try:
         scheduler = _scheduler(args, settings, store)
-        print(f"scheduler {scheduler.candidate} on {settings.store}", file=sys.stderr, flush=True)
+        logfmt.configure(args)
+        exporter.start(settings, cluster=True, candidate=scheduler.candidate)
+        text = f"scheduler {scheduler.candidate} on {settings.store}"
+        logfmt.announce(args, text, event="scheduler_started")
         _loop_until_signal(scheduler, stop)
     finally:
+        exporter.close()
         store.close()
+        orphans.close()
     return errors.EXIT_OK
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
-    store = common.open_settings_store(settings)
-    worker = run_cmds.make_worker(settings, concurrency=args.workers, lease_ttl=None, name="serve")
+    common.wait_for_store(settings, who="serve")
+    exporter = metrics_cmds.Exporter(args)
+    store = exporter.instrument(common.open_settings_store(settings))
+    dashboard = ui_cmds.start_for_serve(args, settings, store)
+    worker = run_cmds.make_worker(
+        settings, concurrency=args.workers, lease_ttl=None, name="serve", wrap=exporter.instrument
+    )
     thread = threading.Thread(target=worker.run, name="serve-worker", daemon=True)
     try:
         scheduler = _scheduler(args, settings, store)
+        logfmt.configure(args, worker=worker.id)
+        exporter.start(settings, cluster=True, candidate=scheduler.candidate)
         thread.start()
-        slots = f"scheduler and {args.workers} worker slot(s)"
-        print(f"serving {settings.store}: {slots}", file=sys.stderr, flush=True)
+        text = f"serving {settings.store}: scheduler and {args.workers} worker slot(s)"
+        logfmt.announce(args, text, event="serve_started", worker_id=worker.id)
         _loop_until_signal(scheduler, threading.Event())
     finally:
+        exporter.close()
         if thread.is_alive():
             worker.drain(30.0)
             thread.join()
         worker.store.close()
         worker.executor.close()
+        if dashboard is not None:
+            dashboard.stop()
         store.close()
     return errors.EXIT_OK
 
 
 def _loop_until_signal(scheduler: Scheduler, stop: threading.Event) -> None:
-    """Run the scheduler in a thread; Ctrl-C or SIGTERM stops it and it resigns."""
-    thread = threading.Thread(target=scheduler.run, args=(stop,), name="scheduler", daemon=True)
-    thread.start()
+    """Run the scheduler in a thread; Ctrl-C or SIGTERM stops it and it resigns.
+
+    Waiting on an Event, not `Thread.join`: a signal that interrupts `join` can leave the thread
+    looking finished while it still runs (CPython 3.11), and the store would close under its
+    resignation.
+    """
+    done = threading.Event()
+
+    def target() -> None:
+        try:
+            scheduler.run(stop)
+        finally:
+            done.set()
+
+    threading.Thread(target=target, name="scheduler", daemon=True).start()
     try:
-        while thread.is_alive():
-            thread.join(0.5)
+        while not done.wait(0.5):
+            pass
     finally:
         stop.set()
-        thread.join()
+        done.wait()

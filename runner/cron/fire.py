@@ -12,6 +12,7 @@ import dataclasses
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,36 +73,63 @@ def _active(store: Store, run_id: str | None) -> bool:
         return False
 
 
-def fire_tick(store: Store, entry: CronEntry, tick: float, *, now: float) -> Fired:
-    """Start the run of one tick under the schedule's concurrency policy."""
+def _log(text: str) -> None:
+    logger.info("%s", text)
+
+
+def fire_tick(
+    store: Store,
+    entry: CronEntry,
+    tick: float,
+    *,
+    now: float,
+    report: Callable[[str], None] = _log,
+) -> Fired:
+    """Start the run of one tick under the schedule's concurrency policy; `report` gets one
+    line for a fired or skipped tick (none when another scheduler fired it first)."""
     run_id = run_id_for(entry.name, tick)
     policy = entry.schedule.concurrency_policy
     previous = entry.last_run_id
+    at = f"schedule {entry.name}: tick {iso(tick)}"
     if policy is not ConcurrencyPolicy.ALLOW and previous != run_id and _active(store, previous):
         if policy is ConcurrencyPolicy.FORBID:
-            logger.info("%s: skipped tick %s, %s is active", entry.name, stamp(tick), previous)
+            report(f"{at} skipped: run {previous} is still active (concurrencyPolicy Forbid)")
             return Fired(tick=tick, run_id=None)
         assert previous is not None
         store.cancel_run(previous, now=now, reason=f"replaced by {run_id}")
+        report(f"{at}: run {previous} cancelled, replaced (concurrencyPolicy Replace)")
     plan = planview.plan_from_json(entry.plan)
     try:
         key = f"cron:{entry.name}:{stamp(tick)}"
         engine.submit(store, plan, now=now, run_id=run_id, key=key, scheduled_time=tick)
     except errors.RunExists:
         return Fired(tick=tick, run_id=run_id)
-    logger.info("%s: fired tick %s as %s", entry.name, stamp(tick), run_id)
+    report(f"{at} fired as run {run_id}")
     return Fired(tick=tick, run_id=run_id, created=True)
 
 
-def fire_due(store: Store, entry: CronEntry, *, now: float) -> list[Fired]:
-    """Fire the schedule's due ticks at `now` and record them (missed and skipped counted)."""
+def iso(tick: float) -> str:
+    """A tick as ISO 8601 UTC to the second (`2026-01-01T02:00:00Z`), for report lines."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(tick))
+
+
+def fire_due(
+    store: Store, entry: CronEntry, *, now: float, report: Callable[[str], None] = _log
+) -> list[Fired]:
+    """Fire the schedule's due ticks at `now` and record them (missed and skipped counted);
+    `report` gets one line per fired, skipped or missed tick."""
     if entry.suspended:
         return []
     due = ticks.decide(entry.schedule, since=entry.last_tick, now=now)
     fired: list[Fired] = []
     missed = due.missed
+    if missed:
+        report(
+            f"schedule {entry.name}: {missed} tick(s) missed (past startingDeadlineSeconds, "
+            f"or passed over by catchup: {entry.schedule.catchup})"
+        )
     for tick in due.fire:
-        result = fire_tick(store, entry, tick, now=now)
+        result = fire_tick(store, entry, tick, now=now, report=report)
         fired.append(result)
         skipped = int(result.run_id is None)
         store.record_tick(
@@ -112,7 +140,6 @@ def fire_due(store: Store, entry: CronEntry, *, now: float) -> list[Fired]:
             entry = _with_last_run(entry, result.run_id)
     if missed and due.last is not None:
         store.record_tick(entry.name, tick=due.last, missed=missed)
-        logger.warning("%s: %d tick(s) missed", entry.name, missed)
     return fired
 
 

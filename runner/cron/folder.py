@@ -58,7 +58,7 @@ class FolderSync:
             return
         self._seen[path] = signature
         try:
-            plan = workflow.load_plan(path)
+            plan = workflow.anchored(workflow.load_plan(path), path.parent)
         except errors.WorkflowInvalid as exc:
             self.report(f"{exc.message}\n{path}: skipped; its schedule (if any) is unchanged")
             return
@@ -68,8 +68,25 @@ class FolderSync:
         self._names[path] = None if plan.schedule is None else plan.workflow
         if plan.schedule is None:
             return
+        if (other := self._claimed_by(plan.workflow, path)) is not None:
+            self.report(
+                f"{path}: schedule {plan.workflow} is registered from {other}, which claims "
+                "the same name (metadata.name); skipped: rename one of them"
+            )
+            return
         if fire.register(self.store, plan, now=now):
             self.report(f"{path}: schedule {plan.workflow} applied")
+
+    def _claimed_by(self, name: str, path: Path) -> str | None:
+        """The other file an existing schedule `name` was registered from, if that file
+        still exists (a file that is gone may hand its schedule over)."""
+        try:
+            source = self.store.get_schedule(name).source
+        except errors.ScheduleNotFound:
+            return None
+        if source and Path(source) != path and Path(source).exists():
+            return source
+        return None
 
     def _remove_orphans(self) -> None:
         """Delete schedules sourced from this folder whose file is gone, or whose file is now

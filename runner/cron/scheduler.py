@@ -51,6 +51,7 @@ class Scheduler:
         self.leading = False
         self.dispatch_default = dispatch_default
         self.dispatch_state = dispatch_state or dispatch.DispatchState()
+        self.ends = RunEnds(store, report=self.report)  # the fired runs, until they end
         self._renewed = float("-inf")  # monotonic time of the last successful campaign
         self._synced = float("-inf")
         # The leader deletes finished runs older than gc_older_than (0: never), in a thread.
@@ -84,12 +85,15 @@ class Scheduler:
             self._synced = time.monotonic()
         soonest = now + self.ttl / 4
         for entry in self.store.list_schedules():
-            fire.fire_due(self.store, entry, now=now)
+            for fired in fire.fire_due(self.store, entry, now=now, report=self.report):
+                if fired.created and fired.run_id is not None:
+                    self.ends.watch(fired.run_id)
             if not entry.suspended:
                 nxt = ticks.next_ticks(
                     entry.schedule.cron, entry.schedule.timezone, after=now, count=1
                 )
                 soonest = min(soonest, nxt[0])
+        self.ends.check()
         return max(MIN_DELAY, soonest - time.time())
 
     def dispatch_once(self, now: float) -> int:
@@ -137,3 +141,30 @@ class Scheduler:
             self.store.wait(min(delay, DISPATCH_WAIT))
         except errors.StoreError:
             stop.wait(min(delay, DISPATCH_WAIT))
+
+
+class RunEnds:
+    """The runs this scheduler fired, each reported in one line when it ends."""
+
+    def __init__(self, store: Store, *, report: Callable[[str], None]) -> None:
+        self.store = store
+        self.report = report
+        self.runs: list[str] = []
+
+    def watch(self, run_id: str) -> None:
+        self.runs.append(run_id)
+
+    def check(self) -> None:
+        """Report the watched runs that have ended (a deleted run is dropped silently)."""
+        left: list[str] = []
+        for run_id in self.runs:
+            try:
+                run = self.store.get_run(run_id, tasks=False)
+            except errors.RunNotFound:
+                continue
+            if not run.state.terminal:
+                left.append(run_id)
+                continue
+            took = (run.finished_at or 0.0) - (run.started_at or run.created_at)
+            self.report(f"run {run_id} {run.state.value} in {took:.1f}s")
+        self.runs = left

@@ -21,14 +21,19 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from runner import config, models
-from runner.executor import _secrets, _spawn
+from runner import config, models, private
+from runner.executor import _contain, _secrets, _spawn
 from runner.executor._callpool import CallPool
 from runner.executor._log import LogSink
 from runner.executor._proc import Ending, Stopper, Supervisor, kill_group
 from runner.executor.reaper import TAG_VAR, Reaper
+from runner.failpoints import Failpoints
 
-__all__ = ["MAX_OUTPUTS", "ExecResult", "Executor", "parse_outputs"]
+__all__ = ["MAX_OUTPUTS", "ExecResult", "Executor", "Orphans", "parse_outputs"]
+
+# A long-running process without an executor (a scheduler) that may be PID 1 keeps one
+# `Orphans(folder=None)` for its lifetime: it reaps every dead child it did not start.
+Orphans = _contain.Orphans
 
 MAX_OUTPUTS = 64 * 1024  # bytes of RUNNER_OUTPUT read per attempt
 
@@ -68,7 +73,8 @@ class Executor:
     """Runs attempts for one worker: up to `slots` at a time, logs under `log_dir`.
 
     `grace` is the time between SIGTERM and SIGKILL when an attempt is stopped. `base_env` is
-    the environment tasks start from (default: this process's, read once, here).
+    the environment tasks start from (default: this process's, read once, here). `contain`
+    puts each attempt in a cgroup of its own where the machine allows (`_contain`).
     `secret_source` is where `{fromEnv: NAME}` secrets are read when an attempt starts (default:
     this process's environment); their values, and the `masked` ones, are masked as `***` in
     the attempt's log, tail and outputs.
@@ -82,6 +88,8 @@ class Executor:
         log_limit: int,
         grace: float = 10.0,
         base_env: Mapping[str, str] | None = None,
+        failpoints: Failpoints | None = None,
+        contain: bool = True,
         secret_source: Mapping[str, str] | None = None,
         masked: Sequence[str] = (),
     ) -> None:
@@ -103,9 +111,20 @@ class Executor:
         self._mask_patterns = _secrets.patterns(self._masked)
         self._spawn_env = _spawn.Env(self._base_env)  # encoded once, not per spawn
         self._devnull = os.open(os.devnull, os.O_RDONLY)
-        self._reaper = Reaper(self._tag)
-        self._reaper.start()
-        self._out_dir = tempfile.mkdtemp(prefix="runner-outputs-")
+        self._cgroups = _contain.Cgroups(self._tag, enabled=contain)
+        if self._cgroups.enabled:  # orphans come back here, still in their attempt's cgroup
+            _contain.become_subreaper()
+        self._orphans = _contain.Orphans(folder=self._cgroups.folder)
+        # Private (0700); the reaper removes it even when this process is killed with -9.
+        self._out_dir = tempfile.mkdtemp(prefix=f"runner-outputs-{os.getpid()}-")
+        self._reaper = Reaper(
+            self._tag,
+            failpoints=(failpoints or Failpoints()).spec("reaper."),
+            cgroups=self._cgroups.folder,
+            scratch=self._out_dir,
+        )
+        with self._orphans.spawning() as known:
+            known.add(self._reaper.start())
         self._counter = itertools.count(1)
         self._dirs: set[str] = set()
         self._running: set[Stopper] = set()
@@ -117,6 +136,8 @@ class Executor:
             base_env=self._env_base,
             on_spawn=self._reaper.register,
             on_exit=self._reaper.unregister,
+            cgroups=self._cgroups,
+            orphans=self._orphans,
         )
 
     @property
@@ -201,6 +222,8 @@ class Executor:
         self.kill_all()
         self._pool.close()
         self._reaper.close()
+        self._cgroups.close()
+        self._orphans.close()
         shutil.rmtree(self._out_dir, ignore_errors=True)
         with contextlib.suppress(OSError):
             os.close(self._devnull)
@@ -239,16 +262,24 @@ class Executor:
         )
         if not argv:
             return _error("no command to run")
+        cgroup = self._cgroups.new()
         try:
-            proc = _spawn.start(
-                argv, env=self._spawn_env, extra=task_env, cwd=spec.workdir, stdin=self._devnull
-            )
+            if cgroup is not None:
+                _spawn.check_executable(argv[0], self._spawn_env.path(task_env))
+                argv = cgroup.wrap(argv)
+            with self._orphans.spawning() as known:
+                proc = _spawn.start(
+                    argv, env=self._spawn_env, extra=task_env, cwd=spec.workdir, stdin=self._devnull
+                )
+                known.add(proc.pid)
         except FileNotFoundError:
-            return _not_started(sink, 127, f"command not found: {argv[0]}")
+            return _not_started(sink, 127, f"command not found: {argv[0][:200]}", cgroup)
         except PermissionError:
-            return _not_started(sink, 126, f"permission denied: {argv[0]}")
+            return _not_started(sink, 126, f"permission denied: {argv[0][:200]}", cgroup)
         except OSError as exc:
-            return _error(f"cannot start {argv[0]}: {exc}")
+            return _error(f"cannot start {argv[0][:200]}: {exc}", cgroup)
+        except ValueError as exc:  # a NUL byte or a bad variable name that got this far
+            return _error(f"cannot start {argv[0][:200]!r}: {exc}", cgroup)
         stopper.pgid = proc.pid
         supervisor = Supervisor(
             proc,
@@ -257,8 +288,15 @@ class Executor:
             grace=self._grace,
             on_start=self._reaper.register,
             on_exit=self._reaper.unregister,
+            cgroup=cgroup,
         )
-        return supervisor.run()
+        try:
+            return supervisor.run()
+        finally:
+            if cgroup is not None:
+                cgroup.remove()
+            self._orphans.forget(proc.pid)
+            self._orphans.reap()  # what the cgroup's kill left as this process's zombies
 
     # ------------------------------------------------------------------ helpers
 
@@ -276,7 +314,7 @@ class Executor:
 
     def _make_dir(self, path: str) -> None:
         if path not in self._dirs:
-            os.makedirs(path, exist_ok=True)
+            private.make_folders(path)  # task output is for the owner only (docs/SECURITY.md)
             self._dirs.add(path)
 
     def _new_output_file(self) -> str:
@@ -284,11 +322,17 @@ class Executor:
         return os.path.join(self._out_dir, f"{next(self._counter)}.env")
 
 
-def _error(message: str) -> Ending:
+def _error(message: str, cgroup: _contain.Cgroup | None = None) -> Ending:
+    if cgroup is not None:
+        cgroup.remove()
     return Ending(exit_code=None, reason=models.Reason.ERROR, error=message)
 
 
-def _not_started(sink: LogSink, code: int, message: str) -> Ending:
+def _not_started(
+    sink: LogSink, code: int, message: str, cgroup: _contain.Cgroup | None = None
+) -> Ending:
+    if cgroup is not None:
+        cgroup.remove()
     sink.note(message)
     return Ending(exit_code=code, reason=models.Reason.EXIT, error=message)
 
@@ -324,8 +368,20 @@ def _with_outputs(
     for problem in problems:
         sink.note(problem)
     outputs.update(returned or {})
-    if len(data) > MAX_OUTPUTS and ending.reason is models.Reason.EXIT:
-        message = f"RUNNER_OUTPUT is larger than {MAX_OUTPUTS} bytes"
+    message = _outputs_problem(outputs, len(data))
+    if message is not None and ending.reason is models.Reason.EXIT:
         sink.note(message)
         ending = Ending(exit_code=ending.exit_code, reason=models.Reason.ERROR, error=message)
     return ending, outputs
+
+
+def _outputs_problem(outputs: dict[str, str], size: int) -> str | None:
+    """Why these outputs fail the attempt: too large, or a NUL byte, which no argument or
+    environment variable of a dependent task could carry."""
+    if size > MAX_OUTPUTS:
+        return f"RUNNER_OUTPUT is larger than {MAX_OUTPUTS} bytes"
+    for key, value in outputs.items():
+        if "\0" in key or "\0" in value:
+            name = key.replace("\0", "\\0")[:60]
+            return f"output {name!r} holds a NUL byte, which no task can be given; remove it"
+    return None

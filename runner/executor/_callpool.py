@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from runner import models
-from runner.executor import callchild
+from runner.executor import _contain, callchild
 from runner.executor._log import LogSink
 from runner.executor._proc import Ending, Escalation, Stopper, describe_status, kill_group
 
@@ -59,6 +59,7 @@ class CallChild:
         assert self.proc.stdout is not None
         self.out = self.proc.stdout.fileno()
         os.set_blocking(self.out, False)
+        self.cgroup: _contain.Cgroup | None = None
 
     @property
     def pid(self) -> int:
@@ -81,6 +82,8 @@ class CallChild:
     def close(self) -> int:
         """Kill the child's group, reap it and close the pipes; return its status."""
         kill_group(self.pid, signal.SIGKILL)
+        if self.cgroup is not None:  # and what its calls started, wherever it went
+            self.cgroup.remove()
         for fd in (self.req_w, self.resp_r):
             with contextlib.suppress(OSError):
                 os.close(fd)
@@ -134,8 +137,12 @@ class CallPool:
         base_env: Callable[[], Mapping[str, str]],
         on_spawn: Callable[[int], None],
         on_exit: Callable[[int], None],
+        cgroups: _contain.Cgroups | None = None,
+        orphans: _contain.Orphans | None = None,
     ) -> None:
         self._size = size
+        self._cgroups = cgroups
+        self._orphans = orphans or _contain.Orphans(folder=None)
         self._grace = grace
         self._base_env = base_env
         self._on_spawn = on_spawn
@@ -163,6 +170,8 @@ class CallPool:
             self._discard(child)
             raise
         if answer is not None:
+            if child.cgroup is not None:  # the call is over: so is what it started
+                child.cgroup.kill_others(child.pid)
             self._release(child)
             return _ending(answer)
         return self._failed(child, sink, stop), None
@@ -199,7 +208,19 @@ class CallPool:
             if idle.proc.poll() is None:
                 return idle
             self._discard(idle)  # killed while idle (a fence, the OOM killer): replace it
-        child = CallChild(base_env=self._base_env(), cwd=os.getcwd())
+        cgroup = None if self._cgroups is None else self._cgroups.new()
+        try:
+            with self._orphans.spawning() as known:
+                child = CallChild(base_env=self._base_env(), cwd=os.getcwd())
+                known.add(child.pid)
+        except BaseException:
+            if cgroup is not None:
+                cgroup.remove()
+            raise
+        if cgroup is not None and cgroup.add(child.pid):
+            child.cgroup = cgroup
+        elif cgroup is not None:
+            cgroup.remove()
         self._on_spawn(child.pid)
         return child
 
@@ -212,4 +233,6 @@ class CallPool:
 
     def _discard(self, child: CallChild) -> int:
         self._on_exit(child.pid)
-        return child.close()
+        code = child.close()
+        self._orphans.forget(child.pid)
+        return code

@@ -39,6 +39,11 @@ class LogSink:
     partial lines and binary garbage go to the file unchanged, and `tail` decodes the last
     `limit` bytes with `errors="replace"`. Memory is bounded by twice `limit`; a failing log file
     (disk full) is reported once in the tail and the attempt goes on.
+
+    The file is bounded too (RUNNER_LOG_LIMIT, docs/CLI.md): it takes the first `limit` bytes as
+    they come; beyond them output is only kept in memory, and `close` appends a line saying how
+    many bytes were cut, then the last `limit` bytes. So a file holds at most twice `limit` plus
+    that line (a worker killed meanwhile leaves the head only).
     """
 
     def __init__(self, path: str | Path, *, limit: int, secrets: list[bytes] | None = None) -> None:
@@ -55,6 +60,8 @@ class LogSink:
         self._path = path
         self._fd = -1
         self._file_failed = False
+        self._written = 0  # bytes in the file
+        self._total = 0  # bytes of output so far
 
     def write(self, data: bytes) -> None:
         """Append a chunk of output: stamp each line start, then store it."""
@@ -88,8 +95,13 @@ class LogSink:
         return bytes(self._ring[-self._limit :]).decode("utf-8", errors="replace")
 
     def close(self) -> None:
-        """Flush and close the file."""
+        """Write the kept tail after the head if output was cut, then close the file."""
         self._release()
+        cut = self._total - self._written - self._limit
+        if self._limit > 0 and self._total > self._written and not self._file_failed:
+            keep = bytes(self._ring[-min(self._limit, self._total - self._written) :])
+            line = f"\n[runner] {max(cut, 0)} bytes of output cut here (RUNNER_LOG_LIMIT="
+            self._append(f"{line}{self._limit})\n".encode() + keep)
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
@@ -111,21 +123,31 @@ class LogSink:
         self.close()
 
     def _store(self, body: bytes) -> None:
+        self._total += len(body)
         if self._limit > 0:
             self._ring += body
             if len(self._ring) > 2 * self._limit:
                 del self._ring[: -self._limit]
-        if not self._file_failed:
-            try:
-                if self._fd < 0:
-                    self._fd = os.open(
-                        self._path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644
-                    )
-                view = memoryview(body)
-                while view:
-                    view = view[os.write(self._fd, view) :]
-            except OSError as exc:
-                self._file_error(exc)
+            room = self._limit - self._written
+            if room <= 0:
+                return  # past the head: the tail goes to the file at close
+            body = body[:room]
+        self._append(body)
+        self._written += len(body)
+
+    def _append(self, body: bytes) -> None:
+        if self._file_failed:
+            return
+        try:
+            if self._fd < 0:
+                self._fd = os.open(
+                    self._path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600
+                )
+            view = memoryview(body)
+            while view:
+                view = view[os.write(self._fd, view) :]
+        except OSError as exc:
+            self._file_error(exc)
 
     def _file_error(self, exc: OSError) -> None:
         if self._file_failed:

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from runner import models
+from runner.executor._contain import Cgroup
 from runner.executor._log import LogSink
 from runner.executor._spawn import Child
 
@@ -129,7 +130,8 @@ class Supervisor:
     timeout, cancel or `kill_all` (see `Escalation`).
 
     The leader is watched with a pidfd and stays an unreaped zombie until what remains of its
-    group has been killed, so its group id cannot be taken by another process meanwhile.
+    group (and of its cgroup, when it has one) has been killed, so its group id cannot be taken
+    by another process meanwhile.
     """
 
     def __init__(
@@ -141,8 +143,10 @@ class Supervisor:
         grace: float,
         on_start: Callable[[int], None],
         on_exit: Callable[[int], None],
+        cgroup: Cgroup | None = None,
     ) -> None:
         self._proc = proc
+        self._cgroup = cgroup
         self._out = proc.out
         self._sink = sink
         self._on_start = on_start
@@ -159,6 +163,8 @@ class Supervisor:
         finally:
             os.close(pidfd)
         kill_group(pid, signal.SIGKILL)  # what is left of the group once the leader is gone
+        if self._cgroup is not None:  # and whatever left the group (setsid, double fork)
+            self._cgroup.remove()
         if self._register_at is None:
             self._on_exit(pid)
         if self._out in open_fds:

@@ -53,6 +53,13 @@ class Env:
         listed = self._list + [k + b"=" + v for k, v in enc.items()]
         return listed, self._base.get(b"PATH")
 
+    def path(self, extra: Mapping[str, str]) -> str:
+        """The PATH an attempt with `extra` over the base environment runs with."""
+        if "PATH" in extra:
+            return extra["PATH"]
+        base = self._base.get(b"PATH")
+        return os.defpath if base is None else os.fsdecode(base)
+
     def mapping(self, extra: Mapping[str, str]) -> dict[bytes, bytes]:
         """The same environment as a mapping (for Popen)."""
         return {**self._base, **{os.fsencode(k): os.fsencode(v) for k, v in extra.items()}}
@@ -78,6 +85,20 @@ class Child:
             self._popen.stdout.close()
         else:
             os.close(self.out)
+
+
+def check_executable(name: str, path: str) -> None:
+    """Raise what exec would (FileNotFoundError, PermissionError) if `name` cannot be run with
+    this PATH: for a leader started through a wrapper, whose exec happens later."""
+    if os.path.dirname(name):
+        candidates = [name]
+    else:
+        candidates = [os.path.join(folder or ".", name) for folder in path.split(":")]
+    found = [c for c in candidates if os.path.isfile(c)]
+    if not found:
+        raise FileNotFoundError(2, "No such file or directory", name)
+    if not any(os.access(c, os.X_OK) for c in found):
+        raise PermissionError(13, "Permission denied", name)
 
 
 def start(

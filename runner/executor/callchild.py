@@ -81,16 +81,19 @@ class _Targets:
 
 @contextlib.contextmanager
 def _environment(env: Mapping[str, str], workdir: str | None) -> Iterator[None]:
-    """Set env vars (and the working directory) for one call, then put them back."""
+    """Set env vars (and the working directory, first on the import path, so a `call:`
+    module next to the workflow file is found) for one call, then put them back."""
     saved = {key: os.environ.get(key) for key in env}
     os.environ.update(env)
     cwd = os.getcwd() if workdir else None
     try:
         if workdir:
             os.chdir(workdir)
+            sys.path.insert(0, os.getcwd())
         yield
     finally:
         if cwd is not None:
+            sys.path.remove(os.getcwd())
             os.chdir(cwd)
         for key, value in saved.items():
             if value is None:

@@ -11,6 +11,11 @@ after every answered heartbeat); if that passes without a newer one, the worker 
 hung, its lease may be gone, and another worker may take its tasks over: the reaper kills them
 then (GUARANTEES G5), forgets them and keeps serving. It runs as a plain script
 (`python -I -S reaper.py`), so it imports only the standard library.
+
+Its shutdown is signal-safe: the SIGTERM handler only sets a flag (a wakeup pipe wakes `select`),
+so the kill runs whether the parent-death signal lands before, during or after it. The failpoint
+`reaper.shutdown` (RUNNER_FAILPOINTS, passed on by the executor) sits at the start of the
+shutdown; `reaper.shutdown=kill(TERM)` lands the signal exactly there.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import ctypes
 import logging
 import os
 import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -36,18 +42,26 @@ _SWEEP_ROUNDS = 5
 class Reaper:
     """The worker's side: start the reaper process and tell it about process groups."""
 
-    def __init__(self, tag: str) -> None:
+    def __init__(
+        self, tag: str, *, failpoints: str = "", cgroups: str | None = None, scratch: str = ""
+    ) -> None:
         self.tag = tag
+        self._scratch = scratch  # the executor's temporary folder, removed at the end
+        self._failpoints = failpoints  # `reaper.*` points, for tests
+        self._cgroups = cgroups or ""  # the executor's cgroup folder, if it has one
         self._proc: subprocess.Popen[bytes] | None = None
         self._fd = -1
         self._lock = threading.Lock()
         self._broken = False
 
-    def start(self) -> None:
-        """Start the reaper process (once)."""
+    def start(self) -> int:
+        """Start the reaper process (once); return its pid."""
         env = {k: v for k, v in os.environ.items() if k != TAG_VAR}
         self._proc = subprocess.Popen(
-            [sys.executable, "-I", "-S", __file__, str(os.getpid()), self.tag],
+            [
+                *(sys.executable, "-I", "-S", __file__),
+                *(str(os.getpid()), self.tag, self._failpoints, self._cgroups, self._scratch),
+            ],
             stdin=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
             close_fds=True,
@@ -56,6 +70,7 @@ class Reaper:
         )
         assert self._proc.stdin is not None
         self._fd = self._proc.stdin.fileno()
+        return self._proc.pid
 
     def register(self, pgid: int) -> None:
         """The reaper kills this process group if the worker dies."""
@@ -100,50 +115,69 @@ class Reaper:
 # --------------------------------------------------------------------------- the reaper process
 
 
-class _WorkerGone(Exception):
-    pass
-
-
 def _set_pdeathsig(signum: int) -> None:
     with contextlib.suppress(OSError, AttributeError):  # not Linux: the pipe's EOF will do
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signum)
 
 
-def _read_groups(groups: set[int], worker_pid: int, tag: str) -> None:
-    """Track `+PGID`/`-PGID` lines until EOF or the worker's death."""
+class _State:
+    def __init__(self, *, worker_pid: int, tag: str, cgroups: str) -> None:
+        self.worker_pid = worker_pid
+        self.groups: set[int] = set()
+        self.tag = tag
+        self.cgroups = cgroups  # the executor's cgroup folder, or ""
+        self.deadline: float | None = None
+        self.pending = b""
+        self.gone = False  # set by the SIGTERM handler: the worker itself is dead
+        self.wakeup = -1  # read end of the signal wakeup pipe
+
+
+def _watch_worker(state: _State) -> None:
+    """Learn of the worker's death by SIGTERM as well as by EOF, signal-safely: the handler
+    only sets a flag (the wakeup pipe wakes `select`), it never raises, so no signal can cut
+    the shutdown's cleanup short wherever it lands (issue: the "undead task" race)."""
 
     def on_term(_signum: int, _frame: object) -> None:
         # The parent-death signal also fires when the worker *thread* that started us exits;
         # only a changed parent means the worker itself is gone.
-        if os.getppid() != worker_pid:
-            raise _WorkerGone
+        if os.getppid() != state.worker_pid:
+            state.gone = True
 
+    read, write = os.pipe()
+    for fd in (read, write):
+        os.set_blocking(fd, False)
+    state.wakeup = read
+    signal.set_wakeup_fd(write, warn_on_full_buffer=False)
     signal.signal(signal.SIGTERM, on_term)
     _set_pdeathsig(signal.SIGTERM)
-    if os.getppid() != worker_pid:
-        return
-    state = _State(groups=groups, tag=tag)
-    with contextlib.suppress(_WorkerGone):
-        while _serve_once(state):
-            pass
+    if os.getppid() != state.worker_pid:
+        state.gone = True
 
 
-class _State:
-    def __init__(self, *, groups: set[int], tag: str) -> None:
-        self.groups = groups
-        self.tag = tag
-        self.deadline: float | None = None
-        self.pending = b""
+def _serve(state: _State) -> None:
+    """Track `+PGID`/`-PGID`/`D...` lines until EOF or the worker's death."""
+    while not state.gone and _serve_once(state):
+        pass
 
 
 def _serve_once(state: _State) -> bool:
     """Handle one chunk of messages or a passed deadline; False at EOF."""
     timeout = None if state.deadline is None else max(0.0, state.deadline - time.monotonic())
-    ready, _, _ = select.select([0], [], [], timeout)
-    if not ready:
-        reap(state.groups, state.tag)  # the worker missed its own deadline: fence for it
+    ready, _, _ = select.select([0, state.wakeup], [], [], timeout)
+    if not ready:  # the worker missed its own deadline: fence for it
+        running = _attempt_cgroups(state.cgroups)  # not those of attempts started after this
+        # With cgroups every process of those attempts is in one of them: no tag sweep, which
+        # would also hit an attempt the worker starts while the sweep goes on.
+        reap(state.groups, state.tag, sweep=not state.cgroups)
+        for path in running:
+            _kill_cgroups(path, remove=False)
         state.groups.clear()
         state.deadline = None
+        return True
+    if state.wakeup in ready:
+        with contextlib.suppress(OSError):
+            os.read(state.wakeup, 512)
+    if 0 not in ready:
         return True
     chunk = os.read(0, 65536)
     if not chunk:
@@ -175,14 +209,15 @@ def _tagged_pids(marker: bytes) -> list[int]:
     return found
 
 
-def reap(groups: set[int], tag: str) -> int:
-    """Kill the groups, then tagged processes until none is left; return how many were hit."""
+def reap(groups: set[int], tag: str, *, sweep: bool = True) -> int:
+    """Kill the groups, then (`sweep`) tagged processes until none is left; return how many
+    were hit."""
     hit = 0
     for pgid in groups:
         with contextlib.suppress(OSError):
             os.killpg(pgid, signal.SIGKILL)
             hit += 1
-    if not os.path.isdir("/proc"):
+    if not sweep or not os.path.isdir("/proc"):
         return hit
     marker = f"\0{TAG_VAR}={tag}\0".encode()
     for _ in range(_SWEEP_ROUNDS):
@@ -196,16 +231,75 @@ def reap(groups: set[int], tag: str) -> int:
     return hit
 
 
+def _kill_cgroups(folder: str, *, remove: bool) -> None:
+    """Kill every process in the executor's cgroups (`cgroup.kill` covers the sub-cgroups),
+    wait until they are empty, and remove them (see runner/executor/_contain.py, which this
+    stdlib-only script cannot import)."""
+    if not folder:
+        return
+    try:
+        with open(f"{folder}/cgroup.kill", "w", encoding="ascii") as f:
+            f.write("1")
+    except OSError:
+        return
+    if not remove:  # the worker lives on and starts new attempts: do not wait for empty
+        return
+    deadline = time.monotonic() + 2.0
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), open(f"{folder}/cgroup.events", "rb") as f:
+            if b"populated 0" in f.read():
+                break
+        time.sleep(0.01)
+    with contextlib.suppress(OSError):
+        for name in os.listdir(folder):
+            with contextlib.suppress(OSError):
+                os.rmdir(f"{folder}/{name}")
+        os.rmdir(folder)
+
+
+def _attempt_cgroups(folder: str) -> list[str]:
+    if not folder:
+        return []
+    try:
+        return [f"{folder}/{name}" for name in os.listdir(folder) if name[:1] == "a"]
+    except OSError:
+        return []
+
+
+def _failpoints(spec: str) -> dict[str, str]:
+    """`name=action` items (the RUNNER_FAILPOINTS syntax of runner.failpoints, which this
+    stdlib-only script cannot import; the executor passes only the `reaper.*` points)."""
+    return dict(item.partition("=")[::2] for item in spec.split(",") if "=" in item)
+
+
+def _hit(failpoints: dict[str, str], name: str) -> None:
+    action = failpoints.get(name, "")
+    if action == "crash":
+        os.kill(os.getpid(), signal.SIGKILL)
+    elif action.startswith("kill(") and action.endswith(")"):
+        os.kill(os.getpid(), getattr(signal, f"SIG{action[5:-1]}"))
+    elif action.startswith("pause(") and action.endswith(")"):
+        deadline = time.monotonic() + float(action[6:-1])
+        while (left := deadline - time.monotonic()) > 0:  # a signal must not cut it short
+            time.sleep(left)
+
+
 def main(argv: list[str]) -> int:
     """Reaper entry point: `reaper.py WORKER_PID TAG`."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    worker_pid, tag = int(argv[1]), argv[2]
-    groups: set[int] = set()
+    state = _State(worker_pid=int(argv[1]), tag=argv[2], cgroups=argv[4] if len(argv) > 4 else "")
+    failpoints = _failpoints(argv[3] if len(argv) > 3 else "")
+    _watch_worker(state)
     try:
-        _read_groups(groups, worker_pid, tag)
+        _serve(state)
     finally:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        reap(groups, tag)
+        # Nothing here can be interrupted by an exception from a signal handler (see
+        # `_watch_worker`): the kill below always runs once the worker is gone.
+        _hit(failpoints, "reaper.shutdown")
+        reap(state.groups, state.tag)
+        _kill_cgroups(state.cgroups, remove=True)
+        if len(argv) > 5 and os.path.basename(argv[5]).startswith("runner-outputs-"):
+            shutil.rmtree(argv[5], ignore_errors=True)  # even after kill -9 of the worker
     return 0
 
 

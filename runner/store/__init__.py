@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from runner import errors
+from runner import errors, private
 from runner.failpoints import Failpoints
 from runner.store.base import Store
 
@@ -40,7 +40,9 @@ def open_store(
     if scheme == "sqlite":
         import runner.store.sqlite as sqlite
 
-        return sqlite.SqliteStore(sqlite_path(url), log_limit=log_limit, failpoints=fp)
+        path = sqlite_path(url)
+        _create_private(path)
+        return sqlite.SqliteStore(path, log_limit=log_limit, failpoints=fp)
     if scheme in ("etcd", "etcds"):
         import runner.store.etcd as etcd
 
@@ -50,6 +52,19 @@ def open_store(
     raise errors.ConfigError(
         f"store URL {url!r}: unknown scheme {scheme!r}; use sqlite:///PATH or etcd://HOST:PORT"
     )
+
+
+def _create_private(path: str) -> None:
+    """Create the database file and its folders owner-only before SQLite opens it (SQLite gives
+    its -wal and -shm files the database file's mode); an existing file keeps its mode."""
+    if path == ":memory:" or path.startswith("file:"):
+        return
+    try:
+        private.make_file(path)
+    except OSError as exc:
+        raise errors.StoreUnavailable(
+            f"store {path}: cannot create it ({exc}); choose another path"
+        ) from exc
 
 
 def sqlite_path(url: str) -> str:

@@ -38,6 +38,12 @@ def test_create_run_stores_tasks_in_plan_order(store: Store) -> None:
     assert by_id["a"].waiting_reason == "queued"
     assert by_id["d"].state is TaskState.PENDING
     assert by_id["d"].waiting_reason == "waiting for 2 dependencies"
+    assert {t.id: t.depends for t in got.tasks} == {
+        "a": (),
+        "b": ("a",),
+        "c": ("a",),
+        "d": ("b", "c"),
+    }
 
 
 def test_create_run_duplicate_id_raises_run_exists(store: Store) -> None:

@@ -233,3 +233,19 @@ def test_workers_with_prefetch_record_every_result_once(cli: Cli) -> None:
     for run in runs:
         for task in run["tasks"]:
             assert sum(a["state"] == "running" for a in task["attempts"]) == 0
+
+
+def test_apply_param_value_is_inert_text(cli: Cli) -> None:
+    """`--param 'x=${{ bogus }}'` used to pass apply and fail at run time with a traceback;
+    `${{ params.y }}` in a value became y's value. A value is text, wherever it lands."""
+    (cli.cwd / "inert-param.yaml").write_text(
+        "apiVersion: runner/v1\nkind: Workflow\nmetadata: {name: inert-param}\nspec:\n"
+        "  params: {x: '', y: from-y}\n  tasks:\n"
+        "    - name: show\n"
+        "      run: printf '%s|%s\\n' ${{ params.x }} \"$RUNNER_PARAM_X\" > seen.txt\n"
+    )
+    for value in ("${{ bogus }}", "${{ params.y }}", "${{ run.id }}"):
+        res = cli.run("apply", "inert-param.yaml", "--workers", "1", "--param", f"x={value}")
+        assert res.returncode == 0, res.stderr
+        assert "Traceback" not in res.stderr
+        assert (cli.cwd / "seen.txt").read_text() == f"{value}|{value}\n"

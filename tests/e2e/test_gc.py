@@ -23,6 +23,10 @@ def test_gc_cli_deletes_finished_runs_older_than_retention(cli: Cli) -> None:
     assert (kept.returncode, kept.stdout) == (0, ""), kept.stderr
     assert "deleted 0 run(s) finished before" in kept.stderr
 
+    local = cli.cwd / ".runner" / "logs" / run_id  # apply's --workers ran the tasks here
+    assert local.is_dir()
+    (local / "extra.log").write_text("kept until gc\n")
+
     dry = cli.run("gc", "--older-than", "1ms", "--dry-run", "-o", "json")
     assert dry.returncode == 0, dry.stderr
     data = json.loads(dry.stdout)
@@ -33,6 +37,7 @@ def test_gc_cli_deletes_finished_runs_older_than_retention(cli: Cli) -> None:
     done = cli.run("gc", "--older-than", "1ms")
     assert (done.returncode, done.stdout) == (0, f"{run_id}\n"), done.stderr
     assert "deleted 1 run(s)" in done.stderr
+    assert not local.exists()  # the local log files went with the run
     gone = cli.run("get", "run", run_id)
     assert gone.returncode == 2, gone.stderr
     assert run_id in gone.stderr

@@ -165,5 +165,5 @@ def test_apply_on_github_actions_annotates_failures_and_groups_logs(tmp_path: Pa
     assert lines[start + 61] == "::endgroup::"
     assert "::group::build (succeeded, attempt 1)" in lines
     logs = cli.run("logs", run_id, "build").stdout.splitlines()
-    assert logs[0] == "::group::build (attempt 1, succeeded)"
+    assert logs[0] == "::group::build (attempt 1 of 1, succeeded)"
     assert logs[-1] == "::endgroup::"

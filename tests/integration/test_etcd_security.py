@@ -176,6 +176,20 @@ def test_auth_wrong_password_exit_3_without_echoing_it(
         _clean(res)
 
 
+@pytest.mark.parametrize("command", [["worker"], ["scheduler"]])
+def test_worker_and_scheduler_with_a_wrong_password_exit_3_rather_than_wait(
+    auth_etcd: etcd_harness.Cluster, tmp_path: Path, command: list[str]
+) -> None:
+    # They wait for an etcd that is not up yet, but no wait cures refused credentials.
+    wrong = "Wr0ng-" + PASSWORD
+    cli = _auth_cli(auth_etcd, tmp_path, RUNNER_ETCD_USER="runner", RUNNER_ETCD_PASSWORD=wrong)
+    res = cli.run(*command, timeout=30)
+    assert res.returncode == 3, res.stderr
+    assert "refused the credentials of user 'runner'" in res.stderr
+    assert "waiting for the store" not in res.stderr
+    assert wrong not in res.stdout + res.stderr
+
+
 def test_auth_without_credentials_says_which_variables(
     auth_etcd: etcd_harness.Cluster, tmp_path: Path
 ) -> None:

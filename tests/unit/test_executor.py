@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -15,6 +16,7 @@ import pytest
 
 from runner import models
 from runner.executor import MAX_OUTPUTS, ExecResult, Executor, _spawn, parse_outputs
+from runner.executor._proc import kill_group
 
 ENV = {"RUNNER_RUN_ID": "r1", "RUNNER_TASK_ID": "t", "RUNNER_ATTEMPT": "1"}
 REPO = Path(__file__).resolve().parents[2]
@@ -205,6 +207,29 @@ def test_executor_outputs_too_large_is_error(executor: Executor) -> None:
     assert result.error == f"RUNNER_OUTPUT is larger than {MAX_OUTPUTS} bytes"
 
 
+@pytest.mark.parametrize(
+    "spec",
+    [
+        task(run="printf 'ok=1\\nbad=a\\000b\\n' > \"$RUNNER_OUTPUT\""),
+        task(call="tests.callables:ok", with_={"bad": "a\0b"}),
+    ],
+)
+def test_executor_output_with_nul_fails_the_producing_task(
+    executor: Executor, spec: models.TaskSpec
+) -> None:
+    result = run(executor, spec)
+    assert result.reason is models.Reason.ERROR
+    assert result.error == "output 'bad' holds a NUL byte, which no task can be given; remove it"
+
+
+def test_executor_nul_in_an_argument_is_an_error_not_a_crash(executor: Executor) -> None:
+    for spec in (task(args=["echo", "a\0b"]), task(args=["echo"], env={"K": "a\0"})):
+        result = run(executor, spec)
+        assert result.reason is models.Reason.ERROR
+        assert result.error is not None
+        assert "null byte" in result.error
+
+
 def test_executor_outputs_file_removed_after_attempt(executor: Executor) -> None:
     result = run(executor, task(run='echo "path=$RUNNER_OUTPUT" >> "$RUNNER_OUTPUT"'))
     assert not Path(result.outputs["path"]).exists()
@@ -217,16 +242,33 @@ def test_executor_log_partial_lines_and_binary(executor: Executor) -> None:
     assert all(line[:4].isdigit() and line[23:25] == "Z " for line in lines)
 
 
-def test_executor_log_huge_output_keeps_tail_bounded(tmp_path: Path) -> None:
+def test_executor_log_huge_output_keeps_head_and_tail_bounded(tmp_path: Path) -> None:
+    """The local file keeps the first and the last RUNNER_LOG_LIMIT bytes and says what was cut
+    (it grew with the output before: 375 MB for a task printing 300 MB)."""
     ex = Executor(slots=1, log_dir=str(tmp_path), log_limit=1000)
     try:
-        size = 200 * 1024 * 1024
+        size = 50 * 1024 * 1024
         result = run(ex, task(run=f"yes 0123456789abcdefghijklmnopqrstuvwxyz | head -c {size}"))
     finally:
         ex.close()
     assert result.succeeded
     assert len(result.log_tail.encode()) == 1000
-    assert ex.log_path("r1/t/1").stat().st_size > size
+    data = ex.log_path("r1/t/1").read_bytes()
+    head, marker, tail = data[:1000], data[1000:].split(b"\n", 2)[1], data[1000:].split(b"\n", 2)[2]
+    assert head.split(b" ", 1)[1].startswith(b"0123456789abcdefghijklmnopqrstuvwxyz\n")
+    assert tail.decode() == result.log_tail
+    cut = int(marker.split()[1])
+    assert marker == f"[runner] {cut} bytes of output cut here (RUNNER_LOG_LIMIT=1000)".encode()
+    assert cut > size  # the timestamps count too
+    assert len(data) < 2000 + 100
+
+
+def test_executor_log_short_output_is_whole(executor: Executor) -> None:
+    result = run(executor, task(run="seq 1 100"))
+    data = executor.log_path("r1/t/1").read_text()
+    assert "cut here" not in data
+    assert [line.split(" ", 1)[1] for line in data.splitlines()] == [str(i) for i in range(1, 101)]
+    assert result.log_tail == data
 
 
 SPAWNER = """
@@ -290,15 +332,25 @@ WORKER = """
 import sys, threading
 from runner import models
 from runner.executor import Executor
-ex = Executor(slots=1, log_dir=sys.argv[1], log_limit=1000)
+from runner.failpoints import Failpoints
+ex = Executor(slots=1, log_dir=sys.argv[1], log_limit=1000,
+              failpoints=Failpoints(sys.argv[5] if len(sys.argv) > 5 else ""))
 spec = models.TaskSpec(id="t", name="t", kind=models.Kind(sys.argv[2]), run=sys.argv[3],
                        call=sys.argv[3], with_={{"ready": sys.argv[4]}})
 ex.run(spec, env={{}}, log_name="x", cancel=threading.Event())
 """
 
 
-@pytest.mark.parametrize("registered", [True, False], ids=["registered", "tag-sweep"])
-def test_executor_worker_kill9_leaves_no_task(tmp_path: Path, registered: bool) -> None:
+@pytest.mark.parametrize(
+    ("registered", "failpoints"),
+    [(True, ""), (False, ""), (True, "reaper.shutdown=kill(TERM)")],
+    ids=["registered", "tag-sweep", "signal-in-shutdown"],
+)
+def test_executor_worker_kill9_leaves_no_task(
+    tmp_path: Path, registered: bool, failpoints: str
+) -> None:
+    """kill -9 of the worker ends its task; with the failpoint, the reaper's parent-death
+    SIGTERM lands exactly inside its shutdown, after EOF (the "undead task" race)."""
     ready, escaped = tmp_path / "ready", tmp_path / "escaped"
     script = (
         f"setsid sh -c 'echo $$ > {escaped}; exec sleep 1000' & "
@@ -306,7 +358,8 @@ def test_executor_worker_kill9_leaves_no_task(tmp_path: Path, registered: bool) 
         f"echo $$ > {ready}.tmp && mv {ready}.tmp {ready}; sleep 1000"
     )
     worker = subprocess.Popen(
-        [sys.executable, "-c", WORKER.format(), str(tmp_path), "run", script, ""], cwd=REPO
+        [sys.executable, "-c", WORKER.format(), str(tmp_path), "run", script, "", failpoints],
+        cwd=REPO,
     )
     try:
         wait_until(lambda: ready.exists() and escaped.exists())
@@ -315,7 +368,12 @@ def test_executor_worker_kill9_leaves_no_task(tmp_path: Path, registered: bool) 
     finally:
         worker.send_signal(signal.SIGKILL)
         worker.wait()
-    wait_until(lambda: group_members(pgid) == [] and not pid_alive(int(escaped.read_text())))
+    try:
+        wait_until(lambda: group_members(pgid) == [] and not pid_alive(int(escaped.read_text())))
+    finally:  # on failure, end what this test started (its group and the escaped process)
+        kill_group(pgid, signal.SIGKILL)
+        with contextlib.suppress(OSError):
+            os.kill(int(escaped.read_text()), signal.SIGKILL)
 
 
 def test_executor_worker_kill9_leaves_no_call_child(tmp_path: Path) -> None:
@@ -332,8 +390,8 @@ def test_executor_worker_kill9_leaves_no_call_child(tmp_path: Path) -> None:
         ],
         cwd=REPO,
     )
-    try:
-        wait_until(ready.exists)
+    try:  # `slow` creates the file, then writes its pid: wait for the pid
+        wait_until(lambda: ready.exists() and ready.read_text() != "")
         child = int(ready.read_text())
     finally:
         worker.send_signal(signal.SIGKILL)

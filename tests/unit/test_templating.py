@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import subprocess
+from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from runner import models, planning, templating
+from runner import errors, models, planning, templating, workflow
 
 EVIL = "$(echo INJECTED); `echo TICK` \"dq\" 'sq' \\ ${HOME} ${{ run.id }}\n; echo pwned #"
 
@@ -131,3 +132,72 @@ def test_matrix_include_exclude_like_github() -> None:
     ]
     assert planning.instance_id("t", {"v": 1, "os": "a"}) == "t[os=a,v=1]"
     assert planning.instance_id("t", {}) == "t"
+
+
+_PARAM_DOC = """\
+apiVersion: runner/v1
+kind: Workflow
+metadata: {name: inert}
+spec:
+  params: {x: "", y: "from-y"}
+  tasks:
+    - name: up
+      args: [echo]
+    - name: t
+      depends: [up]
+      matrix: {m: ["${{ run.id }}"]}
+      env: {X: "${{ params.x }}", M: "${{ matrix.m }}", O: "${{ tasks.up.outputs.o }}"}
+      args: [echo, "${{ params.x }}", "${{ matrix.m }}"]
+"""
+
+
+@pytest.mark.parametrize(
+    "value", ["${{ params.y }}", "${{ run.id }}", "${{ bogus }}", "${{ tasks.up.outputs.o }}"]
+)
+def test_param_matrix_and_output_values_are_inert_everywhere(value: str) -> None:
+    plan = workflow.plan(workflow.loads(_PARAM_DOC), params={"x": value})
+    spec = next(s for s in plan.tasks if s.name == "t")
+    ctx = models.RunContext(run_id="R1", params=dict(plan.params), outputs={"up": {"o": value}})
+    out = templating.render_runtime(spec, ctx)
+    assert out.env["RUNNER_PARAM_X"] == value
+    assert out.env["X"] == value
+    assert out.env["O"] == value
+    assert out.env["M"] == "${{ run.id }}"
+    assert out.args == ("echo", value, "${{ run.id }}")
+
+
+def test_runtime_text_that_is_no_reference_stays_text() -> None:
+    spec = models.TaskSpec(id="t", name="t", kind=models.Kind.ARGS, args=("${{ bogus }}",))
+    assert templating.render_runtime(spec, models.RunContext(run_id="R")).args == ("${{ bogus }}",)
+
+
+_HEAD = "apiVersion: runner/v1\nkind: Workflow\nmetadata: {name: n}\nspec:\n"
+
+
+@pytest.mark.parametrize(
+    ("body", "where"),
+    [
+        ('  tasks:\n    - name: t\n      args: [echo]\n      matrix: {m: ["a\\0b"]}\n', (8, 20)),
+        ('  tasks:\n    - name: t\n      args: [echo, "a\\0"]\n', (7, 20)),
+        ('  params: {p: "a\\0"}\n  tasks:\n    - name: t\n      args: [echo]\n', (5, 15)),
+    ],
+)
+def test_nul_byte_in_a_file_is_refused_with_its_position(body: str, where: tuple[int, int]) -> None:
+    with pytest.raises(errors.WorkflowInvalid) as info:
+        workflow.loads(_HEAD + body, file="w.yaml")
+    assert [(p.line, p.col) for p in info.value.problems if "NUL" in p.message] == [where]
+
+
+def test_nul_byte_in_a_param_is_refused_naming_it(tmp_path: Path) -> None:
+    wf = workflow.loads(_HEAD + "  params: {p: x}\n  tasks:\n    - {name: t, args: [echo]}\n")
+    with pytest.raises(
+        errors.WorkflowInvalid, match=r"--param p=\.\.\.: a NUL byte cannot reach a task"
+    ):
+        workflow.plan(wf, params={"p": "a\0b"})
+    values = tmp_path / "values.yaml"
+    values.write_text('p: "a\\0"\n')
+    with pytest.raises(errors.WorkflowInvalid) as info:
+        workflow.plan(wf, params_file=str(values))
+    assert [str(p) for p in info.value.problems] == [
+        f"{values}:1:4: a NUL byte (\\0) cannot be passed to a task; remove it"
+    ]

@@ -210,3 +210,21 @@ def test_planning_errors_keep_their_order_per_instance() -> None:
 def test_a_retry_count_written_as_a_float_plans() -> None:
     text = HEAD + "  tasks:\n    - {name: a, run: x, retries: 2.0}\n"
     assert workflow.plan(workflow.loads(text)).tasks[0].retries.limit == 2
+
+
+def test_a_huge_name_is_clipped_in_every_message() -> None:
+    name = "a" * 5000
+    text = (
+        f"apiVersion: runner/v1\nkind: Workflow\nmetadata: {{name: {name}}}\nspec:\n"
+        f"  params: {{p: 1}}\n  tasks:\n    - {{name: {name}, args: [echo]}}\n"
+    )
+    with pytest.raises(errors.WorkflowInvalid) as info:
+        workflow.loads(text)
+    assert info.value.problems
+    assert all(len(str(p)) < 400 for p in info.value.problems)
+    ok = workflow.loads(text.replace(name, "ok"))
+    with pytest.raises(errors.WorkflowInvalid) as info:
+        workflow.plan(ok, params={name: "1"})
+    assert all(len(str(p)) < 400 for p in info.value.problems)
+    for error in (errors.RunNotFound(name), errors.TaskNotFound(name, name)):
+        assert len(str(error)) < 400

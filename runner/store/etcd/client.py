@@ -263,7 +263,7 @@ class Client:
             code = exc.code() if isinstance(exc, grpc.Call) else None
             if code in _UNAVAILABLE:
                 raise _mapped(exc, "authenticate", self.conn.where) from exc
-            raise errors.StoreUnavailable(
+            raise errors.ConfigError(  # waiting cures no wrong password: not StoreUnavailable
                 f"etcd at {self.conn.where} refused the credentials of user "
                 f"{self.conn.user!r}: {_detail(exc)}; check {config.ENV_ETCD_USER} and "
                 f"{config.ENV_ETCD_PASSWORD} (or {config.ENV_ETCD_PASSWORD_FILE})"

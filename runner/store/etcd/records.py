@@ -264,6 +264,7 @@ def task_record(d: TaskRec, mod: int) -> TaskRecord:
         ready_at=d.get("ready_at"),
         allow_failure=bool(d["spec"].get("allowFailure", False)),
         retries=int((d["spec"].get("retries") or {}).get("limit", 0)),
+        depends=tuple(d["spec"].get("depends", ())),
     )
 
 

@@ -33,7 +33,7 @@ RUN_COLS = (
 )
 TASK_COLS = (
     "task_id, name, state, priority, remaining_deps, not_before, outputs, losses, ready_at,"
-    " selector, locks, allow_failure, json_extract(spec, '$.retries.limit')"
+    " selector, locks, depends, allow_failure, json_extract(spec, '$.retries.limit')"
 )
 ATTEMPT_COLS = (
     "task_id, number, state, worker, token, exit_code, reason, error, started_at, finished_at"
@@ -85,6 +85,7 @@ def task(row: Any, attempts: Mapping[str, list[Attempt]], queued: QueuedReason) 
         ready_at,
         selector,
         locks,
+        depends,
         allow_failure,
         retries,
     ) = row
@@ -105,6 +106,7 @@ def task(row: Any, attempts: Mapping[str, list[Attempt]], queued: QueuedReason) 
         ready_at=ready_at,
         allow_failure=bool(allow_failure),
         retries=int(retries or 0),
+        depends=tuple(parse(depends)),
     )
 
 

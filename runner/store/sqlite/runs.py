@@ -155,8 +155,9 @@ class QueuedReasons:
     def __init__(self, db: sqlite3.Connection, found: list[Any], *, now: float) -> None:
         ready = TaskState.READY.value
         self.workers: list[WorkerInfo] = []
-        # `found`: rows of rows.TASK_COLS (state third, then selector, locks and two more last)
-        if any(selector for _, _, state, *_, selector, _, _, _ in found if state == ready):
+        # `found`: rows of rows.TASK_COLS (state third, then ..., selector, locks, depends,
+        # allow_failure, retries)
+        if any(selector for _, _, state, *_, selector, _, _, _, _ in found if state == ready):
             self.workers = workers.live_workers(db, now=now)
         self.held = cluster.Held(db)
 
