@@ -15,6 +15,27 @@ ENV_FAILPOINTS = "RUNNER_FAILPOINTS"
 ENV_ETCD_USER = "RUNNER_ETCD_USER"
 ENV_ETCD_PASSWORD = "RUNNER_ETCD_PASSWORD"
 ENV_ETCD_PASSWORD_FILE = "RUNNER_ETCD_PASSWORD_FILE"
+# Set by CI systems (docs/CI.md): annotations and groups, the step summary file.
+ENV_GITHUB_ACTIONS = "GITHUB_ACTIONS"
+ENV_GITHUB_STEP_SUMMARY = "GITHUB_STEP_SUMMARY"
+
+# What `runner worker` passes to its tasks without --inherit-env (docs/SECURITY.md): enough to
+# find programs, a home, a locale and a time zone, and for call tasks' Python to start.
+BASE_ENV = (
+    "PATH",
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "SHELL",
+    "LANG",
+    "LANGUAGE",
+    "LC_ALL",
+    "LC_CTYPE",
+    "TZ",
+    "TMPDIR",
+    "PYTHONPATH",
+    "VIRTUAL_ENV",
+)
 ENV_UI_TOKEN = "RUNNER_UI_TOKEN"  # the web dashboard's token (docs/UI.md)
 ENV_HOOK_LEASE = "RUNNER_HOOK_LEASE"  # seconds a deliverer holds a hook delivery (docs/HOOKS.md)
 ENV_HOOK_RETRY_DELAY = "RUNNER_HOOK_RETRY_DELAY"  # backoff before a hook's first retry

@@ -117,6 +117,22 @@ class Aging:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class SecretRef:
+    """Where a secret env value comes from: the worker's environment variable `from_env` or
+    the file `from_file` (read when the attempt starts; only the reference is stored)."""
+
+    from_env: str | None = None
+    from_file: str | None = None
+
+    def to_dict(self) -> dict[str, str]:
+        return {"fromEnv": self.from_env} if self.from_env else {"fromFile": self.from_file or ""}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, str]) -> SecretRef:
+        return cls(from_env=d.get("fromEnv"), from_file=d.get("fromFile"))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class TaskSpec:
     """One task instance of a plan with every plan-time field resolved.
 
@@ -148,6 +164,7 @@ class TaskSpec:
     if_: str | None = None  # the `if:` condition, evaluated when the task becomes ready
     for_each: ForEach | None = None  # a dynamic task: expanded when it becomes ready
     item: JSON = None  # an instance of a forEach task: its item
+    secret_env: dict[str, SecretRef] = field(default_factory=dict)  # env read by the worker
 
     def to_dict(self) -> dict[str, JSON]:
         out: dict[str, JSON] = {
@@ -185,6 +202,8 @@ class TaskSpec:
             out["forEach"] = {"task": fe.task, "output": fe.output, "limit": fe.limit}
         if self.item is not None:
             out["item"] = self.item
+        if self.secret_env:  # only when present: plans without secrets keep their hash
+            out["secretEnv"] = {k: v.to_dict() for k, v in sorted(self.secret_env.items())}
         if self.kind is Kind.RUN:
             out["run"] = self.run
             out["shell"] = list(self.shell)
@@ -232,7 +251,12 @@ class TaskSpec:
             if_=d.get("if"),
             for_each=None if "forEach" not in d else ForEach(**d["forEach"]),
             item=d.get("item"),
+            secret_env=_secret_env(d.get("secretEnv")),
         )
+
+
+def _secret_env(d: dict[str, dict[str, str]] | None) -> dict[str, SecretRef]:
+    return {k: SecretRef.from_dict(v) for k, v in d.items()} if d else {}
 
 
 _KINDS = {k.value: k for k in Kind}
@@ -286,6 +310,15 @@ class CronEntry:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Concurrency:
+    """`spec.concurrency`: at most one run of `group` runs at a time; a new run either cancels
+    the group's unfinished runs (`cancel_in_progress`) or queues behind them."""
+
+    group: str
+    cancel_in_progress: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Plan:
     """A workflow expanded for one set of params: the unit `runner apply` submits.
 
@@ -307,6 +340,7 @@ class Plan:
     tasks: tuple[TaskSpec, ...] = ()
     hash: str = ""
     hooks: tuple[HookSpec, ...] = ()  # spec.hooks, in file order (docs/HOOKS.md)
+    concurrency: Concurrency | None = None
 
     def task(self, task_id: str) -> TaskSpec:
         for t in self.tasks:
@@ -346,6 +380,8 @@ class TaskRecord:
     attempts: tuple[Attempt, ...] = ()
     losses: int = 0  # attempts lost with their worker
     ready_at: float | None = None  # when it became ready (or is due again after a backoff)
+    allow_failure: bool = False  # its failure does not fail the run (`allowFailure`)
+    retries: int = 0  # the retries its policy allows after the first attempt
     depends: tuple[str, ...] = ()  # instance ids it waits for (the run's DAG edges)
 
 
@@ -366,6 +402,8 @@ class Run:
     tasks: tuple[TaskRecord, ...] = ()  # filled by get_run, empty in list_runs
     reason: str | None = None  # why it ended, when not plain success/failure
     hooks: tuple[HookStatus, ...] = ()  # deliveries recorded at the run's end (get_run)
+    group: str | None = None  # its concurrency group (spec.concurrency.group)
+    waiting_reason: str | None = None  # e.g. "queued: group deploy-prod" (get_run, list_runs)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

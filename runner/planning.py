@@ -285,6 +285,7 @@ class _Planner:
             args=args_,
             with_=with_,
             env=self.env(i, task, combo),
+            secret_env=self.secret_env(task),
             workdir=None if workdir is None else self.text(workdir, workdir_at, combo),
             matrix=dict(combo),
             **base,
@@ -307,11 +308,31 @@ class _Planner:
     def env(self, i: int, task: dict[str, Any], combo: dict[str, Any]) -> dict[str, str]:
         env: dict[str, str] = {}
         for path, value in self.shared_env:
-            env[str(path[-1])] = self.text(value, path, combo)
+            if not isinstance(value, dict):
+                env[str(path[-1])] = self.text(value, path, combo)
         for name, value in task.get("env", {}).items():
-            env[name] = self.text(value, ("spec", "tasks", i, "env", name), combo)
+            if isinstance(value, dict):  # a secret reference: `secret_env`, a task's own wins
+                env.pop(name, None)
+            else:
+                env[name] = self.text(value, ("spec", "tasks", i, "env", name), combo)
         env.update(self.param_env)
         return env
+
+    def secret_env(self, task: dict[str, Any]) -> dict[str, models.SecretRef]:
+        """The env values given as `{fromEnv: NAME}` or `{fromFile: PATH}`: only the references
+        go into the plan; the worker reads the values (docs/SECURITY.md)."""
+        refs: dict[str, models.SecretRef] = {}
+        for path, value in self.shared_env:
+            if isinstance(value, dict):
+                refs[str(path[-1])] = models.SecretRef.from_dict(value)
+            else:
+                refs.pop(str(path[-1]), None)
+        for name, value in task.get("env", {}).items():
+            if isinstance(value, dict):
+                refs[name] = models.SecretRef.from_dict(value)
+            else:
+                refs.pop(name, None)
+        return refs
 
 
 @functools.lru_cache(maxsize=1024)  # a file repeats the same few durations and retry policies
@@ -390,6 +411,7 @@ def build_plan(doc: yamlsafe.Document, *, source: str, params: dict[str, Any]) -
         schedule=_schedule(spec),
         tasks=tuple(specs[n] for n in dag.topo_order(graph)),
         hooks=_hooks(doc, params),
+        concurrency=_concurrency(doc, params),
     )
     return dataclasses.replace(result, hash=plan_hash(result))
 
@@ -439,12 +461,31 @@ def _hook_shell(value: Any, path: Path) -> tuple[str, ...]:
         raise _Located(path, f"cannot split the shell command line: {exc}") from None
 
 
+def _concurrency(doc: yamlsafe.Document, params: dict[str, Any]) -> models.Concurrency | None:
+    """`spec.concurrency` with its group rendered for these params (plan time only)."""
+    found = doc.data["spec"].get("concurrency")
+    if found is None:
+        return None
+    path: Path = ("spec", "concurrency", "group")
+    try:
+        group = templating.render(str(found["group"]), params=params, matrix={}, quote=False)
+    except templating.TemplateError as exc:
+        raise errors.WorkflowInvalid([doc.problem(path, str(exc))]) from None
+    if "${{" in group:
+        message = "only params can be used here: the group is known when the run is created"
+        raise errors.WorkflowInvalid([doc.problem(path, message)])
+    return models.Concurrency(
+        group=group, cancel_in_progress=bool(found.get("cancelInProgress", False))
+    )
+
+
 def plan_hash(p: models.Plan) -> str:
     """sha256 of the plan's canonical JSON: every field but `source` and `hash`."""
     body = {
         f.name: getattr(p, f.name)
         for f in dataclasses.fields(p)
         if f.name not in ("source", "hash", "tasks", "hooks")
+        and not (f.name == "concurrency" and p.concurrency is None)  # older plans' hashes stay
     }
     if body["aging"] is None:  # plans without aging keep the hash they had before it
         del body["aging"]

@@ -38,6 +38,7 @@ def plan_to_json(plan: models.Plan) -> dict[str, Any]:
         "schedule": schedule,
         "dispatch": plan.dispatch,
         **_aging_json(plan.aging),
+        **_concurrency_json(plan.concurrency),
         "tasks": [t.to_dict() for t in plan.tasks],
     }
     if plan.hooks:  # docs/HOOKS.md; absent without hooks, as before they existed
@@ -55,6 +56,12 @@ def shown_id(t: models.TaskSpec) -> str:
     if t.for_each is None:
         return t.id
     return f"{t.id}[*] \N{LEFTWARDS ARROW} tasks.{t.for_each.task}.outputs.{t.for_each.output}"
+
+
+def _concurrency_json(found: models.Concurrency | None) -> dict[str, Any]:
+    if found is None:
+        return {}
+    return {"concurrency": {"group": found.group, "cancelInProgress": found.cancel_in_progress}}
 
 
 def plan_from_json(data: dict[str, Any]) -> models.Plan:
@@ -85,6 +92,9 @@ def plan_from_json(data: dict[str, Any]) -> models.Plan:
         tasks=tuple(models.TaskSpec.from_dict(t) for t in data.get("tasks", ())),
         hash=data.get("hash", ""),
         hooks=tuple(models.HookSpec.from_dict(h) for h in data.get("hooks") or ()),
+        concurrency=None
+        if (cc := data.get("concurrency")) is None
+        else models.Concurrency(group=cc["group"], cancel_in_progress=cc["cancelInProgress"]),
     )
 
 

@@ -274,6 +274,11 @@ def _problems(
         if branch is not None:  # a branch of the right type failed for its own reason: say it
             yield from _problems(branch, data, file=file, locate=locate)
             return
+    if sub is False and "fromEnv" in error.schema_path:  # a secret reference names both
+        line, col = locate(path, False)
+        message = f"{label(data, path)}: give fromEnv or fromFile, not both"
+        yield errors.Problem(file=file, line=line, col=col, message=message, path=_dotted(path))
+        return
     if sub is False and "dependentSchemas" in error.schema_path:  # two of run, args, call
         hook = len(path) > 1 and path[1] == "hooks"  # a hook: run, args or webhook
         kinds, one = (_HOOK_KINDS, _ONE_HOOK) if hook else (("run", "args", "call"), _ONE_KIND)

@@ -58,6 +58,8 @@ def run_json(run: Run, *, tasks: bool = True) -> dict[str, Any]:
         "reason": run.reason,
         "tasks_total": run.tasks_total,
         "tasks_done": run.tasks_done,
+        "group": run.group,
+        "waiting_reason": run.waiting_reason,
     }
     if tasks:
         out["tasks"] = [task_json(t) for t in run.tasks]

@@ -256,7 +256,8 @@ class _Checker:
                 )
         yield from self.shared_env
         for name, value in task.get("env", {}).items():
-            yield (*own, "env", name), templating.to_text(value)
+            if not isinstance(value, dict):  # a secret reference is no template
+                yield (*own, "env", name), templating.to_text(value)
 
     @functools.cached_property
     def shared_env(self) -> list[tuple[Path, str]]:
@@ -265,6 +266,7 @@ class _Checker:
             ((*base, name), templating.to_text(value))
             for base in (("spec", "env"), ("spec", "defaults", "env"))
             for name, value in (planning.get_in(self.doc.data, base) or {}).items()
+            if not isinstance(value, dict)  # a secret reference is no template
         ]
 
 

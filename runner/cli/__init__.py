@@ -47,6 +47,7 @@ COMMANDS: tuple[Command, ...] = (
     Command("worker", "run_cmds", "serve the store's queue"),
     Command("get", "get_cmds", "show runs"),
     Command("logs", "get_cmds", "print the logs of a run's tasks"),
+    Command("report", "report_cmds", "write a run's JUnit XML and Markdown summary"),
     Command("workers", "get_cmds", "list live workers"),
     Command("cron", "cron_cmds", "list, trigger, suspend, resume and delete schedules"),
     Command("scheduler", "serve_cmds", "fire the schedules' due runs (several may run; one leads)"),

@@ -83,6 +83,17 @@ def labels_arg(text: str) -> dict[str, str]:
     return labels
 
 
+def names_arg(text: str) -> list[str]:
+    """`NAME,NAME,...`: environment variable names."""
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    bad = [n for n in names if not n.replace("_", "a").isalnum() or n[0].isdigit()]
+    if not names or bad:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected NAME,NAME,... of environment variables (letters, digits, '_')"
+        )
+    return names
+
+
 def add_param_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--param",

@@ -214,12 +214,18 @@ def _print_log(
     lines = text.splitlines()
     if args.tail is not None:
         lines = lines[-args.tail :]
+    from runner.cli import gha
+
     state = next(a.state.value for a in task.attempts if a.number == attempt)
     if attempt == task.attempts[-1].number:
         state = task.state.value
-    print(f"==> {task.id} (attempt {attempt} of {len(task.attempts)}, {state}) <==")
+    grouped = gha.enabled()  # each task's log folded in a GitHub Actions step
+    title = f"{task.id} (attempt {attempt} of {len(task.attempts)}, {state})"
+    print(gha.command("group", title) if grouped else f"==> {title} <==")
     for line in lines:
         print(line)
+    if grouped:
+        print("::endgroup::")
 
 
 def cmd_logs(args: argparse.Namespace, settings: Settings) -> int:

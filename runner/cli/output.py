@@ -78,7 +78,7 @@ def runs_table(runs: list[Run], stream: TextIO | None = None) -> None:
         rows.add_row(
             run.id,
             run.workflow,
-            run.state.value,
+            run.waiting_reason or run.state.value,  # e.g. "queued: group deploy-prod"
             iso(run.started_at) or "-",
             duration(run),
             f"{run.tasks_done}/{run.tasks_total}",
@@ -92,6 +92,7 @@ def run_detail(run: Run, stream: TextIO | None = None) -> None:
         f"run {run.id}  workflow {run.workflow}  state {run.state.value}"
         f"  tasks {run.tasks_done}/{run.tasks_total}  duration {duration(run)}"
         + (f"  reason {run.reason}" if run.reason else "")
+        + (f"  {run.waiting_reason}" if run.waiting_reason else "")
     )
     rows = table("TASK", "STATE", "PRIORITY", "ATTEMPTS", "LAST", "INFO")
     for t in run.tasks:

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from runner import config, engine, errors
-from runner.cli import common, interrupt, output, waiting
+from runner.cli import common, interrupt, output, taskenv, waiting
 from runner.cli.progress import make_progress
 from runner.config import Settings
 from runner.models import Plan, Run
@@ -76,6 +76,10 @@ def _add_drive_flags(p: argparse.ArgumentParser) -> None:
         default="text",
         help="json: progress on stderr, the finished run as JSON on stdout",
     )
+    taskenv.add_secret_flag(p)
+    from runner.cli import report_cmds
+
+    report_cmds.add_report_flags(p)
 
 
 def add_apply_parser(sub: Any) -> None:
@@ -155,7 +159,22 @@ def drive(
     *,
     plan: Plan | None = None,
 ) -> int:
-    """Run local workers (if any) and follow the run to its end; the exit code says how."""
+    """Run local workers (if any) and follow the run to its end; the exit code says how.
+    The reports asked for (--junit, --summary) are written whatever the exit code."""
+    from runner.cli import report_cmds
+
+    failing = True
+    try:
+        code = _drive(store, run_id, args, settings, plan=plan)
+        failing = False
+        return code
+    finally:
+        report_cmds.write_after_drive(store, run_id, args, failing=failing)
+
+
+def _drive(
+    store: Store, run_id: str, args: argparse.Namespace, settings: Settings, *, plan: Plan | None
+) -> int:
     stream = sys.stderr if args.output == "json" else sys.stdout
     progress = make_progress(stream, plan=plan)
     local = _LocalWorkers.start(args, settings)
@@ -193,6 +212,11 @@ def drive(
     if local.worker is not None:
         run = _deliver_hooks(store, run, settings)
     _summary(run, args)
+    from runner.cli import gha
+
+    if gha.enabled():
+        stream = gha.out_stream(args.output == "json")
+        gha.print_run(store, run, secrets=taskenv.secret_values(args), stream=stream)
     return engine.exit_code(run)  # hooks never change it
 
 
@@ -251,7 +275,12 @@ class _LocalWorkers:
         if n == 0:
             return cls(None, None, store=settings.store, give_up=give_up)
         worker = make_worker(
-            settings, concurrency=n, lease_ttl=args.lease_ttl, name="apply", prefetch=args.prefetch
+            settings,
+            concurrency=n,
+            lease_ttl=args.lease_ttl,
+            name="apply",
+            prefetch=args.prefetch,
+            masked=taskenv.secret_values(args),
         )
         return cls(worker, run_in_thread(worker), store=settings.store, give_up=give_up)
 
@@ -308,9 +337,12 @@ def make_worker(
     drain_timeout: float = 30.0,
     prefetch: int = 0,
     wrap: Callable[[Store], Store] | None = None,
+    base_env: dict[str, str] | None = None,
+    masked: list[str] | None = None,
 ) -> Worker:
     """A worker with its own store connection (passed through `wrap`, e.g. to count its
-    operations) and executor, as the settings say."""
+    operations) and executor, as the settings say. Its tasks start from `base_env` (default:
+    this process's whole environment); `masked` values are masked in their logs."""
     from runner.executor import Executor  # worker and executor: only the commands that run tasks
     from runner.failpoints import Failpoints
     from runner.worker import Worker
@@ -321,6 +353,9 @@ def make_worker(
         slots=concurrency,
         log_dir=settings.log_dir,
         log_limit=settings.log_limit,
+        base_env=base_env,
+        secret_source=os.environ,
+        masked=masked or (),
         failpoints=Failpoints(settings.failpoints),  # its `reaper.*` points
     )
     return Worker(
@@ -461,6 +496,7 @@ def add_worker_parser(sub: Any) -> None:
         "record results in batches off the slots: fewer store transactions per task (for many "
         "short tasks), at the cost of strict priority order across workers",
     )
+    taskenv.add_worker_flags(p)
     from runner.cli import metrics_cmds
 
     metrics_cmds.add_listen_flags(p, worker=True)
@@ -486,6 +522,8 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
         weight=args.weight,
         drain_timeout=args.drain_timeout,
         prefetch=args.prefetch,
+        base_env=None if args.inherit_env else taskenv.base_env(args.pass_env),
+        masked=taskenv.secret_values(args),
         wrap=exporter.instrument,
     )
     logfmt.configure(args, worker=worker.id)

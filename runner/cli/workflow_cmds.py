@@ -15,8 +15,10 @@ VALIDATE_EXAMPLES = """\
 examples:
   runner validate examples/*.yaml workflows/*.yaml
   runner validate etl.yaml --format json | jq '.[].message'
+  runner validate workflows/*.yaml --format github   # annotations in a GitHub Actions step
 
-Each problem reads FILE:LINE:COL: message. Exit 0 when every file is valid, 2 otherwise.
+Each problem reads FILE:LINE:COL: message (github: ::error file=F,line=L,col=C::message).
+Exit 0 when every file is valid, 2 otherwise.
 """
 
 PLAN_EXAMPLES = """\
@@ -48,7 +50,13 @@ def add_validate_parser(sub: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("files", nargs="+", metavar="FILE")
-    p.add_argument("--format", choices=["text", "json"], default="text", help="default: text")
+    p.add_argument(
+        "--format",
+        choices=["text", "json", "github"],
+        default="text",
+        help="text (FILE:LINE:COL: message, also what GitLab and plain CI read), json, or "
+        "github (workflow-command annotations); default: text",
+    )
     p.set_defaults(func=cmd_validate)
 
 
@@ -66,6 +74,14 @@ def cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
             print(f"{file}: ok ({plan.workflow}, {len(plan.tasks)} task instances)")
     if args.format == "json":
         print(json.dumps([p.as_dict() for p in problems], indent=2, ensure_ascii=False))
+    elif args.format == "github":
+        from runner.cli import gha
+
+        for p in problems:
+            where: dict[str, str | int] = {"file": p.file}
+            if p.line > 0:
+                where.update(line=p.line, col=p.col)
+            print(gha.command("error", p.message, **where))
     return errors.EXIT_USAGE if problems else errors.EXIT_OK
 
 

@@ -17,12 +17,12 @@ import signal
 import tempfile
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from runner import config, models, private
-from runner.executor import _contain, _spawn
+from runner.executor import _contain, _secrets, _spawn
 from runner.executor._callpool import CallPool
 from runner.executor._log import LogSink
 from runner.executor._proc import Ending, Stopper, Supervisor, kill_group
@@ -75,6 +75,9 @@ class Executor:
     `grace` is the time between SIGTERM and SIGKILL when an attempt is stopped. `base_env` is
     the environment tasks start from (default: this process's, read once, here). `contain`
     puts each attempt in a cgroup of its own where the machine allows (`_contain`).
+    `secret_source` is where `{fromEnv: NAME}` secrets are read when an attempt starts (default:
+    this process's environment); their values, and the `masked` ones, are masked as `***` in
+    the attempt's log, tail and outputs.
     """
 
     def __init__(
@@ -87,6 +90,8 @@ class Executor:
         base_env: Mapping[str, str] | None = None,
         failpoints: Failpoints | None = None,
         contain: bool = True,
+        secret_source: Mapping[str, str] | None = None,
+        masked: Sequence[str] = (),
     ) -> None:
         self._log_dir = Path(log_dir)
         self._log_root = str(self._log_dir)
@@ -101,6 +106,9 @@ class Executor:
         # password; tasks that call runner themselves can use RUNNER_ETCD_PASSWORD_FILE.
         self._base_env.pop(config.ENV_ETCD_PASSWORD, None)
         self._tag = self._base_env[TAG_VAR]
+        self._secret_source = os.environ if secret_source is None else secret_source
+        self._masked = [m for m in masked if m]
+        self._mask_patterns = _secrets.patterns(self._masked)
         self._spawn_env = _spawn.Env(self._base_env)  # encoded once, not per spawn
         self._devnull = os.open(os.devnull, os.O_RDONLY)
         self._cgroups = _contain.Cgroups(self._tag, enabled=contain)
@@ -172,10 +180,19 @@ class Executor:
         )
         path = self.log_file(log_name)
         self._make_dir(os.path.dirname(path))
-        with LogSink(path, limit=self._log_limit) as sink:
-            ending, outputs = self._attempt(spec, env, sink, stopper)
+        secrets, problem = self._secrets(spec)
+        masks = _secrets.patterns([*self._masked, *secrets.values()]) if secrets else None
+        with LogSink(path, limit=self._log_limit, secrets=masks or self._mask_patterns) as sink:
+            outputs: dict[str, str] = {}
+            if problem is not None:
+                ending = _error(problem)
+            else:
+                ending, outputs = self._attempt(spec, {**secrets, **env}, sink, stopper)
             if ending.error and ending.reason is models.Reason.ERROR:
                 sink.note(ending.error)
+        if outputs and (masks or self._mask_patterns):
+            shown = [*self._masked, *secrets.values()]
+            outputs = {k: _secrets.mask_text(v, shown) for k, v in outputs.items()}
         return ExecResult(
             exit_code=ending.exit_code,
             reason=ending.reason,
@@ -282,6 +299,15 @@ class Executor:
             self._orphans.reap()  # what the cgroup's kill left as this process's zombies
 
     # ------------------------------------------------------------------ helpers
+
+    def _secrets(self, spec: models.TaskSpec) -> tuple[dict[str, str], str | None]:
+        """The attempt's secret env values, or why they cannot be read."""
+        if not spec.secret_env:
+            return {}, None
+        try:
+            return _secrets.resolve(spec.secret_env, self._secret_source), None
+        except _secrets.SecretError as exc:
+            return {}, str(exc)
 
     def _env_base(self) -> dict[str, str]:
         return self._base_env

@@ -8,6 +8,8 @@ import time
 from pathlib import Path
 from types import TracebackType
 
+from runner.executor._secrets import Masker
+
 logger = logging.getLogger(__name__)
 
 
@@ -44,8 +46,10 @@ class LogSink:
     that line (a worker killed meanwhile leaves the head only).
     """
 
-    def __init__(self, path: str | Path, *, limit: int) -> None:
+    def __init__(self, path: str | Path, *, limit: int, secrets: list[bytes] | None = None) -> None:
         self._limit = limit
+        # Secret values are masked before anything is kept, in the file and in the tail.
+        self._masker = Masker(secrets) if secrets else None
         self._ring = bytearray()
         self._at_line_start = True
         self._clock = _Clock()
@@ -61,6 +65,11 @@ class LogSink:
 
     def write(self, data: bytes) -> None:
         """Append a chunk of output: stamp each line start, then store it."""
+        if self._masker is not None:
+            data = self._masker.feed(data)
+        self._emit(data)
+
+    def _emit(self, data: bytes) -> None:
         if not data:
             return
         stamp = self._clock.stamp()
@@ -74,6 +83,7 @@ class LogSink:
 
     def note(self, message: str) -> None:
         """Add a line of runner's own (`[runner] ...`) on a line of its own."""
+        self._release()
         if not self._at_line_start:
             self.write(b"\n")
         self.write(f"[runner] {message}\n".encode(errors="replace"))
@@ -86,6 +96,7 @@ class LogSink:
 
     def close(self) -> None:
         """Write the kept tail after the head if output was cut, then close the file."""
+        self._release()
         cut = self._total - self._written - self._limit
         if self._limit > 0 and self._total > self._written and not self._file_failed:
             keep = bytes(self._ring[-min(self._limit, self._total - self._written) :])
@@ -94,6 +105,11 @@ class LogSink:
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
+
+    def _release(self) -> None:
+        """Write what the masker held back: the output ended, it starts no secret after all."""
+        if self._masker is not None:
+            self._emit(self._masker.flush())
 
     def __enter__(self) -> LogSink:
         return self

@@ -55,7 +55,8 @@ def test_problems_are_located_and_human() -> None:
         "w.yaml:2:7: kind: expected 'Workflow', got 'Workflw'",
         "w.yaml:3:18: metadata.name: 'Bad_Name' is not valid; use lowercase letters, digits and "
         "'-', at most 63 characters, e.g. nightly-etl",
-        "w.yaml:5:13: spec.env.OK: expected a string or a number or a boolean, got a list",
+        "w.yaml:5:13: spec.env.OK: [1] is not valid; a value is a string, number or boolean, "
+        "or a secret reference {fromEnv: NAME} or {fromFile: PATH}",
         "w.yaml:8:27: tasks.b.retries: unknown key 'bogus' (known: backoff, limit)",
         "w.yaml:9:13: tasks.b.call: 'x' is not valid; use module.path:function, e.g. "
         "mypkg.reports:build",

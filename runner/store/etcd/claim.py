@@ -24,7 +24,7 @@ from typing import Any
 from runner import dispatch, errors, transitions
 from runner.models import Lease, RunContext, RunState, TaskSpec, TaskState
 from runner.store.etcd import client as c
-from runner.store.etcd import cluster, flow, workers
+from runner.store.etcd import cluster, flow, groups, workers
 from runner.store.etcd.context import MAX_OPS, Ctx, Pick, Seen, worker_lost
 from runner.store.etcd.keys import Keys
 from runner.store.etcd.records import (
@@ -120,6 +120,7 @@ def claim_assigned(
     open_runs = {
         k: found[k] for k in run_keys if k in found and claimable_run(load_run(found[k].value))
     }
+    open_runs = groups.admitted(ctx, open_runs)
     chosen = _within_limits(ctx, due, ids, open_runs, min(limit, MAX_PICKS), assigned=True)
     picks = _picks(ctx, chosen, found)
     if not picks:
@@ -143,6 +144,7 @@ def _blind(
         if (
             not _due(entry, now, labels)
             or not claimable_run(run)
+            or not groups.is_admitted(ctx, run)
             or run.get("parallelism")
             or rec.get("qkey") != entry.key
             or b'"lk"' in entry.value
@@ -195,6 +197,7 @@ def _candidates(
     open_runs = {
         k: found[k] for k in run_keys if k in found and claimable_run(load_run(found[k].value))
     }
+    open_runs = groups.admitted(ctx, open_runs)
     chosen = _within_limits(ctx, due, ids, open_runs, want)
     taken = {e.key for e, _ in chosen}
     ctx.guess = [(r, t) for e, (r, t) in zip(due, ids, strict=True) if e.key not in taken][:32]

@@ -72,6 +72,8 @@ class Ctx:
     # backoffs are written from the latest live clock and judged by the earliest
     clocks: Clocks = field(default_factory=Clocks)
     leases: dict[str, int] = field(default_factory=dict)  # worker -> its lease, registered here
+    # (run, retries) their concurrency group let run (`groups.admitted`)
+    admitted: set[tuple[str, int]] = field(default_factory=set)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     _senders: ThreadPoolExecutor | None = None

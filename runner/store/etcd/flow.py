@@ -347,6 +347,8 @@ def maybe_end(client: c.Client, keys: Keys, run_id: str, *, now: float) -> None:
         run.update({"state": outcome.value, "finished_at": now})
         recorded = hooks.ended_ops(keys, run, now=now)  # the outbox, in the ending txn
         ops = [c.put(run_item.key, dumps(run)), c.delete(keys.active(run_id)), *recorded]
+        if group := run.get("group"):
+            ops.append(c.delete(keys.group(group, run_id)))
         if client.txn([c.mod_is(run_item.key, run_item.mod)], ops, "end run").succeeded:
             return
 

@@ -119,6 +119,8 @@ def unlink(client: c.Client, keys: Keys, run_id: str, item: c.Item) -> bool:
         c.delete(keys.ending(run_id)),
         c.put(_marker(keys, run_id), b"1"),
     ]
+    if group := load_run(item.value).get("group"):
+        ops.append(c.delete(keys.group(group, run_id)))
     key = load_run(item.value).get("key")
     owned_key = None if key is None else client.get(keys.run_key(key))
     if owned_key is not None and owned_key.value.decode() == run_id:

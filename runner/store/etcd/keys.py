@@ -152,6 +152,10 @@ class Keys:
     def lock_key(self, name: str, run_id: str, task_id: str) -> str:
         return f"{self.lock_prefix(name)}{q(run_id)}/{q(task_id)}"
 
+    def group(self, name: str, run_id: str = "") -> str:
+        """cgroup/{group}/{run}: an unfinished run of a concurrency group (`groups`)."""
+        return f"{self.prefix}cgroup/{q(name)}/{q(run_id)}"
+
     def dispatch_key(self) -> str:
         return f"{self.prefix}cluster/dispatch"
 

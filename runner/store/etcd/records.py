@@ -86,6 +86,8 @@ class RunRec(TypedDict):
     dispatch: str | None  # the run's `spec.dispatch` strategy
     hooks: NotRequired[list[dict[str, Any]]]  # spec.hooks (HookSpec.to_dict), if any
     hook_ends: NotRequired[int]  # how many times the run ended with hooks recorded
+    group: NotRequired[str]  # its concurrency group (`spec.concurrency`, see `groups`)
+    ggen: NotRequired[int]  # retries of a grouped run: each one queues it in its group again
 
 
 class HookRec(TypedDict):
@@ -283,6 +285,8 @@ def task_record(d: TaskRec, mod: int) -> TaskRecord:
         attempts=tuple(attempt_from_dict(a, mod) for a in d.get("attempts", ())),
         losses=int(d.get("losses", 0)),
         ready_at=d.get("ready_at"),
+        allow_failure=bool(d["spec"].get("allowFailure", False)),
+        retries=int((d["spec"].get("retries") or {}).get("limit", 0)),
         depends=tuple(d["spec"].get("depends", ())),
     )
 
@@ -340,6 +344,7 @@ def run_from_dict(d: RunRec, *, done: int = 0) -> Run:
         tasks_total=int(d.get("tasks_total", 0)),
         tasks_done=done,
         reason=d.get("reason"),
+        group=d.get("group"),
     )
 
 

@@ -10,6 +10,7 @@ are in flight at once (etcd commits concurrent requests with one disk sync).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import threading
 from collections import defaultdict, deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -18,7 +19,7 @@ from dataclasses import dataclass, field
 from runner import errors, transitions
 from runner.models import Plan, Run, RunState, TaskRecord, TaskState, When
 from runner.store.etcd import client as c
-from runner.store.etcd import cluster, flow, gates, hooks
+from runner.store.etcd import cluster, flow, gates, groups, hooks
 from runner.store.etcd.context import Ctx
 from runner.store.etcd.keys import Keys
 from runner.store.etcd.records import (
@@ -117,6 +118,9 @@ def create_run(ctx: Ctx, new: NewRun) -> Run:
     )
     if plan.hooks:
         record["hooks"] = [h.to_dict() for h in plan.hooks]
+    if plan.concurrency is not None:
+        record["group"] = plan.concurrency.group
+        final.ops.extend(groups.member_ops(keys, record))
     final.put(keys.run(run_id), record)
     active: ActiveRec = {"deadline": deadline}
     final.put(keys.active(run_id), active)
@@ -129,7 +133,10 @@ def create_run(ctx: Ctx, new: NewRun) -> Run:
         raise errors.RunExists(run_id, key or run_id)
     if any("/gate/" in k for k in written):  # a root with `if:`: decide it now
         flow.settle(client, keys, run_id, now=new.now)
-    return run
+    if plan.concurrency is not None and plan.concurrency.cancel_in_progress:
+        cancel = functools.partial(end_run, ctx, state=RunState.CANCELLED, now=new.now)
+        groups.cancel_ahead(ctx, run_id, plan.concurrency.group, cancel=cancel)
+    return dataclasses.replace(run, group=record.get("group"))
 
 
 def _write_tasks(ctx: Ctx, new: NewRun) -> list[str]:
@@ -253,6 +260,10 @@ def _restart(
         {"state": RunState.RUNNING.value, "finished_at": None, "reason": None, "halted": False}
     )
     ops = [c.put(run_item.key, dumps(run)), c.put(keys.active(run_id), dumps({"deadline": None}))]
+    if run.get("group"):  # to the back of its group's line, to be admitted again
+        run["ggen"] = int(run.get("ggen", 0)) + 1
+        ops[0] = c.put(run_item.key, dumps(run))
+        ops += groups.member_ops(keys, run)
     markers = [c.put(keys.prop(run_id, t), b"1") for t in skipped]
     first, rest = markers[: MAX_OPS - len(ops)], markers[MAX_OPS - len(ops) :]
     if not client.txn([c.mod_is(run_item.key, run_item.mod)], ops + first, "retry run").succeeded:
@@ -350,6 +361,8 @@ def get_run(ctx: Ctx, cache: RunCache, run_id: str, *, tasks: bool) -> Run:
         raise errors.RunNotFound(run_id)
     record = load_run(items[0].value)
     run = run_from_dict(record, done=int(responses[1].response_range.count))
+    if record.get("group"):
+        run = dataclasses.replace(run, waiting_reason=groups.waiting_reason(client, keys, record))
     if not tasks:
         return run
     if record.get("hook_ends"):
@@ -422,7 +435,15 @@ def list_runs(ctx: Ctx, *, workflow: str | None, limit: int | None) -> list[Run]
     found.sort(key=lambda r: (r["created_at"], r["id"]), reverse=True)
     found = found[:limit] if limit is not None else found
     done = ctx.client.counts([ctx.keys.done(r["id"], "") for r in found])
-    return [run_from_dict(r, done=n) for r, n in zip(found, done, strict=True)]
+    return [
+        run_from_dict(r, done=n)
+        if not r.get("group")
+        else dataclasses.replace(
+            run_from_dict(r, done=n),
+            waiting_reason=groups.waiting_reason(ctx.client, ctx.keys, r),
+        )
+        for r, n in zip(found, done, strict=True)
+    ]
 
 
 def end_run(ctx: Ctx, run_id: str, state: RunState, reason: str, *, now: float) -> list[str]:
@@ -442,6 +463,7 @@ def end_run(ctx: Ctx, run_id: str, state: RunState, reason: str, *, now: float) 
             c.delete(keys.active(run_id)),
             c.put(keys.ending(run_id), state.value),
             *recorded,
+            *groups.leave_ops(keys, run),
         ]
         if client.txn([c.mod_is(item.key, item.mod)], ops, "end run").succeeded:
             return flow.cancel_unstarted(client, keys, run_id)

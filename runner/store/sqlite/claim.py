@@ -11,11 +11,11 @@ from dataclasses import dataclass
 from runner import transitions
 from runner.failpoints import Failpoints
 from runner.models import Lease, RunContext, TaskSpec
-from runner.store.sqlite import cluster, flow, rows, workers
+from runner.store.sqlite import cluster, flow, groups, rows, workers
 
 CLAIMABLE = (
     "SELECT t.run_id, t.task_id, t.selector, r.parallelism, t.locks, t.assigned_to, r.dispatch,"
-    " t.attempts, t.spec"
+    " t.attempts, t.spec, r.cgroup, r.cgroup_seq"
     " FROM tasks t INDEXED BY tasks_queue CROSS JOIN runs r ON r.id = t.run_id"
     " WHERE t.ready_seq IS NOT NULL AND t.not_before <= ? AND r.finished_at IS NULL"
     " ORDER BY t.priority DESC, t.ready_seq"
@@ -31,7 +31,8 @@ AGED = CLAIMABLE.replace(
 # A worker's assignments come first; the partial index is empty unless a dispatcher assigns.
 # The dispatcher matched the selector already; 'pull' marks the rows as not reserved.
 ASSIGNED = (
-    "SELECT t.run_id, t.task_id, NULL, r.parallelism, t.locks, NULL, 'pull', t.attempts, t.spec"
+    "SELECT t.run_id, t.task_id, NULL, r.parallelism, t.locks, NULL, 'pull', t.attempts, t.spec,"
+    " r.cgroup, r.cgroup_seq"
     " FROM tasks t INDEXED BY tasks_assigned CROSS JOIN runs r ON r.id = t.run_id"
     " WHERE t.assigned_to = ? AND t.ready_seq IS NOT NULL AND t.not_before <= ?"
     " AND r.finished_at IS NULL ORDER BY t.priority DESC, t.ready_seq"
@@ -40,8 +41,20 @@ ASSIGNED = (
 # (run_id, task_id, locks JSON, attempts so far, spec JSON)
 Picked = tuple[str, str, str | None, int, str]
 # A row of CLAIMABLE or ASSIGNED: (run_id, task_id, selector, parallelism, locks, assigned_to,
-# dispatch, attempts, spec)
-Row = tuple[str, str, str | None, int | None, str | None, str | None, str | None, int, str]
+# dispatch, attempts, spec, concurrency group, place in the group's line)
+Row = tuple[
+    str,
+    str,
+    str | None,
+    int | None,
+    str | None,
+    str | None,
+    str | None,
+    int,
+    str,
+    str | None,
+    int | None,
+]
 
 
 def claim(
@@ -96,10 +109,13 @@ class Picker:
         self.held = cluster.Held(db)
         self.running: dict[str, int] = {}
         self.picked: list[Picked] = []
+        self.blocked: dict[str, bool] = {}  # run -> held back by its concurrency group
 
     def offer(self, row: Row) -> None:
-        run_id, task_id, selector, parallelism, locks, assigned, run_dispatch, tries, spec = row
+        run_id, task_id, selector, parallelism, locks, assigned, run_dispatch, tries, spec = row[:9]
         if assigned is not None or cluster.reserved(run_dispatch, self.mode):
+            return
+        if row[9] is not None and self._behind(run_id, row[9], row[10]):
             return
         if selector and not transitions.selector_matches(json.loads(selector), self.labels):
             return
@@ -113,6 +129,11 @@ class Picker:
         if parallelism is not None:
             self.running[run_id] += 1
         self.picked.append((run_id, task_id, locks, tries, spec))
+
+    def _behind(self, run_id: str, group: str, seq: int | None) -> bool:
+        if run_id not in self.blocked:
+            self.blocked[run_id] = groups.blocked(self.db, group, seq)
+        return self.blocked[run_id]
 
     def _room(self, run_id: str, parallelism: int) -> bool:
         if run_id not in self.running:

@@ -29,11 +29,11 @@ from runner.models import (
 
 RUN_COLS = (
     "id, workflow, state, params, created_at, started_at, finished_at, key, scheduled_time,"
-    " plan_hash, tasks_total, tasks_done, reason"
+    " plan_hash, tasks_total, tasks_done, reason, cgroup, cgroup_seq"
 )
 TASK_COLS = (
     "task_id, name, state, priority, remaining_deps, not_before, outputs, losses, ready_at,"
-    " selector, locks, depends, gate"
+    " selector, locks, depends, gate, allow_failure, json_extract(spec, '$.retries.limit')"
 )
 ATTEMPT_COLS = (
     "task_id, number, state, worker, token, exit_code, reason, error, started_at, finished_at"
@@ -63,6 +63,7 @@ def run(r: sqlite3.Row) -> Run:
         tasks_total=r["tasks_total"],
         tasks_done=r["tasks_done"],
         reason=r["reason"],
+        group=r["cgroup"],
     )
 
 
@@ -86,6 +87,8 @@ def task(row: Any, attempts: Mapping[str, list[Attempt]], queued: QueuedReason) 
         locks,
         depends,
         gate,
+        allow_failure,
+        retries,
     ) = row
     state = TaskState(state_value)
     if state is TaskState.READY:
@@ -102,6 +105,8 @@ def task(row: Any, attempts: Mapping[str, list[Attempt]], queued: QueuedReason) 
         attempts=tuple(attempts.get(task_id, ())),
         losses=losses,
         ready_at=ready_at,
+        allow_failure=bool(allow_failure),
+        retries=int(retries or 0),
         depends=tuple(parse(depends)),
     )
 

@@ -11,8 +11,8 @@ from collections import defaultdict
 from typing import Any
 
 from runner import dispatch, errors
-from runner.models import Attempt, Plan, Run, RunState, TaskState, WorkerInfo
-from runner.store.sqlite import cluster, flow, gates, hooks, rows, workers
+from runner.models import Attempt, Concurrency, Plan, Run, RunState, TaskState, WorkerInfo
+from runner.store.sqlite import cluster, flow, gates, groups, hooks, rows, workers
 from runner.store.sqlite.db import named
 
 
@@ -65,11 +65,23 @@ def insert_run(
     _insert_tasks(db, run_id, plan)
     if plan.hooks:
         hooks.insert(db, run_id, plan)
+    if plan.concurrency is not None:
+        _join_group(db, run_id, plan.concurrency, now=now)
     gates.write(db, run_id, plan)
     roots = [t.id for t in plan.tasks if not t.depends]
     _, ended = flow.start(db, run_id, roots, now=now, gates=gates.known(plan))
     flow.propagate(db, run_id, ended, now=now)
     flow.maybe_end_run(db, run_id, now=now)
+
+
+def _join_group(db: sqlite3.Connection, run_id: str, cc: Concurrency, *, now: float) -> None:
+    """Queue the run in its concurrency group, first cancelling the group's unfinished runs
+    when the plan says `cancelInProgress`."""
+    if cc.cancel_in_progress:
+        why = f"cancelled by run {run_id} (concurrency group {cc.group}, cancelInProgress)"
+        for other in groups.unfinished(db, cc.group):
+            cancel(db, other, now=now, reason=why)
+    groups.join(db, run_id, cc.group)
 
 
 def _insert_tasks(db: sqlite3.Connection, run_id: str, plan: Plan) -> None:
@@ -123,7 +135,7 @@ def read_run(db: sqlite3.Connection, run_id: str, *, tasks: bool, now: float | N
     row = named(db, f"SELECT {rows.RUN_COLS} FROM runs WHERE id = ?", (run_id,)).fetchone()
     if row is None:
         raise errors.RunNotFound(run_id)
-    run = rows.run(row)
+    run = _with_group_reason(db, row)
     if not tasks:
         return run
     attempts: dict[str, list[Attempt]] = defaultdict(list)
@@ -148,8 +160,9 @@ class QueuedReasons:
     def __init__(self, db: sqlite3.Connection, found: list[Any], *, now: float) -> None:
         ready = TaskState.READY.value
         self.workers: list[WorkerInfo] = []
-        # `found`: rows of rows.TASK_COLS (state third, then ..., selector, locks, depends, gate)
-        if any(selector for _, _, state, *_, selector, _, _, _ in found if state == ready):
+        # `found`: rows of rows.TASK_COLS (state third, then ..., selector, locks, depends,
+        # gate, allow_failure, retries)
+        if any(selector for _, _, state, *_, selector, _, _, _, _, _ in found if state == ready):
             self.workers = workers.live_workers(db, now=now)
         self.held = cluster.Held(db)
 
@@ -172,7 +185,18 @@ def list_runs(db: sqlite3.Connection, *, workflow: str | None, limit: int | None
     """Runs newest first, without tasks."""
     where, args = ("WHERE workflow = ?", [workflow]) if workflow is not None else ("", [])
     sql = f"SELECT {rows.RUN_COLS} FROM runs {where} ORDER BY created_at DESC, id DESC LIMIT ?"
-    return [rows.run(r) for r in named(db, sql, (*args, -1 if limit is None else limit))]
+    return [
+        _with_group_reason(db, r) for r in named(db, sql, (*args, -1 if limit is None else limit))
+    ]
+
+
+def _with_group_reason(db: sqlite3.Connection, row: sqlite3.Row) -> Run:
+    """The run of a RUN_COLS row, with `queued: group G` while its group holds it back."""
+    run = rows.run(row)
+    if run.group is None or run.finished_at is not None:
+        return run
+    reason = groups.waiting_reason(db, run.group, row["cgroup_seq"])
+    return dataclasses.replace(run, waiting_reason=reason) if reason else run
 
 
 def cancel(db: sqlite3.Connection, run_id: str, *, now: float, reason: str) -> None:
@@ -224,6 +248,7 @@ def retry(db: sqlite3.Connection, run_id: str, *, now: float, dry_run: bool) -> 
         " tasks_done = tasks_done - ?, deadline = ? + timeout WHERE id = ?",
         (len(rerun), now, run_id),
     )
+    groups.rejoin(db, run_id)
     free = [(t["task_id"], t["when_"], t["depends"]) for t in rerun if remaining[t["task_id"]] == 0]
     _, skipped = flow.activate(db, run_id, free, now=now)
     flow.propagate(db, run_id, skipped, now=now)

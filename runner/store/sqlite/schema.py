@@ -143,6 +143,8 @@ COLUMNS = (
     # far the worker found its clock from the others' (NULL: within the bound)
     ("workers", "beats", "INTEGER NOT NULL DEFAULT 0"),
     ("workers", "clock_skew", "REAL"),
+    ("runs", "cgroup", "TEXT"),  # concurrency group (runner.store.sqlite.groups)
+    ("runs", "cgroup_seq", "INTEGER"),
 )
 
 # Assignments, lock holders and the dispatch default (see runner.store.sqlite.cluster).
@@ -162,6 +164,8 @@ CREATE TABLE IF NOT EXISTS holds (
 CREATE INDEX IF NOT EXISTS holds_token ON holds (token);
 CREATE INDEX IF NOT EXISTS runs_aging ON runs (id) WHERE aging_every IS NOT NULL
     AND finished_at IS NULL;
+CREATE INDEX IF NOT EXISTS runs_cgroup ON runs (cgroup, cgroup_seq)
+    WHERE cgroup IS NOT NULL AND finished_at IS NULL;
 CREATE TABLE IF NOT EXISTS dispatch_default (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     owner TEXT NOT NULL,
