@@ -115,7 +115,7 @@ def run_workload(
     *,
     slots: int = 4,
     log_dir: str,
-    prefetch: int = 0,
+    prefetch: int | None = None,
     processes: int = 0,
 ) -> Result:
     """Submit `plan` and return when the run is done. The work is served by one in-process
@@ -138,7 +138,7 @@ def run_workload(
 
 
 class _Workers:
-    def __init__(self, url: str, *, slots: int, log_dir: str, prefetch: int) -> None:
+    def __init__(self, url: str, *, slots: int, log_dir: str, prefetch: int | None) -> None:
         self.url, self.slots, self.log_dir, self.prefetch = url, slots, log_dir, prefetch
         self.worker: Worker | None = None
         self.done = threading.Event()
@@ -158,7 +158,8 @@ class _Workers:
         env = {**os.environ, "RUNNER_STORE": self.url, "RUNNER_LOG_DIR": self.log_dir}
         per = max(1, self.slots // processes)
         argv = [sys.executable, "-m", "runner", "worker", "--concurrency", str(per)]
-        argv += ["--prefetch", str(self.prefetch)]
+        if self.prefetch is not None:  # else the workers' default: adaptive
+            argv += ["--prefetch", str(self.prefetch)]
         self.procs = [
             subprocess.Popen(argv, env=env, stderr=subprocess.DEVNULL) for _ in range(processes)
         ]

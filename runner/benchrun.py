@@ -48,7 +48,7 @@ class Setup:
     repeat: int = 3
     slots: int = 4
     processes: int = 0
-    prefetch: int = 0
+    prefetch: int | None = None  # None: the workers' default (adaptive)
 
 
 def fresh_url(base: str, folder: Path) -> str:

@@ -59,7 +59,12 @@ def add_parsers(sub: Any) -> None:
         default=0,
         help="share the slots among N `runner worker` processes (default 0: in this process)",
     )
-    p.add_argument("--prefetch", type=common.non_negative_int, default=0, help="worker prefetch")
+    p.add_argument(
+        "--prefetch",
+        type=common.non_negative_int,
+        metavar="N",
+        help="fixed worker prefetch (default: the workers' adaptive depth)",
+    )
     p.add_argument("-o", "--output", choices=["text", "json"], default="text")
     p.set_defaults(func=cmd_bench)
 
