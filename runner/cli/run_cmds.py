@@ -174,7 +174,8 @@ class _LocalWorkers:
         self.worker.stop()
         self.done.wait()
         self.worker.store.close()
-        self.worker.executor.close()
+        # The process exits next: the reaper sweeps for leftovers on its own, as at a death.
+        self.worker.executor.close(wait=False)
 
 
 def make_worker(
