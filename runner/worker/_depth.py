@@ -4,7 +4,7 @@ A worker measures what its tasks take on a slot and what a claim costs, and from
 only as much claimed, unstarted work as its slots are expected to start within `WINDOW`:
 `depth = concurrency * WINDOW / task time`, capped at `MAX_DEPTH`. Short tasks are claimed and
 recorded in batches; a task that takes `GAIN` claim costs or more gains little from a batch,
-so such tasks (and any task of `concurrency * WINDOW` seconds or more) are not prefetched at
+so such tasks (and any task longer than `concurrency * WINDOW` seconds) are not prefetched at
 all. Until `SAMPLES` tasks have been measured the depth is 0 (today's strict behaviour). When
 a claim comes back with fewer tasks than it asked for, the queue is short: the worker claims
 again as soon as one slot frees (batch 1) rather than waiting for room for a batch, so what is
