@@ -8,6 +8,7 @@ its children (the store, on SQLite, is in-process; etcd's own CPU is not counted
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import resource
@@ -17,6 +18,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,6 +62,12 @@ def wide_dag(n: int) -> Plan:
         back = 1 + (i * 7919) % min(10, i)
         tasks.append(_task(i, (f"t{i - back}",)))
     return Plan(workflow=f"dag-{n}", tasks=tuple(tasks))
+
+
+def urgent(priority: int = 10) -> Plan:
+    """The priority probe: one no-op task at `priority` (the backlog's tasks have 0)."""
+    spec = TaskSpec(id="urgent", name="urgent", kind=Kind.CALL, call=NOOP, priority=priority)
+    return Plan(workflow="urgent", tasks=(spec,))
 
 
 def open_url(url: str) -> Store:
@@ -135,6 +143,23 @@ def run_workload(
         workers.stop()
         submitter.close()
     return Result(wall=wall, cpu=cpu, run=run)
+
+
+@contextlib.contextmanager
+def serving(
+    store_url: str, *, slots: int, log_dir: str, processes: int = 0, prefetch: int | None = None
+) -> Iterator[Store]:
+    """Workers serving `store_url` as `run_workload` starts them, registered; yields a store
+    of the submitting client's own."""
+    submitter = open_url(store_url)
+    workers = _Workers(store_url, slots=slots, log_dir=log_dir, prefetch=prefetch)
+    try:
+        workers.start(processes)
+        workers.wait_registered(submitter)
+        yield submitter
+    finally:
+        workers.stop()
+        submitter.close()
 
 
 class _Workers:
