@@ -52,9 +52,9 @@ class Held:
     Like Celery's prefetch: the worker may hold up to `prefetch` claimed tasks beyond its
     `concurrency` busy slots, and claims in batches of at least half of that (`batch`), so one
     claim transaction serves several tasks. The depth adapts to the measured task and claim
-    times (`_depth.Depth`) unless fixed with `--prefetch N`. Held tasks are owned (and lost with the worker)
-    like running ones. While the lease is fenced (`fence` until `open`), whatever is held is
-    abandoned at once: it runs no attempt and records nothing.
+    times (`_depth.Depth`) unless fixed with `--prefetch N`. Held tasks are owned (and lost
+    with the worker) like running ones. While the lease is fenced (`fence` until `open`),
+    whatever is held is abandoned at once: it runs no attempt and records nothing.
     """
 
     def __init__(self, *, concurrency: int, prefetch: int | None) -> None:

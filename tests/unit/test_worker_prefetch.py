@@ -39,7 +39,8 @@ def measured(depth: Depth, seconds: float, *, times: int = SAMPLES) -> Depth:
 
 def test_depth_is_strict_until_tasks_were_measured() -> None:
     depth = Depth(concurrency=4, fixed=None)
-    assert depth.current() == 0 and depth.batch() == 1
+    assert depth.current() == 0
+    assert depth.batch() == 1
     measured(depth, 0.001, times=SAMPLES - 1)
     assert depth.current() == 0
     depth.task_took(0.001)
@@ -81,9 +82,11 @@ def test_a_short_queue_is_claimed_a_task_at_a_time() -> None:
     depth = measured(Depth(concurrency=4, fixed=None), 0.001)
     assert depth.batch() > 1
     depth.claimed(None, asked=100, got=3)
-    assert depth.short and depth.batch() == 1
+    assert depth.short
+    assert depth.batch() == 1
     depth.claimed(None, asked=100, got=64)  # a store may cap what one call claims
-    assert not depth.short and depth.batch() > 1
+    assert not depth.short
+    assert depth.batch() > 1
 
 
 @pytest.mark.parametrize("fixed", [0, 8])

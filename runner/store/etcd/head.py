@@ -1,0 +1,29 @@
+"""Bounded reads of the queue head (see `claim`): etcd 3.4 visits every key of a range to
+answer a read with a limit, so a head read ends `SPAN` entries past the last one's last key."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from runner.store.etcd import client as c
+from runner.store.etcd.context import Ctx
+from runner.store.etcd.keys import Keys
+
+SPAN = 256  # queue entries past the last head read's last key that a bounded head read covers
+
+
+def end(ctx: Ctx) -> str | None:
+    """The end of a bounded head read: `SPAN` entries past the last head read's last key, in
+    its priority and ready time; None (the queue's end) when unknown."""
+    if not ctx.head_last:
+        return None
+    tier, ready, seq = ctx.keys.split(ctx.head_last, "queue")[:3]
+    if not seq.isdigit() or int(seq) + SPAN >= 10**8:
+        return None
+    return f"{ctx.keys.queue()}{tier}/{ready}/{int(seq) + SPAN:08d}"
+
+
+def op(keys: Keys, end: str | None, limit: int, start: str | None = None) -> Any:
+    """The first `limit` queue entries from `start` (the queue's start) to `end` (its end)."""
+    queue = keys.queue()
+    return c.span(start or queue, c.range_end(queue) if end is None else end, limit)
