@@ -1,4 +1,4 @@
-"""`runner bench`: the standard workloads (W1-W6 and CI of BENCHMARKS.md) on the configured store."""
+"""`runner bench`: the standard workloads (BENCHMARKS.md: W1-W6, CI) on the configured store."""
 
 from __future__ import annotations
 
