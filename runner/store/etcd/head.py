@@ -1,5 +1,6 @@
 """Bounded reads of the queue head (see `claim`): etcd 3.4 visits every key of a range to
-answer a read with a limit, so a head read ends `SPAN` entries past the last one's last key."""
+answer a read with a limit, so a head read ends `SPAN` entries past the last one's last key
+(more while other workers claim past that between this object's reads: `widen`)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from runner.store.etcd import client as c
 from runner.store.etcd.context import Ctx
 from runner.store.etcd.keys import Keys
 
-SPAN = 256  # queue entries past the last head read's last key that a bounded head read covers
+SPAN = 256  # queue entries past the last head read's last key a bounded head read first covers
+MAX_SPAN = 1 << 16  # the span doubles (to this) while bounded reads come back short
 
 
 def end(ctx: Ctx) -> str | None:
@@ -18,9 +20,16 @@ def end(ctx: Ctx) -> str | None:
     if not ctx.head_last:
         return None
     tier, ready, seq = ctx.keys.split(ctx.head_last, "queue")[:3]
-    if not seq.isdigit() or int(seq) + SPAN >= 10**8:
+    span = ctx.head_span or SPAN
+    if not seq.isdigit() or int(seq) + span >= 10**8:
         return None
-    return f"{ctx.keys.queue()}{tier}/{ready}/{int(seq) + SPAN:08d}"
+    return f"{ctx.keys.queue()}{tier}/{ready}/{int(seq) + span:08d}"
+
+
+def widen(ctx: Ctx) -> None:
+    """A bounded read came back short while entries lay past its end (other workers claimed
+    past it meanwhile): bound the next ones further out."""
+    ctx.head_span = min(MAX_SPAN, 2 * (ctx.head_span or SPAN))
 
 
 def op(keys: Keys, end: str | None, limit: int, start: str | None = None) -> Any:
