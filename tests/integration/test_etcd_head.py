@@ -14,7 +14,7 @@ from tests.contract.plans import T0, worker
 
 
 def _s(store: EtcdStore) -> Store:
-    return store  # type: ignore[return-value]
+    return store
 
 
 def _queue_reads(store: EtcdStore) -> list[bytes]:

@@ -244,9 +244,11 @@ def _read_head(
     if end is not None and len(entries) < window:  # the bounded part is short: read on
         rest = head.op(keys, None, window - len(entries), end)
         more, rev = ctx.client.reads([rest], "claim candidates")
-        if more_items := c.items_of(more):
-            head.widen(ctx)
-        entries += more_items
+        found = c.items_of(more)
+        head.adapt(ctx, short=bool(found))
+        entries += found
+    elif end is not None:
+        head.adapt(ctx, short=False)
     ctx.head_last = entries[-1].key if entries else ""
     ctx.empty_at = 0 if entries else rev
     return entries, {i.key: i for i in c.items_of(responses[1:])}
