@@ -143,6 +143,10 @@ def test_a_task_claimed_at_a_higher_priority_starts_before_the_held_ones(
     while plans.states(store, urgent) != {"urgent": "running"}:
         assert time.monotonic() < end, plans.states(store, urgent)
         store.wait(0.5)
+    slots = serving.worker._slots  # the recorder queues it for a slot right after the commit
+    while slots.backlog() < 8:  # t2..t8 and urgent wait for the slot that runs t1
+        assert time.monotonic() < end, slots.backlog()
+        time.sleep(0.005)  # a bounded poll (deadline above): the queue has no event to wait on
     rest.set()
     wait_run_done(store, urgent)
     serving.stop()
