@@ -1,4 +1,4 @@
-"""Run the standard workloads (../shared/BENCHMARKS.md: W1-W5, C) and print a table.
+"""Run the standard workloads (docs/BENCHMARKS.md: W1-W6, CI, C) and print a table.
 
     python benchmarks/workloads.py [--store sqlite|etcd://HOST:PORT] [--repeat 3] [--write]
     python benchmarks/workloads.py --only W1 --metrics-scrape 1   # with metrics on
@@ -150,9 +150,11 @@ def main() -> int:
         "--processes", type=int, default=0,
         help="serve with N `runner worker` processes sharing the 4 slots (default: in-process)",
     )  # fmt: skip
-    ap.add_argument("--prefetch", type=int, default=0, help="worker claim prefetch")
+    ap.add_argument("--prefetch", type=int, default=None, help="fixed worker prefetch")
     ap.add_argument(
-        "--only", default="W1,W2,W3,W4,W5,C", help="comma-separated workloads (default: all)"
+        "--only",
+        default="W1,W2,W3,W4,W5,CI,C",
+        help="comma-separated workloads (default: all but W6)",
     )
     ap.add_argument(
         "--metrics-scrape", type=float, metavar="SECONDS",

@@ -8,6 +8,7 @@ its children (the store, on SQLite, is in-process; etcd's own CPU is not counted
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import resource
@@ -17,6 +18,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,6 +62,12 @@ def wide_dag(n: int) -> Plan:
         back = 1 + (i * 7919) % min(10, i)
         tasks.append(_task(i, (f"t{i - back}",)))
     return Plan(workflow=f"dag-{n}", tasks=tuple(tasks))
+
+
+def urgent(priority: int = 10) -> Plan:
+    """The priority probe: one no-op task at `priority` (the backlog's tasks have 0)."""
+    spec = TaskSpec(id="urgent", name="urgent", kind=Kind.CALL, call=NOOP, priority=priority)
+    return Plan(workflow="urgent", tasks=(spec,))
 
 
 def open_url(url: str) -> Store:
@@ -115,7 +123,7 @@ def run_workload(
     *,
     slots: int = 4,
     log_dir: str,
-    prefetch: int = 0,
+    prefetch: int | None = None,
     processes: int = 0,
 ) -> Result:
     """Submit `plan` and return when the run is done. The work is served by one in-process
@@ -137,8 +145,25 @@ def run_workload(
     return Result(wall=wall, cpu=cpu, run=run)
 
 
+@contextlib.contextmanager
+def serving(
+    store_url: str, *, slots: int, log_dir: str, processes: int = 0, prefetch: int | None = None
+) -> Iterator[Store]:
+    """Workers serving `store_url` as `run_workload` starts them, registered; yields a store
+    of the submitting client's own."""
+    submitter = open_url(store_url)
+    workers = _Workers(store_url, slots=slots, log_dir=log_dir, prefetch=prefetch)
+    try:
+        workers.start(processes)
+        workers.wait_registered(submitter)
+        yield submitter
+    finally:
+        workers.stop()
+        submitter.close()
+
+
 class _Workers:
-    def __init__(self, url: str, *, slots: int, log_dir: str, prefetch: int) -> None:
+    def __init__(self, url: str, *, slots: int, log_dir: str, prefetch: int | None) -> None:
         self.url, self.slots, self.log_dir, self.prefetch = url, slots, log_dir, prefetch
         self.worker: Worker | None = None
         self.done = threading.Event()
@@ -158,7 +183,8 @@ class _Workers:
         env = {**os.environ, "RUNNER_STORE": self.url, "RUNNER_LOG_DIR": self.log_dir}
         per = max(1, self.slots // processes)
         argv = [sys.executable, "-m", "runner", "worker", "--concurrency", str(per)]
-        argv += ["--prefetch", str(self.prefetch)]
+        if self.prefetch is not None:  # else the workers' default: adaptive
+            argv += ["--prefetch", str(self.prefetch)]
         self.procs = [
             subprocess.Popen(argv, env=env, stderr=subprocess.DEVNULL) for _ in range(processes)
         ]

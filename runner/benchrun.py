@@ -1,4 +1,4 @@
-"""The standard workloads W1-W5 measured as a table's rows: what `runner bench` prints and
+"""The standard workloads W1-W6 and CI measured as a table's rows: what `runner bench` prints and
 `benchmarks/workloads.py` records in docs/PERFORMANCE.md (which adds the stores' own ceilings).
 
 Each workload runs on a fresh namespace of the store it is given: a new SQLite file in
@@ -23,7 +23,8 @@ from urllib.parse import urlsplit, urlunsplit
 from runner import bench
 from runner.models import Kind, Plan
 
-WORKLOADS = ("W1", "W2", "W3", "W4", "W5")
+WORKLOADS = ("W1", "W2", "W3", "W4", "W5", "CI", "W6")
+DEFAULT = ("W1", "W2", "W3", "W4", "W5", "CI")  # W6 runs for minutes: only when asked
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +49,7 @@ class Setup:
     repeat: int = 3
     slots: int = 4
     processes: int = 0
-    prefetch: int = 0
+    prefetch: int | None = None  # None: the workers' default (adaptive)
 
 
 def fresh_url(base: str, folder: Path) -> str:
@@ -62,8 +63,8 @@ def fresh_url(base: str, folder: Path) -> str:
     return urlunsplit((parts.scheme, parts.netloc, path, parts.query, ""))
 
 
-def measure(setup: Setup, only: tuple[str, ...] = WORKLOADS, *, w5_100k: bool = False) -> list[Row]:
-    """The rows of the workloads in `only`, in W1-W5 order."""
+def measure(setup: Setup, only: tuple[str, ...] = DEFAULT, *, w5_100k: bool = False) -> list[Row]:
+    """The rows of the workloads in `only`, in W1-W5, CI, W6 order."""
     rows: list[Row] = []
     if "W1" in only:
         rows.append(_rate(setup, "W1", "W1 2,000 no-op call tasks", bench.independent(2000)))
@@ -77,6 +78,13 @@ def measure(setup: Setup, only: tuple[str, ...] = WORKLOADS, *, w5_100k: bool = 
         rows.append(_w5(setup, 10_000, setup.repeat))
         if w5_100k:
             rows.append(_w5(setup, 100_000, 1))
+    if "CI" in only or "W6" in only:
+        from runner import benchscale  # the rows that run `runner apply` and W6
+
+        if "CI" in only:
+            rows.append(benchscale.ci_step(setup))
+        if "W6" in only:
+            rows.append(benchscale.w6(setup))
     return rows
 
 
@@ -136,7 +144,7 @@ def _w2(setup: Setup) -> Row:
     return Row("W2", "W2 chain of 200, hand-off", rate, "-", f"{cpu_ms:.2f}", figures)
 
 
-def _xargs() -> float | None:
+def xargs() -> float | None:
     """Seconds for `seq 1000 | xargs -P4 -n1 true`; None where seq or xargs is missing."""
     if shutil.which("seq") is None or shutil.which("xargs") is None:
         return None
@@ -151,7 +159,7 @@ def _w4(setup: Setup) -> Row:
     plan = bench.independent(1000, Kind.RUN)
     walls, cpus, refs = [], [], []
     for _ in range(setup.repeat):
-        ref = _xargs()
+        ref = xargs()
         result = _run(setup, plan)
         walls.append(result.wall)
         cpus.append(result.cpu)

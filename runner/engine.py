@@ -77,6 +77,9 @@ def diff(before: Run | None, after: Run) -> list[Change]:
     ]
 
 
+SUMMARY_READS_PER_TASK_S = 100_000  # a follower reads the run summary at most every tasks/this s
+
+
 def follow(
     store: Store,
     run_id: str,
@@ -112,6 +115,9 @@ def follow(
         if check is not None:
             check()
         summary = store.get_run(run_id, tasks=False)
+        # etcd counts a run's finished tasks to answer (O(run)): a large run's follower reads
+        # its summary less often (1 s at 100,000 tasks), so it never loads the store.
+        min_gap = max(min_gap, summary.tasks_total / SUMMARY_READS_PER_TASK_S)
         ended = summary.state.terminal and summary.tasks_done >= summary.tasks_total
         if ended and not tasks and on_change is None:
             return summary

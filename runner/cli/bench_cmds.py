@@ -1,4 +1,4 @@
-"""`runner bench`: the standard workloads (W1-W5 of BENCHMARKS.md) on the configured store."""
+"""`runner bench`: the standard workloads (BENCHMARKS.md: W1-W6, CI) on the configured store."""
 
 from __future__ import annotations
 
@@ -26,6 +26,9 @@ workloads:
   W3  1 -> 500 parallel -> 1: wall time
   W4  1,000 tasks running `true`, beside `seq 1000 | xargs -P4 -n1 true`
   W5  submitting a 10,000-task DAG: seconds until stored and claimable, peak RSS
+  CI  `runner apply` of 1,000 x `true` as a whole process, beside xargs -P4
+  W6  1,000,000 no-op tasks (SQLite; 100,000 on etcd) run to the end, peak RSS (not by
+      default: it runs for minutes)
 
 examples:
   runner bench --only W1,W2 --repeat 1
@@ -37,7 +40,7 @@ def add_parsers(sub: Any) -> None:
     p = sub.add_parser(
         "bench",
         help="measure the standard workloads on this store",
-        description="Run the standard benchmark workloads (W1-W5) on the configured store "
+        description="Run the standard benchmark workloads (W1-W6, CI) on the configured store "
         "and print a table of their figures.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -45,9 +48,9 @@ def add_parsers(sub: Any) -> None:
     p.add_argument(
         "--only",
         type=_workloads,
-        default=benchrun.WORKLOADS,
+        default=benchrun.DEFAULT,
         metavar="W1,W2,...",
-        help="the workloads to run (default: all)",
+        help="the workloads to run (default: all but W6)",
     )
     p.add_argument("--repeat", type=common.positive_int, default=3, help="runs per workload")
     p.add_argument(
@@ -59,7 +62,12 @@ def add_parsers(sub: Any) -> None:
         default=0,
         help="share the slots among N `runner worker` processes (default 0: in this process)",
     )
-    p.add_argument("--prefetch", type=common.non_negative_int, default=0, help="worker prefetch")
+    p.add_argument(
+        "--prefetch",
+        type=common.non_negative_int,
+        metavar="N",
+        help="fixed worker prefetch (default: the workers' adaptive depth)",
+    )
     p.add_argument("-o", "--output", choices=["text", "json"], default="text", help="format")
     p.set_defaults(func=cmd_bench)
 

@@ -49,10 +49,9 @@ def _add_drive_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--prefetch",
         type=common.non_negative_int,
-        default=0,
         metavar="N",
-        help="the local workers hold up to N claimed tasks beyond their busy slots and record "
-        "results in batches (see `runner worker --prefetch`)",
+        help="fix the local workers' prefetch depth at N (default: adaptive; 0: strict "
+        "priority order; see `runner worker --prefetch`)",
     )
     p.add_argument("--detach", action="store_true", help="return once the run is stored")
     p.add_argument(
@@ -323,7 +322,8 @@ class _LocalWorkers:
         self.worker.stop()
         self.done.wait()
         self.worker.store.close()
-        self.worker.executor.close()
+        # The process exits next: the reaper sweeps for leftovers on its own, as at a death.
+        self.worker.executor.close(wait=False)
 
 
 def make_worker(
@@ -335,7 +335,7 @@ def make_worker(
     labels: dict[str, str] | None = None,
     weight: int = 1,
     drain_timeout: float = 30.0,
-    prefetch: int = 0,
+    prefetch: int | None = None,
     wrap: Callable[[Store], Store] | None = None,
     base_env: dict[str, str] | None = None,
     masked: list[str] | None = None,
@@ -490,11 +490,12 @@ def add_worker_parser(sub: Any) -> None:
     p.add_argument(
         "--prefetch",
         type=common.non_negative_int,
-        default=0,
         metavar="N",
-        help="hold up to N claimed tasks beyond the busy slots, claim them in batches and "
-        "record results in batches off the slots: fewer store transactions per task (for many "
-        "short tasks), at the cost of strict priority order across workers",
+        help="hold up to N claimed tasks beyond the busy slots (claimed and recorded in "
+        "batches). Default: adaptive, from the measured task and claim times: short tasks are "
+        "batched, long ones not held, and a worker holds no more claimed, unstarted work than "
+        "its slots start in about 100 ms, so a task of higher priority starts within about "
+        "100 ms of work. 0: strict priority order (claim only for an idle slot)",
     )
     taskenv.add_worker_flags(p)
     from runner.cli import metrics_cmds

@@ -216,12 +216,14 @@ class Executor:
             if stopper.pgid is not None:
                 kill_group(stopper.pgid, signal.SIGKILL)
 
-    def close(self) -> None:
-        """Kill what still runs, stop the call pool and the reaper, remove temp files."""
+    def close(self, *, wait: bool = True) -> None:
+        """Kill what still runs, stop the call pool and the reaper, remove temp files. Without
+        `wait` the reaper sweeps for leftovers and exits on its own, after this returns (a
+        process about to exit need not wait for it)."""
         self._closed = True
         self.kill_all()
         self._pool.close()
-        self._reaper.close()
+        self._reaper.close(wait=wait)
         self._cgroups.close()
         self._orphans.close()
         shutil.rmtree(self._out_dir, ignore_errors=True)

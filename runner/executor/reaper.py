@@ -85,14 +85,18 @@ class Reaper:
         arrives first; None: no deadline."""
         self._send(b"D-\n" if deadline is None else b"D%.6f\n" % deadline)
 
-    def close(self, timeout: float = 5.0) -> None:
-        """Stop the reaper: it sweeps for leftover tagged processes and exits."""
+    def close(self, timeout: float = 5.0, *, wait: bool = True) -> None:
+        """Stop the reaper: it sweeps for leftover tagged processes and exits. Without `wait`
+        this returns at once and the reaper sweeps on its own (as when the worker dies)."""
         proc, self._proc = self._proc, None
         if proc is None:
             return
         assert proc.stdin is not None
         with contextlib.suppress(OSError):
             proc.stdin.close()
+        if not wait:
+            proc.returncode = 0  # not ours to reap any more: no ResourceWarning at exit
+            return
         try:
             proc.wait(timeout)
         except subprocess.TimeoutExpired:

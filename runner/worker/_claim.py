@@ -10,6 +10,7 @@ from collections.abc import Callable, Mapping
 from runner import errors
 from runner.store.base import Store
 from runner.worker._held import Held
+from runner.worker._idle import IdleWait
 from runner.worker._lease import LeaseKeeper
 from runner.worker._slots import SlotThreads
 
@@ -31,6 +32,7 @@ class ClaimLoop:
         self._lease = lease
         self._labels = labels
         self._stop = threading.Event()
+        self._idle = IdleWait(store)
 
     def run(self, slots: SlotThreads, *, until: Callable[[], bool] | None = None) -> bool:
         """Claim and give the claimed tasks to `slots` until `stop()`, `until()` or a drain
@@ -42,13 +44,19 @@ class ClaimLoop:
                 # a slot frees without any store commit
                 self._held.wait_for_room(IDLE_WAIT, stop=self._stop)
             elif not self._claim_some(slots):
-                self._store.wait(IDLE_WAIT)
+                self._idle.wait(IDLE_WAIT)
         return False
 
     def stop(self) -> None:
-        """Stop claiming (and stop finishes from claiming)."""
+        """Stop claiming (and stop finishes from claiming); a claim loop waiting for the
+        store returns at once."""
         self._stop.set()
+        self._idle.stop()
         self._held.wake()
+
+    def join(self, timeout: float) -> None:
+        """Wait for the idle thread's last `Store.wait` (before the store is closed)."""
+        self._idle.join(timeout)
 
     def may_claim(self) -> bool:
         """Whether the worker claims at all now: not stopped, draining or fenced."""
@@ -59,10 +67,12 @@ class ClaimLoop:
         free = self._held.free()
         if not self._held.has_room() or not self._lease.may_claim():
             return False
+        began = time.monotonic()
         try:
             leases = self._store.claim(
                 self._lease.id, now=time.time(), limit=free, labels=self._labels
             )
+            self._held.depth.claimed(time.monotonic() - began, asked=free, got=len(leases))
         except errors.LeaseLost:
             self._lease.fence()
             return False

@@ -61,13 +61,15 @@ class Finisher:
         """Record several attempts with one `Store.finish_many`, claiming the room they free."""
 
         def send(live: Done) -> tuple[list[TaskKey], list[Lease]]:
-            room = self._held.free() + len(live)
-            return self._store.finish_many(
+            room = self._held.free() + len(live) if self._may_claim() else 0
+            lost, leases = self._store.finish_many(
                 [(slot.lease, outcome) for slot, outcome in live],
                 now=time.time(),
-                claim=room if self._may_claim() else 0,
+                claim=room,
                 labels=self._labels,
             )
+            self._held.depth.claimed(None, asked=room, got=len(leases))
+            return lost, leases
 
         return self._record(done, send)
 

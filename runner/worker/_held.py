@@ -10,6 +10,7 @@ from typing import Protocol
 
 from runner.executor import ExecResult
 from runner.models import Lease, TaskKey, TaskSpec
+from runner.worker._depth import Depth
 
 
 class AttemptExecutor(Protocol):
@@ -33,7 +34,7 @@ class AttemptExecutor(Protocol):
 
     def kill_all(self) -> None: ...
 
-    def close(self) -> None: ...
+    def close(self, *, wait: bool = True) -> None: ...
 
 
 @dataclass(slots=True)
@@ -50,26 +51,42 @@ class Held:
 
     Like Celery's prefetch: the worker may hold up to `prefetch` claimed tasks beyond its
     `concurrency` busy slots, and claims in batches of at least half of that (`batch`), so one
-    claim transaction serves several tasks. Held tasks are owned (and lost with the worker)
-    like running ones. While the lease is fenced (`fence` until `open`), whatever is held is
-    abandoned at once: it runs no attempt and records nothing; so is a lease of another worker
-    id than the one `open` was given (a claim sent before a fence that returns after the worker
-    registered again: the reaper no longer watches that old lease).
+    claim transaction serves several tasks. The depth adapts to the measured task and claim
+    times (`_depth.Depth`) unless fixed with `--prefetch N`. Held tasks are owned (and lost
+    with the worker) like running ones. While the lease is fenced (`fence` until `open`),
+    whatever is held is abandoned at once: it runs no attempt and records nothing; so is a
+    lease of another worker id than the one `open` was given (a claim sent before a fence that
+    returns after the worker registered again: the reaper no longer watches that old lease).
     """
 
-    def __init__(self, *, concurrency: int, prefetch: int) -> None:
+    def __init__(self, *, concurrency: int, prefetch: int | None) -> None:
         self.concurrency = max(1, concurrency)
-        self.prefetch = max(0, prefetch)
-        self.batch = max(1, self.prefetch // 2)
+        self.depth = Depth(concurrency=self.concurrency, fixed=prefetch)
         self._slots: dict[TaskKey, Slot] = {}
         self._open = False  # registered and not fenced since
         self._worker_id = ""  # the id it registered under
         self._lock = threading.RLock()
         self._room = threading.Condition(self._lock)  # notified when a claim has room
 
+    @property
+    def prefetch(self) -> int:
+        """Claimed tasks the worker may hold beyond its busy slots now."""
+        return self.depth.current()
+
+    @property
+    def batch(self) -> int:
+        return self.depth.batch()
+
     def running(self) -> int:
         with self._lock:
             return len(self._slots)
+
+    def task_took(self, seconds: float) -> None:
+        """Note an attempt's time on its slot; wake the claim loop when the depth grew into
+        room for a claim."""
+        if self.depth.task_took(seconds) and self.has_room():
+            with self._room:
+                self._room.notify_all()
 
     def free(self) -> int:
         """How many more tasks the worker may hold."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 import queue
 import threading
@@ -17,6 +18,8 @@ from runner.worker._held import AttemptExecutor, Held, Slot
 from runner.worker._recorder import Recorder
 
 logger = logging.getLogger(__name__)
+
+LAST = 2**63  # the queue order of the shutdown marks: after every task
 
 
 def log_name(run_id: str, task_id: str, attempt: int) -> str:
@@ -51,9 +54,14 @@ class SlotThreads:
         self._pump = pump
         self._worker_name = worker_name
         self.recorder = (
-            Recorder(finisher, held, self, batch_wait=batch_wait) if held.prefetch else None
+            Recorder(finisher, held, self, batch_wait=batch_wait)
+            if held.depth.may_prefetch
+            else None
         )
-        self._queue: queue.SimpleQueue[Slot | None] = queue.SimpleQueue()
+        # Held tasks wait for a slot highest priority first, then in claim order: a task
+        # claimed at a higher priority runs before the lower ones held already.
+        self._queue: queue.PriorityQueue[tuple[int, int, Slot | None]] = queue.PriorityQueue()
+        self._order = itertools.count()
         self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
         self._closed = False
@@ -78,7 +86,7 @@ class SlotThreads:
         with self._lock:
             self._closed = True
         for _ in self._threads:
-            self._queue.put(None)
+            self._queue.put((LAST, next(self._order), None))  # after every queued task
         for thread in self._threads:
             thread.join()
         if self.recorder is not None:
@@ -93,11 +101,11 @@ class SlotThreads:
                     thread = threading.Thread(target=self._loop, name=f"slot_{i}", daemon=True)
                     thread.start()
                     self._threads.append(thread)
-            self._queue.put(slot)
+            self._queue.put((-slot.lease.spec.priority, next(self._order), slot))
         return True
 
     def _loop(self) -> None:
-        while (slot := self._queue.get()) is not None:
+        while (slot := self._queue.get()[2]) is not None:
             try:
                 self._execute(slot)
             except Exception:  # a bug: log it, keep the slot thread serving
@@ -123,8 +131,10 @@ class SlotThreads:
         if slot.abandoned:  # a prefetched task whose worker fenced or drained meanwhile
             self._held.forget(slot)
             return None
+        began = time.monotonic()
         outcome = self._attempt(slot)
-        if self.recorder is not None and not slot.abandoned:
+        self._held.task_took(time.monotonic() - began)
+        if self.recorder is not None and self._held.prefetch > 0 and not slot.abandoned:
             self.recorder.put(slot, outcome)
             return None  # the slot thread takes the next held task; the recorder records
         leases: list[Lease] = []

@@ -20,6 +20,8 @@ from runner.worker._slots import SlotThreads
 
 logger = logging.getLogger(__name__)
 
+STOP_JOIN = 1.0  # seconds `run` waits for the idle thread's last store wait, at most
+
 
 class Worker:
     """Serve the store's queue until `stop()`; see the package docstring."""
@@ -35,7 +37,7 @@ class Worker:
         labels: Mapping[str, str] | None = None,
         weight: int = 1,
         drain_timeout: float = 30.0,
-        prefetch: int = 0,
+        prefetch: int | None = None,
     ) -> None:
         self.store = store
         self.executor = executor
@@ -45,7 +47,6 @@ class Worker:
         self.drain_timeout = drain_timeout
         self._held = Held(concurrency=concurrency, prefetch=prefetch)
         self.concurrency = self._held.concurrency
-        self.prefetch = self._held.prefetch
         self._lease = LeaseKeeper(
             store, executor, self._held, name=self.name, info=self.info, ttl=lease_ttl
         )
@@ -62,6 +63,12 @@ class Worker:
             worker_name=self.name,
             batch_wait=getattr(store, "finish_batch_wait", 0.0),
         )
+
+    @property
+    def prefetch(self) -> int:
+        """Claimed tasks the worker may hold beyond its busy slots now (adaptive unless fixed
+        by the `prefetch` argument; see `_depth`)."""
+        return self._held.prefetch
 
     @property
     def id(self) -> str:
@@ -92,7 +99,8 @@ class Worker:
         finally:
             self._claims.stop()
             self._slots.shutdown()  # the slots finish, then the recorder records what they left
-            self._lease.close()
+            self._lease.close()  # a store change: the idle thread's wait returns
+            self._claims.join(STOP_JOIN)
             self._pump.close()
 
     def stop(self) -> None:

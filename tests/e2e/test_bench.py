@@ -29,7 +29,29 @@ def test_bench_runs_the_chosen_workloads_on_a_fresh_file_beside_the_store(tmp_pa
 def test_bench_refuses_an_unknown_workload_with_usage_exit(tmp_path: Path) -> None:
     res = Cli(tmp_path).run("bench", "--only", "W1,W9")
     assert res.returncode == 2
-    assert "unknown workload W9; choose from W1,W2,W3,W4,W5" in res.stderr
+    assert "unknown workload W9; choose from W1,W2,W3,W4,W5,CI,W6" in res.stderr
+
+
+def test_bench_ci_step_runs_runner_apply_as_a_whole_process_beside_xargs(
+    tmp_path: Path,
+) -> None:
+    cli = Cli(tmp_path)
+    res = cli.run("bench", "--only", "ci", "--repeat", "1", "-o", "json", timeout=120)
+    assert res.returncode == 0, res.stderr
+    (row,) = json.loads(res.stdout)
+    assert row["workload"] == "CI"
+    figures = row["figures"]
+    assert figures["wall_s"] > 0
+    assert figures["ratio"] == figures["wall_s"] / figures["xargs_wall_s"]
+    assert cli.run("get", "runs", "-o", "json").stdout.strip() == "[]"  # its own file
+
+
+def test_ci_workflow_is_a_valid_workflow_of_n_true_tasks(tmp_path: Path) -> None:
+    from runner import benchscale, workflow
+
+    plan = workflow.load_plan(str(benchscale.ci_workflow(tmp_path, 5)), params={})
+    assert [t.id for t in plan.tasks] == [f"t[i={i}]" for i in range(5)]
+    assert {t.run for t in plan.tasks} == {"true"}
 
 
 def test_fresh_url_is_a_new_namespace_of_the_same_store(tmp_path: Path) -> None:

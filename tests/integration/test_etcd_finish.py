@@ -123,17 +123,31 @@ def _count_requests(store: EtcdStore) -> list[str]:
 
 
 def _count_tallies(store: EtcdStore) -> list[int]:
-    """From now on, for each finish request, how many count-only range reads it holds."""
+    """From now on, for each finish request, how many count-only range reads it ran (nested
+    ones included, in the branch each nested transaction took)."""
     tallies: list[int] = []
     real = store.client.txn
 
     def txn(compare: Any, success: Any, what: str, failure: Any = ()) -> Any:
+        res = real(compare, success, what, failure)
         if what == "finish":
-            tallies.append(sum(1 for op in success if op.request_range.count_only))
-        return real(compare, success, what, failure)
+            tallies.append(_ran_counts(success if res.succeeded else failure, res.responses))
+        return res
 
     store.client.txn = txn  # type: ignore[method-assign]
     return tallies
+
+
+def _ran_counts(ops: Any, responses: Any) -> int:
+    ran = 0
+    for op, resp in zip(ops, responses, strict=True):
+        if op.WhichOneof("request") == "request_range":
+            ran += int(op.request_range.count_only)
+        elif op.WhichOneof("request") == "request_txn":
+            inner, answer = op.request_txn, resp.response_txn
+            branch = inner.success if answer.succeeded else inner.failure
+            ran += _ran_counts(branch, answer.responses)
+    return ran
 
 
 def test_etcd_chain_claims_the_successor_a_finish_queued_without_reading(

@@ -101,7 +101,7 @@ class FakeExecutor:
     def kill_all(self) -> None:
         self.killed.set()
 
-    def close(self) -> None: ...
+    def close(self, *, wait: bool = True) -> None: ...
 
 
 class CountingStore(SqliteStore):

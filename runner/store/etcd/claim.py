@@ -9,6 +9,12 @@ successors) and commits directly, comparing their revisions and that no queue ke
 or between them (a range compare), so the order is exactly as if it had read the head. When a
 compare fails it reads the head and tries again, at a random offset within the top priority
 after a conflict with another worker (no head-key race).
+
+Head reads are bounded by a key range, not only a limit: etcd 3.4 visits every key of a range
+to answer a limited read, so a read of the whole queue costs O(queue) however few entries it
+returns. A head read covers the queue up to `SPAN` entries past the last head read's last key
+(within its priority and ready time, see `head.end`), and reads on past that bound only when
+the bounded part held too few entries; so a claim's CPU does not grow with the queue.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from typing import Any
 from runner import dispatch, errors, transitions
 from runner.models import Lease, RunContext, RunState, TaskSpec, TaskState
 from runner.store.etcd import client as c
-from runner.store.etcd import cluster, flow, groups, workers
+from runner.store.etcd import cluster, flow, groups, head, workers
 from runner.store.etcd.context import MAX_OPS, Ctx, Pick, Seen, worker_lost
 from runner.store.etcd.keys import Keys
 from runner.store.etcd.records import (
@@ -93,7 +99,8 @@ def claim_queue(
     contended = ctx.misses > 0  # a claim of this object lost a race lately
     blind = _blind(ctx, now=now, labels=labels, want=want)
     if blind is not None:
-        leases = _commit_claim(ctx, worker_id, lease_id, *blind, now=now, ordered=want)
+        picks, runs, ordered = blind
+        leases = _commit_claim(ctx, worker_id, lease_id, picks, runs, now=now, ordered=ordered)
         if leases:
             return leases
         ctx.misses = MISS_PAUSE
@@ -130,12 +137,17 @@ def claim_assigned(
 
 def _blind(
     ctx: Ctx, *, now: float, labels: Any, want: int
-) -> tuple[list[Pick], dict[str, c.Item]] | None:
-    """The picks of a claim without a read: the expected head entries, while they qualify."""
+) -> tuple[list[Pick], dict[str, c.Item], int] | None:
+    """The picks of a claim without a read: the expected head entries, while they qualify,
+    with the `ordered` count for `_order` (when more entries may follow `ahead`, the picks
+    only: no range compare over the rest of the queue)."""
     ahead, ctx.ahead = ctx.ahead, []
+    cut, ctx.ahead_cut = ctx.ahead_cut, False
     if ctx.misses > 0:
         ctx.misses -= 1
         return None
+    if cut and len(ahead) < want:
+        return None  # more may follow: a head read claims the whole batch in one transaction
     picks: list[Pick] = []
     runs: dict[str, c.Item] = {}
     for entry, task, run_item in ahead[:want]:
@@ -154,7 +166,7 @@ def _blind(
         picks.append(Pick(entry, task, run["id"], rec))
         runs[run_item.key] = run_item
     ctx.guess = ctx.guess[len(picks) :]
-    return (picks, runs) if picks else None
+    return (picks, runs, len(picks) if cut else want) if picks else None
 
 
 def _order(keys: Keys, picks: list[Pick], want: int) -> list[Any]:
@@ -227,12 +239,22 @@ def _read_head(
     guessed to be next (those after the last claim's picks: right for a lone worker)."""
     keys = ctx.keys
     reads = [*dict.fromkeys(keys.run(r) for r, _ in guess), *(keys.task(r, t) for r, t in guess)]
+    end = head.end(ctx)
     responses, rev = ctx.client.reads(
-        [c.head(keys.queue(), window), *(c.get(k) for k in reads)], "claim candidates"
+        [head.op(keys, end, window), *(c.get(k) for k in reads)], "claim candidates"
     )
-    head = c.items_of(responses[:1])
-    ctx.empty_at = 0 if head else rev
-    return head, {i.key: i for i in c.items_of(responses[1:])}
+    entries = c.items_of(responses[:1])
+    if end is not None and len(entries) < window:  # the bounded part is short: read on
+        rest = head.op(keys, None, window - len(entries), end)
+        more, rev = ctx.client.reads([rest], "claim candidates")
+        found = c.items_of(more)
+        head.adapt(ctx, short=bool(found))
+        entries += found
+    elif end is not None:
+        head.adapt(ctx, short=False)
+    ctx.head_last = entries[-1].key if entries else ""
+    ctx.empty_at = 0 if entries else rev
+    return entries, {i.key: i for i in c.items_of(responses[1:])}
 
 
 def _within_limits(
@@ -327,7 +349,8 @@ def _commit_claim(
     succ_keys = _succ_keys(keys, picks, room=MAX_OPS - HEAD_READS * 2 - 1 - len(b.ops))
     b.ops.extend(c.get(k) for k in succ_keys)  # for the finishes: no read before them
     next_keys = _next_keys(ctx, after)
-    b.ops.append(c.head(keys.queue(), HEAD_WINDOW))  # for the next claim: no read before it
+    end = head.end(ctx)
+    b.ops.append(head.op(keys, end, HEAD_WINDOW))  # for the next claim: no read before it
     b.ops.extend(c.get(k) for k in next_keys)
     ctx.failpoints.hit("claim.before_commit")
     try:
@@ -351,7 +374,7 @@ def _commit_claim(
     for slot in slots:
         succs = {k: found.get(k) for k in succ_keys}
         remember(ctx, picks[slot], slot, res.revision, after, succs)
-    _expect(ctx, found, after, res.revision)
+    _expect(ctx, found, after, res.revision, bounded=end is not None)
     taken = [picks[i] for i in slots]
     return leases_of(ctx, taken, runs, worker_id, res.revision, slots)
 
@@ -373,13 +396,18 @@ def _next_keys(ctx: Ctx, after: dict[str, c.Item]) -> list[str]:
     return list(dict.fromkeys(out))
 
 
-def _expect(ctx: Ctx, found: dict[str, c.Item], after: dict[str, c.Item], rev: int) -> None:
+def _expect(
+    ctx: Ctx, found: dict[str, c.Item], after: dict[str, c.Item], rev: int, *, bounded: bool
+) -> None:
     """From a claim's success branch: the queue head after it, and the records read of its
-    first entries, as `Ctx.ahead` and `Ctx.guess` for the next claim."""
+    first entries, as `Ctx.ahead` and `Ctx.guess` for the next claim (`bounded`: the head
+    read ended at `head_end`, so more entries may follow what it found)."""
     queue = ctx.keys.queue()
     head = sorted((i for k, i in found.items() if k.startswith(queue)), key=lambda i: i.key)
     ctx.guess = [(r, t) for r, t in (ctx.keys.split(i.key, "queue")[3:5] for i in head)]
-    ctx.empty_at = 0 if head else rev
+    ctx.empty_at = 0 if head or bounded else rev
+    ctx.head_last = head[-1].key if head else ""
+    ctx.ahead_cut = bounded or len(head) >= HEAD_WINDOW
     ctx.ahead = []
     for entry, (run_id, task_id) in zip(head, ctx.guess, strict=True):
         task = found.get(ctx.keys.task(run_id, task_id))

@@ -130,6 +130,24 @@ def head(prefix: str, limit: int) -> Op:
     return etcdrpc.RequestOp(request_range=req)
 
 
+def span(start: str, end: str | bytes, limit: int) -> Op:
+    """The first `limit` keys in [start, end)."""
+    stop = end.encode() if isinstance(end, str) else end
+    req = etcdrpc.RangeRequest(key=start.encode(), range_end=stop, limit=limit)
+    return etcdrpc.RequestOp(request_range=req)
+
+
+def some_in(start: str, end: str) -> Cmp:
+    """Some key exists in [start, end) (an empty range compares as create revision 0)."""
+    return etcdrpc.Compare(
+        key=start.encode(),
+        range_end=end.encode(),
+        target=etcdrpc.Compare.CREATE,
+        result=etcdrpc.Compare.GREATER,
+        create_revision=0,
+    )
+
+
 def none_in(start: str, end: str) -> Cmp:
     """No key exists in [start, end) (an empty range compares as create revision 0)."""
     return etcdrpc.Compare(

@@ -62,6 +62,9 @@ class Ctx:
     guess: list[tuple[str, str]] = field(default_factory=list)  # next queue entries, probably
     # (queue entry, task record, run record) expected at the queue head: a claim without a read
     ahead: list[tuple[c.Item, c.Item, c.Item]] = field(default_factory=list)
+    ahead_cut: bool = False  # more entries may follow `ahead` (its read was cut or bounded)
+    head_last: str = ""  # the last queue key of the latest head read: bounds the next one
+    head_span: int = 0  # queue entries a bounded head read covers past `head_last` (0: SPAN)
     misses: int = 0  # claims left before guessing again, after a guess failed
     empty_at: int = 0  # a revision at which this object read an empty queue (0: unknown)
     # tokens whose finish transaction failed without an answer (it may have committed)

@@ -6,7 +6,8 @@ so two predecessors finishing together queue their join exactly once) and counts
 terminal tasks, so only the finish that completes a run spends a second transaction ending it.
 A count reads the whole `done/` range (etcd 3.4), so a request of several finishes counts once
 per run, after them all, and not at all while a *witness* holds: another task of the run this
-store object claimed and has not finished still owned (see `_tally`).
+store object claimed and has not finished still owned, or any other ownership key of the run
+(another worker's running task; see `_tally`). So only the finishes that may end a run count.
 Larger fan-outs and skip cascades go through a `prop/` marker drained right after the commit.
 
 What the transaction compares is usually known without a read: the claim that made the token
@@ -250,7 +251,9 @@ def _send(ctx: Ctx, batch: list[tuple[_Work, _Prepared]]) -> Answers:
     the `done/` count of each run, which sees every finish before it."""
     ctx.failpoints.hit("finish.before_commit")
     runs = list(dict.fromkeys(w.lease.run_id for w, _ in batch))
-    counts = [_tally(ctx, run_id) for run_id in runs]
+    counts = [
+        _tally(ctx, r, [w.lease.task_id for w, _ in batch if w.lease.run_id == r]) for r in runs
+    ]
     try:
         if len(batch) == 1:
             ((_, prep),) = batch
@@ -269,13 +272,20 @@ def _send(ctx: Ctx, batch: list[tuple[_Work, _Prepared]]) -> Answers:
 
 
 WITNESS_SCAN = 64  # the most recent unfinished claims looked through for a witness
+MAX_GAPS = 3  # finishes of one run per request whose own keys the range witnesses skip
 
 
-def _tally(ctx: Ctx, run_id: str) -> Any:
-    """The op that counts run `run_id`'s terminal tasks after a request's finishes: nested
-    under a witness when this object holds another unfinished task of the run (its ownership
-    key still there means the run has not ended, so the O(run) count is skipped)."""
+def _tally(ctx: Ctx, run_id: str, finishing: list[str]) -> Any:
+    """The op that counts run `run_id`'s terminal tasks after a request's finishes (of its
+    tasks `finishing`), nested under witnesses that the run has not ended, so the O(run)
+    count is skipped while one holds: another unfinished task of the run this object holds
+    (its ownership key still there), else any ownership key of the run other than those of
+    `finishing` (another worker's running task; a request's compares see the keys as they
+    were before its writes, so the finishing tasks' own keys are left out of the ranges)."""
     count = c.count(ctx.keys.done(run_id, ""))
+    if len(finishing) <= MAX_GAPS:
+        for gap in reversed(_own_gaps(ctx, run_id, finishing)):
+            count = c.nested([c.some_in(*gap)], [], [count])
     mine = ctx.keys.own(run_id, "")
     for seen in itertools.islice(reversed(ctx.claimed.values()), WITNESS_SCAN):
         for key, item in seen.items():
@@ -284,11 +294,20 @@ def _tally(ctx: Ctx, run_id: str) -> Any:
     return count
 
 
+def _own_gaps(ctx: Ctx, run_id: str, finishing: list[str]) -> list[tuple[str, str]]:
+    """The ranges of the run's ownership keys between those of `finishing`."""
+    keys = sorted(ctx.keys.own(run_id, t) for t in finishing)
+    prefix = ctx.keys.own(run_id, "")
+    starts = [prefix, *(k + "\0" for k in keys)]
+    ends = [*keys, c.range_end(prefix).decode()]
+    return list(zip(starts, ends, strict=True))
+
+
 def _counted(response: Any) -> int:
-    """A tally's answer: the run's terminal tasks, or -1 (not ended) when its witness held."""
+    """A tally's answer: the run's terminal tasks, or -1 (not ended) when a witness held."""
     if response.WhichOneof("response") == "response_txn":
         txn = response.response_txn
-        return -1 if txn.succeeded else int(txn.responses[0].response_range.count)
+        return -1 if txn.succeeded else _counted(txn.responses[0])
     return int(response.response_range.count)
 
 
