@@ -58,6 +58,7 @@ class Reason(StrEnum):
     LOST = "lost"  # the worker's lease expired
     CANCELLED = "cancelled"  # the run was cancelled
     ERROR = "error"  # runner could not start or run the task
+    CACHED = "cached"  # a cache hit: the outputs of an earlier success, no process started
 
 
 class When(StrEnum):
@@ -100,6 +101,57 @@ class Semaphore:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class CachePolicy:
+    """A task's `cache:` (docs/WORKFLOW.md "Cached tasks"), resolved when planning.
+
+    `inputs_hash` is the task's fingerprint when planned: its spec, `key`, the files `files`
+    matched (relative to the workflow file's folder) and its dependencies' fingerprints
+    (runner.cache.inputs); `refresh` (`runner apply --no-cache`) skips the lookup but
+    still records the result.
+    """
+
+    key: str = ""
+    files: tuple[str, ...] = ()
+    inputs_hash: str = ""
+    max_age: float | None = None  # seconds; None: entries never expire by age
+    refresh: bool = False
+
+    def to_dict(self) -> dict[str, JSON]:
+        out: dict[str, JSON] = {
+            "key": self.key,
+            "files": list(self.files),
+            "inputsHash": self.inputs_hash,
+            "maxAge": self.max_age,
+        }
+        if self.refresh:
+            out["refresh"] = True
+        return out
+
+    @classmethod
+    def from_dict(cls, d: dict[str, JSON]) -> CachePolicy:
+        max_age = d.get("maxAge")
+        return cls(
+            key=str(d.get("key", "")),
+            files=tuple(d.get("files") or ()),
+            inputs_hash=str(d.get("inputsHash", "")),
+            max_age=None if max_age is None else float(max_age),
+            refresh=bool(d.get("refresh", False)),
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CacheEntry:
+    """A recorded success of a cached task: what a later attempt with the same key restores."""
+
+    key: str  # the full cache key (runner.cache.cache_key)
+    outputs: dict[str, str] = field(default_factory=dict)
+    workflow: str = ""
+    task: str = ""  # the task instance id
+    run_id: str = ""
+    created_at: float = 0.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class TaskSpec:
     """One task instance of a plan with every plan-time field resolved.
 
@@ -128,6 +180,7 @@ class TaskSpec:
     selector: dict[str, str] = field(default_factory=dict)
     mutex: str | None = None
     semaphore: Semaphore | None = None
+    cache: CachePolicy | None = None
 
     def to_dict(self) -> dict[str, JSON]:
         out: dict[str, JSON] = {
@@ -158,6 +211,8 @@ class TaskSpec:
                 else {"name": self.semaphore.name, "limit": self.semaphore.limit}
             ),
         }
+        if self.cache is not None:  # only when set: plans without caches keep their hash
+            out["cache"] = self.cache.to_dict()
         if self.kind is Kind.RUN:
             out["run"] = self.run
             out["shell"] = list(self.shell)
@@ -176,6 +231,7 @@ class TaskSpec:
         sem = d.get("semaphore")
         args = d.get("args")
         timeout = d.get("timeout")
+        cache = d.get("cache")
         return cls(
             id=d["id"],
             name=d["name"],
@@ -202,6 +258,7 @@ class TaskSpec:
             selector=dict(d.get("selector") or {}),
             mutex=d.get("mutex"),
             semaphore=None if not sem else Semaphore(name=sem["name"], limit=int(sem["limit"])),
+            cache=None if cache is None else CachePolicy.from_dict(cache),
         )
 
 
@@ -315,6 +372,11 @@ class TaskRecord:
     losses: int = 0  # attempts lost with their worker
     ready_at: float | None = None  # when it became ready (or is due again after a backoff)
     depends: tuple[str, ...] = ()  # instance ids it waits for (the run's DAG edges)
+
+    @property
+    def cached(self) -> bool:
+        """Whether it succeeded from the cache (its last attempt restored a cache entry)."""
+        return bool(self.attempts) and self.attempts[-1].reason is Reason.CACHED
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

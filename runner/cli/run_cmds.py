@@ -74,6 +74,11 @@ def add_apply_parser(sub: Any) -> None:
     p.add_argument(
         "--now", action="store_true", help="scheduled workflow: also start one run at once"
     )
+    p.add_argument(
+        "--no-cache",
+        action="store_true",
+        help="run cached tasks even when the cache has their result (and record the new one)",
+    )
     _add_drive_flags(p)
     p.set_defaults(func=cmd_apply)
 
@@ -87,6 +92,10 @@ def cmd_apply(args: argparse.Namespace, settings: Settings) -> int:
 
         params = common.parse_params(args.param)
         plan = workflow.load_plan(args.file, params=params, params_file=args.params_file)
+        if args.no_cache:
+            from runner import cache
+
+            plan = cache.refresh(plan)
     store = common.open_settings_store(settings)
     try:
         if plan is not None and plan.schedule is not None:

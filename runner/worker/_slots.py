@@ -12,6 +12,7 @@ from runner import templating
 from runner.executor import ExecResult
 from runner.logpump import LogPump
 from runner.models import Lease, Outcome, Reason
+from runner.worker._cache import CacheCheck
 from runner.worker._finish import Finisher
 from runner.worker._held import AttemptExecutor, Held, Slot
 from runner.worker._recorder import Recorder
@@ -44,8 +45,10 @@ class SlotThreads:
         *,
         worker_name: str,
         batch_wait: float,
+        cache: CacheCheck | None = None,
     ) -> None:
         self._held = held
+        self._cache = cache  # None: cached tasks always run
         self._executor = executor
         self._finisher = finisher
         self._pump = pump
@@ -147,6 +150,10 @@ class SlotThreads:
     def _attempt(self, slot: Slot) -> Outcome:
         lease = slot.lease
         started = time.time()  # later than the claim for a prefetched task
+        if self._cache is not None and lease.spec.cache is not None:
+            hit = self._cache.lookup(lease, now=started)
+            if hit is not None:  # restored: no process starts
+                return hit
         try:
             outcome = _outcome(self._run_attempt(slot), started)
         except Exception as exc:  # a bug or an unrenderable template: the attempt errs
@@ -155,6 +162,8 @@ class SlotThreads:
         rest = self._pump.remove(lease)
         if rest is not None:  # the pump sent the beginning already
             outcome = dataclasses.replace(outcome, log_tail=rest)
+        if self._cache is not None and outcome.succeeded and lease.spec.cache is not None:
+            self._cache.remember(lease, outcome, now=time.time())
         return outcome
 
     def _run_attempt(self, slot: Slot) -> ExecResult:

@@ -12,6 +12,7 @@ import runner
 from runner.logpump import LogPump
 from runner.models import WorkerInfo
 from runner.store.base import Store
+from runner.worker._cache import CacheCheck
 from runner.worker._claim import ClaimLoop
 from runner.worker._finish import Finisher
 from runner.worker._held import AttemptExecutor, Held
@@ -61,6 +62,7 @@ class Worker:
             self._pump,
             worker_name=self.name,
             batch_wait=getattr(store, "finish_batch_wait", 0.0),
+            cache=CacheCheck(store),
         )
 
     @property

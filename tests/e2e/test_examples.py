@@ -20,7 +20,8 @@ def test_examples_folder_has_runnable_examples() -> None:
 
 @pytest.mark.parametrize("example", UNSCHEDULED, ids=lambda p: p.name)
 def test_example_applies_successfully(example: Path, tmp_path: Path) -> None:
-    shutil.copy(example, tmp_path / example.name)
+    # the whole folder: examples read files beside them (cache.files, include)
+    shutil.copytree(example.parent, tmp_path, dirs_exist_ok=True)
     cli = Cli(tmp_path)
     res = cli.run("apply", example.name, "--workers", "2")
     assert res.returncode == 0, res.stdout + res.stderr
