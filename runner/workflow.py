@@ -15,7 +15,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from runner import cronexpr, dag, errors, models, planning, schema, templating, yamlsafe
+from runner import cronexpr, dag, errors, include, models, planning, schema, templating, yamlsafe
 
 MAX_INSTANCES = 100_000  # task instances of one plan, after matrix expansion
 TEXT_FIELDS = ("run", "args", "with", "workdir")
@@ -55,7 +55,8 @@ def loads(text: str, *, file: str = "<string>") -> Workflow:
 
 
 def check(doc: yamlsafe.Document) -> Workflow:
-    """Schema and semantic checks of a parsed document."""
+    """Schema and semantic checks of a parsed document (its `include:` files merged in)."""
+    doc = include.expand(doc)
     problems = schema.validate(doc.data, file=doc.file, locate=_locator(doc))
     if problems:
         raise errors.WorkflowInvalid(problems)

@@ -28,3 +28,18 @@ def test_example_applies_successfully(example: Path, tmp_path: Path) -> None:
     run = cli.get_run()
     assert run["state"] == "succeeded"
     assert run["tasks_done"] == run["tasks_total"] == len(workflow.load_plan(example).tasks)
+
+
+def test_the_include_example_runs_on_both_stores(any_store_cli: Cli, tmp_path: Path) -> None:
+    shutil.copytree(REPO / "examples", tmp_path, dirs_exist_ok=True)
+    res = any_store_cli.run("apply", "include.yaml", "--workers", "2")
+    assert res.returncode == 0, res.stdout + res.stderr
+    run = any_store_cli.get_run()
+    assert sorted(t["id"] for t in run["tasks"]) == ["build", "lint", "release", "test"]
+    assert all(t["state"] == "succeeded" for t in run["tasks"])
+    res = any_store_cli.run("validate", "include.yaml")
+    assert res.returncode == 0, res.stderr
+    (tmp_path / "common" / "lint.yaml").write_text("tasks:\n  - name: lint\n    runn: x\n")
+    res = any_store_cli.run("validate", "include.yaml")
+    assert res.returncode == 2
+    assert "common/lint.yaml:3:5: tasks.lint: unknown key 'runn'; did you mean 'run'?" in res.stderr
