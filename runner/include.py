@@ -5,8 +5,9 @@ Paths are relative to the including file. Its tasks are appended after the inclu
 (in `include` order, each file before the files it includes); its defaults apply under the
 including file's own (a later include wins over an earlier one, the including file over both).
 The merged document keeps each node's position in the file it came from
-(`Document.origins`), so every later problem reads `INCLUDED_FILE:LINE:COL`. A cycle, a missing file or an invalid included file is an error at the
-`include` entry, or inside the included file.
+(`Document.origins`), so every later problem reads `INCLUDED_FILE:LINE:COL`. A cycle, a
+missing file or an invalid included file is an error at the `include` entry, or inside the
+included file.
 """
 
 from __future__ import annotations
