@@ -71,6 +71,7 @@ class Kind(StrEnum):
     RUN = "run"  # shell form
     ARGS = "args"  # exec form
     CALL = "call"  # Python callable
+    WORKFLOW = "workflow"  # a sub-run of another workflow file
 
 
 # --------------------------------------------------------------------------- the plan
@@ -140,6 +141,23 @@ class CachePolicy:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class SubRun:
+    """A `workflow:` task's sub-run (docs/WORKFLOW.md "Sub-runs"), planned with the parent:
+    `plan` is the child's plan JSON (`planview.plan_to_json`) for `params`."""
+
+    workflow: str  # the path as written in the task
+    params: dict[str, JSON] = field(default_factory=dict)
+    plan: dict[str, JSON] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, JSON]:
+        return {"workflow": self.workflow, "params": self.params, "plan": self.plan}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, JSON]) -> SubRun:
+        return cls(workflow=str(d["workflow"]), params=dict(d.get("params") or {}), plan=d["plan"])
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class CacheEntry:
     """A recorded success of a cached task: what a later attempt with the same key restores."""
 
@@ -181,6 +199,7 @@ class TaskSpec:
     mutex: str | None = None
     semaphore: Semaphore | None = None
     cache: CachePolicy | None = None
+    subrun: SubRun | None = None  # kind WORKFLOW, once planned
 
     def to_dict(self) -> dict[str, JSON]:
         out: dict[str, JSON] = {
@@ -213,6 +232,8 @@ class TaskSpec:
         }
         if self.cache is not None:  # only when set: plans without caches keep their hash
             out["cache"] = self.cache.to_dict()
+        if self.subrun is not None:
+            out["subrun"] = self.subrun.to_dict()
         if self.kind is Kind.RUN:
             out["run"] = self.run
             out["shell"] = list(self.shell)
@@ -232,6 +253,7 @@ class TaskSpec:
         args = d.get("args")
         timeout = d.get("timeout")
         cache = d.get("cache")
+        subrun = d.get("subrun")
         return cls(
             id=d["id"],
             name=d["name"],
@@ -259,6 +281,7 @@ class TaskSpec:
             mutex=d.get("mutex"),
             semaphore=None if not sem else Semaphore(name=sem["name"], limit=int(sem["limit"])),
             cache=None if cache is None else CachePolicy.from_dict(cache),
+            subrun=None if subrun is None else SubRun.from_dict(subrun),
         )
 
 

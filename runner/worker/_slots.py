@@ -11,11 +11,12 @@ import time
 from runner import templating
 from runner.executor import ExecResult
 from runner.logpump import LogPump
-from runner.models import Lease, Outcome, Reason
+from runner.models import Kind, Lease, Outcome, Reason
 from runner.worker._cache import CacheCheck
 from runner.worker._finish import Finisher
 from runner.worker._held import AttemptExecutor, Held, Slot
 from runner.worker._recorder import Recorder
+from runner.worker._subrun import SubRuns
 
 logger = logging.getLogger(__name__)
 
@@ -46,9 +47,11 @@ class SlotThreads:
         worker_name: str,
         batch_wait: float,
         cache: CacheCheck | None = None,
+        subruns: SubRuns | None = None,
     ) -> None:
         self._held = held
         self._cache = cache  # None: cached tasks always run
+        self._subruns = subruns  # None: `workflow:` tasks fail
         self._executor = executor
         self._finisher = finisher
         self._pump = pump
@@ -155,7 +158,10 @@ class SlotThreads:
             if hit is not None:  # restored: no process starts
                 return hit
         try:
-            outcome = _outcome(self._run_attempt(slot), started)
+            if lease.spec.kind is Kind.WORKFLOW:
+                outcome = self._sub_run(slot, started)
+            else:
+                outcome = _outcome(self._run_attempt(slot), started)
         except Exception as exc:  # a bug or an unrenderable template: the attempt errs
             logger.exception("attempt %s/%s failed to run", lease.run_id, lease.task_id)
             outcome = Outcome(succeeded=False, reason=Reason.ERROR, error=str(exc))
@@ -165,6 +171,12 @@ class SlotThreads:
         if self._cache is not None and outcome.succeeded and lease.spec.cache is not None:
             self._cache.remember(lease, outcome, now=time.time())
         return outcome
+
+    def _sub_run(self, slot: Slot, started: float) -> Outcome:
+        if self._subruns is None:
+            return Outcome(succeeded=False, reason=Reason.ERROR, error="sub-runs not enabled")
+        outcome = self._subruns.run(slot.lease, slot.cancel, now=started)
+        return dataclasses.replace(outcome, started_at=started)
 
     def _run_attempt(self, slot: Slot) -> ExecResult:
         lease = slot.lease

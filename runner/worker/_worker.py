@@ -18,6 +18,7 @@ from runner.worker._finish import Finisher
 from runner.worker._held import AttemptExecutor, Held
 from runner.worker._lease import LeaseKeeper
 from runner.worker._slots import SlotThreads
+from runner.worker._subrun import SubRuns
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +64,7 @@ class Worker:
             worker_name=self.name,
             batch_wait=getattr(store, "finish_batch_wait", 0.0),
             cache=CacheCheck(store),
+            subruns=SubRuns(store),
         )
 
     @property

@@ -25,7 +25,7 @@ def test_example_applies_successfully(example: Path, tmp_path: Path) -> None:
     cli = Cli(tmp_path)
     res = cli.run("apply", example.name, "--workers", "2")
     assert res.returncode == 0, res.stdout + res.stderr
-    run = cli.get_run()
+    run = cli.get_run(res.stdout.split()[1])  # "run ID created" (a sub-run is created later)
     assert run["state"] == "succeeded"
     assert run["tasks_done"] == run["tasks_total"] == len(workflow.load_plan(example).tasks)
 
