@@ -29,6 +29,8 @@ class PlainProgress:
             if task.attempts and change.new in (TaskState.FAILED, TaskState.RETRYING):
                 last = task.attempts[-1]
                 extra = f" ({last.error or last.reason or ''})"
+            elif change.new is TaskState.SUCCEEDED and task.cached:
+                extra = " (cached)"
             line = f"{stamp} {run.id} {change.task_id} {change.new.value}{extra}"
             print(line, file=self.stream, flush=True)
         if run.state.value != self._run_state:

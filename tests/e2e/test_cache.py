@@ -9,6 +9,8 @@ from typing import Any
 
 from tests.e2e.helpers import Cli, tasks_by_id
 
+_last: dict[str, str] = {}  # the output of the latest _apply
+
 
 def _ledger(cli: Cli) -> list[str]:
     """The task processes started since the last call (each appends its name)."""
@@ -21,6 +23,7 @@ def _ledger(cli: Cli) -> list[str]:
 def _apply(cli: Cli, *extra: str) -> dict[str, dict[str, Any]]:
     res = cli.run("apply", "cached.yaml", "--workers", "2", *extra)
     assert res.returncode == 0, res.stdout + res.stderr
+    _last["stdout"] = res.stdout
     run = cli.get_run()
     assert run["state"] == "succeeded"
     return tasks_by_id(run)
@@ -47,6 +50,7 @@ def test_second_apply_starts_no_cached_process_and_restores_outputs(any_store_cl
     assert second["build"]["attempts"][-1]["reason"] == "cached"
     table = cli.run("get", "run", "@latest").stdout
     assert "cached" in table
+    assert " build succeeded (cached)" in _last["stdout"]  # apply's progress lines of apply
 
 
 def test_changing_a_listed_file_reruns_its_task_and_its_dependents(any_store_cli: Cli) -> None:
