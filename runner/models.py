@@ -58,6 +58,7 @@ class Reason(StrEnum):
     LOST = "lost"  # the worker's lease expired
     CANCELLED = "cancelled"  # the run was cancelled
     ERROR = "error"  # runner could not start or run the task
+    CACHED = "cached"  # a cache hit: the outputs of an earlier success, no process started
 
 
 class When(StrEnum):
@@ -70,6 +71,7 @@ class Kind(StrEnum):
     RUN = "run"  # shell form
     ARGS = "args"  # exec form
     CALL = "call"  # Python callable
+    WORKFLOW = "workflow"  # a sub-run of another workflow file
 
 
 # --------------------------------------------------------------------------- the plan
@@ -133,6 +135,74 @@ class SecretRef:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class CachePolicy:
+    """A task's `cache:` (docs/WORKFLOW.md "Cached tasks"), resolved when planning.
+
+    `inputs_hash` is the task's fingerprint when planned: its spec, `key`, the files `files`
+    matched (relative to the workflow file's folder) and its dependencies' fingerprints
+    (runner.cache.inputs); `refresh` (`runner apply --no-cache`) skips the lookup but
+    still records the result.
+    """
+
+    key: str = ""
+    files: tuple[str, ...] = ()
+    inputs_hash: str = ""
+    max_age: float | None = None  # seconds; None: entries never expire by age
+    refresh: bool = False
+
+    def to_dict(self) -> dict[str, JSON]:
+        out: dict[str, JSON] = {
+            "key": self.key,
+            "files": list(self.files),
+            "inputsHash": self.inputs_hash,
+            "maxAge": self.max_age,
+        }
+        if self.refresh:
+            out["refresh"] = True
+        return out
+
+    @classmethod
+    def from_dict(cls, d: dict[str, JSON]) -> CachePolicy:
+        max_age = d.get("maxAge")
+        return cls(
+            key=str(d.get("key", "")),
+            files=tuple(d.get("files") or ()),
+            inputs_hash=str(d.get("inputsHash", "")),
+            max_age=None if max_age is None else float(max_age),
+            refresh=bool(d.get("refresh", False)),
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SubRun:
+    """A `workflow:` task's sub-run (docs/WORKFLOW.md "Sub-runs"), planned with the parent:
+    `plan` is the child's plan JSON (`planview.plan_to_json`) for `params`."""
+
+    workflow: str  # the path as written in the task
+    params: dict[str, JSON] = field(default_factory=dict)
+    plan: dict[str, JSON] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, JSON]:
+        return {"workflow": self.workflow, "params": self.params, "plan": self.plan}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, JSON]) -> SubRun:
+        return cls(workflow=str(d["workflow"]), params=dict(d.get("params") or {}), plan=d["plan"])
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CacheEntry:
+    """A recorded success of a cached task: what a later attempt with the same key restores."""
+
+    key: str  # the full cache key (runner.cache.cache_key)
+    outputs: dict[str, str] = field(default_factory=dict)
+    workflow: str = ""
+    task: str = ""  # the task instance id
+    run_id: str = ""
+    created_at: float = 0.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class TaskSpec:
     """One task instance of a plan with every plan-time field resolved.
 
@@ -165,6 +235,8 @@ class TaskSpec:
     for_each: ForEach | None = None  # a dynamic task: expanded when it becomes ready
     item: JSON = None  # an instance of a forEach task: its item
     secret_env: dict[str, SecretRef] = field(default_factory=dict)  # env read by the worker
+    cache: CachePolicy | None = None
+    subrun: SubRun | None = None  # kind WORKFLOW, once planned
 
     def to_dict(self) -> dict[str, JSON]:
         out: dict[str, JSON] = {
@@ -204,6 +276,10 @@ class TaskSpec:
             out["item"] = self.item
         if self.secret_env:  # only when present: plans without secrets keep their hash
             out["secretEnv"] = {k: v.to_dict() for k, v in sorted(self.secret_env.items())}
+        if self.cache is not None:  # only when set: plans without caches keep their hash
+            out["cache"] = self.cache.to_dict()
+        if self.subrun is not None:
+            out["subrun"] = self.subrun.to_dict()
         if self.kind is Kind.RUN:
             out["run"] = self.run
             out["shell"] = list(self.shell)
@@ -222,6 +298,8 @@ class TaskSpec:
         sem = d.get("semaphore")
         args = d.get("args")
         timeout = d.get("timeout")
+        cache = d.get("cache")
+        subrun = d.get("subrun")
         return cls(
             id=d["id"],
             name=d["name"],
@@ -252,6 +330,8 @@ class TaskSpec:
             for_each=None if "forEach" not in d else ForEach(**d["forEach"]),
             item=d.get("item"),
             secret_env=_secret_env(d.get("secretEnv")),
+            cache=None if cache is None else CachePolicy.from_dict(cache),
+            subrun=None if subrun is None else SubRun.from_dict(subrun),
         )
 
 
@@ -383,6 +463,11 @@ class TaskRecord:
     allow_failure: bool = False  # its failure does not fail the run (`allowFailure`)
     retries: int = 0  # the retries its policy allows after the first attempt
     depends: tuple[str, ...] = ()  # instance ids it waits for (the run's DAG edges)
+
+    @property
+    def cached(self) -> bool:
+        """Whether it succeeded from the cache (its last attempt restored a cache entry)."""
+        return bool(self.attempts) and self.attempts[-1].reason is Reason.CACHED
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -14,12 +14,24 @@ import hashlib
 import itertools
 import json
 import math
+import pathlib
 import re
 import shlex
 from collections.abc import Mapping
 from typing import Any
 
-from runner import conditions, cronexpr, dag, errors, foreach, models, schema, templating, yamlsafe
+from runner import (
+    cache,
+    conditions,
+    cronexpr,
+    dag,
+    errors,
+    foreach,
+    models,
+    schema,
+    templating,
+    yamlsafe,
+)
 
 Path = yamlsafe.Path
 RESERVED_MATRIX_KEYS = ("include", "exclude")
@@ -288,8 +300,19 @@ class _Planner:
             secret_env=self.secret_env(task),
             workdir=None if workdir is None else self.text(workdir, workdir_at, combo),
             matrix=dict(combo),
+            cache=self.cache(i, task, combo),
             **base,
         )
+
+    def cache(
+        self, i: int, task: dict[str, Any], combo: dict[str, Any]
+    ) -> models.CachePolicy | None:
+        if "cache" not in task:
+            return None
+        try:
+            return cache.policy(task["cache"], params=self.params, matrix=combo)
+        except templating.TemplateError as exc:
+            raise _Located(("spec", "tasks", i, "cache", "key"), str(exc)) from None
 
     def args(self, args: list[Any], path: Path, combo: dict[str, Any]) -> tuple[str, ...]:
         return tuple(self.text(a, (*path, j), combo) for j, a in enumerate(args))
@@ -409,7 +432,7 @@ def build_plan(doc: yamlsafe.Document, *, source: str, params: dict[str, Any]) -
         aging=_aging(spec.get("aging")),
         timeout=_seconds(spec.get("timeout")),
         schedule=_schedule(spec),
-        tasks=tuple(specs[n] for n in dag.topo_order(graph)),
+        tasks=_with_cache_inputs(doc, [specs[n] for n in dag.topo_order(graph)], source=source),
         hooks=_hooks(doc, params),
         concurrency=_concurrency(doc, params),
     )
@@ -477,6 +500,21 @@ def _concurrency(doc: yamlsafe.Document, params: dict[str, Any]) -> models.Concu
     return models.Concurrency(
         group=group, cancel_in_progress=bool(found.get("cancelInProgress", False))
     )
+
+
+def _with_cache_inputs(
+    doc: yamlsafe.Document, specs: list[models.TaskSpec], *, source: str
+) -> tuple[models.TaskSpec, ...]:
+    """Fill cached tasks' fingerprints, hashing `cache.files` relative to the file's folder."""
+    if not any(s.cache is not None for s in specs):
+        return tuple(specs)
+    try:
+        return tuple(cache.inputs(specs, base=pathlib.Path(source).parent))
+    except cache.CacheFileError as exc:
+        tasks = doc.data["spec"]["tasks"]
+        at = next(i for i, t in enumerate(tasks) if t["name"] == exc.task)
+        path = ("spec", "tasks", at, "cache", "files")
+        raise errors.WorkflowInvalid([doc.problem(path, str(exc))]) from None
 
 
 def plan_hash(p: models.Plan) -> str:

@@ -39,6 +39,7 @@ def task_json(t: TaskRecord) -> dict[str, Any]:
         "waiting_reason": t.waiting_reason,
         "priority": t.priority,
         "outputs": dict(t.outputs),
+        "cached": t.cached,
         "attempts": [attempt_json(a) for a in t.attempts],
     }
 

@@ -16,7 +16,19 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from runner import conditions, cronexpr, dag, errors, models, planning, schema, templating, yamlsafe
+from runner import (
+    conditions,
+    cronexpr,
+    dag,
+    errors,
+    include,
+    models,
+    planning,
+    schema,
+    subrun,
+    templating,
+    yamlsafe,
+)
 
 MAX_INSTANCES = 100_000  # task instances of one plan, after matrix expansion
 TEXT_FIELDS = ("run", "args", "with", "workdir")
@@ -56,7 +68,8 @@ def loads(text: str, *, file: str = "<string>") -> Workflow:
 
 
 def check(doc: yamlsafe.Document) -> Workflow:
-    """Schema and semantic checks of a parsed document."""
+    """Schema and semantic checks of a parsed document (its `include:` files merged in)."""
+    doc = include.expand(doc)
     problems = schema.validate(doc.data, file=doc.file, locate=_locator(doc))
     if problems:
         raise errors.WorkflowInvalid(problems)
@@ -311,8 +324,25 @@ def plan(
     names to values), then by `params` (`--param NAME=VALUE`); an unknown name is an
     `errors.WorkflowInvalid`. `Plan.tasks` is in stable topological order.
     """
+    return _plan(workflow, params=params, params_file=params_file, stack=())
+
+
+def _plan(
+    workflow: Workflow,
+    *,
+    params: Mapping[str, str] | None,
+    params_file: str | None,
+    stack: tuple[str, ...],
+) -> models.Plan:
+    """`plan`, inside the sub-runs of the files in `stack` (outer first)."""
     values = resolve_params(workflow, params=params, params_file=params_file)
-    return planning.build_plan(workflow.doc, source=workflow.source, params=values)
+    built = planning.build_plan(workflow.doc, source=workflow.source, params=values)
+
+    def plan_child(file: str, child: Mapping[str, str], inner: tuple[str, ...]) -> models.Plan:
+        return _plan(load(file), params=child, params_file=None, stack=inner)
+
+    here = (*stack, os.path.realpath(workflow.source))
+    return subrun.attach(built, workflow.doc, stack=here, plan_child=plan_child)
 
 
 def load_plan(

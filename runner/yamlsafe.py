@@ -50,6 +50,16 @@ class Document:
     data: Any
     positions: dict[Path, Pos] = field(default_factory=dict)
     key_positions: dict[Path, Pos] = field(default_factory=dict)
+    # Nodes merged in from other files (runner.include): path prefix -> the file it came from.
+    origins: dict[Path, str] = field(default_factory=dict)
+
+    def file_of(self, path: Path) -> str:
+        """The file the node at `path` was read from (`file`, unless merged in from another)."""
+        if self.origins:
+            for n in range(len(path), 0, -1):
+                if path[:n] in self.origins:
+                    return self.origins[path[:n]]
+        return self.file
 
     def pos(self, path: Path) -> Pos:
         """Position of the value at `path`, or of its nearest recorded ancestor."""
@@ -64,7 +74,7 @@ class Document:
     def problem(self, path: Path, message: str, *, at_key: bool = False) -> errors.Problem:
         line, col = self.key_pos(path) if at_key else self.pos(path)
         return errors.Problem(
-            file=self.file, line=line, col=col, message=message, path=dotted(path)
+            file=self.file_of(path), line=line, col=col, message=message, path=dotted(path)
         )
 
 

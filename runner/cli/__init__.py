@@ -54,6 +54,7 @@ COMMANDS: tuple[Command, ...] = (
     Command("serve", "serve_cmds", "a scheduler and local workers in one process"),
     Command("locks", "cluster_cmds", "list mutexes and semaphores with their holders and waiters"),
     Command("gc", "gc_cmds", "delete finished runs older than a retention (default 7d)"),
+    Command("cache", "cache_cmds", "list or remove the cache entries of cached tasks"),
     Command("bench", "bench_cmds", "measure the standard workloads on this store"),
     Command(
         "ui", "ui_cmds", "serve the web dashboard (runs, DAGs, logs, workers, schedules, locks)"

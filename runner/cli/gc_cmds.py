@@ -18,8 +18,10 @@ EPILOG = """\
 A run is deleted once it finished (succeeded, failed or cancelled, every task ended) more
 than --older-than ago: its tasks, attempts, logs and idempotency key go with it, and so do the
 full log files its attempts left in this machine's RUNNER_LOG_DIR (default .runner/logs).
-Unfinished runs are never touched. The leading `runner scheduler` / `runner serve` does this
-every hour with --gc-older-than (default 7d; 0 disables), for the store only.
+Unfinished runs are never touched. Cache entries of cached tasks recorded more than
+--older-than ago go too (`runner cache rm` removes others). The leading `runner scheduler` /
+`runner serve` does this every hour with --gc-older-than (default 7d; 0 disables), for the
+store only.
 
 examples:
   runner gc                          # runs that finished more than 7 days ago
@@ -80,17 +82,19 @@ def cmd_gc(args: argparse.Namespace, settings: Settings) -> int:
     store = common.open_settings_store(settings)
     try:
         ids = store.gc(older_than=args.older_than, now=now, dry_run=args.dry_run)
+        cached = store.gc_cache(older_than=args.older_than, now=now, dry_run=args.dry_run)
     finally:
         store.close()
     if not args.dry_run:
         remove_local_logs(settings.log_dir, ids)
     before = output.iso(now - args.older_than)
     if args.output == "json":
-        data = {"dry_run": args.dry_run, "finished_before": before, "runs": ids}
+        data = {"dry_run": args.dry_run, "finished_before": before, "runs": ids, "cache": cached}
         output.dump(data, "json")
         return errors.EXIT_OK
     for run_id in ids:
         print(run_id)
     verb = "would delete" if args.dry_run else "deleted"
     print(f"{verb} {len(ids)} run(s) finished before {before}", file=sys.stderr)
+    print(f"{verb} {len(cached)} cache entr(y/ies) recorded before {before}", file=sys.stderr)
     return errors.EXIT_OK

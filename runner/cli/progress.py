@@ -61,6 +61,8 @@ class PlainProgress:
         return f"attempt {number}" + (f" of {spec.retries.limit + 1}" if spec else "")
 
     def _ended_text(self, task: TaskRecord, a: Attempt) -> str:
+        if a.reason is Reason.CACHED:
+            return f"{a.state.value} (cached)"
         why = ""
         if a.error or (a.reason and a.reason not in (Reason.EXIT, Reason.LOST)):
             why = f", {a.error or a.reason}"

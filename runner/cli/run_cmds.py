@@ -101,6 +101,11 @@ def add_apply_parser(sub: Any) -> None:
         help="scheduled workflow: take the schedule over from another file claiming its name, "
         "or replace its registered params",
     )
+    p.add_argument(
+        "--no-cache",
+        action="store_true",
+        help="run cached tasks even when the cache has their result (and record the new one)",
+    )
     _add_drive_flags(p)
     p.set_defaults(func=cmd_apply)
 
@@ -115,6 +120,10 @@ def cmd_apply(args: argparse.Namespace, settings: Settings) -> int:
         params = common.parse_params(args.param)
         plan = workflow.load_plan(args.file, params=params, params_file=args.params_file)
         plan = workflow.anchored(plan, os.path.dirname(args.file) or ".")
+        if args.no_cache:
+            from runner import cache
+
+            plan = cache.refresh(plan)
     if plan is None:
         store = common.open_existing_store(settings, run=args.resume)
     else:

@@ -45,6 +45,7 @@ class Collector:
     def collect(self, now: float) -> list[str]:
         """One collection at `now`; the ids of the runs deleted."""
         deleted = self.store.gc(older_than=self.older_than, now=now)
+        self.store.gc_cache(older_than=self.older_than, now=now)  # cached tasks' old entries
         if deleted:
             before = datetime.fromtimestamp(now - self.older_than, UTC)
             stamp = before.isoformat(timespec="seconds").replace("+00:00", "Z")

@@ -28,6 +28,7 @@ from collections.abc import Collection, Mapping, Sequence
 from typing import Any, Protocol
 
 from runner.models import (
+    CacheEntry,
     ConcurrencyPolicy,
     CronEntry,
     DispatchView,
@@ -264,6 +265,34 @@ class Store(Protocol):
         lease expired are recorded `lost` and their tasks queued again (the task fails on its
         MAX_LOSSES-th loss); runs past their `timeout` fail (reason "timeout") and their
         unfinished tasks are cancelled. Returns the task keys it changed."""
+        ...
+
+    # ------------------------------------------------------------------ cache (cached tasks)
+
+    def put_cache(self, entry: CacheEntry) -> None:
+        """Record a cached task's success under `entry.key` in one transaction, replacing an
+        entry with the same key. Entries outlive the runs that wrote them (docs/WORKFLOW.md
+        "Cached tasks"); the worker writes one before recording the attempt's success."""
+        ...
+
+    def get_cache(self, key: str) -> CacheEntry | None:
+        """The entry recorded under `key`, or None. Whether it is fresh enough (`maxAge`) is
+        the caller's decision (runner.cache.fresh)."""
+        ...
+
+    def list_cache(self, *, workflow: str | None = None) -> list[CacheEntry]:
+        """Every entry (of `workflow` only, when given), oldest first, then by key."""
+        ...
+
+    def delete_cache(self, keys: Sequence[str]) -> list[str]:
+        """Delete the entries with these keys in one transaction; returns the keys that
+        existed. A later attempt of their tasks runs again."""
+        ...
+
+    def gc_cache(self, *, older_than: float, now: float, dry_run: bool = False) -> list[str]:
+        """Delete the entries recorded before `now - older_than` (none with `dry_run`); returns
+        their keys, oldest first. Each entry goes in one transaction (several per transaction,
+        in batches); `runner gc` calls it with `gc`."""
         ...
 
     # ------------------------------------------------------------------ schedules (cron)

@@ -12,10 +12,12 @@ import time
 from runner import templating
 from runner.executor import ExecResult
 from runner.logpump import LogPump
-from runner.models import Lease, Outcome, Reason
+from runner.models import Kind, Lease, Outcome, Reason
+from runner.worker._cache import CacheCheck
 from runner.worker._finish import Finisher
 from runner.worker._held import AttemptExecutor, Held, Slot
 from runner.worker._recorder import Recorder
+from runner.worker._subrun import SubRuns
 
 logger = logging.getLogger(__name__)
 
@@ -47,8 +49,12 @@ class SlotThreads:
         *,
         worker_name: str,
         batch_wait: float,
+        cache: CacheCheck | None = None,
+        subruns: SubRuns | None = None,
     ) -> None:
         self._held = held
+        self._cache = cache  # None: cached tasks always run
+        self._subruns = subruns  # None: `workflow:` tasks fail
         self._executor = executor
         self._finisher = finisher
         self._pump = pump
@@ -157,15 +163,30 @@ class SlotThreads:
     def _attempt(self, slot: Slot) -> Outcome:
         lease = slot.lease
         started = time.time()  # later than the claim for a prefetched task
+        if self._cache is not None and lease.spec.cache is not None:
+            hit = self._cache.lookup(lease, now=started)
+            if hit is not None:  # restored: no process starts
+                return hit
         try:
-            outcome = _outcome(self._run_attempt(slot), started)
+            if lease.spec.kind is Kind.WORKFLOW:
+                outcome = self._sub_run(slot, started)
+            else:
+                outcome = _outcome(self._run_attempt(slot), started)
         except Exception as exc:  # a bug or an unrenderable template: the attempt errs
             logger.exception("attempt %s/%s failed to run", lease.run_id, lease.task_id)
             outcome = Outcome(succeeded=False, reason=Reason.ERROR, error=str(exc))
         rest = self._pump.remove(lease)
         if rest is not None:  # the pump sent the beginning already
             outcome = dataclasses.replace(outcome, log_tail=rest)
+        if self._cache is not None and outcome.succeeded and lease.spec.cache is not None:
+            self._cache.remember(lease, outcome, now=time.time())
         return outcome
+
+    def _sub_run(self, slot: Slot, started: float) -> Outcome:
+        if self._subruns is None:
+            return Outcome(succeeded=False, reason=Reason.ERROR, error="sub-runs not enabled")
+        outcome = self._subruns.run(slot.lease, slot.cancel, now=started)
+        return dataclasses.replace(outcome, started_at=started)
 
     def _run_attempt(self, slot: Slot) -> ExecResult:
         lease = slot.lease

@@ -12,11 +12,13 @@ import runner
 from runner.logpump import LogPump
 from runner.models import WorkerInfo
 from runner.store.base import Store
+from runner.worker._cache import CacheCheck
 from runner.worker._claim import ClaimLoop
 from runner.worker._finish import Finisher
 from runner.worker._held import AttemptExecutor, Held
 from runner.worker._lease import LeaseKeeper
 from runner.worker._slots import SlotThreads
+from runner.worker._subrun import SubRuns
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +64,8 @@ class Worker:
             self._pump,
             worker_name=self.name,
             batch_wait=getattr(store, "finish_batch_wait", 0.0),
+            cache=CacheCheck(store),
+            subruns=SubRuns(store),
         )
 
     @property

@@ -124,6 +124,9 @@ class Keys:
     def schedule(self, name: str = "") -> str:
         return f"{self.prefix}cron/schedule/{q(name)}"
 
+    def cache(self, key: str = "") -> str:
+        return f"{self.prefix}cache/{q(key)}"
+
     def leader(self) -> str:
         return f"{self.prefix}cron/leader"
 

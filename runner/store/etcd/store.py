@@ -10,6 +10,7 @@ from urllib.parse import parse_qs, urlsplit
 from runner import dispatch, errors
 from runner.failpoints import Failpoints
 from runner.models import (
+    CacheEntry,
     CronEntry,
     DispatchView,
     Heartbeat,
@@ -25,6 +26,7 @@ from runner.models import (
     WorkerInfo,
 )
 from runner.store.etcd import (
+    cache,
     claim,
     cluster,
     finish,
@@ -233,6 +235,30 @@ class EtcdStore:
     ) -> tuple[list[TaskKey], list[Lease]]:
         """See Store.finish_many and `finish.finish_many`."""
         return finish.finish_many(self.ctx, done, now=now, claim=claim, labels=labels)
+
+    # ------------------------------------------------------------------ cache
+
+    def put_cache(self, entry: CacheEntry) -> None:
+        """See Store.put_cache."""
+        cache.put_cache(self.client, self.keys, entry)
+
+    def get_cache(self, key: str) -> CacheEntry | None:
+        """See Store.get_cache."""
+        return cache.get_cache(self.client, self.keys, key)
+
+    def list_cache(self, *, workflow: str | None = None) -> list[CacheEntry]:
+        """See Store.list_cache."""
+        return cache.list_cache(self.client, self.keys, workflow=workflow)
+
+    def delete_cache(self, keys: Sequence[str]) -> list[str]:
+        """See Store.delete_cache."""
+        return cache.delete_cache(self.client, self.keys, keys)
+
+    def gc_cache(self, *, older_than: float, now: float, dry_run: bool = False) -> list[str]:
+        """See Store.gc_cache."""
+        return cache.gc_cache(
+            self.client, self.keys, older_than=older_than, now=now, dry_run=dry_run
+        )
 
     # ------------------------------------------------------------------ schedules
 

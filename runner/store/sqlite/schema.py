@@ -130,6 +130,19 @@ CREATE TABLE IF NOT EXISTS cron_leader (
 );
 """
 
+# Cache entries of cached tasks (see runner.store.sqlite.cache), one row per cache key.
+CACHE_DDL = """
+CREATE TABLE IF NOT EXISTS cache (
+    key TEXT PRIMARY KEY,
+    workflow TEXT NOT NULL,
+    task TEXT NOT NULL,
+    run_id TEXT NOT NULL,
+    outputs TEXT NOT NULL,
+    created_at REAL NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS cache_created ON cache (created_at);
+"""
+
 # Columns added to tables of files created before the cluster features (table, column, decl).
 COLUMNS = (
     ("runs", "dispatch", "TEXT"),
@@ -268,7 +281,7 @@ def _ensure_schema(conn: sqlite3.Connection, path: str) -> None:
                 f"store {path}: schema version {version} is newer than this runner "
                 f"understands ({SCHEMA_VERSION}); upgrade runner or use another store file"
             )
-        for statement in _statements(DDL + CRON_DDL):
+        for statement in _statements(DDL + CRON_DDL + CACHE_DDL):
             conn.execute(statement)
         _add_columns(conn)
         for statement in _statements(CLUSTER_DDL):

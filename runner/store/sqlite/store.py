@@ -13,6 +13,7 @@ from collections.abc import Collection, Mapping, Sequence
 from runner import dispatch, errors
 from runner.failpoints import Failpoints
 from runner.models import (
+    CacheEntry,
     CronEntry,
     DispatchView,
     Heartbeat,
@@ -27,6 +28,7 @@ from runner.models import (
     WorkerInfo,
 )
 from runner.store.sqlite import (
+    cache,
     claim,
     cluster,
     finish,
@@ -342,6 +344,33 @@ class SqliteStore:
         """See Store.finish_hook."""
         with self.db.tx() as db:
             return hooks.finish(db, delivery, now=now, error=error, retry_at=retry_at)
+
+    # ------------------------------------------------------------------ cache
+
+    def put_cache(self, entry: CacheEntry) -> None:
+        """See Store.put_cache."""
+        with self.db.tx() as db:
+            cache.put_cache(db, entry)
+
+    def get_cache(self, key: str) -> CacheEntry | None:
+        """See Store.get_cache."""
+        with self.db.tx(write=False) as db:
+            return cache.get_cache(db, key)
+
+    def list_cache(self, *, workflow: str | None = None) -> list[CacheEntry]:
+        """See Store.list_cache."""
+        with self.db.tx(write=False) as db:
+            return cache.list_cache(db, workflow=workflow)
+
+    def delete_cache(self, keys: Sequence[str]) -> list[str]:
+        """See Store.delete_cache."""
+        with self.db.tx() as db:
+            return cache.delete_cache(db, keys)
+
+    def gc_cache(self, *, older_than: float, now: float, dry_run: bool = False) -> list[str]:
+        """See Store.gc_cache."""
+        with self.db.tx(write=not dry_run) as db:
+            return cache.gc_cache(db, older_than=older_than, now=now, dry_run=dry_run)
 
     # ------------------------------------------------------------------ logs, waiting
 
