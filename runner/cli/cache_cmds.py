@@ -42,12 +42,17 @@ def add_parsers(sub: Any) -> None:
         "ls", help="list the entries, oldest first", epilog=EPILOG, formatter_class=_RAW
     )
     ls.add_argument("--workflow", metavar="NAME", help="only the entries of this workflow")
-    ls.add_argument("-o", "--output", choices=["table", "json"], default="table")
+    ls.add_argument("-o", "--output", choices=["table", "json"], default="table", help="format")
     ls.set_defaults(func=cmd_cache_ls)
     rm = group.add_parser("rm", help="remove entries", epilog=EPILOG, formatter_class=_RAW)
     rm.add_argument("keys", nargs="*", metavar="KEY", help="a key or the start of one (6+ chars)")
     rm.add_argument("--workflow", metavar="NAME", help="every entry of this workflow")
-    rm.add_argument("--older-than", type=common.duration_arg, metavar="DURATION")
+    rm.add_argument(
+        "--older-than",
+        type=common.duration_arg,
+        metavar="DURATION",
+        help="entries recorded more than DURATION ago",
+    )
     rm.add_argument("--all", action="store_true", help="every entry")
     rm.set_defaults(func=cmd_cache_rm)
 

@@ -67,8 +67,12 @@ def _add_backfill(group: Any) -> None:
         formatter_class=_RAW,
     )
     p.add_argument("name", metavar="NAME", help="the schedule (its workflow's name)")
-    p.add_argument("--from", dest="start", required=True, metavar="DATE")
-    p.add_argument("--to", dest="end", required=True, metavar="DATE")
+    p.add_argument(
+        "--from", dest="start", required=True, metavar="DATE", help="the first tick's date"
+    )
+    p.add_argument(
+        "--to", dest="end", required=True, metavar="DATE", help="the last date (inclusive)"
+    )
     p.add_argument(
         "--parallel",
         type=common.positive_int,
@@ -85,7 +89,12 @@ def _add_backfill(group: Any) -> None:
         metavar="N",
         help="local worker slots (default: CPUs with the embedded store, 0 with etcd)",
     )
-    p.add_argument("--lease-ttl", type=common.positive_float, metavar="SECONDS")
+    p.add_argument(
+        "--lease-ttl",
+        type=common.positive_float,
+        metavar="SECONDS",
+        help="the local workers' lease (default RUNNER_LEASE_TTL)",
+    )
     p.set_defaults(func=cmd_cron_backfill, prefetch=0)
 
 
