@@ -1,4 +1,4 @@
-"""The standard benchmark workloads of BENCHMARKS.md as a library (W1-W5 on any store).
+"""The standard benchmark workloads of docs/BENCHMARKS.md as a library (W1-W5 on any store).
 
 `benchmarks/workloads.py` prints the table recorded in docs/PERFORMANCE.md; users can point the
 same workloads at their own deployment. Each figure is wall time from just before submitting to

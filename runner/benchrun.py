@@ -3,7 +3,7 @@
 
 Each workload runs on a fresh namespace of the store it is given: a new SQLite file in
 `folder`, or a new key prefix under an etcd URL's, so a benchmark never mixes with real runs.
-Figures are medians of `repeat` runs with min-max, as BENCHMARKS.md asks.
+Figures are medians of `repeat` runs with min-max, as docs/BENCHMARKS.md asks.
 """
 
 from __future__ import annotations

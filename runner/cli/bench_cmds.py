@@ -1,4 +1,4 @@
-"""`runner bench`: the standard workloads (BENCHMARKS.md: W1-W6, CI) on the configured store."""
+"""`runner bench`: the standard workloads (docs/BENCHMARKS.md: W1-W6, CI) on this store."""
 
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ executor's tag in its environment (a task that left its group, or one started be
 and registration), and exits. The worker also sends its self-fencing deadline (`D<monotonic>`
 after every answered heartbeat); if that passes without a newer one, the worker is stopped or
 hung, its lease may be gone, and another worker may take its tasks over: the reaper kills them
-then (GUARANTEES G5), forgets them and keeps serving. It runs as a plain script
+then (docs/GUARANTEES.md, G5), forgets them and keeps serving. It runs as a plain script
 (`python -I -S reaper.py`), so it imports only the standard library.
 
 Its shutdown is signal-safe: the SIGTERM handler only sets a flag (a wakeup pipe wakes `select`),

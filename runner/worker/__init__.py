@@ -5,7 +5,7 @@ each owning its thread, lock and stop event, sharing only `Held` (the attempts i
 - the claim loop (`_claim.ClaimLoop`, in the thread that calls `Worker.run`) claims ready
   tasks while there is room;
 - the heartbeat thread (`_lease.LeaseKeeper`) renews the lease, sweeps, keeps the self-fencing
-  deadline and fences (GUARANTEES G3, G5);
+  deadline and fences (docs/GUARANTEES.md, G3 and G5);
 - the slot threads (`_slots.SlotThreads`) run the attempts and record them, each finish
   claiming the slot's next task (`_finish.Finisher`: the one fence/retry loop);
 - with prefetch, the recorder thread (`_recorder.Recorder`) records the slots' outcomes in

@@ -31,8 +31,9 @@ class LeaseKeeper:
     `SWEEP_INTERVAL`. Self-fencing: the keeper holds `deadline = send time of the last answered
     heartbeat + TTL - 2 heartbeat intervals` (monotonic); past it (or when the store says the
     lease is lost) it fences: every held attempt is killed and abandoned, recording nothing,
-    before the store can have given it to anyone else (GUARANTEES G3, G5), and the worker comes
-    back under a new id. The old lease expires on its own and `sweep` re-queues its attempts.
+    before the store can have given it to anyone else (docs/GUARANTEES.md, G3 and G5), and the
+    worker comes back under a new id. The old lease expires on its own and `sweep` re-queues
+    its attempts.
     """
 
     def __init__(

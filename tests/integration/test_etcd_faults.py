@@ -3,7 +3,7 @@
 Workers die (kill -9), pause past their lease (SIGSTOP), etcd stops and restarts, a cluster
 loses its leader, and etcd is not there at all. Each test counts executions and overlaps from a
 ledger the tasks write (tests/integration/ledger.py), checks `runner get run -o json`, and
-prints one line of figures (GUARANTEES.md, "Test harness shape").
+prints one line of figures (docs/RELIABILITY.md).
 """
 
 from __future__ import annotations
@@ -174,7 +174,7 @@ def started(
 
 @dataclass
 class Figures:
-    """One line of figures per fault test (GUARANTEES.md)."""
+    """One line of figures per fault test (docs/RELIABILITY.md)."""
 
     name: str
     tasks: int = 0
@@ -357,8 +357,8 @@ def test_worker_sigstop_overlap_is_bounded_by_the_fencing_margin(
     seen = _pause_worker_past_its_lease(h)
     seen.figures.name = "sigstop-worker-margin"
     seen.figures.show(capsys)
-    # GUARANTEES G5: a supervisor holding deadline = last answered heartbeat + TTL - margin kills
-    # the task before the server can hand it to worker B, so the two never overlap
+    # docs/GUARANTEES.md, G5: a supervisor holding deadline = last answered heartbeat + TTL -
+    # margin kills the task before the server can hand it to worker B, so the two never overlap
     assert seen.figures.overlap <= 2 * TTL / 5
 
 
