@@ -57,9 +57,13 @@ def cmd_health(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def verdict(
-    workers: list[WorkerInfo], leader: str | None, *, worker: str | None, scheduler: bool,
+    workers: list[WorkerInfo],
+    leader: str | None,
+    *,
+    worker: str | None,
+    scheduler: bool,
     host: str,
-) -> tuple[bool, str]:  # fmt: skip
+) -> tuple[bool, str]:
     """(healthy, why) from the live workers and the scheduler leader's candidate id."""
     if worker is not None:
         named = [w for w in workers if w.name == worker]

@@ -142,15 +142,30 @@ def _fork_exec_direct(
     try:
         try:
             pid = _fork_exec(
-                args, executables,
-                True, (err_write,),  # close_fds, except the error pipe
-                cwd, entries,
-                stdin, -1, read, write, -1, write,  # p2cread/write, c2pread/write, errread/write
-                err_read, err_write,
-                True, True, -1,  # restore_signals, start_new_session, process_group
-                None, None, None, -1,  # gid, extra groups, uid, umask
-                None, True,  # preexec_fn, allow_vfork
-            )  # fmt: skip
+                args,
+                executables,
+                True,
+                (err_write,),  # close_fds, except the error pipe
+                cwd,
+                entries,
+                stdin,
+                -1,
+                read,
+                write,
+                -1,
+                write,  # p2cread/write, c2pread/write, errread/write
+                err_read,
+                err_write,
+                True,
+                True,
+                -1,  # restore_signals, start_new_session, process_group
+                None,
+                None,
+                None,
+                -1,  # gid, extra groups, uid, umask
+                None,
+                True,  # preexec_fn, allow_vfork
+            )
         finally:
             os.close(err_write)
             os.close(write)

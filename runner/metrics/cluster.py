@@ -117,8 +117,11 @@ class ClusterCollector(Collector):
             snap.schedules = self._schedules(runs, now=now)
             snap.leader = self.store.leader(now=now)
         except errors.RunnerError as exc:
-            logger.warning("metrics: could not read the store: %s", exc,
-                           extra={"action": "metrics_read_failed"})  # fmt: skip
+            logger.warning(
+                "metrics: could not read the store: %s",
+                exc,
+                extra={"action": "metrics_read_failed"},
+            )
             return Snapshot(ok=False, now=now, candidate=self.candidate)
         snap.ok = True
         snap.read_seconds = time.perf_counter() - t0

@@ -19,8 +19,22 @@ from runner import errors
 from runner.store.base import Store
 
 # Seconds: an in-process SQLite read (~50 µs) to an etcd request that waits out a failover.
-OP_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
-              2.5, 10.0)  # fmt: skip
+OP_BUCKETS = (
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    1.0,
+    2.5,
+    10.0,
+)
 
 UNTIMED = frozenset({"wait", "close"})
 TIMED = frozenset(
@@ -35,13 +49,18 @@ class StoreOps:
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.seconds = Histogram(
-            "runner_store_op_seconds", "Latency of store operations called by this process",
-            ["op"], registry=registry, buckets=OP_BUCKETS,
-        )  # fmt: skip
+            "runner_store_op_seconds",
+            "Latency of store operations called by this process",
+            ["op"],
+            registry=registry,
+            buckets=OP_BUCKETS,
+        )
         self.errors = Counter(
-            "runner_store_op_errors", "Store operations that raised, by error class",
-            ["op", "error"], registry=registry,
-        )  # fmt: skip
+            "runner_store_op_errors",
+            "Store operations that raised, by error class",
+            ["op", "error"],
+            registry=registry,
+        )
 
 
 class _Instrumented:

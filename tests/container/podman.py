@@ -40,10 +40,18 @@ APT::Update::Post-Invoke { "rm -f /var/cache/apt/archives/*.deb /var/cache/apt/*
 Dir::Cache::pkgcache ""; Dir::Cache::srcpkgcache "";
 """
 _TRIM = (
-    "usr/share/doc", "usr/share/man", "usr/share/groff", "usr/share/info", "usr/share/lintian",
-    "usr/share/linda", "usr/share/locale", "var/lib/apt/lists", "var/cache/apt", "var/log",
+    "usr/share/doc",
+    "usr/share/man",
+    "usr/share/groff",
+    "usr/share/info",
+    "usr/share/lintian",
+    "usr/share/linda",
+    "usr/share/locale",
+    "var/lib/apt/lists",
+    "var/cache/apt",
+    "var/log",
     "var/cache/debconf",
-)  # fmt: skip
+)
 
 
 def cache_dir() -> Path:
@@ -84,9 +92,13 @@ class Podman:
     ) -> subprocess.CompletedProcess[str]:
         """`podman ARGS`, output captured; raises with podman's stderr when it fails."""
         proc = subprocess.run(
-            ["podman", *args], env=self.env, capture_output=True, timeout=timeout,
-            input=None if input is None else input.decode(), text=True,
-        )  # fmt: skip
+            ["podman", *args],
+            env=self.env,
+            capture_output=True,
+            timeout=timeout,
+            input=None if input is None else input.decode(),
+            text=True,
+        )
         if check and proc.returncode != 0:
             raise AssertionError(
                 f"podman {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}"
@@ -104,12 +116,19 @@ class Podman:
         if not tarball.exists():
             _make_rootfs_tarball(self.root / "rootfs", tarball)
         self.run(
-            "import", "--change", f"ENV {PATH_ENV}", "--change", 'CMD ["bash"]',
-            str(tarball), BASE_IMAGE, timeout=600,
-        )  # fmt: skip
+            "import",
+            "--change",
+            f"ENV {PATH_ENV}",
+            "--change",
+            'CMD ["bash"]',
+            str(tarball),
+            BASE_IMAGE,
+            timeout=600,
+        )
 
-    def build(self, context: Path, tag: str, *, file: str = "Dockerfile",
-              build_args: Sequence[str] = ()) -> None:  # fmt: skip
+    def build(
+        self, context: Path, tag: str, *, file: str = "Dockerfile", build_args: Sequence[str] = ()
+    ) -> None:
         """`podman build` with the local CA certificates mounted read-only, no pulls; the
         Docker image format, which keeps HEALTHCHECK (the OCI format has no field for it)."""
         args = ["build", "--format", "docker", "--pull=never", "-f", str(context / file), "-t", tag]
@@ -125,8 +144,10 @@ def _make_rootfs_tarball(rootfs: Path, tarball: Path) -> None:
         shutil.rmtree(rootfs)
     subprocess.run(
         ["debootstrap", "--variant=minbase", "bookworm", str(rootfs)],
-        check=True, capture_output=True, timeout=900,
-    )  # fmt: skip
+        check=True,
+        capture_output=True,
+        timeout=900,
+    )
     _trim_and_pack(rootfs, tarball)
 
 
@@ -143,7 +164,9 @@ def _trim_and_pack(rootfs: Path, tarball: Path) -> None:
     partial = tarball.with_suffix(".partial")
     subprocess.run(
         ["tar", "--numeric-owner", "--xattrs", "-C", str(rootfs), "-cf", str(partial), "."],
-        check=True, capture_output=True, timeout=300,
-    )  # fmt: skip
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     partial.rename(tarball)
     shutil.rmtree(rootfs)

@@ -147,8 +147,13 @@ def cluster(
 
 def test_compose_cluster_converges_survives_faults_and_drains(cluster: Cluster) -> None:
     podman = cluster.podman
-    names = _until(lambda: sorted(w["name"] for w in cluster.json("workers")) == [
-        "worker-a", "worker-b", "worker-c"], "three live workers")  # fmt: skip
+    names = _until(
+        lambda: (
+            sorted(w["name"] for w in cluster.json("workers"))
+            == ["worker-a", "worker-b", "worker-c"]
+        ),
+        "three live workers",
+    )
     assert names
     _until(lambda: cluster.cli("health", "--scheduler").returncode == 0, "a leading scheduler")
     for service in RUNNER_SERVICES:
@@ -197,9 +202,15 @@ def _etcd_leader(cluster: Cluster) -> str:
     """The service name of the etcd member that leads, from etcdctl in a member's container."""
     endpoints = ",".join(f"http://etcd{i}:2379" for i in (1, 2, 3))
     out = cluster.podman.run(
-        "exec", cluster.container("etcd1"), "etcdctl", f"--endpoints={endpoints}",
-        "endpoint", "status", "-w", "json",
-    ).stdout  # fmt: skip
+        "exec",
+        cluster.container("etcd1"),
+        "etcdctl",
+        f"--endpoints={endpoints}",
+        "endpoint",
+        "status",
+        "-w",
+        "json",
+    ).stdout
     for member in json.loads(out):
         status = member["Status"]
         if status["leader"] == status["header"]["member_id"]:

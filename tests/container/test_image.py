@@ -113,9 +113,17 @@ def test_image_has_no_compiler_cache_or_test_dependencies(
 
 def test_image_runs_apply_to_success(podman: pm.Podman, runner_image: str) -> None:
     proc = podman.run(
-        "run", "--rm", "--network", "none", "-v", f"{REPO / 'examples'}:/workflows:ro",
-        runner_image, "apply", "diamond.yaml", check=False,
-    )  # fmt: skip
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "-v",
+        f"{REPO / 'examples'}:/workflows:ro",
+        runner_image,
+        "apply",
+        "diamond.yaml",
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "succeeded" in proc.stdout.splitlines()[-1]
 
@@ -126,9 +134,18 @@ def test_image_stop_cancels_apply_with_143(
     folder = _workflows(tmp_path, slow=SLOW)
     name = f"runner-test-apply-{time.monotonic_ns()}"
     podman.run(
-        "run", "-d", "--name", name, "--network", "none", "-v", f"{folder}:/workflows:ro",
-        runner_image, "apply", "slow.yaml",
-    )  # fmt: skip
+        "run",
+        "-d",
+        "--name",
+        name,
+        "--network",
+        "none",
+        "-v",
+        f"{folder}:/workflows:ro",
+        runner_image,
+        "apply",
+        "slow.yaml",
+    )
     try:
         _wait_for_log(podman, name, "wait running")
         podman.run("stop", "-t", "30", name)
@@ -146,9 +163,19 @@ def test_image_pid1_reaps_orphans(podman: pm.Podman, runner_image: str, tmp_path
     and reaping of long-running runner processes)."""
     folder = _workflows(tmp_path, zombies=ZOMBIES)
     proc = podman.run(
-        "run", "--rm", "--network", "none", "-v", f"{folder}:/workflows:ro",
-        runner_image, "apply", "zombies.yaml", "--workers", "2", check=False,
-    )  # fmt: skip
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "-v",
+        f"{folder}:/workflows:ro",
+        runner_image,
+        "apply",
+        "zombies.yaml",
+        "--workers",
+        "2",
+        check=False,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 

@@ -47,8 +47,11 @@ def test_alert_rules_fire_as_their_unit_tests_expect() -> None:
     for healthy, suspended or new schedules."""
     res = subprocess.run(
         [_promtool(), "test", "rules", "alerts_test.yaml"],
-        capture_output=True, text=True, timeout=60, cwd=RULES.parent,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=RULES.parent,
+    )
     assert res.returncode == 0, res.stdout + res.stderr
 
 

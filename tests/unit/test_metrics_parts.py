@@ -35,18 +35,39 @@ from runner.store import Store, open_store
 
 
 def _attempt(n: int, state: AttemptState, start: float, end: float | None) -> Attempt:
-    return Attempt(number=n, state=state, worker="w", token=n, started_at=start, finished_at=end,
-                   reason=Reason.LOST if state is AttemptState.LOST else Reason.EXIT)  # fmt: skip
+    return Attempt(
+        number=n,
+        state=state,
+        worker="w",
+        token=n,
+        started_at=start,
+        finished_at=end,
+        reason=Reason.LOST if state is AttemptState.LOST else Reason.EXIT,
+    )
 
 
 def test_tally_counts_terminal_tasks_losses_retries_durations_and_waits() -> None:
-    run = Run(id="r", workflow="wf", state=RunState.RUNNING, tasks=(
-        TaskRecord(id="a", name="a", state=TaskState.SUCCEEDED, priority=0, ready_at=10.0,
-                   losses=1, attempts=(_attempt(1, AttemptState.LOST, 11.0, 12.0),
-                                       _attempt(2, AttemptState.FAILED, 13.0, 14.0),
-                                       _attempt(3, AttemptState.SUCCEEDED, 16.0, 18.5))),
-        TaskRecord(id="b", name="b", state=TaskState.READY, priority=3, ready_at=20.0),
-    ))  # fmt: skip
+    run = Run(
+        id="r",
+        workflow="wf",
+        state=RunState.RUNNING,
+        tasks=(
+            TaskRecord(
+                id="a",
+                name="a",
+                state=TaskState.SUCCEEDED,
+                priority=0,
+                ready_at=10.0,
+                losses=1,
+                attempts=(
+                    _attempt(1, AttemptState.LOST, 11.0, 12.0),
+                    _attempt(2, AttemptState.FAILED, 13.0, 14.0),
+                    _attempt(3, AttemptState.SUCCEEDED, 16.0, 18.5),
+                ),
+            ),
+            TaskRecord(id="b", name="b", state=TaskState.READY, priority=3, ready_at=20.0),
+        ),
+    )
     t = tally(run)
     assert dict(t.tasks) == {"succeeded": 1}
     assert (t.losses, t.retries) == (1, 1)
@@ -106,10 +127,15 @@ def test_json_formatter_fields() -> None:
         logger.removeHandler(handler)
     first, second = (json.loads(line) for line in stream.getvalue().splitlines())
     assert first == {
-        "time": first["time"], "level": "info", "component": "test_logfmt",
-        "event": "task_claimed", "run": "r", "task": None, "worker": "w-1",
+        "time": first["time"],
+        "level": "info",
+        "component": "test_logfmt",
+        "event": "task_claimed",
+        "run": "r",
+        "task": None,
+        "worker": "w-1",
         "message": "claimed r/t",
-    }  # fmt: skip
+    }
     assert first["time"].endswith("Z")
     assert "T" in first["time"]
     assert second["event"] == "lease lost: %s"  # the template: bounded, indexable
@@ -120,8 +146,10 @@ def test_announce_in_json_mode_is_one_json_line(capsys: pytest.CaptureFixture[st
     logfmt.announce(args, "worker w serving x", event="worker_serving", worker_id="w")
     record = json.loads(capsys.readouterr().err)
     assert (record["event"], record["worker"], record["message"]) == (
-        "worker_serving", "w", "worker w serving x",
-    )  # fmt: skip
+        "worker_serving",
+        "w",
+        "worker w serving x",
+    )
 
 
 def test_instrumented_store_times_operations_and_counts_errors(tmp_path: Path) -> None:
