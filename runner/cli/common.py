@@ -177,6 +177,14 @@ def open_settings_store(settings: Settings) -> Store:
 STORE_WAIT_MAX = 5.0  # seconds between tries while a network store does not answer
 
 
+def one_machine(settings: Settings) -> bool:
+    """Whether every worker of the store runs on this machine: the embedded store (one SQLite
+    file, one host). There, a workflow's relative paths resolve against its file's folder; on
+    etcd (a cluster) tasks run in their worker's folder unless `workdir:` says otherwise
+    (docs/WORKFLOW.md, "Where paths resolve")."""
+    return settings.store.startswith("sqlite:")
+
+
 def wait_for_store(settings: Settings, *, who: str) -> None:
     """Block until a network store (etcd) answers, retrying with a line on stderr each try.
 

@@ -110,20 +110,26 @@ def add_apply_parser(sub: Any) -> None:
     p.set_defaults(func=cmd_apply)
 
 
+def _load_plan(args: argparse.Namespace, settings: Settings) -> Plan:
+    """The plan of `apply FILE`: anchored to the file's folder on one machine, its cached tasks
+    refreshed with --no-cache."""
+    from runner import workflow  # yaml, jsonschema, networkx: not for retry and cancel
+
+    params = common.parse_params(args.param)
+    plan = workflow.load_plan(args.file, params=params, params_file=args.params_file)
+    if common.one_machine(settings):
+        plan = workflow.anchored(plan, os.path.dirname(args.file) or ".")
+    if args.no_cache:
+        from runner import cache
+
+        plan = cache.refresh(plan)
+    return plan
+
+
 def cmd_apply(args: argparse.Namespace, settings: Settings) -> int:
     if (args.file is None) == (args.resume is None):
         raise errors.UsageError("apply: give a workflow FILE, or --resume RUN (not both)")
-    plan = None
-    if args.file is not None:
-        from runner import workflow  # yaml, jsonschema, networkx: not for retry and cancel
-
-        params = common.parse_params(args.param)
-        plan = workflow.load_plan(args.file, params=params, params_file=args.params_file)
-        plan = workflow.anchored(plan, os.path.dirname(args.file) or ".")
-        if args.no_cache:
-            from runner import cache
-
-            plan = cache.refresh(plan)
+    plan = None if args.file is None else _load_plan(args, settings)
     if plan is None:
         store = common.open_existing_store(settings, run=args.resume)
     else:

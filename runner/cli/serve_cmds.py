@@ -122,6 +122,7 @@ def _scheduler(
         report=report,
         dispatch_default=args.dispatch,
         gc_older_than=args.gc_older_than,
+        anchor=common.one_machine(settings),
         hooks=hookwire.deliverer(  # serve's workers run where it runs: commands too
             settings, store, name=candidate, report=report, kinds=None if commands else WEBHOOKS
         ),

@@ -23,8 +23,11 @@ PATTERNS = ("*.yaml", "*.yml")
 class FolderSync:
     """Applies the folder's files; remembers each file's (mtime, size) to skip unchanged ones."""
 
-    def __init__(self, store: Store, folder: Path, *, report: Callable[[str], None]) -> None:
+    def __init__(
+        self, store: Store, folder: Path, *, report: Callable[[str], None], anchor: bool = True
+    ) -> None:
         self.store = store
+        self.anchor = anchor  # paths resolve against the file's folder (one machine: SQLite)
         self.folder = folder.resolve()
         self.report = report
         self._seen: dict[Path, tuple[int, int]] = {}
@@ -58,7 +61,9 @@ class FolderSync:
             return
         self._seen[path] = signature
         try:
-            plan = workflow.anchored(workflow.load_plan(path), path.parent)
+            plan = workflow.load_plan(path)
+            if self.anchor:
+                plan = workflow.anchored(plan, path.parent)
         except errors.WorkflowInvalid as exc:
             self.report(f"{exc.message}\n{path}: skipped; its schedule (if any) is unchanged")
             return

@@ -44,12 +44,13 @@ class Scheduler:
         dispatch_state: dispatch.DispatchState | None = None,
         gc_older_than: float = retention.DEFAULT_OLDER_THAN,
         hooks: Deliverer | None = None,
+        anchor: bool = True,
     ) -> None:
         self.store = store
         self.candidate = candidate
         self.ttl = lease_ttl
         self.report = report or (lambda text: logger.warning("%s", text))
-        self.sync = FolderSync(store, folder, report=self.report) if folder else None
+        self.sync = FolderSync(store, folder, report=self.report, anchor=anchor) if folder else None
         self.leading = False
         self.dispatch_default = dispatch_default
         self.dispatch_state = dispatch_state or dispatch.DispatchState()

@@ -9,6 +9,7 @@ import json
 import re
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -111,7 +112,8 @@ def test_a_task_no_live_worker_matches_names_its_selector(cli: Cli) -> None:
 # ---------------------------------------------------------------------- 4. paths
 
 
-def test_relative_paths_and_call_modules_resolve_next_to_the_workflow_file(cli: Cli) -> None:
+def test_relative_paths_and_call_modules_resolve_next_to_the_workflow_file(tmp_path: Path) -> None:
+    cli = Cli(tmp_path)  # the embedded store: one machine
     folder = cli.cwd / "sub" / "dir"
     _write(
         cli,
@@ -134,6 +136,29 @@ def test_relative_paths_and_call_modules_resolve_next_to_the_workflow_file(cli: 
     assert (folder / "work" / "here.txt").read_text().strip() == str(folder / "work")
     called = tasks_by_id(cli.get_run())["called"]
     assert called["outputs"] == {"who": "me", "cwd": str(folder)}
+
+
+def test_on_etcd_nothing_is_anchored_to_the_submitting_folder(
+    etcd_server: Any, tmp_path: Path
+) -> None:
+    # A cluster's workers do not have the submitting machine's folders: nothing is anchored.
+    url = f"{etcd_server.url}/anchor-{time.monotonic_ns()}/"
+    cli = Cli(tmp_path, store=url)
+    _write(
+        cli,
+        "sub/dir/wf.yaml",
+        "metadata: {name: unanchored}\nspec:\n  tasks:\n"
+        "    - {name: where, run: pwd > where.txt}\n",
+    )
+    worker_home = tmp_path / "worker-home"
+    worker_home.mkdir()
+    worker = Cli(worker_home, store=url).start("worker")
+    res = cli.run("apply", "sub/dir/wf.yaml", "--timeout", "60s")
+    worker.terminate()
+    worker.wait(timeout=60)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert (worker_home / "where.txt").read_text().strip() == str(worker_home)
+    assert not (tmp_path / "sub" / "dir" / "where.txt").exists()
 
 
 # ---------------------------------------------------------------------- 5, 7, 8
