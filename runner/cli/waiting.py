@@ -100,14 +100,18 @@ class Watch:
         return self
 
     def stop(self) -> None:
+        """Stop saying it; returns within a second even when a store read of the thread is
+        slow (the thread is a daemon and prints nothing once stopped)."""
         self._stop.set()
-        self._thread.join()
+        self._thread.join(timeout=1.0)
 
     def _loop(self) -> None:
         said: str | None = None
         said_at = 0.0
         while not self._stop.is_set():
             line = self._check()
+            if self._stop.is_set():
+                return
             if line is not None and (line != said or time.monotonic() - said_at >= REPEAT):
                 print(f"runner: {line}", file=self.stream, flush=True)
                 said, said_at = line, time.monotonic()
