@@ -99,9 +99,15 @@ def test_serve_ui_serves_the_dashboard_beside_the_scheduler(tmp_path: Path) -> N
     port = free_port()
     serve = cli.start("serve", "--workers", "1", "--ui", "--ui-listen", f"127.0.0.1:{port}")
     try:
-        wait_for(lambda: answers(f"http://127.0.0.1:{port}/api/workers"), what="serve --ui")
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/workers", timeout=10) as res:
-            assert [w["name"] for w in json.load(res)] == ["serve"]
+        url = f"http://127.0.0.1:{port}/api/workers"
+        wait_for(lambda: answers(url), what="serve --ui")
+
+        def names() -> list[str]:
+            with urllib.request.urlopen(url, timeout=10) as res:
+                return [w["name"] for w in json.load(res)]
+
+        # the dashboard may answer before serve's worker thread has registered
+        wait_for(lambda: names() == ["serve"], what="serve's worker on the dashboard")
     finally:
         serve.terminate()
         assert serve.wait(timeout=60) == 143  # as `runner serve` without --ui: SIGTERM
