@@ -326,6 +326,12 @@ def render_runtime(spec: models.TaskSpec, ctx: models.RunContext) -> models.Task
     def text(value: str, *, quote: bool = False) -> str:
         return _substitute(value, lookup, quote=quote, literal="${{")
 
+    return _filled(spec, text)
+
+
+def _filled(spec: models.TaskSpec, text: Callable[..., str]) -> models.TaskSpec:
+    """`spec` with `text` applied to every templated field (`run` quoted for the shell)."""
+
     def deep(value: Any) -> Any:
         if isinstance(value, dict):
             return {k: deep(v) for k, v in value.items()}
@@ -357,21 +363,7 @@ def render_item(spec: models.TaskSpec, item: Any) -> models.TaskSpec:
     def text(value: str, *, quote: bool = False) -> str:
         return _substitute(value, lookup, quote=quote)
 
-    def deep(value: Any) -> Any:
-        if isinstance(value, dict):
-            return {k: deep(v) for k, v in value.items()}
-        if isinstance(value, list):
-            return [deep(v) for v in value]
-        return text(value) if isinstance(value, str) else value
-
-    return dataclasses.replace(
-        spec,
-        run=None if spec.run is None else text(spec.run, quote=True),
-        args=None if spec.args is None else tuple(text(a) for a in spec.args),
-        with_=deep(spec.with_),
-        env={k: text(v) for k, v in spec.env.items()},
-        workdir=None if spec.workdir is None else text(spec.workdir),
-    )
+    return _filled(spec, text)
 
 
 def item_text(value: Any) -> str:
