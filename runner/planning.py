@@ -319,14 +319,7 @@ class _Planner:
 
     def shell(self, i: int, task: dict[str, Any]) -> tuple[str, ...]:
         value, path = self.origin(i, task, "shell")
-        if value is None:
-            return ("/bin/sh", "-c")
-        if isinstance(value, list):
-            return tuple(value)
-        try:
-            return tuple(shlex.split(value))
-        except ValueError as exc:
-            raise _Located(path, f"cannot split the shell command line: {exc}") from None
+        return _shell(value, path)
 
     def env(self, i: int, task: dict[str, Any], combo: dict[str, Any]) -> dict[str, str]:
         env: dict[str, str] = {}
@@ -462,7 +455,7 @@ def _hook(planner: _Planner, hook: dict[str, Any], at: Path) -> models.HookSpec:
         on=tuple(hook["on"]),
         run=None if run is None else planner.text(run, (*at, "run"), {}, quote=True),
         args=None if args is None else planner.args(args, (*at, "args"), {}),
-        shell=_hook_shell(shell, (*at, "shell")),
+        shell=_shell(shell, (*at, "shell")),
         env={**env, **planner.param_env},
         workdir=hook.get("workdir"),
         timeout=_seconds(hook.get("timeout")),
@@ -473,7 +466,8 @@ def _hook(planner: _Planner, hook: dict[str, Any], at: Path) -> models.HookSpec:
     )
 
 
-def _hook_shell(value: Any, path: Path) -> tuple[str, ...]:
+def _shell(value: Any, path: Path) -> tuple[str, ...]:
+    """A `shell:` value (a command line or a list) as argv; the default is `/bin/sh -c`."""
     if value is None:
         return ("/bin/sh", "-c")
     if isinstance(value, list):
