@@ -267,8 +267,10 @@ class Executor:
         cgroup = self._cgroups.new()
         try:
             if cgroup is not None:
-                _spawn.check_executable(argv[0], self._spawn_env.path(task_env))
-                argv = cgroup.wrap(argv)
+                wrapped = cgroup.wrap(argv)
+                if wrapped[0] != argv[0]:  # the wrapper execs argv[0] later: check it now
+                    _spawn.check_executable(argv[0], self._spawn_env.path(task_env))
+                argv = wrapped
             with self._orphans.spawning() as known:
                 proc = _spawn.start(
                     argv, env=self._spawn_env, extra=task_env, cwd=spec.workdir, stdin=self._devnull
@@ -296,7 +298,7 @@ class Executor:
             return supervisor.run()
         finally:
             if cgroup is not None:
-                cgroup.remove()
+                self._cgroups.release(cgroup)
             self._orphans.forget(proc.pid)
             self._orphans.reap()  # what the cgroup's kill left as this process's zombies
 

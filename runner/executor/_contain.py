@@ -129,6 +129,24 @@ class Cgroup:
                     hit += 1
         return hit
 
+    @property
+    def removed(self) -> bool:
+        return self._removed
+
+    def empty(self) -> bool:
+        """Whether no process is in the cgroup (or below it) now."""
+        try:
+            with open(f"{self.path}/cgroup.events", "rb") as f:
+                return b"populated 0" in f.read()
+        except OSError:
+            return False
+
+    def clear(self) -> None:
+        """Kill whatever is left in the cgroup (`cgroup.kill`) and wait until it is empty; the
+        usual end, an empty cgroup, costs one read."""
+        if not self.empty():
+            kill_cgroup(self.path)
+
     def remove(self) -> None:
         """Kill whatever is left in the cgroup (`cgroup.kill`, then wait until it is empty) and
         remove it. An empty cgroup (the usual end) costs one rmdir."""
@@ -155,6 +173,7 @@ class Cgroups:
     def __init__(self, tag: str, *, enabled: bool = True) -> None:
         self.folder: str | None = None
         self._count = 0
+        self._free: list[Cgroup] = []  # empty cgroups of ended attempts, for the next ones
         self._lock = threading.Lock()
         if not enabled:
             return
@@ -180,10 +199,13 @@ class Cgroups:
         return self.folder is not None
 
     def new(self) -> Cgroup | None:
-        """A fresh cgroup for one attempt, or None (cgroups are off or failed)."""
+        """An empty cgroup for one attempt, or None (cgroups are off or failed): one an
+        earlier attempt left empty (`release`), else a new one."""
         if self.folder is None:
             return None
         with self._lock:
+            if self._free:
+                return self._free.pop()
             self._count += 1
             path = f"{self.folder}/a{self._count}"
         try:
@@ -192,6 +214,17 @@ class Cgroups:
         except OSError as exc:
             logger.warning("cannot create cgroup %s: %s", path, exc)
             return None
+
+    def release(self, cgroup: Cgroup) -> None:
+        """The attempt in `cgroup` is over: keep the cgroup for the next attempt when no
+        process is left in it, else kill what is left and remove it (`Cgroup.remove`).
+        Creating and removing a cgroup per attempt cost about a fifth of a `true` task's
+        time on a 2-core machine (docs/PERFORMANCE.md, "Fast by default")."""
+        if not cgroup.removed and cgroup.empty():
+            with self._lock:
+                self._free.append(cgroup)
+            return
+        cgroup.remove()
 
     def close(self) -> None:
         """Kill everything left in the folder and remove it."""
@@ -270,7 +303,8 @@ class Orphans:
     ) -> None:
         self._folder = folder
         self._pid1 = os.getpid() == 1 if reap_all is None else reap_all
-        self._known: set[int] = set()
+        self._known: set[int] = set()  # children their owners wait for
+        self._inflight = 0  # spawns under way: their pids are not in `_known` yet
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -282,9 +316,17 @@ class Orphans:
 
     @contextlib.contextmanager
     def spawning(self) -> Iterator[set[int]]:
-        """Hold while starting a child and adding its pid to the yielded set."""
+        """Hold while starting a child and adding its pid to the yielded set. Spawns run side
+        by side (a lock held across each fork would queue every slot's spawn behind the
+        others'); no orphan is reaped while any is in flight, since a child that died before
+        its pid was added would look like one."""
         with self._lock:
+            self._inflight += 1
+        try:
             yield self._known
+        finally:
+            with self._lock:
+                self._inflight -= 1
 
     def forget(self, pid: int) -> None:
         """The owner has waited for `pid`."""
@@ -304,6 +346,8 @@ class Orphans:
         """Reap every dead orphan now (a scan of this process's children); return how many."""
         reaped = 0
         with self._lock:
+            if self._inflight:
+                return 0  # the next round (the thread's, or the next attempt's end) reaps
             for pid in _children(os.getpid()):
                 if pid not in self._known and self._dead_orphan(pid):
                     with contextlib.suppress(ChildProcessError):

@@ -164,7 +164,7 @@ class Supervisor:
             os.close(pidfd)
         kill_group(pid, signal.SIGKILL)  # what is left of the group once the leader is gone
         if self._cgroup is not None:  # and whatever left the group (setsid, double fork)
-            self._cgroup.remove()
+            self._cgroup.clear()
         if self._register_at is None:
             self._on_exit(pid)
         if self._out in open_fds:

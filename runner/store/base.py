@@ -56,9 +56,16 @@ class Store(Protocol):
     """
 
     #: Seconds a worker with prefetch may let outcomes pile up for one `finish_many` while its
-    #: slots have claimed tasks queued: worth it where a call costs about the same for many
-    #: finishes as for one (SQLite: one transaction, one commit), 0 where it does not (etcd).
+    #: slots have claimed tasks queued (`worker/_recorder.py`): a call costs about the same for
+    #: many finishes as for one (SQLite: one transaction and commit; etcd: one nested request),
+    #: so the longer a call takes, the longer the wait that pays.
     finish_batch_wait: float
+
+    #: Whether `finish`/`finish_many` with `claim` take tasks from the head of the queue (so
+    #: fewer than asked means a short queue: SQLite), or only successors the finishes made
+    #: ready (etcd, `store/etcd/handoff.py`): the worker's prefetch depth reads the queue's
+    #: length from the former only (`worker/_depth.py`).
+    finish_claims_queue: bool
 
     # ------------------------------------------------------------------ runs
 

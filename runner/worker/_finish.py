@@ -68,7 +68,8 @@ class Finisher:
                 claim=room,
                 labels=self._labels,
             )
-            self._held.depth.claimed(None, asked=room, got=len(leases))
+            if self._store.finish_claims_queue:
+                self._held.depth.claimed(None, asked=room, got=len(leases))
             return lost, leases
 
         return self._record(done, send)

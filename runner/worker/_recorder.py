@@ -32,6 +32,7 @@ class Recorder:
         self._done: Done = []
         self._cond = threading.Condition(threading.Lock())
         self._stopping = False
+        self._waiting = False  # the recorder waits for a batch: wake it on each outcome
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
@@ -42,7 +43,7 @@ class Recorder:
         """Queue an attempt's outcome for recording."""
         with self._cond:
             self._done.append((slot, outcome))
-            if len(self._done) in (1, self._held.batch):  # what the recorder waits for
+            if self._waiting or len(self._done) == 1:  # what the recorder waits for
                 self._cond.notify()
 
     def stop(self) -> None:
@@ -60,19 +61,22 @@ class Recorder:
 
     def _next_batch(self) -> Done:
         batch = self._held.batch
+        keep = 2 * self._held.concurrency
         with self._cond:
             self._cond.wait_for(lambda: bool(self._done) or self._stopping)
-            if (
-                self._batch_wait > 0
-                and len(self._done) < batch
-                and self._slots.backlog() >= batch + self._held.concurrency
-            ):
-                # The slots have enough claimed tasks queued to stay busy while a batch piles
-                # up and is recorded, so recording now gains nothing: wait for the batch, for
-                # one transaction (Store.finish_batch_wait).
+            if self._batch_wait > 0 and len(self._done) < batch:
+                # While the slots have claimed tasks queued (`keep`: enough to stay busy while
+                # a batch is recorded), recording now gains nothing: wait for the batch, for
+                # one transaction, at most Store.finish_batch_wait. Each outcome added wakes
+                # the wait, which ends as soon as the slots' queue runs low.
+                self._waiting = True
                 self._cond.wait_for(
-                    lambda: len(self._done) >= batch or self._stopping, self._batch_wait
+                    lambda: len(self._done) >= batch
+                    or self._stopping
+                    or self._slots.backlog() < keep,
+                    self._batch_wait,
                 )
+                self._waiting = False
             done, self._done = self._done, []
         return done
 

@@ -105,17 +105,56 @@ def test_contain_escaped_descendant_dies_with_a_killed_worker(tmp_path: Path) ->
         wait_until(lambda: not pid_alive(pid), timeout=10)
 
 
-def test_contain_executor_leaves_no_cgroup_behind(tmp_path: Path) -> None:
+def test_contain_executor_reuses_empty_cgroups_and_leaves_none_behind(tmp_path: Path) -> None:
+    """An attempt's cgroup, empty at its end, serves the next attempt; one that a process
+    outlived is killed and removed, never reused; closing removes them all."""
     ex = Executor(slots=1, log_dir=str(tmp_path / "logs"), log_limit=4096)
     folder = ex._cgroups.folder
     if folder is None:
         ex.close()
         pytest.skip("no writable cgroup v2 here")
-    result = ex.run(task(run="echo hi"), env=ENV, log_name="r/t/1", cancel=threading.Event())
-    assert result.succeeded
-    assert [p for p in os.listdir(folder) if os.path.isdir(f"{folder}/{p}")] == []
+
+    def cgroups() -> list[str]:
+        return sorted(p for p in os.listdir(folder) if os.path.isdir(f"{folder}/{p}"))
+
+    def procs(name: str) -> str:
+        return Path(f"{folder}/{name}/cgroup.procs").read_text()
+
+    for i in range(3):
+        result = ex.run(task(run="echo hi"), env=ENV, log_name=f"r/t/{i}", cancel=threading.Event())
+        assert result.succeeded
+        assert len(cgroups()) == 1 and procs(cgroups()[0]) == ""
+    first = cgroups()[0]
+    escaped = ex.run(
+        task(run="setsid sleep 300 >/dev/null 2>&1 & echo $! >&2"),
+        env=ENV,
+        log_name="r/t/esc",
+        cancel=threading.Event(),
+    )
+    assert escaped.succeeded
+    pid = int(escaped.log_tail.split()[-1])
+    wait_until(lambda: not pid_alive(pid), timeout=10)  # killed with its attempt's cgroup
+    assert cgroups() == [first] and procs(first) == ""
     ex.close()
     assert not os.path.exists(folder)
+
+
+def test_contain_a_cgroup_released_with_a_process_in_it_is_killed_and_removed() -> None:
+    groups = _contain.Cgroups(f"test{os.getpid()}")
+    if not groups.enabled:
+        pytest.skip("no writable cgroup v2 here")
+    try:
+        cgroup = groups.new()
+        assert cgroup is not None
+        sleeper = subprocess.Popen(["sleep", "300"])
+        assert cgroup.add(sleeper.pid)
+        groups.release(cgroup)
+        assert sleeper.wait(timeout=10) == -signal.SIGKILL
+        assert not os.path.exists(cgroup.path)
+        again = groups.new()
+        assert again is not None and again.path != cgroup.path and again.empty()
+    finally:
+        groups.close()
 
 
 def test_contain_orphans_reaps_dead_children_it_did_not_start_as_pid1() -> None:

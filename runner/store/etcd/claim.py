@@ -50,6 +50,7 @@ from runner.store.etcd.records import (
 MISS_PAUSE = 8  # claims that read the head first after a guessed claim failed its compares
 HEAD_READS = 4  # entries whose records a claim reads for the next one
 HEAD_WINDOW = 8  # queue entries a claim's success branch returns
+LOST_ROUNDS = 2  # claims again for the picks another worker took, this many times at most
 MAX_PICKS = 64  # tasks per claim transaction (each in a nested transaction: one operation)
 
 # ---------------------------------------------------------------------- claim
@@ -98,22 +99,29 @@ def claim_queue(
     want = min(limit, MAX_PICKS)
     contended = ctx.misses > 0  # a claim of this object lost a race lately
     blind = _blind(ctx, now=now, labels=labels, want=want)
+    got: list[Lease] = []
     if blind is not None:
         picks, runs, ordered = blind
-        leases = _commit_claim(ctx, worker_id, lease_id, picks, runs, now=now, ordered=ordered)
-        if leases:
-            return leases
+        got = _commit_claim(ctx, worker_id, lease_id, picks, runs, now=now, ordered=ordered)
+        if len(got) == len(picks) and (len(got) >= want or not ctx.ahead_cut):
+            return got
         ctx.misses = MISS_PAUSE
+    rounds = 0
     for rnd in range(20):
+        if len(got) >= want or (got and rounds >= LOST_ROUNDS):
+            break
         spread = contended or rnd > 0
-        picks, runs = _candidates(ctx, now=now, labels=labels, want=want, spread=spread)
+        need = want - len(got)
+        picks, runs = _candidates(ctx, now=now, labels=labels, want=need, spread=spread)
         if not picks:
-            return []
-        leases = _commit_claim(ctx, worker_id, lease_id, picks[:want], runs, now=now)
-        if leases:
-            return leases
+            break
+        leases = _commit_claim(ctx, worker_id, lease_id, picks[:need], runs, now=now)
+        got += leases
+        if len(leases) == min(need, len(picks)):
+            break  # all it picked: what the queue had (a short queue), or enough
         ctx.misses = MISS_PAUSE
-    return []
+        rounds += bool(leases)
+    return got
 
 
 def claim_assigned(
