@@ -71,9 +71,9 @@ class Recorder:
                 # the wait, which ends as soon as the slots' queue runs low.
                 self._waiting = True
                 self._cond.wait_for(
-                    lambda: len(self._done) >= batch
-                    or self._stopping
-                    or self._slots.backlog() < keep,
+                    lambda: (
+                        len(self._done) >= batch or self._stopping or self._slots.backlog() < keep
+                    ),
                     self._batch_wait,
                 )
                 self._waiting = False

@@ -123,7 +123,8 @@ def test_contain_executor_reuses_empty_cgroups_and_leaves_none_behind(tmp_path: 
     for i in range(3):
         result = ex.run(task(run="echo hi"), env=ENV, log_name=f"r/t/{i}", cancel=threading.Event())
         assert result.succeeded
-        assert len(cgroups()) == 1 and procs(cgroups()[0]) == ""
+        assert len(cgroups()) == 1
+        assert procs(cgroups()[0]) == ""
     first = cgroups()[0]
     escaped = ex.run(
         task(run="setsid sleep 300 >/dev/null 2>&1 & echo $! >&2"),
@@ -134,7 +135,8 @@ def test_contain_executor_reuses_empty_cgroups_and_leaves_none_behind(tmp_path: 
     assert escaped.succeeded
     pid = int(escaped.log_tail.split()[-1])
     wait_until(lambda: not pid_alive(pid), timeout=10)  # killed with its attempt's cgroup
-    assert cgroups() == [first] and procs(first) == ""
+    assert cgroups() == [first]
+    assert procs(first) == ""
     ex.close()
     assert not os.path.exists(folder)
 
@@ -152,7 +154,9 @@ def test_contain_a_cgroup_released_with_a_process_in_it_is_killed_and_removed() 
         assert sleeper.wait(timeout=10) == -signal.SIGKILL
         assert not os.path.exists(cgroup.path)
         again = groups.new()
-        assert again is not None and again.path != cgroup.path and again.empty()
+        assert again is not None
+        assert again.path != cgroup.path
+        assert again.empty()
     finally:
         groups.close()
 
