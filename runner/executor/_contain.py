@@ -81,6 +81,8 @@ class Cgroup:
         self.path = path
         self.procs = f"{path}/cgroup.procs"
         self._removed = False
+        self.cleared = False  # `clear` found it empty, or left it so
+        self._events = -1  # cgroup.events, opened by the first `empty`
 
     def wrap(self, argv: list[str]) -> list[str]:
         """`argv` started so that it joins this cgroup before it runs (see JOIN). A script for
@@ -134,18 +136,28 @@ class Cgroup:
         return self._removed
 
     def empty(self) -> bool:
-        """Whether no process is in the cgroup (or below it) now."""
+        """Whether no process is in the cgroup (or below it) now (cgroup.events, kept open)."""
         try:
-            with open(f"{self.path}/cgroup.events", "rb") as f:
-                return b"populated 0" in f.read()
+            if self._events < 0:
+                self._events = os.open(f"{self.path}/cgroup.events", os.O_RDONLY | os.O_CLOEXEC)
+            return b"populated 0" in os.pread(self._events, 256, 0)
         except OSError:
             return False
 
+    def close(self) -> None:
+        """Close the file `empty` keeps open."""
+        if self._events >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self._events)
+            self._events = -1
+
     def clear(self) -> None:
         """Kill whatever is left in the cgroup (`cgroup.kill`) and wait until it is empty; the
-        usual end, an empty cgroup, costs one read."""
-        if not self.empty():
+        usual end, an empty cgroup, costs one read. Sets `cleared`: empty now."""
+        self.cleared = self.empty()
+        if not self.cleared:
             kill_cgroup(self.path)
+            self.cleared = self.empty()
 
     def remove(self) -> None:
         """Kill whatever is left in the cgroup (`cgroup.kill`, then wait until it is empty) and
@@ -153,6 +165,7 @@ class Cgroup:
         if self._removed:
             return
         self._removed = True
+        self.close()
         try:
             os.rmdir(self.path)
             return
@@ -205,7 +218,9 @@ class Cgroups:
             return None
         with self._lock:
             if self._free:
-                return self._free.pop()
+                cgroup = self._free.pop()
+                cgroup.cleared = False
+                return cgroup
             self._count += 1
             path = f"{self.folder}/a{self._count}"
         try:
@@ -220,7 +235,7 @@ class Cgroups:
         process is left in it, else kill what is left and remove it (`Cgroup.remove`).
         Creating and removing a cgroup per attempt cost about a fifth of a `true` task's
         time on a 2-core machine (docs/PERFORMANCE.md, "Fast by default")."""
-        if not cgroup.removed and cgroup.empty():
+        if not cgroup.removed and (cgroup.cleared or cgroup.empty()):
             with self._lock:
                 self._free.append(cgroup)
             return
@@ -228,6 +243,9 @@ class Cgroups:
 
     def close(self) -> None:
         """Kill everything left in the folder and remove it."""
+        with self._lock:
+            for cgroup in self._free:
+                cgroup.close()
         if self.folder is not None:
             remove_folder(self.folder)
 

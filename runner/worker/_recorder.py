@@ -32,7 +32,7 @@ class Recorder:
         self._done: Done = []
         self._cond = threading.Condition(threading.Lock())
         self._stopping = False
-        self._waiting = False  # the recorder waits for a batch: wake it on each outcome
+        self._waiting = 0  # the batch size the recorder waits for (0: it does not wait)
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
@@ -43,8 +43,9 @@ class Recorder:
         """Queue an attempt's outcome for recording."""
         with self._cond:
             self._done.append((slot, outcome))
-            if self._waiting or len(self._done) == 1:  # what the recorder waits for
-                self._cond.notify()
+            n = len(self._done)
+            if n == 1 or (self._waiting and (n >= self._waiting or self._low())):
+                self._cond.notify()  # what the recorder waits for
 
     def stop(self) -> None:
         """Record what the slots left (they have all returned) and end the thread."""
@@ -61,24 +62,25 @@ class Recorder:
 
     def _next_batch(self) -> Done:
         batch = self._held.batch
-        keep = 2 * self._held.concurrency
         with self._cond:
             self._cond.wait_for(lambda: bool(self._done) or self._stopping)
             if self._batch_wait > 0 and len(self._done) < batch:
-                # While the slots have claimed tasks queued (`keep`: enough to stay busy while
-                # a batch is recorded), recording now gains nothing: wait for the batch, for
-                # one transaction, at most Store.finish_batch_wait. Each outcome added wakes
-                # the wait, which ends as soon as the slots' queue runs low.
-                self._waiting = True
+                # While the slots have claimed tasks queued (not `_low`), recording now gains
+                # nothing: wait for the batch, for one transaction, at most
+                # Store.finish_batch_wait; an outcome that finds the queue low ends the wait.
+                self._waiting = batch
                 self._cond.wait_for(
-                    lambda: (
-                        len(self._done) >= batch or self._stopping or self._slots.backlog() < keep
-                    ),
+                    lambda: len(self._done) >= batch or self._stopping or self._low(),
                     self._batch_wait,
                 )
-                self._waiting = False
+                self._waiting = 0
             done, self._done = self._done, []
         return done
+
+    def _low(self) -> bool:
+        """Whether the slots' queue of claimed tasks runs low: fewer than two per slot (one to
+        run while the batch is recorded, one while the room it frees is claimed)."""
+        return self._slots.backlog() < 2 * self._held.concurrency
 
     def _record(self, batch: Done) -> None:
         """Record the batch's outcomes, claiming the room it frees; the claimed tasks go to the
