@@ -1,5 +1,5 @@
 """`python -m runner`."""
 
-from runner.cli import main
+from runner.cli import entry
 
-raise SystemExit(main())
+entry()

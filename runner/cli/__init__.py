@@ -14,6 +14,7 @@ each command is a function `cmd_<name>(args, settings) -> int`. Adding a command
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib
 import logging
 import os
@@ -22,6 +23,7 @@ import sys
 import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NoReturn
 
 import runner
 from runner import config, errors
@@ -136,6 +138,17 @@ def _setup_logging(debug: bool) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+
+
+def entry() -> NoReturn:
+    """The `runner` command (and `python -m runner`): `main`, then exit. The process ends
+    right after, so the interpreter's last full garbage collections (about 40 ms for what a
+    command has loaded) are skipped: `gc.freeze` moves every object out of their reach, and
+    reference counting still frees what the exit frees (docs/PERFORMANCE.md, "Fast by
+    default")."""
+    code = main()
+    gc.freeze()
+    sys.exit(code)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
