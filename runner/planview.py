@@ -128,7 +128,7 @@ def _retries(policy: models.RetryPolicy) -> str:
 
 def render_text(plan: models.Plan) -> str:
     """Levels (tasks in one level can run together) with priority, retries, timeout, deps."""
-    from runner import dag  # networkx: only this view needs it, not plan_from_json (cron, store)
+    from runner import dag  # only this view needs it, not plan_from_json (cron, store)
 
     graph = dag.build(plan.tasks)
     levels = dag.levels(graph)

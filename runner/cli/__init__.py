@@ -5,7 +5,7 @@ exit code (see runner.errors); anything else returns 70, with a traceback only u
 
 Commands load lazily (docs/PERFORMANCE.md, "CLI start-up"): `COMMANDS` names every command with
 its one-line help and the module under runner/cli/ that adds it. `runner --help` needs only that
-table; a command's module, and what only it needs (worker, executor, cron, bench, networkx), is
+table; a command's module, and what only it needs (worker, executor, cron, bench, jsonschema), is
 imported when that command runs. A module adds its commands through `add_parsers(subparsers)`;
 each command is a function `cmd_<name>(args, settings) -> int`. Adding a command is one line in
 `COMMANDS` (and its module).

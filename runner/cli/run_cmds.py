@@ -113,7 +113,7 @@ def add_apply_parser(sub: Any) -> None:
 def _load_plan(args: argparse.Namespace, settings: Settings) -> Plan:
     """The plan of `apply FILE`: anchored to the file's folder on one machine, its cached tasks
     refreshed with --no-cache."""
-    from runner import workflow  # yaml, jsonschema, networkx: not for retry and cancel
+    from runner import workflow  # yaml, jsonschema: not for retry and cancel
 
     params = common.parse_params(args.param)
     plan = workflow.load_plan(args.file, params=params, params_file=args.params_file)

@@ -48,7 +48,7 @@ def test_random_valid_workflows_plan_into_acyclic_graphs(
     for name, size in sizes.items():
         assert len([t for t in plan.tasks if t.name == name]) == size
     by_name = {t.id: t.name for t in plan.tasks}
-    edges = {(by_name[a], by_name[b]) for a, b in graph.edges}
+    edges = {(by_name[a], by_name[b]) for a in graph for b in graph.succ[a]}
     assert edges == {(d, n) for n, ds in depends.items() for d in ds}
 
 
