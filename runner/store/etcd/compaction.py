@@ -31,9 +31,9 @@ from runner.store.etcd import gc
 
 logger = logging.getLogger(__name__)
 
-CHECK_CLAIMS = 1000  # queue entries this store object claims between two checks
-MIN_AGE = 2.0  # seconds: a target was seen at least this long ago
-ALIGN = 5000  # targets are multiples of this many revisions (the workers' targets agree)
+CHECK_CLAIMS = 500  # queue entries this store object claims between two checks
+MIN_AGE = 1.0  # seconds: a target was seen at least this long ago
+ALIGN = 2000  # targets are multiples of this many revisions (the workers' targets agree)
 
 
 @dataclass
