@@ -26,10 +26,9 @@ TASKS = 300
 
 @pytest.fixture
 def often(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Check every 10 claimed entries; any earlier check's revision is old enough."""
+    """Check every 10 claimed entries; any earlier check's proposal is old enough."""
     monkeypatch.setattr(compaction, "CHECK_CLAIMS", 10)
     monkeypatch.setattr(compaction, "MIN_AGE", 0.0)
-    monkeypatch.setattr(compaction, "ALIGN", 1)
 
 
 def _open(url: str) -> EtcdStore:
@@ -139,14 +138,28 @@ def test_compact_takes_on_or_off_only() -> None:
         open_store("etcd://127.0.0.1:1/x/?compact=sometimes")
 
 
-def test_targets_are_old_aligned_and_never_repeat(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(compaction, "MIN_AGE", 2.0)
-    monkeypatch.setattr(compaction, "ALIGN", 100)
-    state = compaction.Compaction()
-    assert compaction._check(state, 1234, now=10.0) == 0  # the first check only marks
-    assert compaction._check(state, 1500, now=11.0) == 0  # the mark is too recent
-    assert compaction._check(state, 1900, now=12.0) == 1200  # the mark, rounded down
-    assert compaction._check(state, 1950, now=14.5) == 1900
-    assert compaction._check(state, 2600, now=17.0) == 0  # 1950 rounds to 1900: done
-    assert (state.mark, state.done) == (2600, 1900)
-    assert compaction._check(state, 2601, now=19.5) == 2600
+def test_a_check_compacts_to_the_previous_proposal_once_it_is_old_enough(
+    etcd_cluster_factory: Callable[[int], etcd_harness.Cluster], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = f"{etcd_cluster_factory(1).url}/compact/"
+    store, other = _open(url), _open(url)
+    key = store.keys.compaction()
+    try:
+        for value in (b"1", b"2"):
+            store.client.txn([], [etcd_client.put(f"{store.keys.prefix}x", value)], "test")
+        first = store.client.revision
+        assert compaction.check(store.client, key) == 0  # the first check only proposes
+        proposed = store.client.get(key)
+        assert proposed is not None
+        monkeypatch.setattr(compaction, "MIN_AGE", 3600.0)
+        assert compaction.check(other.client, key) == 0  # proposed too recently: nothing
+        assert store.client.get(key) == proposed
+        assert _history_from(store, first)
+        monkeypatch.setattr(compaction, "MIN_AGE", 0.0)
+        assert compaction.check(other.client, key) == first  # any process: the old proposal
+        assert not _history_from(store, first - 1)
+        assert _history_from(store, first)  # one interval of history is kept
+        assert compaction.check(store.client, key) > first  # the next interval
+    finally:
+        store.close()
+        other.close()

@@ -389,11 +389,13 @@ def _commit_claim(
 
 
 def _compact_later(ctx: Ctx, claimed: int) -> None:
-    """Count the claimed queue entries; at a check with a target, compact etcd's history on
-    a sender thread (see `compaction`): the claim neither waits for it nor fails by it."""
-    target = compaction.claimed(ctx.compaction, ctx.client, claimed)
-    if target:
-        ctx.senders().submit(compaction.compact, ctx.client, target)
+    """Count the claimed queue entries; when a compaction check is due, run it on a sender
+    thread (see `compaction`): the claim neither waits for it nor fails by it."""
+    if ctx.compaction.claimed(claimed):
+        try:
+            ctx.senders().submit(compaction.check, ctx.client, ctx.keys.compaction())
+        except RuntimeError:  # the store object is closing: a later check compacts
+            return
 
 
 def _lock_compares(keys: Keys, picks: list[Pick]) -> list[Any]:

@@ -3,19 +3,22 @@
 etcd 3.4 keeps every deleted key in its in-memory index until a compaction, and a range read
 visits those tombstones too: each claimed queue entry is one at the queue's head, so without
 compaction every head read walks every entry claimed since the last one (docs/PERFORMANCE.md,
-"Fast by default"). Like Kubernetes' API server, which compacts its etcd every 5 minutes, each
-store object compacts as it claims: every `CHECK_CLAIMS` queue entries it claimed it checks,
-and compacts to the revision it saw at a previous check at least `MIN_AGE` seconds ago,
-rounded down to a multiple of `ALIGN`. So at least that much history (one interval, never the
-current revision) is kept, and the workers of a cluster, which see about the same revisions,
-mostly ask for the same targets: etcd walks its index once per target, and a target already
-compacted is not an error (`gc.compact`).
+"Fast by default"). Like Kubernetes' API server, which compacts its etcd every 5 minutes,
+runner's claimers compact as they go.
 
-The compaction request runs on one of the store object's sender threads, so a claim never
-waits for it or fails by it. Readers at an old revision recover: watches restart at the
-compaction point and count it as a change (`watch`), paged reads at one revision read again
-at a newer one (`client.Client.scan_at`), the sweep reads its pair of scans again
-(`workers.lose_expired`). Compares (the claims' and finishes') look at the current keys only.
+Every `CHECK_CLAIMS` queue entries a store object claims it checks, on one of its sender
+threads (a claim neither waits for a check nor fails by one). The `compaction` key holds the
+revision proposed at the previous check of any process of the cluster and when: a check that
+finds it at least `MIN_AGE` seconds old replaces it with the current revision, by a
+compare-and-set on the key, and the process that wins compacts to the old proposal. So one
+interval of history (the claims between two checks, at least `MIN_AGE`) is always kept, never
+the current revision; etcd walks its index (O(keys)) once per interval however many workers
+check; a target already compacted (`runner gc`, another owner) is not an error.
+
+Readers at an old revision recover: watches restart at the compaction point and count it as a
+change (`watch`), paged reads at one revision read again at a newer one
+(`client.Client.scan_at`), the sweep reads its pair of scans again (`workers.lose_expired`).
+Compares (claims', finishes', fencing) look at the current keys only.
 """
 
 from __future__ import annotations
@@ -24,60 +27,65 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import TypedDict
 
 from runner import errors
 from runner.store.etcd import client as c
 from runner.store.etcd import gc
+from runner.store.etcd.records import dumps, loads
 
 logger = logging.getLogger(__name__)
 
-CHECK_CLAIMS = 500  # queue entries this store object claims between two checks
-MIN_AGE = 1.0  # seconds: a target was seen at least this long ago
-ALIGN = 2000  # targets are multiples of this many revisions (the workers' targets agree)
+CHECK_CLAIMS = 2000  # queue entries a store object claims between two of its checks
+MIN_AGE = 1.0  # seconds: a proposed revision is compacted to no sooner than this
+
+
+class Proposal(TypedDict):
+    """The `compaction` key: the revision to compact to at the next check, and when it was
+    proposed (wall clock of the proposer)."""
+
+    rev: int
+    at: float
 
 
 @dataclass
 class Compaction:
-    """One store object's compaction bookkeeping."""
+    """One store object's count of claimed entries toward its next check."""
 
     enabled: bool = True
-    claims: int = 0  # queue entries claimed since the last check
-    mark: int = 0  # the revision seen at the check a target is taken from (0: none yet)
-    mark_at: float = 0.0  # when (monotonic)
-    done: int = 0  # the highest revision compacted (by this object or found compacted)
+    claims: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-
-def claimed(state: Compaction, client: c.Client, n: int) -> int:
-    """Count `n` claimed queue entries; at a check, the revision to compact to (0: none)."""
-    if not state.enabled:
-        return 0
-    with state.lock:
-        state.claims += n
-        if state.claims < CHECK_CLAIMS:
-            return 0
-        state.claims = 0
-        return _check(state, client.revision, time.monotonic())
-
-
-def _check(state: Compaction, rev: int, now: float) -> int:
-    """The target of this check, if any, and the mark for the next one."""
-    if not state.mark:
-        state.mark, state.mark_at = rev, now
-        return 0
-    if now - state.mark_at < MIN_AGE:
-        return 0  # the mark is too recent: keep it until it is old enough
-    target = state.mark // ALIGN * ALIGN
-    state.mark, state.mark_at = rev, now
-    if target <= state.done:
-        return 0
-    state.done = target
-    return target
+    def claimed(self, n: int) -> bool:
+        """Count `n` claimed queue entries; True when a check is due."""
+        if not self.enabled:
+            return False
+        with self.lock:
+            self.claims += n
+            if self.claims < CHECK_CLAIMS:
+                return False
+            self.claims = 0
+            return True
 
 
-def compact(client: c.Client, target: int) -> None:
-    """Compact etcd's history up to `target`. A failure only postpones it (logged)."""
+def check(client: c.Client, key: str) -> int:
+    """Propose the current revision and compact to the previous proposal when it is old
+    enough and this check won the key; the revision compacted to (0: none). A failure only
+    postpones the compaction (logged)."""
     try:
-        gc.compact_to(client, target)
+        item = client.get(key)
+        now, rev = time.time(), client.revision
+        proposed: Proposal | None = None if item is None else loads(item.value)
+        if proposed is not None and now - float(proposed["at"]) < MIN_AGE:
+            return 0  # proposed too recently: the next check
+        compare = c.created_at(key, 0) if item is None else c.mod_is(key, item.mod)
+        mine: Proposal = {"rev": rev, "at": now}
+        if not client.txn([compare], [c.put(key, dumps(mine))], "compaction").succeeded:
+            return 0  # another process checked meanwhile
+        if proposed is None:
+            return 0
+        gc.compact_to(client, int(proposed["rev"]))
+        return int(proposed["rev"])
     except errors.StoreError as exc:
-        logger.debug("etcd compaction to revision %d failed: %s", target, exc)
+        logger.debug("etcd compaction check failed: %s", exc)
+        return 0
