@@ -26,8 +26,9 @@ TASKS = 300
 
 @pytest.fixture
 def often(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Check every 10 claimed entries; any earlier check's proposal is old enough."""
+    """Check every 10 claimed entries, compact every 40; any proposal is old enough."""
     monkeypatch.setattr(compaction, "CHECK_CLAIMS", 10)
+    monkeypatch.setattr(compaction, "INTERVAL", 40)
     monkeypatch.setattr(compaction, "MIN_AGE", 0.0)
 
 
@@ -138,9 +139,10 @@ def test_compact_takes_on_or_off_only() -> None:
         open_store("etcd://127.0.0.1:1/x/?compact=sometimes")
 
 
-def test_a_check_compacts_to_the_previous_proposal_once_it_is_old_enough(
+def test_a_check_compacts_to_the_previous_proposal_after_an_interval_of_claims(
     etcd_cluster_factory: Callable[[int], etcd_harness.Cluster], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(compaction, "INTERVAL", 100)
     url = f"{etcd_cluster_factory(1).url}/compact/"
     store, other = _open(url), _open(url)
     key = store.keys.compaction()
@@ -148,18 +150,17 @@ def test_a_check_compacts_to_the_previous_proposal_once_it_is_old_enough(
         for value in (b"1", b"2"):
             store.client.txn([], [etcd_client.put(f"{store.keys.prefix}x", value)], "test")
         first = store.client.revision
-        assert compaction.check(store.client, key) == 0  # the first check only proposes
-        proposed = store.client.get(key)
-        assert proposed is not None
+        assert compaction.check(store.client, key, 60) == 0  # the first check only proposes
+        assert compaction.check(other.client, key, 60) == 0  # 60 claims counted: too few
         monkeypatch.setattr(compaction, "MIN_AGE", 3600.0)
-        assert compaction.check(other.client, key) == 0  # proposed too recently: nothing
-        assert store.client.get(key) == proposed
+        assert compaction.check(other.client, key, 60) == 0  # 120, but proposed too recently
         assert _history_from(store, first)
         monkeypatch.setattr(compaction, "MIN_AGE", 0.0)
-        assert compaction.check(other.client, key) == first  # any process: the old proposal
+        assert compaction.check(other.client, key, 1) == first  # any process: the proposal
         assert not _history_from(store, first - 1)
         assert _history_from(store, first)  # one interval of history is kept
-        assert compaction.check(store.client, key) > first  # the next interval
+        assert compaction.check(store.client, key, 99) == 0  # a new interval begins
+        assert compaction.check(store.client, key, 1) > first
     finally:
         store.close()
         other.close()

@@ -391,9 +391,9 @@ def _commit_claim(
 def _compact_later(ctx: Ctx, claimed: int) -> None:
     """Count the claimed queue entries; when a compaction check is due, run it on a sender
     thread (see `compaction`): the claim neither waits for it nor fails by it."""
-    if ctx.compaction.claimed(claimed):
+    if counted := ctx.compaction.claimed(claimed):
         try:
-            ctx.senders().submit(compaction.check, ctx.client, ctx.keys.compaction())
+            ctx.senders().submit(compaction.check, ctx.client, ctx.keys.compaction(), counted)
         except RuntimeError:  # the store object is closing: a later check compacts
             return
 

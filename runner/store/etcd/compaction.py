@@ -7,13 +7,15 @@ compaction every head read walks every entry claimed since the last one (docs/PE
 runner's claimers compact as they go.
 
 Every `CHECK_CLAIMS` queue entries a store object claims it checks, on one of its sender
-threads (a claim neither waits for a check nor fails by one). The `compaction` key holds the
-revision proposed at the previous check of any process of the cluster and when: a check that
-finds it at least `MIN_AGE` seconds old replaces it with the current revision, by a
-compare-and-set on the key, and the process that wins compacts to the old proposal. So one
-interval of history (the claims between two checks, at least `MIN_AGE`) is always kept, never
-the current revision; etcd walks its index (O(keys)) once per interval however many workers
-check; a target already compacted (`runner gc`, another owner) is not an error.
+threads (a claim neither waits for a check nor fails by one). The `compaction` key holds a
+revision proposed earlier by some process of the cluster, when, and how many entries the
+cluster's checks counted since. A check adds its claims there by a compare-and-set on the
+key; the check that finds `INTERVAL` entries counted and the proposal at least `MIN_AGE`
+seconds old proposes the current revision instead, and, having won the key, compacts to the
+old proposal. So about one interval of history (`INTERVAL` claims, at least `MIN_AGE`) is
+always kept, never the current revision, and etcd walks its index (O(keys)) once per
+interval however many workers check; a target already compacted (`runner gc`, another owner)
+is not an error.
 
 Readers at an old revision recover: watches restart at the compaction point and count it as a
 change (`watch`), paged reads at one revision read again at a newer one
@@ -36,16 +38,18 @@ from runner.store.etcd.records import dumps, loads
 
 logger = logging.getLogger(__name__)
 
-CHECK_CLAIMS = 2000  # queue entries a store object claims between two of its checks
+CHECK_CLAIMS = 250  # queue entries a store object claims between two of its checks
+INTERVAL = 2000  # queue entries claimed in the cluster between two compactions
 MIN_AGE = 1.0  # seconds: a proposed revision is compacted to no sooner than this
 
 
 class Proposal(TypedDict):
-    """The `compaction` key: the revision to compact to at the next check, and when it was
-    proposed (wall clock of the proposer)."""
+    """The `compaction` key: the revision to compact to next, when it was proposed (the
+    proposer's wall clock), and the queue entries claimed since (as the checks counted)."""
 
     rev: int
     at: float
+    claims: int
 
 
 @dataclass
@@ -56,36 +60,39 @@ class Compaction:
     claims: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def claimed(self, n: int) -> bool:
-        """Count `n` claimed queue entries; True when a check is due."""
+    def claimed(self, n: int) -> int:
+        """Count `n` claimed queue entries; the count to check with when a check is due (0:
+        not yet)."""
         if not self.enabled:
-            return False
+            return 0
         with self.lock:
             self.claims += n
             if self.claims < CHECK_CLAIMS:
-                return False
-            self.claims = 0
-            return True
+                return 0
+            counted, self.claims = self.claims, 0
+            return counted
 
 
-def check(client: c.Client, key: str) -> int:
-    """Propose the current revision and compact to the previous proposal when it is old
-    enough and this check won the key; the revision compacted to (0: none). A failure only
-    postpones the compaction (logged)."""
+def check(client: c.Client, key: str, claims: int) -> int:
+    """Add `claims` to the proposal's count; when the interval is complete and the proposal
+    old enough, propose the current revision and compact to the old one. The revision
+    compacted to (0: none). A failure only postpones the compaction (logged)."""
     try:
         item = client.get(key)
         now, rev = time.time(), client.revision
-        proposed: Proposal | None = None if item is None else loads(item.value)
-        if proposed is not None and now - float(proposed["at"]) < MIN_AGE:
-            return 0  # proposed too recently: the next check
+        old: Proposal | None = None if item is None else loads(item.value)
+        new: Proposal = {"rev": rev, "at": now, "claims": 0}
+        due = old is not None and old["claims"] + claims >= INTERVAL
+        if old is not None and (not due or now - float(old["at"]) < MIN_AGE):
+            new = {"rev": old["rev"], "at": old["at"], "claims": old["claims"] + claims}
+            due = False
         compare = c.created_at(key, 0) if item is None else c.mod_is(key, item.mod)
-        mine: Proposal = {"rev": rev, "at": now}
-        if not client.txn([compare], [c.put(key, dumps(mine))], "compaction").succeeded:
-            return 0  # another process checked meanwhile
-        if proposed is None:
+        if not client.txn([compare], [c.put(key, dumps(new))], "compaction").succeeded:
+            return 0  # another process checked meanwhile: its count is there, ours is lost
+        if old is None or not due:
             return 0
-        gc.compact_to(client, int(proposed["rev"]))
-        return int(proposed["rev"])
+        gc.compact_to(client, int(old["rev"]))
+        return int(old["rev"])
     except errors.StoreError as exc:
         logger.debug("etcd compaction check failed: %s", exc)
         return 0
