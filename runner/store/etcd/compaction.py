@@ -15,7 +15,9 @@ seconds old proposes the current revision instead, and, having won the key, comp
 old proposal. So about one interval of history (`INTERVAL` claims, at least `MIN_AGE`) is
 always kept, never the current revision, and etcd walks its index (O(keys)) once per
 interval however many workers check; a target already compacted (`runner gc`, another owner)
-is not an error.
+is not an error. `at` is the proposer's wall clock: a clock ahead of the others' only delays
+a compaction (the proposer itself still finds it old), one behind shortens the kept time,
+never the kept interval of claims.
 
 Readers at an old revision recover: watches restart at the compaction point and count it as a
 change (`watch`), paged reads at one revision read again at a newer one
