@@ -5,6 +5,7 @@ URLs:
   sqlite:////absolute/path.db
   etcd://host:port[,host:port...][/prefix]   (prefix defaults to /runner/)
   etcds://...?ca=FILE&cert=FILE&key=FILE     (TLS; credentials from RUNNER_ETCD_USER/_PASSWORD)
+  etcd://...?compact=off                     (never compact etcd's history while claiming)
 """
 
 from __future__ import annotations

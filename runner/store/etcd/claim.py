@@ -30,7 +30,7 @@ from typing import Any
 from runner import dispatch, errors, transitions
 from runner.models import Lease, RunContext, RunState, TaskSpec, TaskState
 from runner.store.etcd import client as c
-from runner.store.etcd import cluster, flow, groups, head, workers
+from runner.store.etcd import cluster, compaction, flow, groups, head, workers
 from runner.store.etcd.context import MAX_OPS, Ctx, Pick, Seen, worker_lost
 from runner.store.etcd.keys import Keys
 from runner.store.etcd.records import (
@@ -378,6 +378,7 @@ def _commit_claim(
     if not slots:
         return []
     ctx.failpoints.hit("claim.after_commit")
+    _compact_later(ctx, len(slots))
     found = {i.key: i for i in c.items_of(res.responses)}
     for slot in slots:
         succs = {k: found.get(k) for k in succ_keys}
@@ -385,6 +386,16 @@ def _commit_claim(
     _expect(ctx, found, after, res.revision, bounded=end is not None)
     taken = [picks[i] for i in slots]
     return leases_of(ctx, taken, runs, worker_id, res.revision, slots)
+
+
+def _compact_later(ctx: Ctx, claimed: int) -> None:
+    """Count the claimed queue entries; when a compaction check is due, run it on a sender
+    thread (see `compaction`): the claim neither waits for it nor fails by it."""
+    if counted := ctx.compaction.claimed(claimed):
+        try:
+            ctx.senders().submit(compaction.check, ctx.client, ctx.keys.compaction(), counted)
+        except RuntimeError:  # the store object is closing: a later check compacts
+            return
 
 
 def _lock_compares(keys: Keys, picks: list[Pick]) -> list[Any]:

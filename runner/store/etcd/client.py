@@ -31,6 +31,11 @@ class LeaseMissing(Exception):
     """etcd answered "requested lease not found"."""
 
 
+class Compacted(errors.StoreError):
+    """etcd answered that the revision asked for has been compacted (a read at an old
+    revision, or a compaction to a revision already compacted)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Item:
     """One key-value with its revisions."""
@@ -339,7 +344,9 @@ class Client:
         revision: int = 0,
     ) -> tuple[list[Item], int]:
         """`scan` (at `revision` when set), only keys modified at or after `min_mod` when set,
-        and the read revision."""
+        and the read revision. Pages are read at the first one's revision; when a compaction
+        passed it meanwhile the scan starts again at the current revision (at `revision`, when
+        set, it raises `Compacted`)."""
         out: list[Item] = []
         start, end, rev = prefix.encode(), range_end(prefix), revision
         while True:
@@ -351,7 +358,15 @@ class Client:
                 revision=rev,
                 min_mod_revision=min_mod,
             )
-            resp = self.call(self.kv.Range, req, prefix, retry=True)
+            try:
+                resp = self.call(self.kv.Range, req, prefix, retry=True)
+            except Compacted:
+                if revision:
+                    raise  # the caller's revision: the caller reads again
+                # history was compacted past the first page's revision (a periodic compaction
+                # keeps seconds of it): read again from the start at the current revision
+                out, start, rev = [], prefix.encode(), 0
+                continue
             self._seen(resp.header)
             rev = rev or int(resp.header.revision)
             out.extend(_item(kv) for kv in resp.kvs)
@@ -530,6 +545,8 @@ def _mapped(exc: grpc.RpcError, what: str, where: str) -> Exception:
     detail = _detail(exc)
     if code is grpc.StatusCode.NOT_FOUND and "lease" in (detail or ""):
         return LeaseMissing(detail)
+    if code is grpc.StatusCode.OUT_OF_RANGE and "compacted" in (detail or ""):
+        return Compacted(f"etcd error ({what}): {detail}")
     if code in _UNAVAILABLE:
         return errors.StoreUnavailable(
             f"etcd unreachable at {where} ({what}): {detail}; check the store URL and that etcd"

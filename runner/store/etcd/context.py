@@ -16,6 +16,7 @@ from runner import dispatch, errors
 from runner.failpoints import Failpoints
 from runner.models import Lease
 from runner.store.etcd import client as c
+from runner.store.etcd.compaction import Compaction
 from runner.store.etcd.keys import Keys
 from runner.store.etcd.records import OwnRec, TaskRec, claim_revision, loads, token_of
 from runner.store.etcd.watch import Watcher
@@ -77,6 +78,7 @@ class Ctx:
     leases: dict[str, int] = field(default_factory=dict)  # worker -> its lease, registered here
     # (run, retries) their concurrency group let run (`groups.admitted`)
     admitted: set[tuple[str, int]] = field(default_factory=set)
+    compaction: Compaction = field(default_factory=Compaction)  # see `compaction`
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     _senders: ThreadPoolExecutor | None = None

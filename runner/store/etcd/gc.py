@@ -26,7 +26,6 @@ from collections.abc import Iterable, Sequence
 
 from etcd3 import etcdrpc
 
-from runner import errors
 from runner.models import RunState
 from runner.store.etcd import client as c
 from runner.store.etcd.keys import Keys, q
@@ -157,13 +156,18 @@ def _delete_keys(client: c.Client, found: Iterable[str]) -> None:
 
 def compact(client: c.Client, *, keep: int = KEEP_REVISIONS) -> int:
     """Compact etcd's history up to the current revision minus `keep`; the revision compacted
-    to (0 when there is too little history). An already compacted revision is not an error."""
+    to (0 when there is too little history)."""
     target = client.revision - keep
     if target <= 0:
         return 0
-    try:
-        client.call(client.kv.Compact, etcdrpc.CompactionRequest(revision=target), "compact")
-    except errors.StoreError as exc:
-        if "compacted" not in str(exc):
-            raise
+    compact_to(client, target)
     return target
+
+
+def compact_to(client: c.Client, revision: int) -> None:
+    """Compact etcd's history up to `revision`. An already compacted revision is not an
+    error (another process compacted as far or further)."""
+    try:
+        client.call(client.kv.Compact, etcdrpc.CompactionRequest(revision=revision), "compact")
+    except c.Compacted:
+        return

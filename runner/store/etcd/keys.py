@@ -88,6 +88,10 @@ class Keys:
     def queue(self) -> str:
         return f"{self.prefix}queue/"
 
+    def compaction(self) -> str:
+        """The revision proposed for the next compaction of etcd's history (`compaction`)."""
+        return f"{self.prefix}compaction"
+
     def queue_entry(
         self, priority: int, ready_at: float, seq: int, run_id: str, task_id: str
     ) -> str:

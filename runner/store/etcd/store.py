@@ -59,6 +59,7 @@ class EtcdStore:
         prefix: str = DEFAULT_PREFIX,
         log_limit: int = 1024 * 1024,
         failpoints: Failpoints | None = None,
+        compact: bool = True,
     ) -> None:
         self.client = c.Client(conn)
         self.keys = Keys(prefix if prefix.endswith("/") else prefix + "/")
@@ -66,6 +67,7 @@ class EtcdStore:
         watcher = Watcher(self.client, self.keys.prefix)
         fp = failpoints or Failpoints()
         self.ctx = Ctx(self.client, self.keys, watcher, fp, log_limit)
+        self.ctx.compaction.enabled = compact  # periodic compaction while claiming
         self.client.track(self.keys.queue())
         self._waited = 0
         self._runs = runs.RunCache()
@@ -83,7 +85,8 @@ class EtcdStore:
         user: str | None = None,
         password: str | None = None,
     ) -> EtcdStore:
-        """etcd://host:port[,host:port...][/prefix][?ca=FILE&cert=FILE&key=FILE]."""
+        """etcd://host:port[,host:port...][/prefix][?ca=FILE&cert=FILE&key=FILE&compact=off]
+        (`compact=off`: never compact etcd's history while claiming, see `compaction`)."""
         parts = urlsplit(url)
         query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
         endpoints = tuple(_endpoint(url, hp) for hp in parts.netloc.split(",") if hp)
@@ -99,7 +102,16 @@ class EtcdStore:
             tls=parts.scheme == "etcds",
         )
         prefix = parts.path if parts.path not in ("", "/") else DEFAULT_PREFIX
-        return cls(conn, prefix=prefix, log_limit=log_limit, failpoints=failpoints)
+        compact = query.get("compact", "on")
+        if compact not in ("on", "off"):
+            raise errors.ConfigError(f"store URL {url!r}: compact={compact!r}; use on or off")
+        return cls(
+            conn,
+            prefix=prefix,
+            log_limit=log_limit,
+            failpoints=failpoints,
+            compact=compact == "on",
+        )
 
     # ------------------------------------------------------------------ runs
 

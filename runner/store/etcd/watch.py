@@ -2,8 +2,8 @@
 
 One gRPC stream, in a daemon thread, carries several watches:
 - the puts of every key kind except the bulk bookkeeping no waiter needs (`QUIET_PUTS`: task
-  records, ownership and `held` keys, done markers, arrivals, logs), so the queue's new
-  entries, runs, workers, the cluster and cron keys;
+  records, ownership and `held` keys, done markers, arrivals, logs, the compaction proposal),
+  so the queue's new entries, runs, workers, the cluster and cron keys;
 - the deletes (key only) of every kind except queue entries and `held` keys
   (`QUIET_DELETES`), so finishes and expired leases (their ownership keys, workers, locks);
 - for a follower (`follow(run_id)`): the puts of that run's task records and log chunks.
@@ -34,7 +34,7 @@ from runner.store.etcd.keys import q
 
 logger = logging.getLogger(__name__)
 
-QUIET_PUTS = ("arr/", "cnt/", "done/", "held/", "log/", "logmeta/", "own/", "task/")
+QUIET_PUTS = ("arr/", "cnt/", "compaction", "done/", "held/", "log/", "logmeta/", "own/", "task/")
 QUIET_DELETES = ("held/", "queue/")
 MAX_FOLLOWED = 16  # runs followed at once by one store object (the oldest is dropped)
 _NOPUT = etcdrpc.WatchCreateRequest.NOPUT

@@ -140,10 +140,16 @@ def lose_expired(ctx: Ctx, *, now: float) -> list[TaskKey]:
     """Lose the held attempts whose ownership key is gone; unassign dead workers' tasks."""
     client, keys = ctx.client, ctx.keys
     # both at one revision: a task claimed between two reads would look lost
-    owns, rev = client.scan_at(keys.owns(), keys_only=True)
+    while True:
+        owns, rev = client.scan_at(keys.owns(), keys_only=True)
+        try:
+            helds = client.scan_at(keys.helds(), revision=rev)[0]
+        except c.Compacted:
+            continue  # a compaction passed `rev` between the two: read both again
+        break
     owned = {i.key for i in owns}
     changed: list[TaskKey] = []
-    for held in client.scan_at(keys.helds(), revision=rev)[0]:
+    for held in helds:
         worker_id, run_id, task_id = keys.split(held.key, "held")
         if keys.own(run_id, task_id) in owned:
             continue
