@@ -332,11 +332,17 @@ def cancel_unstarted(client: c.Client, keys: Keys, run_id: str) -> list[str]:
 
 
 def maybe_end(client: c.Client, keys: Keys, run_id: str, *, now: float) -> None:
-    """End a running run whose tasks are all terminal, by `transitions.run_outcome`."""
+    """End a running run whose tasks are all terminal, by `transitions.run_outcome`. A run
+    with a task owned (claimed, not finished: its `own/` key is there) has not ended: that
+    read is cheap where counting `done/` is O(run) (every sweep settles every active run)."""
     for _ in range(100):
-        run_item = client.get(keys.run(run_id))
-        if run_item is None:
+        responses, _ = client.reads(
+            [c.get(keys.run(run_id)), c.head(keys.own(run_id, ""), 1)], "run and an owned task"
+        )
+        found = c.items_of(responses[:1])
+        if not found or c.items_of(responses[1:]):
             return
+        run_item = found[0]
         run = load_run(run_item.value)
         if RunState(run["state"]).terminal:
             return
