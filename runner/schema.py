@@ -1,5 +1,9 @@
 """Find, load and apply the workflow JSON Schema: the one home of `jsonschema`.
 
+A valid document is checked by a predicate compiled from the schema (`is_valid`); jsonschema
+itself is imported only to explain an invalid one (its import is about 60 ms of `runner apply`'s
+start-up: docs/PERFORMANCE.md, "Fast by default").
+
 Every validation error becomes an `errors.Problem` located at the YAML node at fault (the caller
 passes `locate`, which maps a path to a position) with a short human message: unknown keys get a
 "did you mean" suggestion, and the schema's `x-hint` keywords explain what a valid value looks like.
@@ -16,12 +20,13 @@ import re
 from collections.abc import Callable, Iterable
 from importlib.resources.abc import Traversable
 from pathlib import Path
-from typing import Any
-
-import jsonschema
-import jsonschema.exceptions
+from typing import TYPE_CHECKING, Any
 
 from runner import errors
+
+if TYPE_CHECKING:
+    import jsonschema
+    import jsonschema.exceptions
 
 WORKFLOW_SCHEMA = "workflow.schema.json"
 
@@ -49,6 +54,8 @@ def load_schema(name: str = WORKFLOW_SCHEMA) -> dict[str, Any]:
 
 @functools.cache
 def _validator(name: str) -> jsonschema.Draft202012Validator:
+    import jsonschema  # only to explain an invalid document (see the module docstring)
+
     schema = load_schema(name)
     # Inlining local $refs once saves a reference lookup per node (a third of the time).
     return jsonschema.Draft202012Validator({**_inline(schema, schema.get("$defs", {}))})
@@ -344,7 +351,9 @@ def _failed_branch(
     if all(isinstance(c, dict) and list(c) == ["required"] for c in choices):
         return None
     matching = [e for e in error.context or () if e.validator != "type"]
-    return jsonschema.exceptions.best_match(matching) if matching else None
+    from jsonschema.exceptions import best_match
+
+    return best_match(matching) if matching else None
 
 
 def label(data: Any, path: tuple[str | int, ...]) -> str:
