@@ -11,7 +11,11 @@ from collections.abc import Callable
 
 import pytest
 
+from runner.models import WorkerInfo
 from runner.worker._depth import GAIN, MAX_DEPTH, SAMPLES, WINDOW, Depth
+from runner.worker._finish import Finisher
+from runner.worker._held import Held
+from runner.worker._lease import LeaseKeeper
 from tests.contract import plans
 from tests.unit.test_worker import (
     WAIT,
@@ -152,3 +156,34 @@ def test_a_task_claimed_at_a_higher_priority_starts_before_the_held_ones(
     serving.stop()
     order = [r.task for r in executor.ran]
     assert order[:3] == ["t0", "t1", "urgent"]  # ahead of t2..t8, held before it was claimed
+
+
+# ---------------------------------------------------------------------- the finisher's report
+
+
+@pytest.mark.parametrize("claims_queue", [True, False])
+def test_a_finish_that_claims_less_than_asked_means_a_short_queue_only_where_finishes_claim_from_it(
+    store: CountingStore, executor: FakeExecutor, claims_queue: bool
+) -> None:
+    """On SQLite a finish claims its room from the queue head, so fewer than asked means the
+    queue is short; on etcd a finish only hands over successors it made ready
+    (`Store.finish_claims_queue`), so its empty answer says nothing of the queue. Reading it as
+    a short queue (it once did) made etcd workers claim one task at a time."""
+    store.finish_claims_queue = claims_queue
+    submit(store, plans.fan_out(3))  # three independent tasks: no successor to hand over
+    held = Held(concurrency=1, prefetch=8)
+    keeper = LeaseKeeper(
+        store,
+        executor,
+        held,
+        name="w",
+        info=lambda: WorkerInfo(id=keeper.id, name="w", host="h", pid=1, capacity=1),
+        ttl=30.0,
+    )
+    keeper.register()
+    finisher = Finisher(store, held, keeper, labels={}, may_claim=keeper.may_claim)
+    (lease,) = store.claim(keeper.id, now=time.time(), limit=1)
+    slot = held.hold(lease)
+    assert not held.depth.short
+    finisher.finish_many([(slot, plans.ok())])  # asks for 9 (a slot + 8), the queue has 2
+    assert held.depth.short is claims_queue

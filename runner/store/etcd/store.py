@@ -48,8 +48,9 @@ DEFAULT_PREFIX = "/runner/"
 class EtcdStore:
     """Durable runs and the ready queue in etcd. Thread-safe; one gRPC channel."""
 
-    # A request per non-overlapping group of finishes anyway (see docs/PERFORMANCE.md).
-    finish_batch_wait = 0.05  # half a prefetch window (worker/_depth.py): one nested request
+    # A batch of finishes is one request of nested transactions (see `finish`): worth waiting
+    # for, up to half a prefetch window (worker/_depth.py); finishes hand over successors only.
+    finish_batch_wait = 0.05
     finish_claims_queue = False
 
     def __init__(
