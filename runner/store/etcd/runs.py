@@ -111,7 +111,12 @@ def create_run(ctx: Ctx, new: NewRun) -> Run:
     run = new.run()
     # from the latest live clock: a later one must not see the deadline cut
     deadline = None if plan.timeout is None else new.now + ctx.clocks.ahead + plan.timeout
-    written = _write_tasks(ctx, new)
+    try:
+        written = _write_tasks(ctx, new)
+    except _RunAppeared as lost:  # another submission of this run id stored it first
+        client.txn([], [c.delete(k) for k in lost.written if "/queue/" in k], "undo")
+        _check_new(client, keys, run_id, key)
+        raise errors.RunExists(run_id, key or run_id) from None
     final = flow.Batch(compares=[c.created_at(keys.run(run_id), 0)])
     record = run_to_dict(
         run, fail_fast=plan.fail_fast, parallelism=plan.parallelism, dispatch=plan.dispatch
@@ -139,10 +144,28 @@ def create_run(ctx: Ctx, new: NewRun) -> Run:
     return dataclasses.replace(run, group=record.get("group"))
 
 
+class _RunAppeared(Exception):
+    """A chunk found the run stored meanwhile (another submission of the same run id, as two
+    backfills of one tick): `written`, the keys this submission's other chunks wrote."""
+
+    def __init__(self, written: list[str]) -> None:
+        super().__init__("the run appeared while its tasks were written")
+        self.written = written
+
+
 def _write_tasks(ctx: Ctx, new: NewRun) -> list[str]:
-    """Write the run's task records and first queue entries in chunks; the keys written."""
-    keys, plan, run_id = ctx.keys, new.plan, new.run_id
+    """Write the run's task records and first queue entries in chunks; the keys written.
+    Raises `_RunAppeared` when the run was stored meanwhile by another submission."""
     chunks = _Chunks(ctx.client, ctx.senders())
+    try:
+        _send_tasks(ctx, new, chunks)
+        return chunks.wait()
+    except _RunAppeared:
+        raise _RunAppeared(chunks.written) from None
+
+
+def _send_tasks(ctx: Ctx, new: NewRun, chunks: _Chunks) -> None:
+    keys, plan, run_id = ctx.keys, new.plan, new.run_id
     batch = flow.Batch(compares=[c.created_at(keys.run(run_id), 0)])
     size = 0
     for rec in task_records(plan):
@@ -163,7 +186,6 @@ def _write_tasks(ctx: Ctx, new: NewRun) -> list[str]:
         size += len(value)
         batch.put(keys.task(run_id, rec["spec"]["id"]), value)
     chunks.send(batch)
-    return chunks.wait()
 
 
 class _Chunks:
@@ -191,14 +213,15 @@ class _Chunks:
         try:
             self.written += sent.result()
         except BaseException:
-            for other in self.pending:
-                other.exception()  # the others end before the failure is raised
+            for other in self.pending:  # the others end before the failure is raised
+                if other.exception() is None:
+                    self.written += other.result()
             self.pending.clear()
             raise
 
     def _write(self, batch: flow.Batch) -> list[str]:
         if not self.client.txn(batch.compares, batch.ops, "create run tasks").succeeded:
-            raise errors.StoreError("create run: the run appeared while its tasks were written")
+            raise _RunAppeared([])
         return [op.request_put.key.decode() for op in batch.ops]
 
 
