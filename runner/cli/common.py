@@ -106,6 +106,24 @@ def add_param_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--params-file", metavar="FILE", help="a YAML mapping of parameter values")
 
 
+def add_local_worker_flags(p: argparse.ArgumentParser) -> None:
+    """--workers and --lease-ttl of a command that runs its own local workers (apply, retry,
+    cron backfill)."""
+    p.add_argument(
+        "--workers",
+        type=non_negative_int,
+        metavar="N",
+        help="local worker slots (default: CPUs with the embedded store, 0 with etcd)",
+    )
+    p.add_argument(
+        "--lease-ttl",
+        type=positive_float,
+        metavar="SECONDS",
+        help=f"the local workers' lease (env {config.ENV_LEASE_TTL}; default "
+        f"{config.DEFAULT_LEASE_TTL:g})",
+    )
+
+
 def parse_params(items: list[str]) -> dict[str, str]:
     """`--param k=v` values as a dict. Raises UsageError naming the bad argument."""
     params: dict[str, str] = {}

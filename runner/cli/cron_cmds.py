@@ -83,18 +83,7 @@ def _add_backfill(group: Any) -> None:
     p.add_argument("--reverse", action="store_true", help="newest tick first")
     p.add_argument("--dry-run", action="store_true", help="print the ticks; start nothing")
     p.add_argument("--detach", action="store_true", help="store every run, print their ids")
-    p.add_argument(
-        "--workers",
-        type=common.non_negative_int,
-        metavar="N",
-        help="local worker slots (default: CPUs with the embedded store, 0 with etcd)",
-    )
-    p.add_argument(
-        "--lease-ttl",
-        type=common.positive_float,
-        metavar="SECONDS",
-        help="the local workers' lease (default RUNNER_LEASE_TTL)",
-    )
+    common.add_local_worker_flags(p)
     p.set_defaults(func=cmd_cron_backfill, prefetch=0)
 
 

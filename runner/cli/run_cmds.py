@@ -40,12 +40,7 @@ def add_parsers(sub: Any) -> None:
 
 
 def _add_drive_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--workers",
-        type=common.non_negative_int,
-        metavar="N",
-        help="local worker slots (default: CPUs with the embedded store, 0 with etcd)",
-    )
+    common.add_local_worker_flags(p)
     p.add_argument(
         "--prefetch",
         type=common.non_negative_int,
@@ -60,13 +55,6 @@ def _add_drive_flags(p: argparse.ArgumentParser) -> None:
         metavar="DURATION",
         help="give up waiting after DURATION (exit 4): the local workers stop at once and the "
         "run's running tasks go back to the queue for any worker (`apply --resume RUN`)",
-    )
-    p.add_argument(
-        "--lease-ttl",
-        type=common.positive_float,
-        metavar="SECONDS",
-        help=f"the local workers' lease (env {config.ENV_LEASE_TTL}; default "
-        f"{config.DEFAULT_LEASE_TTL:g})",
     )
     p.add_argument(
         "-o",

@@ -143,23 +143,22 @@ def span(start: str, end: str | bytes, limit: int) -> Op:
 
 
 def some_in(start: str, end: str) -> Cmp:
-    """Some key exists in [start, end) (an empty range compares as create revision 0)."""
-    return etcdrpc.Compare(
-        key=start.encode(),
-        range_end=end.encode(),
-        target=etcdrpc.Compare.CREATE,
-        result=etcdrpc.Compare.GREATER,
-        create_revision=0,
-    )
+    """Some key exists in [start, end)."""
+    return _created_in(start, end, etcdrpc.Compare.GREATER)
 
 
 def none_in(start: str, end: str) -> Cmp:
-    """No key exists in [start, end) (an empty range compares as create revision 0)."""
+    """No key exists in [start, end)."""
+    return _created_in(start, end, etcdrpc.Compare.EQUAL)
+
+
+def _created_in(start: str, end: str, result: Any) -> Cmp:
+    """The range's create revision compared with 0 (an empty range compares as 0)."""
     return etcdrpc.Compare(
         key=start.encode(),
         range_end=end.encode(),
         target=etcdrpc.Compare.CREATE,
-        result=etcdrpc.Compare.EQUAL,
+        result=result,
         create_revision=0,
     )
 
