@@ -2,11 +2,10 @@
 
 CI: `runner apply` of a workflow of 1,000 x `true` as a whole process (start-up, submit, run,
 shutdown), beside `seq 1000 | xargs -P4 -n1 true` in the same run. W6: many independent no-op
-tasks run to the end (1,000,000 on SQLite with 4 slots in one process, as `runner apply
---workers 4` runs them; 100,000 on etcd), from a fresh process so its peak RSS is its own.
-As `runner apply`, it stores the run first and then starts the workers (the time counts from
-just before the submit). A workflow file holds at most 100,000 tasks (docs/WORKFLOW.md), so
-the plan is built in code.
+tasks from one matrix task in a workflow file, run to the end: 1,000,000 on SQLite by
+`runner apply FILE --workers 4` as a whole process (planning the file streamed, storing, running,
+exiting); 100,000 on etcd, the file's plan submitted here and served by the worker processes.
+Each runs in a fresh process, so its peak RSS is its own.
 """
 
 from __future__ import annotations
@@ -65,36 +64,69 @@ def ci_step(setup: benchrun.Setup) -> benchrun.Row:
     return benchrun.Row("CI", title, rate, wall, "-", figures)
 
 
-def _w6_child(setup: benchrun.Setup, n: int, out: Any) -> None:
-    plan = bench.independent(n)
-    url = benchrun.fresh_url(setup.store, setup.folder)
+def w6_workflow(folder: Path, n: int) -> Path:
+    """A workflow file of `n` (a multiple of 1,000, or less) no-op call tasks: one matrix
+    task of two axes, so the file stays small."""
+    rows, cols = (n // 1000, 1000) if n >= 1000 else (1, n)
+    if rows * cols != n:
+        raise ValueError(f"W6 size {n:,}: use a multiple of 1,000")
+    path = folder / f"w6-{n}.yaml"
+    a, b = (", ".join(str(i) for i in range(k)) for k in (rows, cols))
+    path.write_text(
+        "apiVersion: runner/v1\nkind: Workflow\nmetadata: {name: w6}\nspec:\n"
+        f"  tasks:\n    - name: t\n      call: {bench.NOOP}\n"
+        f"      matrix: {{a: [{a}], b: [{b}]}}\n"
+    )
+    return path
+
+
+def _w6_apply(setup: benchrun.Setup, path: Path, url: str) -> str:
+    """`runner apply FILE --workers N` as a whole process; the run's state."""
+    env = {**os.environ, "RUNNER_STORE": url, "RUNNER_LOG_DIR": str(setup.folder)}
+    argv = [sys.executable, "-m", "runner", "apply", str(path), "--workers", str(setup.slots)]
+    if setup.prefetch is not None:
+        argv += ["--prefetch", str(setup.prefetch)]
+    done = subprocess.run(argv, env=env, stdout=subprocess.PIPE, text=True)
+    last = done.stdout.strip().splitlines()[-1:] or [""]
+    return "succeeded" if done.returncode == 0 else f"exit {done.returncode}: {last[0]}"
+
+
+def _w6_served(setup: benchrun.Setup, path: Path, url: str) -> str:
+    """The file's plan submitted here, then served by the setup's workers (etcd: processes);
+    submitted first, as `runner apply` does."""
+    from runner import workflow
+
+    submitter = bench.open_url(url)
     try:
-        # Submitted before the workers start, as `runner apply` does: on SQLite the run is
-        # one transaction, which would keep serving workers from their heartbeats.
+        run = engine.submit(submitter, workflow.load_plan(path), now=time.time())
+    finally:
+        submitter.close()
+    with bench.serving(
+        url,
+        slots=setup.slots,
+        log_dir=str(setup.folder),
+        processes=setup.processes,
+        prefetch=setup.prefetch,
+    ) as store:
+        engine.follow(store, run.id, tasks=False)
+        return store.get_run(run.id, tasks=False).state.value
+
+
+def _w6_child(setup: benchrun.Setup, n: int, out: Any) -> None:
+    path = w6_workflow(setup.folder, n)
+    url = benchrun.fresh_url(setup.store, setup.folder)
+    whole = url.startswith("sqlite:") and not setup.processes
+    try:
         cpu0, t0 = bench.tree_cpu(), time.perf_counter()
-        submitter = bench.open_url(url)
-        try:
-            run = engine.submit(submitter, plan, now=time.time())
-        finally:
-            submitter.close()
-        del plan
-        with bench.serving(
-            url,
-            slots=setup.slots,
-            log_dir=str(setup.folder),
-            processes=setup.processes,
-            prefetch=setup.prefetch,
-        ) as store:
-            engine.follow(store, run.id, tasks=False)
-            wall, cpu = time.perf_counter() - t0, bench.tree_cpu() - cpu0
-            done = store.get_run(run.id, tasks=False)
+        state = (_w6_apply if whole else _w6_served)(setup, path, url)
+        wall, cpu = time.perf_counter() - t0, bench.tree_cpu() - cpu0
     finally:
         benchrun.discard(url)
     rss = max(
         resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
-        resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss,  # the worker processes
+        resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss,  # `runner apply`, the workers
     )
-    out.put((wall, cpu, rss / 1024, done.state.value))
+    out.put((wall, cpu, rss / 1024, state))
 
 
 def w6(setup: benchrun.Setup, n: int | None = None) -> benchrun.Row:

@@ -117,10 +117,10 @@ def fresh(entry: models.CacheEntry | None, policy_: models.CachePolicy, *, now: 
 
 def refresh(plan: models.Plan) -> models.Plan:
     """The plan with every cached task set to run and record anew (`runner apply --no-cache`)."""
-    tasks = tuple(
-        t
-        if t.cache is None
-        else dataclasses.replace(t, cache=dataclasses.replace(t.cache, refresh=True))
-        for t in plan.tasks
-    )
-    return dataclasses.replace(plan, tasks=tasks)
+
+    def fresh(t: models.TaskSpec) -> models.TaskSpec:
+        if t.cache is None:
+            return t
+        return dataclasses.replace(t, cache=dataclasses.replace(t.cache, refresh=True))
+
+    return dataclasses.replace(plan, tasks=models.map_tasks(plan.tasks, fresh))

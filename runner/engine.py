@@ -80,6 +80,15 @@ def diff(before: Run | None, after: Run) -> list[Change]:
 SUMMARY_READS_PER_TASK_S = 100_000  # a follower reads the run summary at most every tasks/this s
 
 
+def _summary_gap(store: Store, summary: Run, gap: float) -> float:
+    """The least time between a follower's summary reads. etcd counts a run's finished tasks
+    to answer (O(run)): a large run's follower reads it less often there (1 s at 100,000
+    tasks), so it never loads the store; SQLite reads a stored count."""
+    if not store.summary_counts_tasks:
+        return gap
+    return max(gap, summary.tasks_total / SUMMARY_READS_PER_TASK_S)
+
+
 def follow(
     store: Store,
     run_id: str,
@@ -91,6 +100,7 @@ def follow(
     min_gap: float = 0.02,
     tasks: bool = True,
     check: Callable[[], None] | None = None,
+    on_summary: Callable[[Run], None] | None = None,
 ) -> Run:
     """Watch a run until it ends and return it (with its tasks; without them, as soon as its
     summary says it ended, with `tasks=False` and no `on_change`).
@@ -101,6 +111,7 @@ def follow(
     times a second; its follower should not read as often); the whole run (every task, for
     `on_change`) is read at most every `detail_every` seconds and at the end, so following a
     100,000-task run stays cheap.
+    `on_summary` sees each summary read (a large run's progress: its counts, no task read).
     Raises WaitTimeout when the monotonic `deadline` passes first, and whatever `check`
     (called before each look) raises.
     """
@@ -115,9 +126,9 @@ def follow(
         if check is not None:
             check()
         summary = store.get_run(run_id, tasks=False)
-        # etcd counts a run's finished tasks to answer (O(run)): a large run's follower reads
-        # its summary less often (1 s at 100,000 tasks), so it never loads the store.
-        min_gap = max(min_gap, summary.tasks_total / SUMMARY_READS_PER_TASK_S)
+        if on_summary is not None:
+            on_summary(summary)
+        min_gap = _summary_gap(store, summary, min_gap)
         ended = summary.state.terminal and summary.tasks_done >= summary.tasks_total
         if ended and not tasks and on_change is None:
             return summary

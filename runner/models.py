@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import functools
+import itertools
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, overload
 
 JSON = Any  # a value made of dict/list/str/int/float/bool/None
 
@@ -402,7 +404,8 @@ class Concurrency:
 class Plan:
     """A workflow expanded for one set of params: the unit `runner apply` submits.
 
-    `tasks` is in a stable topological order. `hash` is the sha256 of the plan's canonical JSON
+    `tasks` is in a stable topological order: a tuple, or for a large plan `StreamedTasks`,
+    made again on each pass rather than held. `hash` is the sha256 of the plan's canonical JSON
     (everything but the hash and `source`), so the same file and params give the same hash.
     """
 
@@ -417,7 +420,7 @@ class Plan:
     schedule: Schedule | None = None
     dispatch: str | None = None
     aging: Aging | None = None
-    tasks: tuple[TaskSpec, ...] = ()
+    tasks: Sequence[TaskSpec] = ()
     hash: str = ""
     hooks: tuple[HookSpec, ...] = ()  # spec.hooks, in file order (docs/HOOKS.md)
     concurrency: Concurrency | None = None
@@ -427,6 +430,54 @@ class Plan:
             if t.id == task_id:
                 return t
         raise KeyError(task_id)
+
+
+class StreamedTasks(Sequence[TaskSpec]):
+    """A large plan's task instances (docs/ARCHITECTURE.md, "Large plans"): `make` makes them
+    again, in the same order, on each pass, so a million instances are never held at once.
+    Passes cost planning time: consumers take what they need in one pass where they can."""
+
+    __slots__ = ("_len", "_make")
+
+    def __init__(self, make: Callable[[], Iterator[TaskSpec]], length: int) -> None:
+        self._make = make
+        self._len = length
+
+    def __iter__(self) -> Iterator[TaskSpec]:
+        return self._make()
+
+    def __len__(self) -> int:
+        return self._len
+
+    @overload
+    def __getitem__(self, i: int) -> TaskSpec: ...
+    @overload
+    def __getitem__(self, i: slice) -> tuple[TaskSpec, ...]: ...
+    def __getitem__(self, i: int | slice) -> TaskSpec | tuple[TaskSpec, ...]:
+        if isinstance(i, slice):
+            return tuple(self)[i]
+        if not -self._len <= i < self._len:
+            raise IndexError(i)
+        return next(itertools.islice(self, i % self._len, None))
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Sequence) or len(other) != self._len:
+            return NotImplemented if not isinstance(other, Sequence) else False
+        return all(a == b for a, b in zip(self, other, strict=True))
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def map(self, f: Callable[[TaskSpec], TaskSpec]) -> StreamedTasks:
+        """These instances with `f` applied to each on every pass."""
+        make = self._make
+        return StreamedTasks(lambda: map(f, make()), self._len)
+
+
+def map_tasks(tasks: Sequence[TaskSpec], f: Callable[[TaskSpec], TaskSpec]) -> Sequence[TaskSpec]:
+    """`tasks` with `f` applied to each: a tuple for a tuple, streamed for streamed."""
+    if isinstance(tasks, StreamedTasks):
+        return tasks.map(f)
+    return tuple(f(t) for t in tasks)
 
 
 # --------------------------------------------------------------------------- runs in the store

@@ -8,16 +8,19 @@ as `errors.WorkflowInvalid`, located at the YAML node at fault like every other 
 
 from __future__ import annotations
 
+import collections
+import collections.abc
 import dataclasses
 import functools
 import hashlib
 import itertools
 import json
 import math
+import os
 import pathlib
 import re
 import shlex
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from runner import (
@@ -35,6 +38,9 @@ from runner import (
 
 Path = yamlsafe.Path
 RESERVED_MATRIX_KEYS = ("include", "exclude")
+MAX_INSTANCES = 100_000  # task instances of a plan held in memory, after matrix expansion
+MAX_STREAMED = 1_000_000  # ... of a plan streamed (`streamable`): made again on each pass
+STREAM_ABOVE = 10_000  # a streamable plan of more instances than this is streamed
 _ENV_NAME = re.compile(r"[^A-Za-z0-9]")
 
 
@@ -78,6 +84,34 @@ def expand_matrix(matrix: Mapping[str, Any]) -> list[dict[str, Any]]:
     return combos
 
 
+def iter_matrix(matrix: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
+    """`expand_matrix`'s combinations one at a time, in the same order; without `include`
+    (which may extend any earlier combination) none is held."""
+    if matrix.get("include"):
+        yield from expand_matrix(matrix)
+        return
+    axes = {k: v for k, v in matrix.items() if k not in RESERVED_MATRIX_KEYS}
+    if not axes:
+        return
+    excludes = matrix.get("exclude") or ()
+    for values in itertools.product(*axes.values()):
+        combo = dict(zip(axes, values, strict=True))
+        if not any(_matches(combo, entry) for entry in excludes):
+            yield combo
+
+
+def streamable(spec: Mapping[str, Any]) -> bool:
+    """Whether a plan of this `spec` can be streamed: each instance is made from its task and
+    matrix values alone. A `cache:` fingerprint takes its dependencies' and a `workflow:` task
+    plans a sub-run, so plans with either are held whole (at most MAX_INSTANCES)."""
+    return not any("cache" in t or "workflow" in t for t in spec["tasks"])
+
+
+def instance_limit(spec: Mapping[str, Any]) -> int:
+    """The most task instances a plan of this `spec` may have (docs/WORKFLOW.md, "Matrix")."""
+    return MAX_STREAMED if streamable(spec) else MAX_INSTANCES
+
+
 def _matches(
     combo: Mapping[str, Any], entry: Mapping[str, Any], *, only_common: bool = False
 ) -> bool:
@@ -89,12 +123,32 @@ def _matches(
 
 def check_matrix(name: str, matrix: Mapping[str, Any]) -> list[str]:
     """What is wrong with a task's matrix: no instances, or two instances with one id."""
+    if matrix_size(matrix) > STREAM_ABOVE and not matrix.get("include"):
+        return _check_large_matrix(name, matrix)
     combos = expand_matrix(matrix)
     if not combos:
         return [f"the matrix of task {name!r} expands to no instances"]
     ids = [instance_id(name, c) for c in combos]
     dups = sorted({i for i in ids if ids.count(i) > 1}) if len(set(ids)) < len(ids) else []
     return [f"the matrix expands to {i!r} more than once" for i in dups]
+
+
+def _check_large_matrix(name: str, matrix: Mapping[str, Any]) -> list[str]:
+    """`check_matrix` without holding the combinations (no `include`): two combinations of the
+    axes share an id exactly when an axis has two values with the same text."""
+    problems = []
+    for axis, values in matrix.items():
+        if axis in RESERVED_MATRIX_KEYS:
+            continue
+        counts = collections.Counter(templating.to_text(v) for v in values)
+        for text in sorted(t for t, n in counts.items() if n > 1):
+            problems.append(
+                f"axis {axis!r} has the value {text!r} more than once: every instance with it"
+                " would have the same id"
+            )
+    if not problems and next(iter_matrix(matrix), None) is None:
+        problems.append(f"the matrix of task {name!r} expands to no instances")
+    return problems
 
 
 def instance_id(name: str, combo: Mapping[str, Any]) -> str:
@@ -200,6 +254,19 @@ class _Located(Exception):
         self.path = path
 
 
+class _Ids(dict[str, list[str]]):
+    """A streamed plan's instance ids by task, made the first time a dependent asks."""
+
+    def __init__(self, planner: _Planner) -> None:
+        super().__init__()
+        self.planner = planner
+
+    def __missing__(self, name: str) -> list[str]:
+        task = next(t for t in self.planner.tasks if t["name"] == name)
+        ids = self[name] = [instance_id(name, c) for c in self.planner.combos(task)]
+        return ids
+
+
 class _Planner:
     """Builds every task instance of a checked document for one set of params."""
 
@@ -213,8 +280,9 @@ class _Planner:
         self.param_env = {
             param_env(k): templating.escape(templating.to_text(v)) for k, v in params.items()
         }
+        self.anchor: str | None = None  # see build_plan
         self.problems: list[errors.Problem] = []
-        self.ids: dict[str, list[str]] = {}
+        self.ids: Mapping[str, list[str]] = {}  # a task's instance ids, for its dependents
         self.shared_env: list[tuple[Path, Any]] = [  # spec.env, then spec.defaults.env
             ((*base, name), value)
             for base in (("spec", "env"), ("spec", "defaults", "env"))
@@ -222,6 +290,7 @@ class _Planner:
         ]
 
     def build(self) -> list[models.TaskSpec]:
+        """Every instance, in file order."""
         combos: dict[str, list[dict[str, Any]]] = {
             t["name"]: expand_matrix(t["matrix"]) if "matrix" in t else [{}] for t in self.tasks
         }
@@ -230,14 +299,52 @@ class _Planner:
         for i, task in enumerate(self.tasks):
             base = self.common(i, task)
             for combo, id_ in zip(combos[task["name"]], self.ids[task["name"]], strict=True):
-                fields = {**base, "id": id_, "selector": dict(base["selector"])}  # owned
-                try:
-                    specs.append(self.instance(i, task, combo, fields))
-                except _Located as exc:
-                    self.problems.append(self.doc.problem(exc.path, str(exc)))
+                spec = self.located(i, task, combo, {**base, "id": id_})
+                if spec is not None:
+                    specs.append(spec)
         if self.problems:
             raise errors.WorkflowInvalid(self.problems)
         return specs
+
+    def located(
+        self, i: int, task: dict[str, Any], combo: dict[str, Any], fields: dict[str, Any]
+    ) -> models.TaskSpec | None:
+        """One instance, or None with its problem noted."""
+        fields["selector"] = dict(fields["selector"])  # each instance owns its mapping
+        try:
+            return self.instance(i, task, combo, fields)
+        except _Located as exc:
+            self.problems.append(self.doc.problem(exc.path, str(exc)))
+            return None
+
+    def combos(self, task: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        return iter_matrix(task["matrix"]) if "matrix" in task else iter(({},))
+
+    def count(self) -> int:
+        """How many instances `stream` makes (one pass over the matrices, nothing held)."""
+        return sum(sum(1 for _ in self.combos(t)) for t in self.tasks)
+
+    def stream(self) -> Iterator[models.TaskSpec]:
+        """Every instance in the order `build_plan` gives a held plan: tasks in topological
+        order (file order breaks ties), each task's instances together in matrix order. The
+        same order, because a task depends on every instance of its dependencies: once the
+        first instance of a task is free, nothing else is freed before its last.
+        Raises WorkflowInvalid after the pass, when an instance had a problem."""
+        depends = {t["name"]: t.get("depends", ()) for t in self.tasks}
+        index = {t["name"]: i for i, t in enumerate(self.tasks)}
+        self.ids = _Ids(self)
+        self.problems = []
+        for name in dag.topo_order(dag.from_depends(depends)):
+            i = index[name]
+            task = self.tasks[i]
+            base = self.common(i, task)
+            for combo in self.combos(task):
+                fields = {**base, "id": instance_id(name, combo)}
+                spec = self.located(i, task, combo, fields)
+                if spec is not None:
+                    yield spec
+        if self.problems:
+            raise errors.WorkflowInvalid(self.problems)
 
     def origin(self, i: int, task: dict[str, Any], key: str) -> tuple[Any, Path]:
         if key in task or key not in self.defaults:
@@ -298,7 +405,9 @@ class _Planner:
             with_=with_,
             env=self.env(i, task, combo),
             secret_env=self.secret_env(task),
-            workdir=None if workdir is None else self.text(workdir, workdir_at, combo),
+            workdir=anchored_workdir(
+                self.anchor, None if workdir is None else self.text(workdir, workdir_at, combo)
+            ),
             matrix=dict(combo),
             cache=self.cache(i, task, combo),
             **base,
@@ -407,12 +516,29 @@ def _aging(value: Mapping[str, Any] | None) -> models.Aging | None:
     return models.Aging(every=_duration(value["every"]), by=int(value.get("by", 1)))
 
 
-def build_plan(doc: yamlsafe.Document, *, source: str, params: dict[str, Any]) -> models.Plan:
-    """The plan of a checked document for resolved `params` (see `resolve_params`)."""
-    specs = {spec.id: spec for spec in _Planner(doc, params).build()}
-    graph = dag.build(specs.values())
+def build_plan(
+    doc: yamlsafe.Document, *, source: str, params: dict[str, Any], anchor: str | None = None
+) -> models.Plan:
+    """The plan of a checked document for resolved `params` (see `resolve_params`), with every
+    task's working directory made absolute against the folder `anchor` when given (a task
+    without `workdir:` runs there, a relative one is taken from it, an absolute one stays)."""
     metadata = doc.data["metadata"]
     spec = doc.data["spec"]
+    tasks: collections.abc.Sequence[models.TaskSpec]
+    planner = _Planner(doc, params)
+    if streamable(spec) and (n := planner.count()) > STREAM_ABOVE:
+        planner.anchor = anchor  # made anchored: a `dataclasses.replace` per pass costs
+        tasks = models.StreamedTasks(planner.stream, n)  # its hash is the first pass
+    else:
+        specs = {spec.id: spec for spec in planner.build()}
+        graph = dag.build(specs.values())
+        ordered = [specs[n] for n in dag.topo_order(graph)]
+        # anchored after the cache fingerprints, which hold the workdir as written
+        tasks = _with_cache_inputs(doc, ordered, source=source)
+        if anchor is not None:
+            tasks = tuple(
+                dataclasses.replace(t, workdir=anchored_workdir(anchor, t.workdir)) for t in tasks
+            )
     result = models.Plan(
         workflow=str(metadata["name"]),
         source=source,
@@ -425,11 +551,18 @@ def build_plan(doc: yamlsafe.Document, *, source: str, params: dict[str, Any]) -
         aging=_aging(spec.get("aging")),
         timeout=_seconds(spec.get("timeout")),
         schedule=_schedule(spec),
-        tasks=_with_cache_inputs(doc, [specs[n] for n in dag.topo_order(graph)], source=source),
+        tasks=tasks,
         hooks=_hooks(doc, params),
         concurrency=_concurrency(doc, params),
     )
     return dataclasses.replace(result, hash=plan_hash(result))
+
+
+def anchored_workdir(anchor: str | None, workdir: str | None) -> str | None:
+    """`workdir` made absolute against the folder `anchor` (unchanged without one)."""
+    if anchor is None:
+        return workdir
+    return os.path.normpath(os.path.join(os.path.abspath(anchor), workdir or "."))
 
 
 def _hooks(doc: yamlsafe.Document, params: dict[str, Any]) -> tuple[models.HookSpec, ...]:
@@ -523,13 +656,23 @@ def plan_hash(p: models.Plan) -> str:
         del body["aging"]
     if p.hooks:  # a plan without hooks keeps the hash it had before hooks existed
         body["hooks"] = [h.to_dict() for h in p.hooks]
-    body["tasks"] = [t.to_dict() for t in p.tasks]
+    # The tasks are hashed one at a time, as they would appear in the whole text: a streamed
+    # plan is never held (json.dumps of a list is "[" + its items joined by "," + "]").
+    body["tasks"] = _TASKS_MARK
     # YAML aliases can share values but never form a cycle: skip json's cycle bookkeeping
-    text = json.dumps(
-        body,
-        sort_keys=True,
-        separators=(",", ":"),
-        default=dataclasses.asdict,
-        check_circular=False,
+    encoder = json.JSONEncoder(
+        sort_keys=True, separators=(",", ":"), default=dataclasses.asdict, check_circular=False
     )
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+    head, tail = encoder.encode(body).split(encoder.encode(_TASKS_MARK), 1)
+    digest = hashlib.sha256(head.encode("utf-8"))
+    digest.update(b"[")
+    for i, task in enumerate(p.tasks):
+        if i:
+            digest.update(b",")
+        digest.update(encoder.encode(task.to_dict()).encode("utf-8"))
+    digest.update(b"]")
+    digest.update(tail.encode("utf-8"))
+    return digest.hexdigest()
+
+
+_TASKS_MARK = "\x00tasks\x00"  # where the tasks go in the text: no plan value holds a NUL

@@ -30,7 +30,6 @@ from runner import (
     yamlsafe,
 )
 
-MAX_INSTANCES = 100_000  # task instances of one plan, after matrix expansion
 TEXT_FIELDS = ("run", "args", "with", "workdir")
 Path = yamlsafe.Path
 
@@ -175,6 +174,7 @@ class _Checker:
 
     def check_matrices(self) -> None:
         total = 0
+        limit = planning.instance_limit(self.spec)
         for i, task in enumerate(self.tasks):
             matrix = task.get("matrix")
             if matrix is None:
@@ -182,8 +182,8 @@ class _Checker:
                 continue
             where = ("spec", "tasks", i, "matrix")
             total += planning.matrix_size(matrix)
-            if total > MAX_INSTANCES:
-                self.add(where, f"the plan would have more than {MAX_INSTANCES:,} task instances")
+            if total > limit:
+                self.add(where, _too_many(limit))
                 return
             for message in planning.check_matrix(task["name"], matrix):
                 self.add(where, message)
@@ -317,14 +317,21 @@ def plan(
     *,
     params: Mapping[str, str] | None = None,
     params_file: str | None = None,
+    anchor: str | os.PathLike[str] | None = None,
 ) -> models.Plan:
     """Expand a checked workflow into a `models.Plan` for one set of params.
 
     Params come from `spec.params` defaults, overridden by `params_file` (a YAML mapping of
     names to values), then by `params` (`--param NAME=VALUE`); an unknown name is an
     `errors.WorkflowInvalid`. `Plan.tasks` is in stable topological order.
+    With `anchor` (a folder: the workflow file's), every task's working directory is made
+    absolute against it: a task without `workdir:` runs there, a relative `workdir:` is taken
+    from it, an absolute one stays. What `runner apply FILE` and the scheduler store, so
+    relative paths and `call:` modules resolve next to the file, whatever the worker's current
+    folder (docs/WORKFLOW.md, "What a task sees").
     """
-    return _plan(workflow, params=params, params_file=params_file, stack=())
+    folder = None if anchor is None else os.fspath(anchor)
+    return _plan(workflow, params=params, params_file=params_file, stack=(), anchor=folder)
 
 
 def _plan(
@@ -333,10 +340,12 @@ def _plan(
     params: Mapping[str, str] | None,
     params_file: str | None,
     stack: tuple[str, ...],
+    anchor: str | None = None,
 ) -> models.Plan:
     """`plan`, inside the sub-runs of the files in `stack` (outer first)."""
     values = resolve_params(workflow, params=params, params_file=params_file)
-    built = planning.build_plan(workflow.doc, source=workflow.source, params=values)
+    doc, source = workflow.doc, workflow.source
+    built = planning.build_plan(doc, source=source, params=values, anchor=anchor)
 
     def plan_child(file: str, child: Mapping[str, str], inner: tuple[str, ...]) -> models.Plan:
         return _plan(load(file), params=child, params_file=None, stack=inner)
@@ -350,24 +359,20 @@ def load_plan(
     *,
     params: Mapping[str, str] | None = None,
     params_file: str | None = None,
+    anchor: str | os.PathLike[str] | None = None,
 ) -> models.Plan:
-    """`plan(load(path), params=..., params_file=...)`."""
-    return plan(load(path), params=params, params_file=params_file)
+    """`plan(load(path), params=..., params_file=..., anchor=...)`."""
+    return plan(load(path), params=params, params_file=params_file, anchor=anchor)
 
 
-def anchored(plan: models.Plan, folder: str | os.PathLike[str]) -> models.Plan:
-    """`plan` with every task's working directory made absolute against `folder` (the
-    workflow file's): a task without `workdir:` runs in `folder`, a relative `workdir:` is
-    taken from it, an absolute one stays. What `runner apply FILE` and the scheduler store,
-    so relative paths and `call:` modules resolve next to the file, whatever the worker's
-    current folder (docs/WORKFLOW.md, "What a task sees")."""
-    base = os.path.abspath(folder)
-    tasks = tuple(
-        dataclasses.replace(t, workdir=os.path.normpath(os.path.join(base, t.workdir or ".")))
-        for t in plan.tasks
-    )
-    moved = dataclasses.replace(plan, tasks=tasks)
-    return dataclasses.replace(moved, hash=planning.plan_hash(moved))
+def _too_many(limit: int) -> str:
+    text = f"the plan would have more than {limit:,} task instances"
+    if limit < planning.MAX_STREAMED:
+        text += (
+            f" (a plan with `cache:` or `workflow:` tasks is held in memory whole; without them"
+            f' a plan may have {planning.MAX_STREAMED:,}: docs/WORKFLOW.md, "Matrix")'
+        )
+    return text
 
 
 plan_hash = planning.plan_hash

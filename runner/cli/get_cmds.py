@@ -85,9 +85,13 @@ def cmd_get_run(args: argparse.Namespace, settings: Settings) -> int:
     try:
         run_id = resolve(store, args.run, settings)
         if args.watch:
-            progress = make_progress(sys.stderr if args.output != "table" else sys.stdout)
+            stream = sys.stderr if args.output != "table" else sys.stdout
+            total = store.get_run(run_id, tasks=False).tasks_total
+            progress = make_progress(stream, total=total)
             try:
-                run = engine.follow(store, run_id, on_change=progress.update)
+                run = engine.follow(
+                    store, run_id, on_change=progress.on_change, on_summary=progress.on_summary
+                )
             finally:
                 progress.close()
         else:

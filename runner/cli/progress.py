@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from typing import TYPE_CHECKING, TextIO
 
@@ -10,6 +11,9 @@ from runner.models import Attempt, AttemptState, Plan, Reason, Run, TaskRecord, 
 
 if TYPE_CHECKING:
     from runner.engine import Change
+
+
+DETAIL_MAX = 10_000  # a larger run is followed by its counts: a look at every task is O(run)
 
 
 class PlainProgress:
@@ -25,6 +29,8 @@ class PlainProgress:
         self._specs = {t.id: t for t in plan.tasks} if plan is not None else {}
         self._started: dict[str, int] = {}  # task id -> the last attempt whose start was said
         self._ended: dict[str, int] = {}  # task id -> the last attempt whose end was said
+        self.on_change = self.update
+        self.on_summary = None
 
     def update(self, run: Run, changes: list[Change]) -> None:
         events: list[tuple[float, str]] = []
@@ -109,6 +115,8 @@ class LiveProgress:
         self.console = Console(file=stream)
         self.live = Live(console=self.console, refresh_per_second=8, transient=False)
         self.live.start()
+        self.on_change = self.update
+        self.on_summary = None
 
     def update(self, run: Run, changes: list[Change]) -> None:
         counts = Counter(t.state for t in run.tasks)
@@ -138,5 +146,35 @@ class LiveProgress:
         self.live.stop()
 
 
-def make_progress(stream: TextIO, *, plan: Plan | None = None) -> PlainProgress | LiveProgress:
+class CountsProgress:
+    """A large run's progress from its summary alone: a line with how many of its tasks are
+    done, every `every` seconds and when the run's state changes (the tasks are not read)."""
+
+    def __init__(self, stream: TextIO, *, every: float) -> None:
+        self.stream = stream
+        self.every = every
+        self._said: tuple[str, float] | None = None  # the last line's run state and time
+        self.on_change = None
+        self.on_summary = self.update
+
+    def update(self, run: Run) -> None:
+        now = time.monotonic()
+        if self._said and self._said[0] == run.state.value and now - self._said[1] < self.every:
+            return
+        self._said = (run.state.value, now)
+        when = run.finished_at or time.time()
+        done = f"{run.tasks_done:,} of {run.tasks_total:,} tasks done"
+        print(f"{iso(when)} {run.id} {run.state.value}: {done}", file=self.stream, flush=True)
+
+    def close(self) -> None:
+        pass
+
+
+Progress = PlainProgress | LiveProgress | CountsProgress
+
+
+def make_progress(stream: TextIO, *, plan: Plan | None = None, total: int = 0) -> Progress:
+    """The progress display of a run of `total` tasks on `stream`."""
+    if total > DETAIL_MAX:
+        return CountsProgress(stream, every=2.0 if stream.isatty() else 10.0)
     return LiveProgress(stream) if stream.isatty() else PlainProgress(stream, plan=plan)

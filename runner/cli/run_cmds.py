@@ -104,9 +104,8 @@ def _load_plan(args: argparse.Namespace, settings: Settings) -> Plan:
     from runner import workflow  # yaml, jsonschema: not for retry and cancel
 
     params = common.parse_params(args.param)
-    plan = workflow.load_plan(args.file, params=params, params_file=args.params_file)
-    if common.one_machine(settings):
-        plan = workflow.anchored(plan, os.path.dirname(args.file) or ".")
+    anchor = (os.path.dirname(args.file) or ".") if common.one_machine(settings) else None
+    plan = workflow.load_plan(args.file, params=params, params_file=args.params_file, anchor=anchor)
     if args.no_cache:
         from runner import cache
 
@@ -178,7 +177,8 @@ def _drive(
     store: Store, run_id: str, args: argparse.Namespace, settings: Settings, *, plan: Plan | None
 ) -> int:
     stream = sys.stderr if args.output == "json" else sys.stdout
-    progress = make_progress(stream, plan=plan)
+    total = store.get_run(run_id, tasks=False).tasks_total
+    progress = make_progress(stream, plan=plan, total=total)
     local = _LocalWorkers.start(args, settings)
     deadline = None if args.timeout is None else time.monotonic() + args.timeout
     cli = common.runner_cmd(args)
@@ -188,7 +188,8 @@ def _drive(
         run = engine.follow(
             store,
             run_id,
-            on_change=progress.update,
+            on_change=progress.on_change,
+            on_summary=progress.on_summary,
             deadline=deadline,
             check=lambda: local.check(run_id),
         )
@@ -241,6 +242,9 @@ def _deliver_hooks(store: Store, run: Run, settings: Settings) -> Run:
     return store.get_run(run.id)
 
 
+SUMMARY_NAMES = 10  # failed tasks the last line names
+
+
 def _summary(run: Run, args: argparse.Namespace) -> None:
     if args.output == "json":
         output.dump(output.run_json(run), "json")
@@ -248,7 +252,10 @@ def _summary(run: Run, args: argparse.Namespace) -> None:
     failed = [t.id for t in run.tasks if t.state.value == "failed"]
     line = f"run {run.id} {run.state.value} in {output.duration(run)}"
     if failed:
-        line += f"; failed: {', '.join(failed)} (see `runner logs {run.id} --failed`)"
+        named = ", ".join(failed[:SUMMARY_NAMES])
+        if len(failed) > SUMMARY_NAMES:
+            named += f" and {len(failed) - SUMMARY_NAMES:,} more"
+        line += f"; failed: {named} (see `runner logs {run.id} --failed`)"
     print(line, flush=True)
 
 

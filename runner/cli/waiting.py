@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, TextIO
 
 from runner import errors
 from runner.cli.output import human_seconds
+from runner.cli.progress import DETAIL_MAX
 from runner.models import Run, TaskState
 
 if TYPE_CHECKING:
@@ -94,6 +95,7 @@ class Watch:
         self.stream: TextIO = sys.stderr
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="waiting", daemon=True)
+        self._done: int | None = None  # a large run's finished tasks at the last look
 
     def start(self) -> Watch:
         self._thread.start()
@@ -109,7 +111,9 @@ class Watch:
         said: str | None = None
         said_at = 0.0
         while not self._stop.is_set():
+            began = time.monotonic()
             line = self._check()
+            took = time.monotonic() - began
             if self._stop.is_set():
                 return
             if line is not None and (line != said or time.monotonic() - said_at >= REPEAT):
@@ -117,13 +121,25 @@ class Watch:
                 said, said_at = line, time.monotonic()
             elif line is None:
                 said = None
-            self._stop.wait(2.0)
+            self._stop.wait(max(2.0, 10 * took))  # a look at a large run is not free
 
     def _check(self) -> str | None:
         try:
+            if self._progressing():
+                return None
             run = self.store.get_run(self.run_id)
             if run.state.terminal:
                 return None
             return hint(with_reasons(self.store, run, local=self.local), self.cli)
         except errors.RunnerError:  # the follower reports store trouble itself
             return None
+
+    def _progressing(self) -> bool:
+        """Whether a large run (more than DETAIL_MAX tasks, whose every task a look reads)
+        finished tasks since the last look: it is served, so it is not read whole; a stalled
+        one is (a worker may serve some of its tasks and none the rest)."""
+        summary = self.store.get_run(self.run_id, tasks=False)
+        if summary.tasks_total <= DETAIL_MAX:
+            return False
+        done, self._done = self._done, summary.tasks_done
+        return summary.state.terminal or done != summary.tasks_done

@@ -61,9 +61,7 @@ class FolderSync:
             return
         self._seen[path] = signature
         try:
-            plan = workflow.load_plan(path)
-            if self.anchor:
-                plan = workflow.anchored(plan, path.parent)
+            plan = workflow.load_plan(path, anchor=path.parent if self.anchor else None)
         except errors.WorkflowInvalid as exc:
             self.report(f"{exc.message}\n{path}: skipped; its schedule (if any) is unchanged")
             return

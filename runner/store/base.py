@@ -67,6 +67,11 @@ class Store(Protocol):
     #: length from the former only (`worker/_depth.py`).
     finish_claims_queue: bool
 
+    #: Whether a run's summary (`get_run(tasks=False)`) counts its finished tasks (etcd: O(run))
+    #: rather than reading a stored count (SQLite): a follower of a large run then reads it less
+    #: often (`engine.follow`).
+    summary_counts_tasks: bool
+
     # ------------------------------------------------------------------ runs
 
     def create_run(

@@ -249,3 +249,31 @@ def test_apply_param_value_is_inert_text(cli: Cli) -> None:
         assert res.returncode == 0, res.stderr
         assert "Traceback" not in res.stderr
         assert (cli.cwd / "seen.txt").read_text() == f"{value}|{value}\n"
+
+
+def test_apply_of_a_large_run_shows_counts_and_names_its_failures(cli: Cli) -> None:
+    """10,101 tasks: the plan is streamed, the progress is counts, not a line per task."""
+    values = ", ".join(str(i) for i in range(101))
+    (cli.cwd / "large.yaml").write_text(
+        "apiVersion: runner/v1\nkind: Workflow\nmetadata: {name: large}\nspec:\n  tasks:\n"
+        "    - name: many\n      call: tests.callables:noop\n"
+        f"      matrix: {{a: [{values}], b: [{', '.join(str(i) for i in range(100))}]}}\n"
+        "    - {name: last, depends: [many], call: tests.callables:fail}\n"
+    )
+    res = cli.run("apply", "large.yaml", "--workers", "4", timeout=300)
+    assert res.returncode == 1, res.stdout + res.stderr
+    lines = res.stdout.splitlines()
+    run_id = lines[0].split()[1]
+    assert lines[0] == f"run {run_id} created"
+    counts = lines[1:-1]
+    assert counts, res.stdout
+    assert all(f" {run_id} " in line and line.endswith(" of 10,101 tasks done") for line in counts)
+    assert counts[-1].endswith(f" {run_id} failed: 10,101 of 10,101 tasks done")
+    assert lines[-1].startswith(f"run {run_id} failed in ")
+    assert lines[-1].endswith(f"; failed: last (see `runner logs {run_id} --failed`)")
+    assert not any("many[a=" in line for line in lines)  # no line per task
+    run = cli.get_run()
+    assert len(run["tasks"]) == 10_101
+    states = {t["id"]: t["state"] for t in run["tasks"]}
+    assert states["last"] == "failed"
+    assert sum(s == "succeeded" for s in states.values()) == 10_100

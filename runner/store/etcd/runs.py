@@ -45,16 +45,17 @@ Recs = dict[str, tuple[c.Item, TaskRec]]  # task id -> its item and record
 
 def task_records(plan: Plan) -> list[TaskRec]:
     """The stored record of every task: spec, state, successors and output references."""
+    tasks = tuple(plan.tasks)  # several passes: a streamed plan is made once
     succ: dict[str, list[str]] = defaultdict(list)
     by_name: dict[str, list[str]] = defaultdict(list)
-    for t in plan.tasks:
+    for t in tasks:
         by_name[t.name].append(t.id)
         for d in t.depends:
             succ[d].append(t.id)
-    ids = {t.id for t in plan.tasks}
-    wide = {t.id: len(set(t.depends)) for t in plan.tasks if len(set(t.depends)) > flow.WIDE}
+    ids = {t.id for t in tasks}
+    wide = {t.id: len(set(t.depends)) for t in tasks if len(set(t.depends)) > flow.WIDE}
     out: list[TaskRec] = []
-    for i, t in enumerate(plan.tasks):
+    for i, t in enumerate(tasks):
         refs = sorted(
             {r2 for r in transitions.output_refs(t) for r2 in ([r] if r in ids else by_name[r])}
         )

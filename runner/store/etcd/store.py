@@ -52,6 +52,7 @@ class EtcdStore:
     # for, up to half a prefetch window (worker/_depth.py); finishes hand over successors only.
     finish_batch_wait = 0.05
     finish_claims_queue = False
+    summary_counts_tasks = True
 
     def __init__(
         self,

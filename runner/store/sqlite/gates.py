@@ -32,21 +32,13 @@ def gate_json(spec: TaskSpec) -> str | None:
     return json.dumps(gate) if gate else None
 
 
-def write(db: sqlite3.Connection, run_id: str, plan: models.Plan) -> None:
-    """The gates of a new run's tasks, and its aging (create_run's transaction)."""
-    gated = [(g, run_id, t.id) for t in plan.tasks if (g := gate_json(t)) is not None]
-    if gated:
-        db.executemany("UPDATE tasks SET gate = ? WHERE run_id = ? AND task_id = ?", gated)
+def write_aging(db: sqlite3.Connection, run_id: str, plan: models.Plan) -> None:
+    """A new run's aging (create_run's transaction; its tasks' gates go in with their rows)."""
     if plan.aging is not None:
         db.execute(
             "UPDATE runs SET aging_every = ?, aging_by = ? WHERE id = ?",
             (plan.aging.every, plan.aging.by, run_id),
         )
-
-
-def known(plan: models.Plan) -> dict[str, str]:
-    """The gates of a plan's tasks, by id (what `write` stored)."""
-    return {t.id: g for t in plan.tasks if (g := gate_json(t)) is not None}
 
 
 def sort(

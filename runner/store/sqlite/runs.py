@@ -8,6 +8,7 @@ import json
 import sqlite3
 import time
 from collections import defaultdict
+from collections.abc import Iterator
 from typing import Any
 
 from runner import dispatch, errors
@@ -62,14 +63,13 @@ def insert_run(
             plan.dispatch,
         ),
     )
-    _insert_tasks(db, run_id, plan)
+    gated_roots, gated = _insert_tasks(db, run_id, plan, now=now)
     if plan.hooks:
         hooks.insert(db, run_id, plan)
     if plan.concurrency is not None:
         _join_group(db, run_id, plan.concurrency, now=now)
-    gates.write(db, run_id, plan)
-    roots = [t.id for t in plan.tasks if not t.depends]
-    _, ended = flow.start(db, run_id, roots, now=now, gates=gates.known(plan))
+    gates.write_aging(db, run_id, plan)
+    _, ended = flow.start(db, run_id, gated_roots, now=now, gates=gated)
     flow.propagate(db, run_id, ended, now=now)
     flow.maybe_end_run(db, run_id, now=now)
 
@@ -84,38 +84,61 @@ def _join_group(db: sqlite3.Connection, run_id: str, cc: Concurrency, *, now: fl
     groups.join(db, run_id, cc.group)
 
 
-def _insert_tasks(db: sqlite3.Connection, run_id: str, plan: Plan) -> None:
-    """All task rows and dependency edges of a run, with one executemany each."""
-    values: list[tuple[object, ...]] = []
+def _insert_tasks(
+    db: sqlite3.Connection, run_id: str, plan: Plan, *, now: float
+) -> tuple[list[str], dict[str, str]]:
+    """All task rows and dependency edges of a run, with one executemany each, in one pass over
+    the plan's tasks (a streamed plan is made once here). A root without a gate goes in queued
+    (as `flow.enqueue` would queue it, in plan order); the ids of the roots with a gate (for
+    `flow.start` to decide), and every gate."""
     edges: list[tuple[str, str, str]] = []
-    for seq, t in enumerate(plan.tasks):
-        depends = list(dict.fromkeys(t.depends))
-        edges.extend((run_id, dep, t.id) for dep in depends)
-        selector = json.dumps(t.selector) if t.selector else None
-        spec = json.dumps(t.to_dict())
-        values.append(
-            (
+    gated_roots: list[str] = []
+    gated: dict[str, str] = {}
+    first = flow.next_seq(db, 0)  # the sequence's next value: reserved below, once counted
+    queued = 0
+
+    def rows() -> Iterator[tuple[object, ...]]:
+        nonlocal queued
+        for seq, t in enumerate(plan.tasks):
+            depends = list(dict.fromkeys(t.depends))
+            edges.extend((run_id, dep, t.id) for dep in depends)
+            gate = gates.gate_json(t)
+            if gate is not None:
+                gated[t.id] = gate
+            ready = not depends and gate is None
+            if not depends and gate is not None:
+                gated_roots.append(t.id)
+            yield (
                 run_id,
                 t.id,
                 seq,
                 t.name,
-                spec,
+                json.dumps(t.to_dict()),
                 json.dumps(depends),
                 t.when.value,
                 int(t.allow_failure),
-                selector,
+                json.dumps(t.selector) if t.selector else None,
+                "ready" if ready else "pending",
                 t.priority,
                 len(depends),
                 cluster.locks_json(t),
+                gate,
+                first + queued if ready else None,
+                now if ready else None,
+                0.0,
             )
-        )
+            queued += ready
+
     db.executemany(
         "INSERT INTO tasks (run_id, task_id, seq, name, spec, depends, when_, allow_failure,"
-        " selector, state, priority, remaining_deps, locks)"
-        " VALUES (?,?,?,?,?,?,?,?,?,'pending',?,?,?)",
-        values,
+        " selector, state, priority, remaining_deps, locks, gate, ready_seq, ready_at,"
+        " not_before) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        rows(),
     )
+    if queued:
+        flow.next_seq(db, queued)
     db.executemany("INSERT INTO deps (run_id, dep_id, task_id) VALUES (?, ?, ?)", edges)
+    return gated_roots, gated
 
 
 def _check_free(db: sqlite3.Connection, run_id: str, key: str | None) -> None:

@@ -51,6 +51,7 @@ class SqliteStore:
     # How long a worker gathers finishes for one finish_many (see docs/PERFORMANCE.md).
     finish_batch_wait = 0.005
     finish_claims_queue = True
+    summary_counts_tasks = False
 
     def __init__(
         self, path: str, *, log_limit: int = 1024 * 1024, failpoints: Failpoints | None = None
