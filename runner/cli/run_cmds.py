@@ -15,7 +15,7 @@ from runner import config, engine, errors
 from runner.cli import common, interrupt, output, taskenv, waiting
 from runner.cli.progress import make_progress
 from runner.config import Settings
-from runner.models import Plan, Run
+from runner.models import Plan, Run, TaskState
 
 if TYPE_CHECKING:
     from runner.store import Store
@@ -192,7 +192,11 @@ def _drive(
             on_summary=progress.on_summary,
             deadline=deadline,
             check=lambda: local.check(run_id),
+            tasks=progress.on_change is not None,
         )
+        if progress.on_change is None:  # a large run: what the last lines need, not it whole
+            failed = None if args.output == "json" else (TaskState.FAILED,)
+            run = store.get_run(run_id, states=failed)
     except errors.WaitTimeout:
         progress.close()
         handed = local.hand_back()

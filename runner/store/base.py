@@ -42,6 +42,7 @@ from runner.models import (
     Run,
     Schedule,
     TaskKey,
+    TaskState,
     WorkerInfo,
 )
 
@@ -92,8 +93,16 @@ class Store(Protocol):
         """
         ...
 
-    def get_run(self, run_id: str, *, tasks: bool = True, now: float | None = None) -> Run:
-        """The run with its tasks (in plan order) and their attempts. A queued task's
+    def get_run(
+        self,
+        run_id: str,
+        *,
+        tasks: bool = True,
+        now: float | None = None,
+        states: Collection[TaskState] | None = None,
+    ) -> Run:
+        """The run with its tasks (in plan order; only those in `states` when given: what a
+        large run's follower reads at its end) and their attempts. A queued task's
         `waiting_reason` says why it waits: "waiting: no live worker matches gpu=true" when no
         live worker (lease alive at `now`, default the wall clock; etcd uses its own lease
         expiry) has labels matching its selector, "waiting: mutex NAME is held" when its lock

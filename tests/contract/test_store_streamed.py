@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterator
 
-from runner.models import Plan, StreamedTasks, TaskSpec
+from runner.models import Plan, StreamedTasks, TaskSpec, TaskState
 from runner.store import Store
 from tests.contract import plans
 from tests.contract.plans import T0, drain, states, worker
@@ -54,3 +54,17 @@ def test_a_streamed_plans_gate_is_decided_when_its_task_is_ready(store: Store) -
     assert got["gated"] == "skipped"
     assert got["last"] == "skipped"
     assert store.get_run("s").tasks_total == 23
+
+
+def test_a_run_read_with_states_has_only_those_tasks_and_their_attempts(store: Store) -> None:
+    store.create_run(plans.plan(*specs(), params={"go": "yes"}), run_id="r", now=T0)
+    w = worker(store)
+    drain(store, w, outcome=lambda lease: plans.fail() if lease.task_id == "r3" else plans.ok())
+    run = store.get_run("r", states=(TaskState.FAILED,))
+    assert [t.id for t in run.tasks] == ["r3"]
+    assert [a.state.value for a in run.tasks[0].attempts] == ["failed"]
+    assert run.state.value == "failed"
+    assert run.tasks_total == 23
+    skipped = store.get_run("r", states=(TaskState.SKIPPED, TaskState.SUCCEEDED))
+    assert len(skipped.tasks) == 22
+    assert [t.id for t in skipped.tasks][-3:] == ["join", "gated", "last"]

@@ -4,6 +4,7 @@ is in `keys`, the record shapes in `records` (see docs/ARCHITECTURE.md, "etcd da
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Collection, Mapping, Sequence
 from urllib.parse import parse_qs, urlsplit
 
@@ -23,6 +24,7 @@ from runner.models import (
     Run,
     RunState,
     TaskKey,
+    TaskState,
     WorkerInfo,
 )
 from runner.store.etcd import (
@@ -134,10 +136,21 @@ class EtcdStore:
         self.ctx.failpoints.hit("create_run.after_commit")
         return run
 
-    def get_run(self, run_id: str, *, tasks: bool = True, now: float | None = None) -> Run:
+    def get_run(
+        self,
+        run_id: str,
+        *,
+        tasks: bool = True,
+        now: float | None = None,
+        states: Collection[TaskState] | None = None,
+    ) -> Run:
         """The run with its tasks in plan order (live workers: those with a lease, whatever
         `now`). Raises RunNotFound."""
-        return runs.get_run(self.ctx, self._runs, run_id, tasks=tasks)
+        run = runs.get_run(self.ctx, self._runs, run_id, tasks=tasks)
+        if states is None:
+            return run
+        # the records are read (and cached) whole: etcd has no index by state
+        return dataclasses.replace(run, tasks=tuple(t for t in run.tasks if t.state in states))
 
     def list_runs(self, *, workflow: str | None = None, limit: int | None = None) -> list[Run]:
         """Runs newest first (created_at, then id), without tasks."""

@@ -8,7 +8,7 @@ import json
 import sqlite3
 import time
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from typing import Any
 
 from runner import dispatch, errors
@@ -153,23 +153,41 @@ def _check_free(db: sqlite3.Connection, run_id: str, key: str | None) -> None:
             raise errors.RunExists(holder, key)
 
 
-def read_run(db: sqlite3.Connection, run_id: str, *, tasks: bool, now: float | None = None) -> Run:
-    """The run (with its tasks in plan order and their attempts when `tasks`)."""
+def read_run(
+    db: sqlite3.Connection,
+    run_id: str,
+    *,
+    tasks: bool,
+    now: float | None = None,
+    states: Collection[TaskState] | None = None,
+) -> Run:
+    """The run (with its tasks in plan order and their attempts when `tasks`; only the tasks
+    in `states` when given)."""
     row = named(db, f"SELECT {rows.RUN_COLS} FROM runs WHERE id = ?", (run_id,)).fetchone()
     if row is None:
         raise errors.RunNotFound(run_id)
     run = _with_group_reason(db, row)
     if not tasks:
         return run
+    only, args = "", [run_id]
+    if states is not None:
+        only = f" AND state IN ({','.join('?' * len(states))})"
+        args += [s.value for s in states]
     attempts: dict[str, list[Attempt]] = defaultdict(list)
     for a in db.execute(
-        f"SELECT {rows.ATTEMPT_COLS} FROM attempts WHERE run_id = ? ORDER BY task_id, number",
-        (run_id,),
+        f"SELECT {rows.ATTEMPT_COLS} FROM attempts WHERE run_id = ?"
+        + (
+            ""
+            if not only
+            else f" AND task_id IN (SELECT task_id FROM tasks WHERE run_id = ?{only})"
+        )
+        + " ORDER BY task_id, number",
+        args if not only else [run_id, *args],
     ):
         task_id, found_attempt = rows.attempt(a)
         attempts[task_id].append(found_attempt)
     found = db.execute(
-        f"SELECT {rows.TASK_COLS} FROM tasks WHERE run_id = ? ORDER BY seq", (run_id,)
+        f"SELECT {rows.TASK_COLS} FROM tasks WHERE run_id = ?{only} ORDER BY seq", args
     ).fetchall()
     why = QueuedReasons(db, found, now=time.time() if now is None else now)
     records = tuple(rows.task(t, attempts, why.reason) for t in found)

@@ -25,6 +25,7 @@ from runner.models import (
     Plan,
     Run,
     TaskKey,
+    TaskState,
     WorkerInfo,
 )
 from runner.store.sqlite import (
@@ -89,10 +90,17 @@ class SqliteStore:
         self._failpoints.hit("create_run.after_commit")
         return run
 
-    def get_run(self, run_id: str, *, tasks: bool = True, now: float | None = None) -> Run:
+    def get_run(
+        self,
+        run_id: str,
+        *,
+        tasks: bool = True,
+        now: float | None = None,
+        states: Collection[TaskState] | None = None,
+    ) -> Run:
         """The run with its tasks in plan order and their attempts. Raises RunNotFound."""
         with self.db.tx(write=False) as db:
-            return runs.read_run(db, run_id, tasks=tasks, now=now)
+            return runs.read_run(db, run_id, tasks=tasks, now=now, states=states)
 
     def list_runs(self, *, workflow: str | None = None, limit: int | None = None) -> list[Run]:
         """Runs newest first (by created_at, then id), without their tasks."""
