@@ -558,6 +558,7 @@ def build_plan(
     return dataclasses.replace(result, hash=plan_hash(result))
 
 
+@functools.lru_cache(maxsize=1024)  # a task's instances mostly share one workdir
 def anchored_workdir(anchor: str | None, workdir: str | None) -> str | None:
     """`workdir` made absolute against the folder `anchor` (unchanged without one)."""
     if anchor is None:

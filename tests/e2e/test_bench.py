@@ -7,6 +7,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from runner import benchrun
 from runner.store.etcd import EtcdStore
 from tests.e2e.helpers import Cli
@@ -81,3 +83,18 @@ def test_bench_on_etcd_leaves_nothing_under_the_store_prefix(
         assert store.client.scan(prefix, keys_only=True) == []
     finally:
         store.close()
+
+
+def test_w6_runs_runner_apply_of_its_workflow_file_on_sqlite(tmp_path: Path) -> None:
+    from runner import benchscale, workflow
+
+    plan = workflow.load_plan(str(benchscale.w6_workflow(tmp_path, 3000)))
+    assert len(plan.tasks) == 3000
+    assert {t.call for t in plan.tasks} == {"runner.benchtask:noop"}
+    with pytest.raises(ValueError, match="multiple of 1,000"):
+        benchscale.w6_workflow(tmp_path, 1500)
+    setup = benchrun.Setup(store="sqlite", folder=tmp_path)
+    row = benchscale.w6(setup, 2000)
+    assert row.workload == "W6"
+    assert row.figures["tasks_per_s"] == 2000 / row.figures["wall_s"]
+    assert row.figures["peak_rss_mib"] > 0
