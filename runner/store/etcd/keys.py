@@ -38,6 +38,10 @@ class Keys:
     def runs(self) -> str:
         return f"{self.prefix}run/"
 
+    def creating(self, run_id: str) -> str:
+        """A run being created (`runs.create_run`): held by one submission, on its lease."""
+        return f"{self.prefix}creating/{q(run_id)}"
+
     def run_key(self, key: str) -> str:
         return f"{self.prefix}runkey/{q(key)}"
 

@@ -5,16 +5,26 @@ A run's task records and first queue entries are written in chunks while the run
 not exist; workers skip queue entries of runs they cannot read, so the run becomes visible in
 one step when the last transaction writes its record. The chunks are independent, so several
 are in flight at once (etcd commits concurrent requests with one disk sync).
+
+One submission at a time writes a run id's chunks. It first takes `creating/{run}` (created
+only if absent, on a short lease it keeps alive while it writes); every chunk and the last
+transaction compare that key's create revision, and the last transaction deletes it. Another
+submission of the same run id (two backfills of one tick, a backfill and the scheduler) waits
+for the key to go, then finds the run stored (RunExists) or, when the creator died and its lease
+ran out, takes the key and first deletes what the dead creator wrote (`_clear`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import threading
+import time
 from collections import defaultdict, deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import NoReturn
 
 from runner import errors, transitions
 from runner.models import Plan, Run, RunState, TaskRecord, TaskState, When
@@ -40,6 +50,11 @@ MAX_BYTES = 1024 * 1024  # per transaction, under etcd's 1.5 MiB request limit
 MAX_OPS = 100
 IN_FLIGHT = 8  # chunks sent at once (bounded: a 100,000-task run is not held in memory whole)
 RUNS_CACHED = 8  # runs whose task records get_run keeps, to read only what changed
+# The creation key's lease: how long a creator that died blocks another creation of its run id.
+# Refreshed every third of it while the chunks go (a 100,000-task run takes seconds).
+CREATE_TTL = 10.0
+CREATE_WAIT = 300.0  # seconds a submission waits for another's creation of the same run id
+CLEAR_PER_TXN = 25  # leftover task records deleted per transaction (4 deletes each)
 Recs = dict[str, tuple[c.Item, TaskRec]]  # task id -> its item and record
 
 
@@ -107,18 +122,39 @@ class NewRun:
 
 def create_run(ctx: Ctx, new: NewRun) -> Run:
     """Store a run (see Store.create_run)."""
-    client, keys, plan, run_id, key = ctx.client, ctx.keys, new.plan, new.run_id, new.key
-    _check_new(client, keys, run_id, key)
+    client, keys, plan, run_id = ctx.client, ctx.keys, new.plan, new.run_id
+    _check_new(client, keys, run_id, new.key)
     run = new.run()
+    creation, leftovers = _take(ctx, new)
+    try:
+        if leftovers:  # task records of a creator that died
+            _clear(ctx, run_id, creation)
+        written = _write_tasks(ctx, new, creation)
+        ctx.failpoints.hit("create_run.before_commit")
+        record = _commit(ctx, new, run, creation)
+    except _Lost:
+        _give_up(ctx, new, creation)
+    except errors.StoreUnavailable:
+        raise  # the creation key goes with its lease (a revoke would wait for etcd as well)
+    except BaseException:
+        with contextlib.suppress(errors.StoreError):
+            creation.release()  # another submission of the run id need not wait for the lease
+        raise
+    if any("/gate/" in k for k in written):  # a root with `if:`: decide it now
+        flow.settle(client, keys, run_id, now=new.now)
+    if plan.concurrency is not None and plan.concurrency.cancel_in_progress:
+        cancel = functools.partial(end_run, ctx, state=RunState.CANCELLED, now=new.now)
+        groups.cancel_ahead(ctx, run_id, plan.concurrency.group, cancel=cancel)
+    return dataclasses.replace(run, group=record.get("group"))
+
+
+def _commit(ctx: Ctx, new: NewRun, run: Run, creation: _Creation) -> RunRec:
+    """The last transaction: the run record (visibility), its markers and idempotency key,
+    and the creation key deleted; raises `_Lost` when a compare fails."""
+    client, keys, plan, run_id, key = ctx.client, ctx.keys, new.plan, new.run_id, new.key
     # from the latest live clock: a later one must not see the deadline cut
     deadline = None if plan.timeout is None else new.now + ctx.clocks.ahead + plan.timeout
-    try:
-        written = _write_tasks(ctx, new)
-    except _RunAppeared as lost:  # another submission of this run id stored it first
-        client.txn([], [c.delete(k) for k in lost.written if "/queue/" in k], "undo")
-        _check_new(client, keys, run_id, key)
-        raise errors.RunExists(run_id, key or run_id) from None
-    final = flow.Batch(compares=[c.created_at(keys.run(run_id), 0)])
+    final = flow.Batch(compares=creation.compares())
     record = run_to_dict(
         run, fail_fast=plan.fail_fast, parallelism=plan.parallelism, dispatch=plan.dispatch
     )
@@ -133,41 +169,150 @@ def create_run(ctx: Ctx, new: NewRun) -> Run:
     if key is not None:
         final.compares.append(c.created_at(keys.run_key(key), 0))
         final.put(keys.run_key(key), run_id.encode())
+    final.delete(creation.key)  # its lease is left to expire: no round trip to revoke it
+    creation.refresh()
     if not client.txn(final.compares, final.ops, "create run").succeeded:
-        client.txn([], [c.delete(k) for k in written if "/queue/" in k], "undo")
-        _check_new(client, keys, run_id, key)
-        raise errors.RunExists(run_id, key or run_id)
-    if any("/gate/" in k for k in written):  # a root with `if:`: decide it now
-        flow.settle(client, keys, run_id, now=new.now)
-    if plan.concurrency is not None and plan.concurrency.cancel_in_progress:
-        cancel = functools.partial(end_run, ctx, state=RunState.CANCELLED, now=new.now)
-        groups.cancel_ahead(ctx, run_id, plan.concurrency.group, cancel=cancel)
-    return dataclasses.replace(run, group=record.get("group"))
+        raise _Lost()
+    return record
 
 
-class _RunAppeared(Exception):
-    """A chunk found the run stored meanwhile (another submission of the same run id, as two
-    backfills of one tick): `written`, the keys this submission's other chunks wrote."""
-
-    def __init__(self, written: list[str]) -> None:
-        super().__init__("the run appeared while its tasks were written")
-        self.written = written
+class _Lost(Exception):
+    """A write of this submission failed its compares: the run was stored meanwhile, its
+    idempotency key names another run, or the creation key is no longer this submission's
+    (its lease ran out while it stalled)."""
 
 
-def _write_tasks(ctx: Ctx, new: NewRun) -> list[str]:
+@dataclass(slots=True)
+class _Creation:
+    """This submission's hold on `creating/{run}`: the lease the key lives on and the key's
+    create revision (0 until taken), which every write of the run's creation compares."""
+
+    client: c.Client
+    key: str
+    run_key: str
+    lease: int
+    rev: int = 0
+    refreshed: float = field(default_factory=time.monotonic)
+
+    def compares(self) -> list[c.Cmp]:
+        """The run is not stored and the creation key is still this submission's."""
+        return [c.created_at(self.run_key, 0), self.held()]
+
+    def held(self) -> c.Cmp:
+        return c.created_at(self.key, self.rev)
+
+    def refresh(self) -> None:
+        """Keep the lease alive (a round trip every third of its TTL at most); `_Lost` once
+        it has expired: another submission may hold the key now."""
+        if time.monotonic() - self.refreshed < CREATE_TTL / 3:
+            return
+        if self.client.keepalive(self.lease) <= 0:
+            raise _Lost()
+        self.refreshed = time.monotonic()
+
+    def release(self) -> None:
+        """Revoke the lease, which deletes the key if this submission still holds it."""
+        self.client.revoke(self.lease)
+
+
+def _take(ctx: Ctx, new: NewRun) -> tuple[_Creation, bool]:
+    """Take the run id's creation key (RunExists once the run is stored), waiting while
+    another submission holds it; and whether task records of the run exist (left by a creator
+    that died: the same transaction counts them)."""
+    client, keys, run_id = ctx.client, ctx.keys, new.run_id
+    lease = client.grant(CREATE_TTL)
+    creation = _Creation(client, keys.creating(run_id), keys.run(run_id), lease)
+    until = time.monotonic() + CREATE_WAIT
+    while True:
+        taken = client.txn(
+            [c.created_at(creation.key, 0), c.created_at(keys.run(run_id), 0)],
+            [c.put(creation.key, b"1", creation.lease), c.count(keys.task(run_id, ""))],
+            "create run: take",
+            failure=[c.get(keys.run(run_id))],
+        )
+        if taken.succeeded:
+            break
+        if c.items_of(taken.responses):  # stored by the submission that held the key
+            creation.release()
+            raise errors.RunExists(run_id, new.key or run_id)
+        _await(creation, run_id, until)
+    creation.rev = taken.revision
+    return creation, bool(taken.responses[1].response_range.count)
+
+
+def _await(creation: _Creation, run_id: str, until: float) -> None:
+    """Wait (polling: a rare wait) until the creation key is gone; StoreError past `until`.
+    A creator that died holds it until its lease expires, a live one until its run is stored."""
+    pause = 0.02
+    while creation.client.get(creation.key) is not None:
+        if time.monotonic() + pause > until:
+            creation.release()
+            raise errors.StoreError(
+                f"another submission has been creating run {run_id} for {CREATE_WAIT:g} s;"
+                " try again later"
+            )
+        time.sleep(pause)
+        pause = min(0.5, 2 * pause)
+        try:
+            creation.refresh()
+        except _Lost:  # expired while waiting (nothing on it yet): a new one will do
+            creation.lease = creation.client.grant(CREATE_TTL)
+            creation.refreshed = time.monotonic()
+
+
+def _clear(ctx: Ctx, run_id: str, creation: _Creation) -> None:
+    """Delete the task records a creator that died left of the run, each with its queue entry
+    (or assignment) and `gate/`/`aged/` markers, compared on the creation key: no claim takes
+    a task of a run without its record, so none of them ran. A record another process changed
+    meanwhile (aging, a dispatcher) is read again."""
+    client, keys = ctx.client, ctx.keys
+    while leftovers := client.scan(keys.task(run_id, "")):
+        for start in range(0, len(leftovers), CLEAR_PER_TXN):
+            b = flow.Batch(compares=[creation.held()])
+            for item in leftovers[start : start + CLEAR_PER_TXN]:
+                rec = load_task(item.value)
+                b.guard(item.key, item.mod)
+                b.delete(item.key)
+                if qkey := rec.get("qkey"):  # its queue entry, or its assignment
+                    b.delete(qkey)
+                b.delete(keys.gate(run_id, rec["spec"]["id"]))
+                b.delete(keys.aged(run_id, rec["spec"]["id"]))
+            creation.refresh()
+            done = client.txn(b.compares, b.ops, "create run: clear", [c.get(creation.key)])
+            holder = c.items_of(done.responses)
+            if not done.succeeded and (not holder or holder[0].create != creation.rev):
+                raise _Lost()  # its lease ran out: the key's next holder clears them
+
+
+def _give_up(ctx: Ctx, new: NewRun, creation: _Creation) -> NoReturn:
+    """After `_Lost`: RunExists when the run or its idempotency key is another's, else
+    StoreError. While this submission still holds the creation key it clears its own writes
+    first; once it lost the key (it stalled past the lease), the key's next holder does."""
+    client, keys, run_id = ctx.client, ctx.keys, new.run_id
+    held = client.get(creation.key)
+    if held is not None and held.create == creation.rev:
+        if client.get(keys.run(run_id)) is None:  # the idempotency key names another run
+            with contextlib.suppress(_Lost):  # lost the key meanwhile: its next holder clears
+                _clear(ctx, run_id, creation)
+        creation.release()
+    _check_new(client, keys, run_id, new.key)
+    raise errors.StoreError(
+        f"run {run_id} was not stored: its creation stalled past its {CREATE_TTL:g} s lease"
+        " (another submission of the run id may store it); try again"
+    )
+
+
+def _write_tasks(ctx: Ctx, new: NewRun, creation: _Creation) -> list[str]:
     """Write the run's task records and first queue entries in chunks; the keys written.
-    Raises `_RunAppeared` when the run was stored meanwhile by another submission."""
-    chunks = _Chunks(ctx.client, ctx.senders())
-    try:
-        _send_tasks(ctx, new, chunks)
-        return chunks.wait()
-    except _RunAppeared:
-        raise _RunAppeared(chunks.written) from None
+    Raises `_Lost` when a chunk fails its compares (after the others have ended)."""
+    chunks = _Chunks(ctx.client, ctx.senders(), creation)
+    _send_tasks(ctx, new, chunks)
+    return chunks.wait()
 
 
 def _send_tasks(ctx: Ctx, new: NewRun, chunks: _Chunks) -> None:
     keys, plan, run_id = ctx.keys, new.plan, new.run_id
-    batch = flow.Batch(compares=[c.created_at(keys.run(run_id), 0)])
+    batch = flow.Batch(compares=chunks.creation.compares())
     size = 0
     for rec in task_records(plan):
         if plan.dispatch:
@@ -181,7 +326,7 @@ def _send_tasks(ctx: Ctx, new: NewRun, chunks: _Chunks) -> None:
         if batch.ops and (len(batch.ops) + 2 > MAX_OPS or size + len(value) > MAX_BYTES):
             queued = batch.ops.pop() if starts else None  # this record's entry goes with it
             chunks.send(batch)
-            batch, size = flow.Batch(compares=[c.created_at(keys.run(run_id), 0)]), 0
+            batch, size = flow.Batch(compares=chunks.creation.compares()), 0
             if queued is not None:
                 batch.ops.append(queued)
         size += len(value)
@@ -192,14 +337,15 @@ def _send_tasks(ctx: Ctx, new: NewRun, chunks: _Chunks) -> None:
 class _Chunks:
     """A run's chunks in flight, at most IN_FLIGHT at once."""
 
-    def __init__(self, client: c.Client, senders: ThreadPoolExecutor) -> None:
-        self.client, self.senders = client, senders
+    def __init__(self, client: c.Client, senders: ThreadPoolExecutor, creation: _Creation) -> None:
+        self.client, self.senders, self.creation = client, senders, creation
         self.pending: deque[Future[list[str]]] = deque()
         self.written: list[str] = []
 
     def send(self, batch: flow.Batch) -> None:
         if not batch.ops:
             return
+        self.creation.refresh()  # the chunks of a large run take longer than the lease
         if len(self.pending) >= IN_FLIGHT:
             self._settle(self.pending.popleft())
         self.pending.append(self.senders.submit(self._write, batch))
@@ -214,15 +360,14 @@ class _Chunks:
         try:
             self.written += sent.result()
         except BaseException:
-            for other in self.pending:  # the others end before the failure is raised
-                if other.exception() is None:
-                    self.written += other.result()
+            for other in self.pending:  # the others end first: a clear must see their writes
+                other.exception()
             self.pending.clear()
             raise
 
     def _write(self, batch: flow.Batch) -> list[str]:
         if not self.client.txn(batch.compares, batch.ops, "create run tasks").succeeded:
-            raise _RunAppeared([])
+            raise _Lost()
         return [op.request_put.key.decode() for op in batch.ops]
 
 
