@@ -100,6 +100,14 @@ def iter_matrix(matrix: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
             yield combo
 
 
+def _instances(matrix: Mapping[str, Any] | None) -> int:
+    if matrix is None:
+        return 1
+    if not matrix.get("exclude") and not matrix.get("include"):
+        return matrix_size(matrix)
+    return sum(1 for _ in iter_matrix(matrix))
+
+
 def streamable(spec: Mapping[str, Any]) -> bool:
     """Whether a plan of this `spec` can be streamed: each instance is made from its task and
     matrix values alone. A `cache:` fingerprint takes its dependencies' and a `workflow:` task
@@ -321,8 +329,9 @@ class _Planner:
         return iter_matrix(task["matrix"]) if "matrix" in task else iter(({},))
 
     def count(self) -> int:
-        """How many instances `stream` makes (one pass over the matrices, nothing held)."""
-        return sum(sum(1 for _ in self.combos(t)) for t in self.tasks)
+        """How many instances `stream` makes (nothing held; a pass over a matrix only when
+        its `exclude` or `include` makes the product's size wrong)."""
+        return sum(_instances(t.get("matrix")) for t in self.tasks)
 
     def stream(self) -> Iterator[models.TaskSpec]:
         """Every instance in the order `build_plan` gives a held plan: tasks in topological
