@@ -123,8 +123,8 @@ def _count_requests(store: EtcdStore) -> list[str]:
 
 
 def _count_tallies(store: EtcdStore) -> list[int]:
-    """From now on, for each finish request, how many count-only range reads it ran (nested
-    ones included, in the branch each nested transaction took)."""
+    """From now on, for each finish request, how many reads of a run's `done/` tally it ran
+    (nested ones included, in the branch each nested transaction took)."""
     tallies: list[int] = []
     real = store.client.txn
 
@@ -142,7 +142,7 @@ def _ran_counts(ops: Any, responses: Any) -> int:
     ran = 0
     for op, resp in zip(ops, responses, strict=True):
         if op.WhichOneof("request") == "request_range":
-            ran += int(op.request_range.count_only)
+            ran += int(b"/dcnt/" in op.request_range.key)
         elif op.WhichOneof("request") == "request_txn":
             inner, answer = op.request_txn, resp.response_txn
             branch = inner.success if answer.succeeded else inner.failure

@@ -4,10 +4,11 @@ It records the attempt, the task's new state, outputs and log tail, removes the 
 key, advances up to PER_TXN successors inline (comparing the successors' revisions it knows,
 so two predecessors finishing together queue their join exactly once) and counts the run's
 terminal tasks, so only the finish that completes a run spends a second transaction ending it.
-A count reads the whole `done/` range (etcd 3.4), so a request of several finishes counts once
-per run, after them all, and not at all while a *witness* holds: another task of the run this
-store object claimed and has not finished still owned, or any other ownership key of the run
-(another worker's running task; see `_tally`). So only the finishes that may end a run count.
+The count is the run's tally (`flow.count_done`: at most 256 keys whose versions count the
+`done/` markers; a count of the `done/` range itself visits all of it, etcd 3.4). A request of
+several finishes reads it once per run, after them all, and not at all while a *witness*
+holds: another task of the run this store object claimed and has not finished still owned, or
+any other ownership key of the run (another worker's running task; see `_tally`).
 Larger fan-outs and skip cascades go through a `prop/` marker drained right after the commit.
 
 What the transaction compares is usually known without a read: the claim that made the token
@@ -277,12 +278,12 @@ MAX_GAPS = 3  # finishes of one run per request whose own keys the range witness
 
 def _tally(ctx: Ctx, run_id: str, finishing: list[str]) -> Any:
     """The op that counts run `run_id`'s terminal tasks after a request's finishes (of its
-    tasks `finishing`), nested under witnesses that the run has not ended, so the O(run)
-    count is skipped while one holds: another unfinished task of the run this object holds
+    tasks `finishing`) from its tally keys, nested under witnesses that the run has not
+    ended, so the read is skipped while one holds: another unfinished task of the run this object holds
     (its ownership key still there), else any ownership key of the run other than those of
     `finishing` (another worker's running task; a request's compares see the keys as they
     were before its writes, so the finishing tasks' own keys are left out of the ranges)."""
-    count = c.count(ctx.keys.done(run_id, ""))
+    count = c.keys_in(ctx.keys.tally(run_id))
     if len(finishing) <= MAX_GAPS:
         for gap in reversed(_own_gaps(ctx, run_id, finishing)):
             count = c.nested([c.some_in(*gap)], [], [count])
@@ -308,7 +309,7 @@ def _counted(response: Any) -> int:
     if response.WhichOneof("response") == "response_txn":
         txn = response.response_txn
         return -1 if txn.succeeded else _counted(txn.responses[0])
-    return int(response.response_range.count)
+    return flow.tallied(response.response_range.kvs)
 
 
 @dataclass

@@ -43,6 +43,8 @@ class Batch:
     compares: list[Any] = field(default_factory=list)
     ops: list[Any] = field(default_factory=list)
     arrivals: list[Any] = field(default_factory=list)  # the arrival ops among `ops`
+    tallied: set[str] = field(default_factory=set)  # the `dcnt/` keys `tally_op` puts
+    tally_op: Any = None  # one nested transaction (one operation) holding those puts
 
     def guard(self, key: str, mod: int) -> None:
         self.compares.append(c.mod_is(key, mod))
@@ -95,13 +97,54 @@ def hold(b: Batch, keys: Keys, run_id: str, rec: TaskRec) -> bool:
 def terminal(b: Batch, keys: Keys, run_id: str, rec: TaskRec, state: TaskState) -> bool:
     """Make a task terminal; True when it has successors to advance."""
     spec = rec["spec"]
+    was_done = TaskState(rec["state"]).terminal  # its marker is there already
     rec["state"] = state.value
     if rec.get("qkey"):
         b.delete(rec.pop("qkey"))
     b.put(keys.done(run_id, spec["id"]), b"1")
+    if not was_done:
+        count_done(b, keys, run_id, rec, added=True)
     if transitions.counts_as_failure(state, bool(spec.get("allowFailure"))):
         b.put(keys.fail(run_id, spec["id"]), b"1")
     return bool(rec.get("succ"))
+
+
+TALLY_SHARDS = 128  # `dcnt/{run}/p…` keys: a request's finishes of a run put different ones
+
+
+def count_done(b: Batch, keys: Keys, run_id: str, rec: TaskRec, *, added: bool) -> None:
+    """Count a `done/` marker of run `run_id` put (`added`) or deleted in `b`'s transaction:
+    a put of one of the run's tally keys, whose version (the puts since it was created) is
+    the count, so concurrent finishes never conflict on it (no compare on it). The shard is
+    the task's plan order modulo TALLY_SHARDS, the next free one when `b` already writes it
+    (etcd rejects a key written twice in one request; `finish._Layers` keeps finishes that
+    write the same one apart). The puts go in one nested transaction without compares, one
+    operation of `b` however many tasks it makes terminal (a chunk of PER_TXN tasks stays
+    under etcd's 128 operations per level). The run's count is the sum of its `p` keys'
+    versions less the sum of its `m` keys' (`tallied`): a range of at most 2 × TALLY_SHARDS
+    keys, where counting the `done/` keys themselves visits every one of them (etcd 3.4)."""
+    sign = "p" if added else "m"
+    start = int(rec.get("order", 0))
+    for i in range(TALLY_SHARDS):
+        key = keys.tally(run_id, f"{sign}{(start + i) % TALLY_SHARDS:03d}")
+        if key not in b.tallied:
+            b.tallied.add(key)
+            if b.tally_op is None:
+                b.tally_op = c.nested([], [])
+                b.ops.append(b.tally_op)  # filled in place until the request is built
+            b.tally_op.request_txn.success.append(c.put(key, b"1"))
+            return
+    raise AssertionError(f"more than {TALLY_SHARDS} done markers of one run in one batch")
+
+
+def tallied(kvs: Any) -> int:
+    """The `done/` markers a run's tally keys count, from a keys-only range read of
+    `keys.tally(run)` (a RangeResponse's `kvs`)."""
+    total = 0
+    for kv in kvs:
+        sign = kv.key.rsplit(b"/", 1)[1][:1]
+        total += int(kv.version) if sign == b"p" else -int(kv.version) if sign == b"m" else 0
+    return total
 
 
 def dep_of(rec: TaskRec) -> transitions.DepState:

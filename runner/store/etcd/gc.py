@@ -38,6 +38,7 @@ KEEP_REVISIONS = 100_000  # history kept behind the current revision when compac
 RUN_KINDS: tuple[str, ...] = ("task", "done", "fail", "prop", "own", "log", "logmeta", "arr")
 RUN_KINDS += (
     "cnt",
+    "dcnt",
     "join",
     "gate",
     "aged",

@@ -70,6 +70,11 @@ class Keys:
         """The counter of a wide task's arrivals: its version is their number."""
         return f"{self.prefix}cnt/{q(run_id)}/{q(task_id)}"
 
+    def tally(self, run_id: str, shard: str = "") -> str:
+        """A counter of the run's `done/` markers: `p{n:03d}` keys' versions count puts of
+        new markers, `m{n:03d}` keys' their deletes (`flow.count_done`)."""
+        return f"{self.prefix}dcnt/{q(run_id)}/{shard}"
+
     def gate(self, run_id: str = "", task_id: str = "") -> str:
         """A task with `if:` or forEach to decide, expand or join (runner.store.etcd.gates)."""
         if not run_id:

@@ -480,6 +480,7 @@ def _reset(b: flow.Batch, keys: Keys, retry: Retry, rec: TaskRec) -> None:
     """Make a task to re-run pending again, or decide it now when it waits for nothing."""
     run_id, chosen, recs, targets = retry.run_id, retry.chosen, retry.recs, retry.targets
     task_id = rec["spec"]["id"]
+    was_done = TaskState(rec["state"]).terminal  # its `done/` marker is there
     b.delete(keys.fail(run_id, task_id))
     rec.update({"state": TaskState.PENDING.value, "waiting_reason": None, "losses": 0})
     gates.reset(rec)  # if:, forEach: decided again
@@ -498,6 +499,8 @@ def _reset(b: flow.Batch, keys: Keys, retry: Retry, rec: TaskRec) -> None:
         rec["state"] = TaskState.SKIPPED.value  # stays done: its marker is kept
         return
     b.delete(keys.done(run_id, task_id))
+    if was_done:
+        flow.count_done(b, keys, run_id, rec, added=False)
     if state is TaskState.READY:
         flow.enqueue(b, keys, run_id, rec, now=retry.now)
 

@@ -34,7 +34,18 @@ from runner.store.etcd.keys import q
 
 logger = logging.getLogger(__name__)
 
-QUIET_PUTS = ("arr/", "cnt/", "compaction", "done/", "held/", "log/", "logmeta/", "own/", "task/")
+QUIET_PUTS = (
+    "arr/",
+    "cnt/",
+    "compaction",
+    "dcnt/",
+    "done/",
+    "held/",
+    "log/",
+    "logmeta/",
+    "own/",
+    "task/",
+)
 QUIET_DELETES = ("held/", "queue/")
 MAX_FOLLOWED = 16  # runs followed at once by one store object (the oldest is dropped)
 _NOPUT = etcdrpc.WatchCreateRequest.NOPUT
