@@ -129,6 +129,12 @@ def count(prefix: str) -> Op:
     return etcdrpc.RequestOp(request_range=req)
 
 
+def keys_in(prefix: str) -> Op:
+    """Every key under `prefix`, keys only (with their revisions and versions)."""
+    req = etcdrpc.RangeRequest(key=prefix.encode(), range_end=range_end(prefix), keys_only=True)
+    return etcdrpc.RequestOp(request_range=req)
+
+
 def head(prefix: str, limit: int) -> Op:
     """The first `limit` keys under `prefix`."""
     req = etcdrpc.RangeRequest(key=prefix.encode(), range_end=range_end(prefix), limit=limit)

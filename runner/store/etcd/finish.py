@@ -279,8 +279,9 @@ MAX_GAPS = 3  # finishes of one run per request whose own keys the range witness
 def _tally(ctx: Ctx, run_id: str, finishing: list[str]) -> Any:
     """The op that counts run `run_id`'s terminal tasks after a request's finishes (of its
     tasks `finishing`) from its tally keys, nested under witnesses that the run has not
-    ended, so the read is skipped while one holds: another unfinished task of the run this object holds
-    (its ownership key still there), else any ownership key of the run other than those of
+    ended, so the read is skipped while one holds: another unfinished task of the run this
+    object holds (its ownership key still there), else any ownership key of the run other than
+    those of
     `finishing` (another worker's running task; a request's compares see the keys as they
     were before its writes, so the finishing tasks' own keys are left out of the ranges)."""
     count = c.keys_in(ctx.keys.tally(run_id))
