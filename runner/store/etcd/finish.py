@@ -281,9 +281,8 @@ def _tally(ctx: Ctx, run_id: str, finishing: list[str]) -> Any:
     tasks `finishing`) from its tally keys, nested under witnesses that the run has not
     ended, so the read is skipped while one holds: another unfinished task of the run this
     object holds (its ownership key still there), else any ownership key of the run other than
-    those of
-    `finishing` (another worker's running task; a request's compares see the keys as they
-    were before its writes, so the finishing tasks' own keys are left out of the ranges)."""
+    those of `finishing` (another worker's running task; a request's compares see the keys as
+    they were before its writes, so the finishing tasks' own keys are left out of the ranges)."""
     count = c.keys_in(ctx.keys.tally(run_id))
     if len(finishing) <= MAX_GAPS:
         for gap in reversed(_own_gaps(ctx, run_id, finishing)):
