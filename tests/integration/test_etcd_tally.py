@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import cast
 
-from runner.models import TaskState, When
+from runner.models import Lease, TaskState, When
 from runner.store import Store
 from runner.store.etcd import EtcdStore, flow
 from runner.store.etcd import client as c
@@ -34,7 +34,7 @@ def test_tally_counts_finishes_batched_past_the_shard_count(etcd_store: EtcdStor
     n = flow.TALLY_SHARDS + 72  # t0 and t128 (and so on) would share a shard
     etcd_store.create_run(plans.fan_out(n), run_id="r1", now=T0)
     w = worker(_s(etcd_store))
-    leases = []
+    leases: list[Lease] = []
     while len(leases) < n:
         got = etcd_store.claim(w, now=T0, limit=64)
         assert got
