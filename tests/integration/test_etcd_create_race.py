@@ -5,6 +5,7 @@ that died blocks a later creation of its run id only until its lease expires."""
 
 from __future__ import annotations
 
+import dataclasses
 import signal
 import subprocess
 import sys
@@ -17,6 +18,7 @@ from typing import Any
 import pytest
 
 from runner import errors
+from runner.models import StreamedTasks
 from runner.store.etcd import EtcdStore, runs
 from tests.contract import plans
 from tests.contract.plans import worker
@@ -184,3 +186,17 @@ def test_a_submission_that_loses_the_idempotency_key_clears_what_it_wrote(
         assert sorted(claim_all(other)) == sorted(t.id for t in plan.tasks)
     finally:
         other.close()
+
+
+def test_a_run_beyond_the_etcd_task_limit_is_refused_before_anything_is_made(
+    etcd_store: EtcdStore,
+) -> None:
+    def make() -> Any:
+        raise AssertionError("the plan's tasks were made")
+
+    big = dataclasses.replace(plans.plan(), tasks=StreamedTasks(make, runs.MAX_TASKS + 1))
+    with pytest.raises(errors.UsageError, match="at most 100,000 in one run") as info:
+        etcd_store.create_run(big, run_id="big", now=plans.T0)
+    assert info.value.exit_code == errors.EXIT_USAGE
+    assert etcd_store.list_runs() == []
+    assert etcd_store.client.scan(etcd_store.keys.prefix) == []

@@ -48,6 +48,7 @@ from runner.store.etcd.records import (
 
 MAX_BYTES = 1024 * 1024  # per transaction, under etcd's 1.5 MiB request limit
 MAX_OPS = 100
+MAX_TASKS = 100_000  # per run: its records are built and held while they are written
 IN_FLIGHT = 8  # chunks sent at once (bounded: a 100,000-task run is not held in memory whole)
 RUNS_CACHED = 8  # runs whose task records get_run keeps, to read only what changed
 # The creation key's lease: how long a creator that died blocks another creation of its run id.
@@ -122,6 +123,12 @@ class NewRun:
 
 def create_run(ctx: Ctx, new: NewRun) -> Run:
     """Store a run (see Store.create_run)."""
+    if len(new.plan.tasks) > MAX_TASKS:
+        raise errors.UsageError(
+            f"run {new.run_id}: {len(new.plan.tasks):,} task instances; the etcd store takes "
+            f"at most {MAX_TASKS:,} in one run (the embedded store takes 1,000,000): split the "
+            "workflow, or run it on the embedded store"
+        )
     client, keys, plan, run_id = ctx.client, ctx.keys, new.plan, new.run_id
     _check_new(client, keys, run_id, new.key)
     run = new.run()
