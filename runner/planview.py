@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from typing import Any
 
 from runner import models
@@ -130,6 +131,8 @@ def render_text(plan: models.Plan) -> str:
     """Levels (tasks in one level can run together) with priority, retries, timeout, deps."""
     from runner import dag  # only this view needs it, not plan_from_json (cron, store)
 
+    if isinstance(plan.tasks, models.StreamedTasks):
+        return _render_by_task(plan)
     graph = dag.build(plan.tasks)
     levels = dag.levels(graph)
     lines = [
@@ -149,6 +152,39 @@ def render_text(plan: models.Plan) -> str:
             lines.append(
                 f"  {shown_id(t)}  priority {t.priority}  retries {_retries(t.retries)}  "
                 f"timeout {duration(t.timeout)}  needs {needs}{cond}"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def _render_by_task(plan: models.Plan) -> str:
+    """`render_text` of a streamed plan (more than 10,000 instances, docs/WORKFLOW.md): a line
+    per task with its instance count and its first instance, in levels of tasks; one pass
+    over the instances, none held."""
+    from runner import dag
+
+    count: Counter[str] = Counter()
+    first: dict[str, models.TaskSpec] = {}
+    for t in plan.tasks:
+        count[t.name] += 1
+        first.setdefault(t.name, t)
+    needs = {
+        n: list(dict.fromkeys(d.split("[", 1)[0] for d in t.depends)) for n, t in first.items()
+    }
+    levels = dag.levels(dag.from_depends(needs))
+    lines = [
+        f"plan {plan.workflow}  hash {plan.hash[:12]}  {len(plan.tasks):,} task instances of "
+        f"{_count(len(first), 'task')} in {_count(len(levels), 'level')} (shown by task: the "
+        "plan is streamed)",
+    ]
+    for number, level in enumerate(levels, 1):
+        lines.append(f"level {number}:")
+        for name in level:
+            t = first[name]
+            cond = "" if t.if_ is None else f"  if {t.if_}"
+            lines.append(
+                f"  {name} ×{count[name]:,} (first {shown_id(t)})  priority {t.priority}  "
+                f"retries {_retries(t.retries)}  timeout {duration(t.timeout)}  "
+                f"needs {', '.join(needs[name]) or '-'}{cond}"
             )
     return "\n".join(lines) + "\n"
 

@@ -194,3 +194,19 @@ def test_streamed_tasks_behave_as_a_sequence() -> None:
     )
     assert isinstance(upper, models.StreamedTasks)
     assert [t.id for t in upper] == ["T0", "T1", "T2", "T3", "T4"]
+
+
+def test_the_text_view_of_a_streamed_plan_is_by_task() -> None:
+    from runner import planview
+
+    text = big(10_001, "    - {name: join, depends: [t], run: 'true', retries: 2}\n")
+    plan = workflow.plan(workflow.loads(text, file="w.yaml"))
+    assert isinstance(plan.tasks, models.StreamedTasks)
+    assert planview.render_text(plan).splitlines() == [
+        f"plan w  hash {plan.hash[:12]}  10,002 task instances of 2 tasks in 2 levels"
+        " (shown by task: the plan is streamed)",
+        "level 1:",
+        "  t ×10,001 (first t[i=0])  priority 0  retries 0  timeout -  needs -",
+        "level 2:",
+        "  join ×1 (first join)  priority 0  retries 2 (backoff 1s x2)  timeout -  needs t",
+    ]
