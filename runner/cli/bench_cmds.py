@@ -27,8 +27,9 @@ workloads:
   W4  1,000 tasks running `true`, beside `seq 1000 | xargs -P4 -n1 true`
   W5  submitting a 10,000-task DAG: seconds until stored and claimable, peak RSS
   CI  `runner apply` of 1,000 x `true` as a whole process, beside xargs -P4
-  W6  1,000,000 no-op tasks (SQLite; 100,000 on etcd) run to the end, peak RSS (not by
-      default: it runs for minutes)
+  W6  1,000,000 no-op tasks of one workflow file, by `runner apply --workers 4` as a whole
+      process (SQLite; 100,000 on etcd, served by --processes), peak RSS (not by default:
+      it runs for minutes)
 
 examples:
   runner bench --only W1,W2 --repeat 1
