@@ -111,7 +111,10 @@ def _instances(matrix: Mapping[str, Any] | None) -> int:
 def streamable(spec: Mapping[str, Any]) -> bool:
     """Whether a plan of this `spec` can be streamed: each instance is made from its task and
     matrix values alone. A `cache:` fingerprint takes its dependencies' and a `workflow:` task
-    plans a sub-run, so plans with either are held whole (at most MAX_INSTANCES)."""
+    plans a sub-run, and a scheduled plan is stored whole with its schedule, so those plans are
+    held whole (at most MAX_INSTANCES)."""
+    if "schedule" in spec:
+        return False
     return not any("cache" in t or "workflow" in t for t in spec["tasks"])
 
 

@@ -369,8 +369,9 @@ def _too_many(limit: int) -> str:
     text = f"the plan would have more than {limit:,} task instances"
     if limit < planning.MAX_STREAMED:
         text += (
-            f" (a plan with `cache:` or `workflow:` tasks is held in memory whole; without them"
-            f' a plan may have {planning.MAX_STREAMED:,}: docs/WORKFLOW.md, "Matrix")'
+            " (a plan with `cache:` or `workflow:` tasks, or a `schedule:`, is held in memory"
+            f" whole; without them a plan may have {planning.MAX_STREAMED:,}:"
+            ' docs/WORKFLOW.md, "Matrix")'
         )
     return text
 

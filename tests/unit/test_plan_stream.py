@@ -146,6 +146,9 @@ def test_the_instance_limit_is_higher_for_a_streamable_plan(tmp_path: Path) -> N
     with pytest.raises(errors.WorkflowInvalid, match="more than 100,000 task instances") as info:
         workflow.loads(cached, file="w.yaml")
     assert "held in memory whole" in info.value.message
+    scheduled = ok.replace("spec:\n", "spec:\n  schedule: '0 * * * *'\n", 1)
+    with pytest.raises(errors.WorkflowInvalid, match="more than 100,000 task instances"):
+        workflow.loads(scheduled, file="w.yaml")
 
 
 @pytest.mark.parametrize(
