@@ -21,7 +21,11 @@ class PlainProgress:
     (an attempt's start and end, a task's entry into the queue, the run's start and end), not
     when the follower noticed. Every attempt's end is a line, retried failures included:
     `extract[region=apac] failed (attempt 1 of 4), retrying in 2s`. With the plan, attempts
-    are counted against the task's retries and the backoff is the policy's."""
+    are counted against the task's retries and the backoff is the policy's. The run is read
+    whole at most every `detail_every` seconds: the lines carry the recorded times, so reading
+    less often than a terminal's redraw delays them a little and changes none."""
+
+    detail_every = 1.0
 
     def __init__(self, stream: TextIO, *, plan: Plan | None = None) -> None:
         self.stream = stream
@@ -108,6 +112,8 @@ def _said_by_attempts(task: TaskRecord, state: TaskState) -> bool:
 class LiveProgress:
     """A redrawn summary: counts by state and the tasks running now."""
 
+    detail_every = 0.2
+
     def __init__(self, stream: TextIO) -> None:
         from rich.console import Console  # rich only on a terminal
         from rich.live import Live
@@ -149,6 +155,8 @@ class LiveProgress:
 class CountsProgress:
     """A large run's progress from its summary alone: a line with how many of its tasks are
     done, every `every` seconds and when the run's state changes (the tasks are not read)."""
+
+    detail_every = 0.2  # unused: no task is read
 
     def __init__(self, stream: TextIO, *, every: float) -> None:
         self.stream = stream

@@ -190,6 +190,7 @@ def _drive(
             run_id,
             on_change=progress.on_change,
             on_summary=progress.on_summary,
+            detail_every=progress.detail_every,
             deadline=deadline,
             check=lambda: local.check(run_id),
             tasks=progress.on_change is not None,
