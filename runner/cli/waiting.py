@@ -9,6 +9,7 @@ comes with the command that starts a worker able to run the task (docs/CLI.md, "
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import sys
 import threading
@@ -105,7 +106,9 @@ class Watch:
         """Stop saying it; returns within a second even when a store read of the thread is
         slow (the thread is a daemon and prints nothing once stopped)."""
         self._stop.set()
-        self._thread.join(timeout=1.0)
+        # an interrupt may cut `start` short: a thread that never started has nothing to join
+        with contextlib.suppress(RuntimeError):
+            self._thread.join(timeout=1.0)
 
     def _loop(self) -> None:
         said: str | None = None

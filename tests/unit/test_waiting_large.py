@@ -30,3 +30,13 @@ def test_the_watch_reads_a_large_run_whole_only_when_it_stalls(tmp_path: Path) -
         assert watch._check() is None  # it made progress: not read whole
     finally:
         store.close()
+
+
+def test_a_watch_stopped_before_its_thread_started_stops_quietly(tmp_path: Path) -> None:
+    """Ctrl-C can land inside `start` (apply's finally then stops the watch): that must not
+    turn the interrupt's exit into an internal error."""
+    store = open_store(f"sqlite:///{tmp_path / 'state.db'}")
+    try:
+        waiting.Watch(store, "r", cli="runner", local=True).stop()
+    finally:
+        store.close()
