@@ -177,11 +177,11 @@ def _blind(
     return (picks, runs, len(picks) if cut else want) if picks else None
 
 
-def _order(keys: Keys, picks: list[Pick], want: int) -> list[Any]:
+def _order(ctx: Ctx, picks: list[Pick], want: int) -> list[Any]:
     """Compares: no queue entry before the picks or between them, and none after them when
     they are fewer than `want` (a read of the head would have found the same picks)."""
-    names = [p.entry.key for p in picks]
-    out = [c.none_in(keys.queue(), names[0])]
+    keys, names = ctx.keys, [p.entry.key for p in picks]
+    out = head.before(ctx, names[0])
     out.extend(c.none_in(a + "\0", b) for a, b in pairwise(names))
     if len(picks) < want:
         out.append(c.none_in(names[-1] + "\0", c.range_end(keys.queue()).decode()))
@@ -247,11 +247,21 @@ def _read_head(
     guessed to be next (those after the last claim's picks: right for a lone worker)."""
     keys = ctx.keys
     reads = [*dict.fromkeys(keys.run(r) for r, _ in guess), *(keys.task(r, t) for r, t in guess)]
-    end = head.end(ctx)
+    end, start = head.end(ctx), head.start(ctx)
     responses, rev = ctx.client.reads(
-        [head.op(keys, end, window), *(c.get(k) for k in reads)], "claim candidates"
+        [c.get(keys.floor()), head.op(keys, end, window, start), *(c.get(k) for k in reads)],
+        "claim candidates",
     )
-    entries = c.items_of(responses[:1])
+    floor = next(iter(c.items_of(responses[:1])), None)
+    entries = c.items_of(responses[1:2])
+    if not head.valid(ctx, start, floor):  # lowered below where this read started: again
+        start = keys.queue()
+        again, rev = ctx.client.reads(
+            [c.get(keys.floor()), head.op(keys, end, window, start)], "claim candidates"
+        )
+        floor, entries = next(iter(c.items_of(again[:1])), None), c.items_of(again[1:])
+    head.repair(ctx, start, floor, entries)
+    head.seen(ctx, floor)
     if end is not None and len(entries) < window:  # the bounded part is short: read on
         rest = head.op(keys, None, window - len(entries), end)
         more, rev = ctx.client.reads([rest], "claim candidates")
@@ -261,8 +271,9 @@ def _read_head(
     elif end is not None:
         head.adapt(ctx, short=False)
     ctx.head_last = entries[-1].key if entries else ""
+    ctx.head_first = entries[0].key if entries else ""
     ctx.empty_at = 0 if entries else rev
-    return entries, {i.key: i for i in c.items_of(responses[1:])}
+    return entries, {i.key: i for i in c.items_of(responses[2:])}
 
 
 def _within_limits(
@@ -347,18 +358,21 @@ def _commit_claim(
     who = Claimer(worker_id, lease_id, nonce)
     after = _guard_runs(ctx, b, picks, runs, now=now)
     if ordered:
-        b.compares.extend(_order(keys, picks, ordered))
+        b.compares.extend(_order(ctx, picks, ordered))
     b.compares.extend(_lock_compares(keys, picks))
     at = len(b.ops)
     for slot, p in enumerate(picks):
         inner = flow.Batch()
         _claim_ops(inner, keys, p, who, slot, now=now)
         b.ops.append(c.nested(inner.compares, inner.ops))
-    succ_keys = _succ_keys(keys, picks, room=MAX_OPS - HEAD_READS * 2 - 1 - len(b.ops))
+    succ_keys = _succ_keys(keys, picks, room=MAX_OPS - HEAD_READS * 2 - 3 - len(b.ops))
     b.ops.extend(c.get(k) for k in succ_keys)  # for the finishes: no read before them
     next_keys = _next_keys(ctx, after)
-    end = head.end(ctx)
-    b.ops.append(head.op(keys, end, HEAD_WINDOW))  # for the next claim: no read before it
+    if (lift := _lift(ctx, picks)) is not None:
+        b.ops.append(lift)
+    end, start = head.end(ctx), head.start(ctx)
+    b.ops.append(c.get(keys.floor()))  # as the lift leaves it
+    b.ops.append(head.op(keys, end, HEAD_WINDOW, start))  # for the next claim: no read before it
     b.ops.extend(c.get(k) for k in next_keys)
     ctx.failpoints.hit("claim.before_commit")
     try:
@@ -383,9 +397,28 @@ def _commit_claim(
     for slot in slots:
         succs = {k: found.get(k) for k in succ_keys}
         remember(ctx, picks[slot], slot, res.revision, after, succs)
-    _expect(ctx, found, after, res.revision, bounded=end is not None)
+    floor = found.get(keys.floor())
+    if head.valid(ctx, start, floor):
+        _expect(ctx, found, after, res.revision, bounded=end is not None)
+        first = found.get(ctx.head_first)
+        head.repair(ctx, start, floor, [first] if first is not None else [])
+    else:  # the floor was lowered below the read's start: the next claim reads the head
+        ctx.ahead, ctx.guess, ctx.ahead_cut, ctx.empty_at = [], [], True, 0
+    head.seen(ctx, floor)
     taken = [picks[i] for i in slots]
     return leases_of(ctx, taken, runs, worker_id, res.revision, slots)
+
+
+def _lift(ctx: Ctx, picks: list[Pick]) -> Any | None:
+    """The claim's raise of the queue's floor (`head.lift`): to its first pick, or to the first
+    entry of the head read the picks came from when that lies before it."""
+    queue = ctx.keys.queue()
+    firsts = [p.entry.key for p in picks if p.entry.key.startswith(queue)]
+    if not firsts:  # assignments
+        return None
+    if ctx.head_first.startswith(queue):
+        firsts.append(ctx.head_first)
+    return head.lift(ctx, min(firsts))
 
 
 def _compact_later(ctx: Ctx, claimed: int) -> None:
@@ -426,6 +459,7 @@ def _expect(
     ctx.guess = [(r, t) for r, t in (ctx.keys.split(i.key, "queue")[3:5] for i in head)]
     ctx.empty_at = 0 if head or bounded else rev
     ctx.head_last = head[-1].key if head else ""
+    ctx.head_first = head[0].key if head else ""
     ctx.ahead_cut = bounded or len(head) >= HEAD_WINDOW
     ctx.ahead = []
     for entry, (run_id, task_id) in zip(head, ctx.guess, strict=True):

@@ -177,6 +177,37 @@ def changed_since(prefix: str, rev: int, limit: int) -> Op:
     return etcdrpc.RequestOp(request_range=req)
 
 
+def value_at_least(key: str, value: str) -> Cmp:
+    """The key exists and its value is at least `value` (byte order). etcd has no "greater or
+    equal": the compare is "greater than `value` with its last byte one less, then 0xff",
+    which no value lies strictly between for values without a 0xff byte (ASCII keys)."""
+    raw = value.encode()
+    below = raw[:-1] + bytes([raw[-1] - 1]) + b"\xff" if raw else b""
+    return etcdrpc.Compare(
+        key=key.encode(), target=etcdrpc.Compare.VALUE, result=etcdrpc.Compare.GREATER, value=below
+    )
+
+
+def value_above(key: str, value: str) -> Cmp:
+    """The key exists and its value is greater than `value` (byte order)."""
+    return etcdrpc.Compare(
+        key=key.encode(),
+        target=etcdrpc.Compare.VALUE,
+        result=etcdrpc.Compare.GREATER,
+        value=value.encode(),
+    )
+
+
+def value_below(key: str, value: str) -> Cmp:
+    """The key exists and its value is less than `value` (byte order)."""
+    return etcdrpc.Compare(
+        key=key.encode(),
+        target=etcdrpc.Compare.VALUE,
+        result=etcdrpc.Compare.LESS,
+        value=value.encode(),
+    )
+
+
 def mod_is(key: str, mod: int) -> Cmp:
     """The key exists and was last modified at `mod` (or is absent when mod == 0)."""
     return etcdrpc.Compare(
@@ -235,6 +266,24 @@ def _item(kv: Any) -> Item:
     return Item(kv.key.decode(), kv.value, kv.create_revision, kv.mod_revision, kv.lease)
 
 
+def least_put_under(ops: Sequence[Op], prefix: bytes) -> bytes | None:
+    """The least key under `prefix` that `ops` put, in any branch of their nested
+    transactions (None: none)."""
+    least: bytes | None = None
+    for op in ops:
+        kind = op.WhichOneof("request")
+        if kind == "request_put":
+            key = op.request_put.key
+            if key.startswith(prefix) and (least is None or key < least):
+                least = key
+        elif kind == "request_txn":
+            for branch in (op.request_txn.success, op.request_txn.failure):
+                found = least_put_under(branch, prefix)
+                if found is not None and (least is None or found < least):
+                    least = found
+    return least
+
+
 def _puts_under(ops: Sequence[Op], prefix: bytes) -> bool:
     """Whether `ops` (nested transactions' success branches included) put a key under
     `prefix`."""
@@ -258,6 +307,7 @@ class Client:
         self.revision = 0
         self.tracked = b"\xff"  # see `track`
         self.tracked_rev = 0
+        self.floored: tuple[bytes, bytes] | None = None  # see `keep_floor`
         self._lock = threading.Lock()
         self._metadata: tuple[tuple[str, str], ...] | None = None
         self.channel = _channel(conn)
@@ -307,6 +357,28 @@ class Client:
         a key under `prefix` (a store object's own queue writes, which its watch may not have
         delivered yet)."""
         self.tracked = prefix.encode()
+
+    def keep_floor(self, prefix: str, floor_key: str) -> None:
+        """Keep `floor_key` a lower bound of the keys under `prefix`: every transaction of
+        this client that puts a key there (in any branch) also puts that key in `floor_key`
+        when the floor's value is above it, in the same transaction, so a read that finds
+        the floor's value at one revision may start there (`head`). A missing floor is left
+        missing (readers then start at the prefix)."""
+        self.floored = (prefix.encode(), floor_key.encode())
+
+    def _floored(self, ops: Sequence[Op]) -> list[Op]:
+        """`ops`, and the lowering of the floor to the least key they put under the prefix."""
+        if self.floored is None:
+            return list(ops)
+        prefix, floor_key = self.floored
+        least = least_put_under(ops, prefix)
+        if least is None:
+            return list(ops)
+        above = etcdrpc.Compare(
+            key=floor_key, target=etcdrpc.Compare.VALUE, result=etcdrpc.Compare.GREATER, value=least
+        )
+        lower = etcdrpc.RequestOp(request_put=etcdrpc.PutRequest(key=floor_key, value=least))
+        return [*ops, nested([above], [lower])]
 
     def call(self, fn: Callable[..., T], request: Any, what: str, *, retry: bool = False) -> T:
         """Call one unary RPC; re-authenticate once on an expired token; retry reads once
@@ -437,16 +509,19 @@ class Client:
     ) -> TxnResult:
         """One transaction: apply `success` if every compare holds, else run `failure` (reads,
         so a caller learns the current values without another round trip). Never retried
-        here: a caller whose compare failed decides again."""
-        req = etcdrpc.TxnRequest(
-            compare=list(compare), success=list(success), failure=list(failure)
-        )
+        here: a caller whose compare failed decides again. A branch that puts a queue entry
+        also lowers the queue's floor (`keep_floor`), in an operation after the caller's."""
+        then, other = self._floored(success), self._floored(failure)
+        req = etcdrpc.TxnRequest(compare=list(compare), success=then, failure=other)
         resp = self.call(self.kv.Txn, req, what)
         self._seen(resp.header)
         if _puts_under(success if resp.succeeded else failure, self.tracked):
             with self._lock:
                 self.tracked_rev = max(self.tracked_rev, int(resp.header.revision))
-        return TxnResult(bool(resp.succeeded), int(resp.header.revision), list(resp.responses))
+        responses = list(resp.responses)
+        branch, ran = (success, then) if resp.succeeded else (failure, other)
+        del responses[len(branch) : len(ran)]  # the floor's lowering: not the caller's op
+        return TxnResult(bool(resp.succeeded), int(resp.header.revision), responses)
 
     # ------------------------------------------------------------------ leases
 

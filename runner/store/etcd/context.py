@@ -66,6 +66,9 @@ class Ctx:
     ahead_cut: bool = False  # more entries may follow `ahead` (its read was cut or bounded)
     head_last: str = ""  # the last queue key of the latest head read: bounds the next one
     head_span: int = 0  # queue entries a bounded head read covers past `head_last` (0: SPAN)
+    head_first: str = ""  # the first queue key of the latest head read: where to lift the floor
+    floor: str = ""  # the queue's floor as last read ("": unknown or missing; see `head`)
+    full_read: float = 0.0  # when a head read last started at the queue's start (monotonic)
     misses: int = 0  # claims left before guessing again, after a guess failed
     empty_at: int = 0  # a revision at which this object read an empty queue (0: unknown)
     # tokens whose finish transaction failed without an answer (it may have committed)

@@ -288,11 +288,23 @@ def _tally(ctx: Ctx, run_id: str, finishing: list[str]) -> Any:
         for gap in reversed(_own_gaps(ctx, run_id, finishing)):
             count = c.nested([c.some_in(*gap)], [], [count])
     mine = ctx.keys.own(run_id, "")
-    for seen in itertools.islice(reversed(ctx.claimed.values()), WITNESS_SCAN):
+    for seen in _recent_claims(ctx):
         for key, item in seen.items():
             if item is not None and key.startswith(mine):
                 return c.nested([c.created_at(key, item.create)], [], [count])
     return count
+
+
+def _recent_claims(ctx: Ctx) -> list[Seen]:
+    """The records of this object's latest `WITNESS_SCAN` claims, newest first. A copy: the
+    claim thread adds to `Ctx.claimed` while a recorder thread finishes (iterating the dict
+    itself raised "dictionary changed size during iteration", which ended the recorder
+    thread and left the worker's held tasks unfinished)."""
+    while True:
+        try:
+            return list(itertools.islice(reversed(ctx.claimed.values()), WITNESS_SCAN))
+        except RuntimeError:  # changed during the copy (made in C, under the GIL: rare)
+            continue
 
 
 def _own_gaps(ctx: Ctx, run_id: str, finishing: list[str]) -> list[tuple[str, str]]:

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from runner import errors, transitions
 from runner.models import Lease, TaskState
 from runner.store.etcd import client as c
-from runner.store.etcd import cluster, flow, workers
+from runner.store.etcd import cluster, flow, head, workers
 from runner.store.etcd.claim import Claimer, claim_writes, leases_of, remember
 from runner.store.etcd.context import MAX_OPS, Ctx, Pick
 from runner.store.etcd.records import TaskRec, load_own, load_run, load_task
@@ -118,7 +118,7 @@ def prepare(
     pick = Pick(c.Item(qkey, entry.value, 0, 0, 0), item, run["id"], copy.deepcopy(rec))
     inner = flow.Batch(
         compares=[
-            c.none_in(ctx.keys.queue(), qkey),
+            *head.before(ctx, qkey),
             c.created_at(ctx.keys.own(pick.run_id, spec["id"]), 0),
         ]
     )

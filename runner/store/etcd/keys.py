@@ -97,6 +97,10 @@ class Keys:
     def queue(self) -> str:
         return f"{self.prefix}queue/"
 
+    def floor(self) -> str:
+        """The queue's floor: a queue key no live queue entry sorts before (`head`)."""
+        return f"{self.prefix}qfloor"
+
     def compaction(self) -> str:
         """The revision proposed for the next compaction of etcd's history (`compaction`)."""
         return f"{self.prefix}compaction"

@@ -73,6 +73,7 @@ class EtcdStore:
         self.ctx = Ctx(self.client, self.keys, watcher, fp, log_limit)
         self.ctx.compaction.enabled = compact  # periodic compaction while claiming
         self.client.track(self.keys.queue())
+        self.client.keep_floor(self.keys.queue(), self.keys.floor())  # see `head`
         self._waited = 0
         self._runs = runs.RunCache()
         self._swept = workers.Swept()

@@ -2,7 +2,8 @@
 
 One gRPC stream, in a daemon thread, carries several watches:
 - the puts of every key kind except the bulk bookkeeping no waiter needs (`QUIET_PUTS`: task
-  records, ownership and `held` keys, done markers, arrivals, logs, the compaction proposal),
+  records, ownership and `held` keys, done markers, arrivals, logs, the compaction proposal,
+  the queue's floor),
   so the queue's new entries, runs, workers, the cluster and cron keys;
 - the deletes (key only) of every kind except queue entries and `held` keys
   (`QUIET_DELETES`), so finishes and expired leases (their ownership keys, workers, locks);
@@ -44,6 +45,7 @@ QUIET_PUTS = (
     "log/",
     "logmeta/",
     "own/",
+    "qfloor",
     "task/",
 )
 QUIET_DELETES = ("held/", "queue/")
