@@ -195,7 +195,7 @@ def test_a_run_beyond_the_etcd_task_limit_is_refused_before_anything_is_made(
         raise AssertionError("the plan's tasks were made")
 
     big = dataclasses.replace(plans.plan(), tasks=StreamedTasks(make, runs.MAX_TASKS + 1))
-    with pytest.raises(errors.UsageError, match="at most 100,000 in one run") as info:
+    with pytest.raises(errors.UsageError, match="at most 200,000 in one run") as info:
         etcd_store.create_run(big, run_id="big", now=plans.T0)
     assert info.value.exit_code == errors.EXIT_USAGE
     assert etcd_store.list_runs() == []

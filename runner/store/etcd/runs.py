@@ -48,7 +48,7 @@ from runner.store.etcd.records import (
 
 MAX_BYTES = 1024 * 1024  # per transaction, under etcd's 1.5 MiB request limit
 MAX_OPS = 100
-MAX_TASKS = 100_000  # per run: its records are built and held while they are written
+MAX_TASKS = 200_000  # per run: its records are built and held while they are written
 IN_FLIGHT = 8  # chunks sent at once (bounded: a 100,000-task run is not held in memory whole)
 RUNS_CACHED = 8  # runs whose task records get_run keeps, to read only what changed
 # The creation key's lease: how long a creator that died blocks another creation of its run id.
