@@ -60,8 +60,18 @@ def gc(
     deleted = [run_id for run_id, item in expired if unlink(client, keys, run_id, item)]
     if resumed or deleted:
         _purge(client, keys, list(dict.fromkeys(resumed + deleted)))
+        _drop_floor(client, keys)
         compact(client)
     return deleted
+
+
+def _drop_floor(client: c.Client, keys: Keys) -> None:
+    """Delete the queue's floor when the queue is empty (compared in the same transaction): a
+    missing floor reads as the queue's start (`head`), so a namespace whose runs were all
+    collected holds no key."""
+    queue = keys.queue()
+    empty = c.none_in(queue, c.range_end(queue).decode())
+    client.txn([empty], [c.delete(keys.floor())], "gc: floor")
 
 
 def _marker(keys: Keys, run_id: str) -> str:
