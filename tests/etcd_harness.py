@@ -165,11 +165,34 @@ class Cluster:
         member.paused = False
 
     def start(self, timeout: float = 20.0) -> Cluster:
-        """Start every member and wait until all are healthy."""
-        for member in self.members:
-            self._spawn(member)
-        self.wait_healthy(timeout=timeout)
-        return self
+        """Start every member and wait until all are healthy. A port that another process took
+        between `free_port` and etcd's bind (any outgoing connection may get it: the ports come
+        from the ephemeral range) starts the cluster again on new ports, twice at most."""
+        for attempt in range(3):
+            for member in self.members:
+                self._spawn(member)
+            try:
+                self.wait_healthy(timeout=timeout)
+                return self
+            except HarnessError:
+                if attempt == 2 or not self._port_taken():
+                    raise
+                self.stop()
+                self._new_ports()
+        raise AssertionError("unreachable")
+
+    def _port_taken(self) -> bool:
+        return any(
+            m.log_path.exists() and b"address already in use" in m.log_path.read_bytes()
+            for m in self.members
+        )
+
+    def _new_ports(self) -> None:
+        """Fresh ports and data for every member (the cluster's peer URLs change with them)."""
+        for m in self.members:
+            m.client_port, m.peer_port = free_port(), free_port()
+            shutil.rmtree(m.data_dir, ignore_errors=True)
+            m.log_path.write_bytes(b"")
 
     def wait_healthy(self, timeout: float = 20.0, members: list[Member] | None = None) -> None:
         """Wait until the given (default: all running, unpaused) members are healthy."""
