@@ -176,12 +176,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return errors.EXIT_SIGTERM
     except BrokenPipeError:
         return errors.EXIT_OK
-    except Exception:
+    except Exception as exc:
         if args.debug:
             traceback.print_exc()
-        else:
+        else:  # its type and message: enough to report a bug seen once
             print(
-                "runner: internal error (run with --debug for a traceback)",
+                f"runner: internal error: {type(exc).__name__}: {exc}"
+                " (run with --debug for a traceback)",
                 file=sys.stderr,
             )
         return errors.EXIT_INTERNAL
