@@ -183,28 +183,22 @@ def value_at_least(key: str, value: str) -> Cmp:
     which no value lies strictly between for values without a 0xff byte (ASCII keys)."""
     raw = value.encode()
     below = raw[:-1] + bytes([raw[-1] - 1]) + b"\xff" if raw else b""
-    return etcdrpc.Compare(
-        key=key.encode(), target=etcdrpc.Compare.VALUE, result=etcdrpc.Compare.GREATER, value=below
-    )
+    return _value_cmp(key, etcdrpc.Compare.GREATER, below)
 
 
 def value_above(key: str, value: str) -> Cmp:
     """The key exists and its value is greater than `value` (byte order)."""
-    return etcdrpc.Compare(
-        key=key.encode(),
-        target=etcdrpc.Compare.VALUE,
-        result=etcdrpc.Compare.GREATER,
-        value=value.encode(),
-    )
+    return _value_cmp(key, etcdrpc.Compare.GREATER, value.encode())
 
 
 def value_below(key: str, value: str) -> Cmp:
     """The key exists and its value is less than `value` (byte order)."""
+    return _value_cmp(key, etcdrpc.Compare.LESS, value.encode())
+
+
+def _value_cmp(key: str, result: Any, value: bytes) -> Cmp:
     return etcdrpc.Compare(
-        key=key.encode(),
-        target=etcdrpc.Compare.VALUE,
-        result=etcdrpc.Compare.LESS,
-        value=value.encode(),
+        key=key.encode(), target=etcdrpc.Compare.VALUE, result=result, value=value
     )
 
 
