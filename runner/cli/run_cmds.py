@@ -354,10 +354,12 @@ def make_worker(
     wrap: Callable[[Store], Store] | None = None,
     base_env: dict[str, str] | None = None,
     masked: list[str] | None = None,
+    warm: bool = False,
 ) -> Worker:
     """A worker with its own store connection (passed through `wrap`, e.g. to count its
     operations) and executor, as the settings say. Its tasks start from `base_env` (default:
-    this process's whole environment); `masked` values are masked in their logs."""
+    this process's whole environment); `masked` values are masked in their logs. `warm`: a
+    long-lived worker, whose executor starts its call children ahead (`Executor.warm_calls`)."""
     from runner.executor import Executor  # worker and executor: only the commands that run tasks
     from runner.failpoints import Failpoints
     from runner.worker import Worker
@@ -373,6 +375,8 @@ def make_worker(
         masked=masked or (),
         failpoints=Failpoints(settings.failpoints),  # its `reaper.*` points
     )
+    if warm:
+        executor.warm_calls()
     return Worker(
         store,
         executor,
@@ -541,6 +545,7 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
         base_env=None if args.inherit_env else taskenv.base_env(args.pass_env),
         masked=taskenv.secret_values(args),
         wrap=exporter.instrument,
+        warm=True,
     )
     logfmt.configure(args, worker=worker.id)
     done = run_in_thread(worker)

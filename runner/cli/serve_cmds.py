@@ -158,7 +158,12 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     store = exporter.instrument(common.open_settings_store(settings))
     dashboard = ui_cmds.start_for_serve(args, settings, store)
     worker = run_cmds.make_worker(
-        settings, concurrency=args.workers, lease_ttl=None, name="serve", wrap=exporter.instrument
+        settings,
+        concurrency=args.workers,
+        lease_ttl=None,
+        name="serve",
+        wrap=exporter.instrument,
+        warm=True,
     )
     thread = threading.Thread(target=worker.run, name="serve-worker", daemon=True)
     try:

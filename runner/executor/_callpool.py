@@ -199,6 +199,24 @@ class CallPool:
         sink.note(f"call child died ({what}); a new one takes its place")
         return Ending(exit_code=None, reason=models.Reason.ERROR, error=f"call child died: {what}")
 
+    def warm(self, count: int) -> int:
+        """Start idle children until `count` are idle (at most the pool's size), so the first
+        calls find one ready instead of waiting for an interpreter to start (as Celery's
+        prefork pool starts its children with the worker). Returns how many it started."""
+        started = 0
+        while True:
+            with self._lock:
+                if self._closed or len(self._idle) >= min(count, self._size):
+                    return started
+            child = self._start_child()
+            started += 1
+            with self._lock:
+                if not self._closed:
+                    self._idle.append(child)
+                    continue
+            self._discard(child)
+            return started
+
     def _acquire(self) -> CallChild:
         while True:
             with self._lock:
@@ -208,6 +226,9 @@ class CallPool:
             if idle.proc.poll() is None:
                 return idle
             self._discard(idle)  # killed while idle (a fence, the OOM killer): replace it
+        return self._start_child()
+
+    def _start_child(self) -> CallChild:
         cgroup = None if self._cgroups is None else self._cgroups.new()
         try:
             with self._orphans.spawning() as known:
