@@ -202,20 +202,21 @@ class CallPool:
     def warm(self, count: int) -> int:
         """Start idle children until `count` are idle (at most the pool's size), so the first
         calls find one ready instead of waiting for an interpreter to start (as Celery's
-        prefork pool starts its children with the worker). Returns how many it started."""
-        started = 0
-        while True:
+        prefork pool starts its children with the worker). It starts `count` at most, however
+        many calls take idle children meanwhile. Returns how many it started."""
+        target = min(count, self._size)
+        for started in range(target):
             with self._lock:
-                if self._closed or len(self._idle) >= min(count, self._size):
+                if self._closed or len(self._idle) >= target:
                     return started
             child = self._start_child()
-            started += 1
             with self._lock:
                 if not self._closed:
                     self._idle.append(child)
                     continue
             self._discard(child)
-            return started
+            return started + 1
+        return target
 
     def _acquire(self) -> CallChild:
         while True:
