@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import logging
 import os
 import select
@@ -261,7 +262,11 @@ def kill_cgroup(path: str) -> None:
 
 
 def _wait_empty(path: str, timeout: float) -> None:
-    """Wait for `populated 0` in cgroup.events (the kernel signals each change with POLLPRI)."""
+    """Wait for `populated 0` in cgroup.events (the kernel signals each change with POLLPRI).
+    A cgroup removed meanwhile is empty: its open file then answers ENODEV. So it is at
+    `Executor.close(wait=False)`, where the reaper removes the executor's folder while
+    `Cgroups.close` waits here for the same folder (the ENODEV made `runner apply` exit 70
+    after its run had succeeded)."""
     try:
         fd = os.open(f"{path}/cgroup.events", os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
@@ -270,7 +275,13 @@ def _wait_empty(path: str, timeout: float) -> None:
         poller = select.poll()
         poller.register(fd, select.POLLPRI | select.POLLERR)
         for _ in range(50):  # each change of the file wakes the poll: bounded either way
-            if b"populated 0" in os.pread(fd, 4096, 0):
+            try:
+                events = os.pread(fd, 4096, 0)
+            except OSError as exc:
+                if exc.errno == errno.ENODEV:
+                    return  # removed: empty
+                raise
+            if b"populated 0" in events:
                 return
             poller.poll(int(timeout * 1000 / 50))
     finally:
