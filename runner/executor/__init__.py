@@ -15,6 +15,7 @@ import os
 import secrets
 import shutil
 import signal
+import subprocess
 import tempfile
 import threading
 import time
@@ -134,7 +135,6 @@ class Executor:
         self._running: set[Stopper] = set()
         self._lock = threading.Lock()
         self._closed = False
-        self._warming: threading.Thread | None = None
         self._pool = CallPool(
             size=slots,
             grace=grace,
@@ -221,27 +221,16 @@ class Executor:
             if stopper.pgid is not None:
                 kill_group(stopper.pgid, signal.SIGKILL)
 
-    def warm_calls(self, count: int = WARM_CALLS, *, background: bool = True) -> None:
-        """Start up to `count` call children (at most one per slot), in the background unless
-        told otherwise, so a long-lived worker's first call tasks do not wait for interpreters
-        to start (~30 ms each on a quiet machine, hundreds under load). `runner worker` and
-        `runner serve` do; `runner apply` starts children as its call tasks come
-        (docs/ARCHITECTURE.md)."""
-        if self._warming is not None or self._closed:
-            return
-        if not background:
-            self._pool.warm(count)
-            return
-        self._warming = threading.Thread(
-            target=self._warm, args=(count,), name="call-warm", daemon=True
-        )
-        self._warming.start()
-
-    def _warm(self, count: int) -> None:
+    def warm_calls(self, count: int = WARM_CALLS) -> None:
+        """Start up to `count` call children (at most one per slot) now, so a long-lived
+        worker's first call tasks do not wait for interpreters to start (~30 ms each on a quiet
+        machine, hundreds under load). `runner worker` and `runner serve` do before they
+        register; `runner apply` starts children as its call tasks come (docs/ARCHITECTURE.md).
+        A child that cannot start is left to the first call task to start (and report)."""
         try:
             self._pool.warm(count)
-        except Exception:  # a call task starts its child itself: say so, go on
-            logger.warning("could not start call children ahead", exc_info=True)
+        except (OSError, subprocess.SubprocessError) as exc:
+            logger.warning("could not start call children ahead: %s", exc)
 
     def close(self, *, wait: bool = True) -> None:
         """Kill what still runs, stop the call pool and the reaper, remove temp files. Without
@@ -250,8 +239,6 @@ class Executor:
         self._closed = True
         self.kill_all()
         self._pool.close()
-        if self._warming is not None:  # stopped by the pool's close after its current child
-            self._warming.join()
         self._reaper.close(wait=wait)
         self._cgroups.close()
         self._orphans.close()
