@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import NoReturn
 
 import runner
-from runner import config, errors
+from runner import config, errors, interrupts
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +132,14 @@ def _on_sigterm(signum: int, frame: object) -> None:
     raise _Terminated()
 
 
+def _route_signals() -> None:
+    """SIGINT (unless ignored, as in a background job) and SIGTERM raise their exceptions
+    through runner.interrupts, so the stores' critical parts defer them in the main thread."""
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        interrupts.install(signal.SIGINT, signal.default_int_handler)
+    interrupts.install(signal.SIGTERM, _on_sigterm)
+
+
 def _setup_logging(debug: bool) -> None:
     logging.basicConfig(
         level=logging.DEBUG if debug else logging.WARNING,
@@ -161,7 +169,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return errors.EXIT_USAGE
     _setup_logging(args.debug)
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    _route_signals()
     try:
         settings = config.from_env(os.environ, store=args.store)
         return int(args.func(args, settings))

@@ -4,36 +4,16 @@ process exits 130/143, or the command exits 3 saying it was not (docs/RELIABILIT
 from __future__ import annotations
 
 import contextlib
-import signal
 import sys
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from runner import engine, errors
+from runner import engine, errors, interrupts
 from runner.models import Plan, Run
 
 if TYPE_CHECKING:
     from runner.store import Store
-
-
-@contextlib.contextmanager
-def held_signals() -> Iterator[list[int]]:
-    """SIGINT and SIGTERM are noted, not acted on, inside the block (a second Ctrl-C, or a
-    SIGTERM after the Ctrl-C, must not cut the cancel short); yields the signals noted."""
-    noted: list[int] = []
-    if threading.current_thread() is not threading.main_thread():
-        yield noted
-        return
-    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-    for s in previous:
-        signal.signal(s, lambda signum, _frame: noted.append(signum))
-    try:
-        yield noted
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
 
 
 def cancel_interrupted(store: Store, run_id: str, *, plan: Plan | None = None) -> None:
@@ -42,7 +22,7 @@ def cancel_interrupted(store: Store, run_id: str, *, plan: Plan | None = None) -
     (create-if-absent, so a submission still in flight cannot store it later, uncancelled),
     then cancelled. Raises a StoreError (exit 3) naming the run when the cancel could not be
     stored."""
-    with held_signals():
+    with interrupts.held():  # a second Ctrl-C, or a SIGTERM after it, must not cut it short
         print(f"runner: cancelling run {run_id}", file=sys.stderr, flush=True)
         try:
             if plan is not None:

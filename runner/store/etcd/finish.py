@@ -29,7 +29,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from runner import errors
+from runner import errors, interrupts
 from runner.models import AttemptState, Lease, Outcome, Reason, TaskKey, TaskState
 from runner.store.etcd import claim as claim_mod
 from runner.store.etcd import client as c
@@ -238,7 +238,7 @@ def _send_all(ctx: Ctx, layers: list[list[tuple[_Work, _Prepared]]]) -> list[Ans
     results, error = [], None
     for f in futures:
         try:
-            results.append(f.result())
+            results.append(interrupts.result(f))
         except errors.StoreError as exc:
             error = error or exc
     if error is not None:

@@ -26,7 +26,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import NoReturn
 
-from runner import errors, transitions
+from runner import errors, interrupts, transitions
 from runner.models import Plan, Run, RunState, TaskRecord, TaskState, When
 from runner.store.etcd import client as c
 from runner.store.etcd import cluster, flow, gates, groups, hooks
@@ -365,10 +365,12 @@ class _Chunks:
 
     def _settle(self, sent: Future[list[str]]) -> None:
         try:
-            self.written += sent.result()
+            keys: list[str] = interrupts.result(sent)  # a Ctrl-C never leaves its lock held
+            self.written += keys
         except BaseException:
-            for other in self.pending:  # the others end first: a clear must see their writes
-                other.exception()
+            with interrupts.deferred():  # the others end first: a clear must see their writes
+                for other in self.pending:
+                    other.exception()
             self.pending.clear()
             raise
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ from typing import Any
 import grpc  # type: ignore[import-untyped]  # no stubs; only runner.store.etcd imports it
 from etcd3 import etcdrpc
 
+from runner import interrupts
 from runner.store.etcd import client as c
 from runner.store.etcd.keys import q
 
@@ -127,7 +129,7 @@ class Watcher:
     def start(self, after: int) -> int:
         """Watch from revision `after` + 1 unless already watching; the latest revision seen
         (`after` until an event arrives)."""
-        with self._cond:
+        with interrupts.deferred(), self._cond:  # see runner.interrupts
             if self._thread is None:
                 for w in self._watches:
                     w.next = after + 1
@@ -139,7 +141,7 @@ class Watcher:
 
     def follow(self, run_id: str, after: int) -> None:
         """Also watch the puts of run `run_id`'s task records and logs, from `after` + 1."""
-        with self._cond:
+        with interrupts.deferred(), self._cond:
             if run_id in self._followed:
                 self._followed[run_id] = self._followed.pop(run_id)  # most recent last
                 return
@@ -166,9 +168,18 @@ class Watcher:
                 self._requests.put(etcdrpc.WatchRequest(cancel_request=cancel))
 
     def wait(self, after: int, timeout: float) -> bool:
-        """True once more than `after` events were received, False after `timeout`."""
-        with self._cond:
-            return self._cond.wait_for(lambda: self._events > after, timeout=timeout)
+        """True once more than `after` events were received, False after `timeout`. In the
+        main thread a Ctrl-C is acted on between slices of the wait, never while `_cond`
+        changes hands (the watch thread would wait for it forever: `runner.interrupts`)."""
+        deadline = time.monotonic() + timeout
+        with interrupts.deferred(), self._cond:
+            while self._events <= after:
+                interrupts.checkpoint()
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._cond.wait(interrupts.bounded(remaining))
+            return True
 
     def close(self) -> None:
         self._stop.set()

@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Iterator
 
-from runner import errors
+from runner import errors, interrupts
 
 logger = logging.getLogger(__name__)
 
@@ -111,6 +111,7 @@ class WriterLock:
                         f"store {self.path}: another process held its write lock for "
                         f"{self.timeout:.0f} s; try again"
                     ) from None
+            interrupts.checkpoint()  # a Ctrl-C deferred by the transaction need not wait
             time.sleep(pause)  # a backoff between attempts, like SQLite's busy handler
             pause = min(pause * 2, 0.005)
 

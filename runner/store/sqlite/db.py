@@ -14,7 +14,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from runner import errors
+from runner import errors, interrupts
 from runner.store.sqlite.checkpoint import Checkpointer, WriterLock
 from runner.store.sqlite.schema import BUSY_TIMEOUT_MS, connect, translate
 
@@ -48,11 +48,14 @@ class Database:
 
     @contextmanager
     def tx(self, *, write: bool = True) -> Iterator[sqlite3.Connection]:
-        """One transaction under the object's lock; sqlite3 errors become StoreError."""
-        with self.lock, self.open(write=write) as (conn, done):
-            yield conn
-        if done.changed:
-            self.notify()
+        """One transaction under the object's lock; sqlite3 errors become StoreError. A Ctrl-C
+        in the main thread waits for its end (an exception raised in `contextmanager`'s
+        `__enter__` or `__exit__` would leave the lock held: `runner.interrupts`)."""
+        with interrupts.deferred():
+            with self.lock, self.open(write=write) as (conn, done):
+                yield conn
+            if done.changed:
+                self.notify()
 
     @contextmanager
     def open(self, *, write: bool) -> Iterator[tuple[sqlite3.Connection, Committed]]:
@@ -83,7 +86,7 @@ class Database:
 
     def notify(self) -> None:
         """Wake the threads waiting for a change."""
-        with self.cond:
+        with interrupts.deferred(), self.cond:
             self.cond.notify_all()
 
     def connection(self) -> sqlite3.Connection:

@@ -14,7 +14,7 @@ import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from runner import errors, transitions
+from runner import errors, interrupts, transitions
 from runner.failpoints import Failpoints
 from runner.models import AttemptState, Lease, Outcome, Reason, TaskKey, TaskSpec, TaskState
 from runner.store.sqlite import claim as claiming
@@ -65,13 +65,14 @@ class GroupCommit:
         with self._pending_lock:
             self._pending.extend(reqs)
         changed = False
-        with self.db.lock:
-            if not all(r.done for r in reqs):
-                with self._pending_lock:
-                    batch, self._pending = self._pending, []
-                changed = self._commit_batch(batch, ours={id(r) for r in reqs})
-        if changed:
-            self.db.notify()
+        with interrupts.deferred():  # the main thread's Ctrl-C waits (see Database.tx)
+            with self.db.lock:
+                if not all(r.done for r in reqs):
+                    with self._pending_lock:
+                        batch, self._pending = self._pending, []
+                    changed = self._commit_batch(batch, ours={id(r) for r in reqs})
+            if changed:
+                self.db.notify()
 
     def _commit_batch(self, batch: list[Request], *, ours: set[int]) -> bool:
         """One transaction for `batch` (the caller holds the store's lock); whether it changed

@@ -14,6 +14,7 @@ import os
 import select
 import time
 
+from runner import interrupts
 from runner.store.sqlite.db import Database, Seen
 
 _IN_MODIFY = 0x00000002
@@ -78,24 +79,27 @@ class Waiter:
         self.polling = False  # a thread in wait() is polling data_version
 
     def wait(self, timeout: float) -> bool:
-        """See SqliteStore.wait."""
+        """See SqliteStore.wait. In the main thread a Ctrl-C is acted on between the waits,
+        never while `db.cond` changes hands (`runner.interrupts`): each wait is a slice."""
         db = self.db
         deadline = time.monotonic() + timeout
-        seen = db.last_seen() or db.refresh()
-        with db.cond:
-            try:
-                while (db.commits, db.version) == seen:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        return False
-                    if self.polling:
-                        db.cond.wait(remaining)  # the polling thread wakes us on a change
-                    else:
-                        self.poll(min(remaining, WATCHED if self.watcher.active else POLL))
-                db.mark_seen()
-                return True
-            finally:
-                db.cond.notify_all()  # another waiter may take over polling
+        with interrupts.deferred():
+            seen = db.last_seen() or db.refresh()
+            with db.cond:
+                try:
+                    while (db.commits, db.version) == seen:
+                        interrupts.checkpoint()
+                        remaining = interrupts.bounded(deadline - time.monotonic())
+                        if remaining <= 0:
+                            return False
+                        if self.polling:
+                            db.cond.wait(remaining)  # the polling thread wakes us on a change
+                        else:
+                            self.poll(min(remaining, WATCHED if self.watcher.active else POLL))
+                    db.mark_seen()
+                    return True
+                finally:
+                    db.cond.notify_all()  # another waiter may take over polling
 
     def poll(self, interval: float) -> None:
         """Wait `interval` (or for a commit), then look for other connections' commits; the

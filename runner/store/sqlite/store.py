@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
 
-from runner import dispatch, errors
+from runner import dispatch, errors, interrupts
 from runner.failpoints import Failpoints
 from runner.models import (
     CacheEntry,
@@ -402,6 +402,7 @@ class SqliteStore:
         return self._waiter.wait(timeout)
 
     def close(self) -> None:
-        """Close the connection. Idempotent."""
-        if self.db.close():
-            self._waiter.close()
+        """Close the connection. Idempotent; a Ctrl-C in the main thread waits for its end."""
+        with interrupts.deferred():
+            if self.db.close():
+                self._waiter.close()
