@@ -15,6 +15,7 @@ from runner import config, engine, errors
 from runner.cli import common, interrupt, output, taskenv, waiting
 from runner.cli.progress import make_progress
 from runner.config import Settings
+from runner.failpoints import Failpoints
 from runner.models import Plan, Run, TaskState
 
 if TYPE_CHECKING:
@@ -162,14 +163,14 @@ def drive(
 ) -> int:
     """Run local workers (if any) and follow the run to its end; the exit code says how.
     The reports asked for (--junit, --summary) are written whatever the exit code."""
-    from runner.cli import report_cmds
-
     failing = True
     try:
         code = _drive(store, run_id, args, settings, plan=plan)
         failing = False
         return code
     finally:
+        from runner.cli import report_cmds
+
         report_cmds.write_after_drive(store, run_id, args, failing=failing)
 
 
@@ -177,12 +178,24 @@ def _drive(
     store: Store, run_id: str, args: argparse.Namespace, settings: Settings, *, plan: Plan | None
 ) -> int:
     stream = sys.stderr if args.output == "json" else sys.stdout
-    total = store.get_run(run_id, tasks=False).tasks_total
-    progress = make_progress(stream, plan=plan, total=total)
-    local = _LocalWorkers.start(args, settings)
-    deadline = None if args.timeout is None else time.monotonic() + args.timeout
-    cli = common.runner_cmd(args)
-    watch = waiting.Watch(store, run_id, cli=cli, local=local.worker is not None)
+    local: _LocalWorkers | None = None
+    try:  # the run is stored: an interrupt from here on cancels it, while starting up too
+        total = store.get_run(run_id, tasks=False).tasks_total
+        progress = make_progress(stream, plan=plan, total=total)
+        local = _LocalWorkers.start(args, settings)
+        Failpoints(settings.failpoints).hit("apply.before_follow")
+        deadline = None if args.timeout is None else time.monotonic() + args.timeout
+        cli = common.runner_cmd(args)
+        watch = waiting.Watch(store, run_id, cli=cli, local=local.worker is not None)
+    except errors.RunnerError:
+        if local is not None:
+            local.stop(abort_run=None)
+        raise
+    except BaseException:  # Ctrl-C or SIGTERM while starting: cancel the run, as below
+        interrupt.cancel_interrupted(store, run_id)
+        if local is not None:
+            local.stop(abort_run=run_id)
+        raise
     try:
         watch.start()
         run = engine.follow(
@@ -217,7 +230,15 @@ def _drive(
         watch.stop()
     progress.close()
     local.stop(abort_run=None)
-    if local.worker is not None:
+    return _ended(store, run, args, settings, local=local.worker is not None)
+
+
+def _ended(
+    store: Store, run: Run, args: argparse.Namespace, settings: Settings, *, local: bool
+) -> int:
+    """The followed run has ended: its hooks (with local workers), the last lines, the exit
+    code."""
+    if local:
         run = _deliver_hooks(store, run, settings)
     _summary(run, args)
     from runner.cli import gha
@@ -361,7 +382,6 @@ def make_worker(
     this process's whole environment); `masked` values are masked in their logs. `warm`: a
     long-lived worker, whose executor starts its call children ahead (`Executor.warm_calls`)."""
     from runner.executor import Executor  # worker and executor: only the commands that run tasks
-    from runner.failpoints import Failpoints
     from runner.worker import Worker
 
     store = common.open_settings_store(settings)

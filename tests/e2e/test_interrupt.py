@@ -45,6 +45,17 @@ def test_interrupt_after_the_run_is_stored_and_before_it_is_followed_cancels_it(
     assert (run["state"], run["tasks"][0]["state"]) == ("cancelled", "cancelled"), _log(cli)
 
 
+def test_interrupt_while_the_local_workers_start_cancels_the_run(cli: Cli) -> None:
+    # the window: the id printed, the local workers started, the follow not yet begun (the
+    # process sends itself SIGINT there); it exited 130 leaving the run to run on
+    env = {"RUNNER_FAILPOINTS": "apply.before_follow=kill(INT)"}
+    proc = cli.start("apply", cli.workflow("slow.yaml"), "--workers", "1", env=env)
+    assert proc.wait(timeout=30) == EXIT_SIGINT, _log(cli)
+    assert "cancelling run" in _log(cli)
+    run = cli.get_run("@latest")
+    assert (run["state"], run["tasks"][0]["state"]) == ("cancelled", "cancelled"), _log(cli)
+
+
 def test_a_second_signal_during_the_cancel_does_not_cut_it_short(cli: Cli) -> None:
     env = {"RUNNER_FAILPOINTS": "cancel_run.before=pause(3)"}
     proc = cli.start("apply", cli.workflow("slow.yaml"), "--workers", "0", env=env)
