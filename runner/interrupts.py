@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 import signal
 import threading
+import time
 from collections.abc import Callable
 from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, ClassVar, TypeVar, overload
@@ -175,3 +176,16 @@ def result(future: Future[T]) -> T:
                 if future.done():
                     raise  # the future's own
                 checkpoint()
+
+
+def wait(event: threading.Event, timeout: float | None = None) -> bool:
+    """`event.wait(timeout)`, never leaving the event's lock held if a signal lands while the
+    main thread waits (the thread that sets the event, and every later wait, would block on
+    it forever); a signal still ends the wait within `SLICE`."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    with deferred():
+        while not event.wait(bounded(None if deadline is None else deadline - time.monotonic())):
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            checkpoint()
+        return True

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from runner import config, engine, errors
+from runner import config, engine, errors, interrupts
 from runner.cli import common, interrupt, output, taskenv, waiting
 from runner.cli.progress import make_progress
 from runner.config import Settings
@@ -327,7 +327,7 @@ class _LocalWorkers:
             return None
         held = self.worker.running()
         self.worker.drain(0.0)
-        self.done.wait()
+        interrupts.wait(self.done)
         self.worker.store.close()
         self.worker.executor.close()
         return held
@@ -356,7 +356,7 @@ class _LocalWorkers:
         if abandon:
             self.worker.drain(0.0)
         self.worker.stop()
-        self.done.wait()
+        interrupts.wait(self.done)
         self.worker.store.close()
         # The process exits next: the reaper sweeps for leftovers on its own, as at a death.
         self.worker.executor.close(wait=False)
@@ -576,12 +576,12 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     say = functools.partial(logfmt.announce, args, worker_id=worker.id)
     say(f"worker {worker.id} serving {settings.store}", event="worker_serving")
     try:
-        while not done.wait(0.5):
+        while not interrupts.wait(done, 0.5):
             pass
     except BaseException:  # SIGINT/SIGTERM: drain, then exit cleanly
         say(f"worker {worker.id} draining", event="worker_draining")
         worker.drain(args.drain_timeout)
-        done.wait()
+        interrupts.wait(done)
     finally:
         hooks_stop.set()
         delivering.join(hookwire.STOP_WAIT)

@@ -10,7 +10,7 @@ import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from runner import errors
+from runner import errors, interrupts
 from runner.cli import common, gc_cmds, hookwire, logfmt, metrics_cmds, run_cmds, ui_cmds
 from runner.config import Settings
 from runner.cron.retention import DEFAULT_OLDER_THAN
@@ -204,8 +204,8 @@ def _loop_until_signal(scheduler: Scheduler, stop: threading.Event) -> None:
 
     threading.Thread(target=target, name="scheduler", daemon=True).start()
     try:
-        while not done.wait(0.5):
+        while not interrupts.wait(done, 0.5):
             pass
     finally:
         stop.set()
-        done.wait()
+        interrupts.wait(done)

@@ -296,6 +296,24 @@ def test_a_sigint_anywhere_in_waiting_for_a_run_s_chunks_leaves_their_lock_free(
             pytest.fail(f"SIGINT at instruction {at}: no KeyboardInterrupt")
 
 
+def test_a_sigint_anywhere_in_waiting_for_an_event_leaves_its_lock_free() -> None:
+    """`runner worker`, `runner serve` and `apply`'s local workers wait in the main thread for
+    an Event their worker thread sets: its lock left held would stop that thread for good."""
+
+    def check(event: threading.Event) -> list[str]:
+        owned = event._cond._is_owned()  # type: ignore[attr-defined]
+        return ["the event's lock is held: setting it would wait forever"] if owned else []
+
+    _sweep(threading.Event, lambda event: interrupts.wait(event, 0.002), check)
+
+
+def test_waiting_for_an_event_returns_whether_it_was_set() -> None:
+    event = threading.Event()
+    assert not interrupts.wait(event, 0.001)
+    threading.Timer(0.01, event.set).start()
+    assert interrupts.wait(event)
+
+
 # ---------------------------------------------------------------------- the deferral itself
 
 
