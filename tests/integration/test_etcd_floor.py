@@ -16,6 +16,7 @@ from runner.store.etcd import EtcdStore
 from runner.store.etcd import client as c
 from tests.contract import plans
 from tests.contract.plans import T0, task, worker
+from tests.integration.test_etcd_head import queue_ranges
 
 
 @pytest.fixture
@@ -47,30 +48,13 @@ def _holds(store: EtcdStore) -> None:
         assert floor <= live[0].key
 
 
-def _starts(store: EtcdStore) -> list[bytes]:
-    """From now on, the start of every queue head read the store object sends."""
-    starts: list[bytes] = []
-    queue = store.keys.queue().encode()
-    real = store.client.call
-
-    def call(fn: Any, request: Any, what: str, **kw: Any) -> Any:
-        for op in [*getattr(request, "success", [])]:
-            ranged = op.WhichOneof("request") == "request_range" and op.request_range.limit
-            if ranged and op.request_range.key.startswith(queue):
-                starts.append(op.request_range.key)
-        return real(fn, request, what, **kw)
-
-    store.client.call = call  # type: ignore[method-assign]
-    return starts
-
-
 def test_etcd_claims_raise_the_floor_and_head_reads_start_there(
     pair: tuple[EtcdStore, EtcdStore],
 ) -> None:
     a, _ = pair
     a.create_run(plans.fan_out(300), run_id="r1", now=T0)
     w = worker(_s(a))
-    starts = _starts(a)
+    ranges = queue_ranges(a)
     taken: list[str] = []
     while leases := a.claim(w, now=T0, limit=7):
         taken += [lease.task_id for lease in leases]
@@ -79,6 +63,7 @@ def test_etcd_claims_raise_the_floor_and_head_reads_start_there(
         assert floor is not None
         assert floor.startswith(a.keys.queue())
     assert taken == [f"t{i}" for i in range(300)]  # FIFO, every entry once
+    starts = [r.key for r in ranges if r.limit]  # the head reads
     from_floor = [s for s in starts if s != a.keys.queue().encode()]
     assert len(from_floor) >= len(starts) - 2  # all but the first reads start at the floor
 

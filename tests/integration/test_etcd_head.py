@@ -17,31 +17,35 @@ def _s(store: EtcdStore) -> Store:
     return store
 
 
-def _queue_reads(store: EtcdStore) -> list[bytes]:
-    """From now on, the range end of every queue read the store object sends."""
-    ends: list[bytes] = []
+def queue_ranges(store: EtcdStore) -> list[Any]:
+    """From now on, every range request under `queue/` in the transactions the store object
+    sends (etcd's RangeRequest: `key`, `range_end`, `limit`)."""
+    ranges: list[Any] = []
     queue = store.keys.queue().encode()
     real = store.client.call
 
     def call(fn: Any, request: Any, what: str, **kw: Any) -> Any:
         for op in [*getattr(request, "success", [])]:
-            if op.WhichOneof("request") == "request_range" and op.request_range.key == queue:
-                ends.append(op.request_range.range_end)
+            is_range = op.WhichOneof("request") == "request_range"
+            if is_range and op.request_range.key.startswith(queue):
+                ranges.append(op.request_range)
         return real(fn, request, what, **kw)
 
     store.client.call = call  # type: ignore[method-assign]
-    return ends
+    return ranges
 
 
 def test_etcd_claims_read_a_bounded_head_and_keep_the_order(etcd_store: EtcdStore) -> None:
     n = heads.SPAN * 3
     etcd_store.create_run(plans.fan_out(n), run_id="r1", now=T0)
     w = worker(_s(etcd_store))
-    ends = _queue_reads(etcd_store)
+    ranges = queue_ranges(etcd_store)
     taken: list[str] = []
     while leases := etcd_store.claim(w, now=T0, limit=50):
         taken += [lease.task_id for lease in leases]
     assert taken == [f"t{i}" for i in range(n)]  # FIFO within the priority, every entry once
+    queue = etcd_store.keys.queue().encode()
+    ends = [r.range_end for r in ranges if r.key == queue]  # the reads from the queue's start
     bounded = [e for e in ends if e.startswith(etcd_store.keys.queue().encode() + b"1")]
     assert len(bounded) >= len(ends) - 2  # all but the first read (and the last, at the end)
 
