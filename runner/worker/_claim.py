@@ -43,8 +43,10 @@ class ClaimLoop:
             if not self._held.has_room():
                 # a slot frees without any store commit
                 self._held.wait_for_room(IDLE_WAIT, stop=self._stop)
-            elif not self._claim_some(slots):
-                self._idle.wait(IDLE_WAIT)
+            else:
+                seen = self._idle.seen()  # before the claim looks: what comes later wakes
+                if not self._claim_some(slots):
+                    self._idle.wait(IDLE_WAIT, seen)
         return False
 
     def stop(self) -> None:

@@ -118,6 +118,33 @@ def test_use_after_close_raises_store_error(tmp_path: Path) -> None:
         store.list_runs()
 
 
+def test_a_threads_first_wait_counts_a_commit_another_thread_of_the_object_read(
+    tmp_path: Path,
+) -> None:
+    """A worker's idle thread waits for its claim loop, which looked at the store before a run
+    was submitted; the heartbeat's transaction read the submit first. The idle thread's first
+    wait must not take the object's latest read as what it has seen: it slept through the
+    submit (until the next commit or 0.5 s) in about 1 of 20 W4 runs."""
+    url = _url(tmp_path / "state.db")
+    worker_store, submitter = open_store(url), open_store(url)
+    try:
+        worker_store.list_runs()  # the claim loop looks: nothing yet
+        submitter.create_run(plans.linear(1), run_id="r1", now=T0)
+        worker_store.list_runs()  # the heartbeat's transaction reads the commit
+        result: list[bool] = []
+
+        def idle() -> None:  # its first wait, then one with nothing new: the timeout
+            result.extend([worker_store.wait(20.0), worker_store.wait(0.05)])
+
+        thread = threading.Thread(target=idle)
+        thread.start()
+        thread.join(timeout=30)
+        assert result == [True, False]
+    finally:
+        worker_store.close()
+        submitter.close()
+
+
 def test_failpoint_before_claim_commit_claims_nothing(tmp_path: Path) -> None:
     url = _url(tmp_path / "state.db")
     faulty = open_store(url, failpoints="claim.before_commit=error")

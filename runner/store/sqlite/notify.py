@@ -80,11 +80,19 @@ class Waiter:
 
     def wait(self, timeout: float) -> bool:
         """See SqliteStore.wait. In the main thread a Ctrl-C is acted on between the waits,
-        never while `db.cond` changes hands (`runner.interrupts`): each wait is a slice."""
+        never while `db.cond` changes hands (`runner.interrupts`): each wait is a slice.
+        A thread's first wait, before any transaction of its own, returns True at once: what
+        the object's other threads have read since a commit is no measure of what this one
+        saw (a worker's idle thread, waiting for its claim loop, slept through a run submitted
+        just before its first wait, which the heartbeat's transaction had read)."""
         db = self.db
         deadline = time.monotonic() + timeout
         with interrupts.deferred():
-            seen = db.last_seen() or db.refresh()
+            seen = db.last_seen()
+            if seen is None:
+                db.refresh()
+                db.mark_seen()
+                return True
             with db.cond:
                 try:
                     while (db.commits, db.version) == seen:

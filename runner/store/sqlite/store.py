@@ -398,7 +398,8 @@ class SqliteStore:
         """Block until a change this thread has not seen (a commit through this object, another
         connection or another process; of `run_id` or not) or `timeout`; True when a change was
         seen. Commits in this process wake waiters at once; one waiting thread at a time polls
-        `PRAGMA data_version` every few milliseconds for other connections' commits."""
+        `PRAGMA data_version` every few milliseconds for other connections' commits. A thread
+        that has seen nothing yet (no transaction, no wait) is answered True at once."""
         return self._waiter.wait(timeout)
 
     def close(self) -> None:
