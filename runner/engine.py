@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -89,6 +90,28 @@ def _summary_gap(store: Store, summary: Run, gap: float) -> float:
     return max(gap, summary.tasks_total / SUMMARY_READS_PER_TASK_S)
 
 
+class _Tail:
+    """When a follower's summary reads may skip the throttle: near the run's end (at most one
+    task left, or no more than end in twice `min_gap` at the pace of the last `min_gap` or
+    more), reads only wait for what the store needs (`_summary_gap`). The throttle stood
+    between the last task's end and the follower's (`runner apply`'s exit)."""
+
+    def __init__(self) -> None:
+        self._reads: deque[tuple[float, int]] = deque()  # (when, tasks done), oldest first
+
+    def throttle(self, store: Store, summary: Run, at: float, min_gap: float) -> float:
+        """The least time from this summary read, made at `at`, to the next."""
+        reads = self._reads
+        reads.append((at, summary.tasks_done))
+        while len(reads) > 2 and at - reads[1][0] >= min_gap:
+            reads.popleft()  # the oldest kept is the newest one at least `min_gap` old
+        then, done_then = reads[0]
+        pace = (summary.tasks_done - done_then) / (at - then) if at > then else 0.0
+        if summary.tasks_total - summary.tasks_done <= max(1.0, 2 * pace * min_gap):
+            return _summary_gap(store, summary, 0.0)
+        return min_gap
+
+
 def follow(
     store: Store,
     run_id: str,
@@ -108,18 +131,19 @@ def follow(
     Wakes on store changes (Store.wait; on the run's task records only with `on_change`,
     without it the run's end is what counts), so it neither busy-polls nor lags. Each wake reads
     only the run's summary, at most every `min_gap` seconds (a busy run commits thousands of
-    times a second; its follower should not read as often); the whole run (every task, for
-    `on_change`) is read at most every `detail_every` seconds and at the end, so following a
-    100,000-task run stays cheap.
+    times a second; its follower should not read as often) but at once near the run's end; the
+    whole run (every task, for `on_change`) is read at most every `detail_every` seconds and at
+    the end, so following a 100,000-task run stays cheap.
     `on_summary` sees each summary read (a large run's progress: its counts, no task read).
     Raises WaitTimeout when the monotonic `deadline` passes first, and whatever `check`
     (called before each look) raises.
     """
     previous: Run | None = None
     last_detail = -detail_every
-    last_read = -min_gap
+    last_read = throttle = 0.0
+    tail = _Tail()
     while True:
-        gap = last_read + min_gap - time.monotonic()
+        gap = last_read + throttle - time.monotonic()
         if gap > 0:
             time.sleep(gap)  # a throttle, not synchronisation: the next read sees every change
         last_read = time.monotonic()
@@ -129,6 +153,7 @@ def follow(
         if on_summary is not None:
             on_summary(summary)
         min_gap = _summary_gap(store, summary, min_gap)
+        throttle = tail.throttle(store, summary, last_read, min_gap)
         ended = summary.state.terminal and summary.tasks_done >= summary.tasks_total
         if ended and not tasks and on_change is None:
             return summary

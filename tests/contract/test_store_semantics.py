@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from runner import engine, errors
-from runner.models import AttemptState, Lease, Outcome, Reason, RunState, TaskState, When
+from runner.models import AttemptState, Lease, Outcome, Reason, Run, RunState, TaskState, When
 from runner.store import Store
 from tests.contract import plans
 from tests.contract.conftest import WITH_WIDE, url_for
@@ -233,6 +234,30 @@ def test_run_timeout_fails_run_via_sweep(store: Store) -> None:
     store.finish(running, ok(), now=T0 + 62)
     assert states(store, "r1") == {"a": "cancelled", "b": "cancelled", "c": "cancelled"}
     assert store.get_run("r1").state is RunState.FAILED
+
+
+def test_a_follower_near_the_runs_end_reads_at_once_when_woken(store: Store) -> None:
+    """A follower reads a busy run's summary at most every `min_gap` seconds, but not near its
+    end: that throttle stood between the last task's end and `runner apply`'s exit."""
+    store.create_run(plans.linear(2), run_id="r1", now=T0)
+    w = worker(store)
+    store.finish(claim_one(store, w), ok(), now=T0)
+    last = claim_one(store, w)
+    read = threading.Event()
+    ended: list[Run] = []
+
+    def follower() -> None:
+        ended.append(engine.follow(store, "r1", tasks=False, min_gap=60.0, on_summary=on_read))
+
+    def on_read(summary: Run) -> None:
+        read.set()
+
+    thread = threading.Thread(target=follower, daemon=True)
+    thread.start()
+    assert read.wait(20)  # it has read the summary: 1 task of 2 done, the other running
+    store.finish(last, ok(), now=T0)
+    thread.join(timeout=20)  # a throttled follower would sleep 60 s before its next read
+    assert [r.state for r in ended] == [RunState.SUCCEEDED]
 
 
 def test_follow_returns_the_ended_run_with_or_without_its_tasks(store: Store) -> None:
