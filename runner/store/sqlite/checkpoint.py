@@ -76,7 +76,7 @@ class Checkpointer:
 
 class WriterLock:
     """Queue the writers of one store file on an flock of `<file>-lock`: a writer that finds
-    it taken retries after 50 µs, doubling up to 5 ms, instead of napping in SQLite's busy
+    it taken retries after 50 µs, doubling up to 1 ms, instead of napping in SQLite's busy
     handler (1, 2, 5, 10 ... ms: with several worker processes, most of their time). Like
     SQLite's busy timeout, it gives up after `timeout` seconds (a holder stopped with SIGSTOP
     must not hang every other process); the kernel drops the lock of a process that dies."""
@@ -113,7 +113,7 @@ class WriterLock:
                     ) from None
             interrupts.checkpoint()  # a Ctrl-C deferred by the transaction need not wait
             time.sleep(pause)  # a backoff between attempts, like SQLite's busy handler
-            pause = min(pause * 2, 0.005)
+            pause = min(pause * 2, 0.001)
 
     def close(self) -> None:
         if self._fd is not None:
