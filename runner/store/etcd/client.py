@@ -27,8 +27,11 @@ _MAX_MSG = 64 * 1024 * 1024
 _UNAVAILABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 
 
-class LeaseMissing(Exception):
-    """etcd answered "requested lease not found"."""
+class LeaseMissing(errors.StoreError):
+    """etcd answered "requested lease not found": the lease expired (or was revoked) before a
+    write that needs it. Where that has a meaning (a worker's lease: LeaseLost; a candidate's
+    election lease: not leading) the caller catches it; anywhere else it is a store error, which
+    workers and the scheduler retry and the CLI reports, never an unexpected exception."""
 
 
 class Compacted(errors.StoreError):
@@ -618,7 +621,9 @@ def _mapped(exc: grpc.RpcError, what: str, where: str) -> Exception:
     code = exc.code() if isinstance(exc, grpc.Call) else None
     detail = _detail(exc)
     if code is grpc.StatusCode.NOT_FOUND and "lease" in (detail or ""):
-        return LeaseMissing(detail)
+        return LeaseMissing(
+            f"etcd error ({what}): {detail}: the lease expired before the write; try again"
+        )
     if code is grpc.StatusCode.OUT_OF_RANGE and "compacted" in (detail or ""):
         return Compacted(f"etcd error ({what}): {detail}")
     if code in _UNAVAILABLE:
