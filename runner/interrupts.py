@@ -13,17 +13,25 @@ a Ctrl-C still ends them within `SLICE` seconds.
 The deferral applies to the signals routed through `install` (the CLI routes SIGINT and
 SIGTERM); blocks in other threads cost a thread check and change nothing (signal handlers run
 in the main thread only). Signal dispositions are process-wide, and so is this module's state.
+
+A handler can also run where an exception cannot propagate: in a weakref callback or a
+`__del__` (importlib's module-lock callbacks run during every import), whose exceptions Python
+reports as "Exception ignored" and drops. A Ctrl-C landing there was lost, and `runner apply`
+ran its run to the end and exited 0. `install` therefore also hooks `sys.unraisablehook`: the
+exception a routed signal raised, dropped there, is noted again and acted on at the next end
+of a deferred block, `checkpoint()` or `flush()` (which the CLI calls before it exits).
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable
 from types import FrameType, TracebackType
-from typing import TYPE_CHECKING, ClassVar, TypeVar, overload
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, overload
 
 if TYPE_CHECKING:
     from concurrent.futures import Future
@@ -41,6 +49,8 @@ class _State:
     held = 0  # of which held() blocks: nothing noted is acted on in them
     noted: ClassVar[list[int]] = []  # signals that arrived in the blocks, in order
     actions: ClassVar[dict[int, Action]] = {}  # what each routed signal does
+    raised: tuple[int, BaseException] | None = None  # the last action's exception
+    unraisable: Callable[[Any], object] = sys.__unraisablehook__  # the hook before ours
 
 
 _main = threading.main_thread().ident  # the thread signal handlers run in
@@ -63,7 +73,27 @@ def _handle(signum: int, frame: FrameType | None) -> None:
         _State.noted.append(signum)
         return
     _State.noted.clear()  # a block leaving just now: this signal's action stands for them
-    _State.actions[signum](signum, frame)
+    _act(signum, frame)
+
+
+def _act(signum: int, frame: FrameType | None) -> None:
+    """Run the signal's action, keeping what it raises (see `_unraisable`)."""
+    try:
+        _State.actions[signum](signum, frame)
+    except BaseException as exc:
+        _State.raised = (signum, exc)
+        raise
+
+
+def _unraisable(unraisable: Any) -> None:
+    """`sys.unraisablehook`: an exception a routed signal's action raised, dropped where it
+    landed (a weakref callback, a `__del__`), is noted again instead of reported."""
+    raised = _State.raised
+    if raised is not None and unraisable.exc_value is raised[1]:
+        _State.raised = None
+        _State.noted.append(raised[0])
+        return
+    _State.unraisable(unraisable)
 
 
 def install(signum: int, action: Action) -> None:
@@ -72,6 +102,18 @@ def install(signum: int, action: Action) -> None:
     only, like `signal.signal`."""
     _State.actions[signum] = action
     signal.signal(signum, _handle)
+    if sys.unraisablehook is not _unraisable:
+        _State.unraisable = sys.unraisablehook
+        sys.unraisablehook = _unraisable
+
+
+def flush() -> None:
+    """Act now on a signal noted and not acted on yet (one dropped where it landed, see
+    `_unraisable`): the CLI calls it before it exits, so such a Ctrl-C still ends in 130.
+    Outside any block of the main thread; does nothing elsewhere or when nothing is noted."""
+    if _State.noted and not _State.depth and _is_main():
+        noted, _State.noted = _State.noted, []
+        _act(noted[0], None)
 
 
 class _Deferred:
@@ -95,7 +137,7 @@ class _Deferred:
         if _State.depth or not _State.noted:
             return
         noted, _State.noted = _State.noted, []
-        _State.actions[noted[0]](noted[0], None)
+        _act(noted[0], None)
 
 
 _DEFERRED = _Deferred()
@@ -149,7 +191,7 @@ def checkpoint() -> None:
     slices of a wait. Does nothing in a held block, elsewhere, or when nothing was noted."""
     if _State.noted and not _State.held and _is_main():
         noted, _State.noted = _State.noted, []
-        _State.actions[noted[0]](noted[0], None)
+        _act(noted[0], None)
 
 
 @overload

@@ -165,6 +165,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse exits 2 on usage errors, 0 on --help
         return int(exc.code or 0)
+    except KeyboardInterrupt:  # while the command's module loads: no traceback either
+        print("runner: interrupted", file=sys.stderr)
+        return errors.EXIT_SIGINT
     if args.command is None:
         parser.print_help(sys.stderr)
         return errors.EXIT_USAGE
@@ -172,7 +175,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     _route_signals()
     try:
         settings = config.from_env(os.environ, store=args.store)
-        return int(args.func(args, settings))
+        code = int(args.func(args, settings))
+        interrupts.flush()  # a Ctrl-C dropped where it landed still ends in 130 (interrupts)
+        return code
     except errors.RunnerError as exc:
         _print_error(exc, debug=args.debug)
         return exc.exit_code

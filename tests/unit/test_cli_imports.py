@@ -152,3 +152,17 @@ def test_every_command_has_its_full_help(capsys: pytest.CaptureFixture[str]) -> 
         assert cli.main([command.name, "--help"]) == 0
         text = capsys.readouterr().out
         assert text.startswith(f"usage: runner {command.name} [-h]"), text
+
+
+def test_a_ctrl_c_while_the_command_module_loads_says_interrupted_and_exits_130(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A Ctrl-C in the first ~100 ms of `runner apply` (its module importing) printed a
+    Python traceback."""
+
+    def interrupted(module: str) -> object:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(importlib, "import_module", interrupted)
+    assert cli.main(["apply", "x.yaml"]) == 130
+    assert capsys.readouterr().err == "runner: interrupted\n"

@@ -8,6 +8,7 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 
@@ -143,6 +144,33 @@ def test_a_threads_first_wait_counts_a_commit_another_thread_of_the_object_read(
     finally:
         worker_store.close()
         submitter.close()
+
+
+def test_an_interrupt_just_after_the_schema_commits_is_an_interrupt(tmp_path: Path) -> None:
+    """A Ctrl-C landing after the schema's COMMIT (as `runner apply` opens a new store) made
+    the cleanup's ROLLBACK fail: exit 3, "cannot rollback - no transaction is active"."""
+    path = str(tmp_path / "state.db")
+    conn = sqlite3.connect(path, isolation_level=None)
+
+    class InterruptedAfterCommit:
+        """The real connection, with a KeyboardInterrupt raised just after its COMMIT."""
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(conn, name)
+
+        def execute(self, sql: str, *args: Any) -> sqlite3.Cursor:
+            cur = conn.execute(sql, *args)
+            if sql == "COMMIT":
+                raise KeyboardInterrupt
+            return cur
+
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            schema._ensure_schema(cast(sqlite3.Connection, InterruptedAfterCommit()), path)
+    finally:
+        conn.close()
+    store = open_store(_url(tmp_path / "state.db"))  # the schema was stored whole
+    store.close()
 
 
 def test_failpoint_before_claim_commit_claims_nothing(tmp_path: Path) -> None:

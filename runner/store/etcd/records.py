@@ -11,8 +11,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, NotRequired, TypedDict
 
-import orjson
-
+from runner import interrupts
 from runner.models import (
     Attempt,
     AttemptState,
@@ -23,6 +22,9 @@ from runner.models import (
     TaskState,
     WorkerInfo,
 )
+
+with interrupts.deferred():  # orjson's module init crashes (SIGSEGV) if a Ctrl-C lands in it
+    import orjson
 
 SLOT_BITS = 8  # token = claim revision << 8 | slot: tasks claimed in one txn get distinct tokens
 

@@ -14,8 +14,7 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-import orjson
-
+from runner import interrupts
 from runner.models import (
     Attempt,
     AttemptState,
@@ -26,6 +25,9 @@ from runner.models import (
     TaskState,
     WorkerInfo,
 )
+
+with interrupts.deferred():  # orjson's module init crashes (SIGSEGV) if a Ctrl-C lands in it
+    import orjson
 
 RUN_COLS = (
     "id, workflow, state, params, created_at, started_at, finished_at, key, scheduled_time,"

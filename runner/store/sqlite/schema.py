@@ -291,8 +291,9 @@ def _ensure_schema(conn: sqlite3.Connection, path: str) -> None:
             (str(SCHEMA_VERSION),),
         )
         conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
+    except BaseException:  # a Ctrl-C can land after the COMMIT: nothing is left to roll back
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
         raise
 
 
