@@ -159,20 +159,35 @@ def entry() -> NoReturn:
     sys.exit(code)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def _parse(argv: Sequence[str] | None) -> tuple[argparse.ArgumentParser, argparse.Namespace] | int:
+    """The parser and the arguments, or the exit code: argparse's (usage errors, --help) or an
+    interrupt's. The command's modules load with Ctrl-C and SIGTERM deferred (acted on when
+    they have loaded): an extension module's init may drop the exception or crash on it, and
+    importlib's lock callbacks drop it (runner.interrupts)."""
     try:
-        parser = build_parser(_command_name(argv))
-        args = parser.parse_args(argv)
+        with interrupts.deferred():
+            parser = build_parser(_command_name(argv))
+            return parser, parser.parse_args(argv)
     except SystemExit as exc:  # argparse exits 2 on usage errors, 0 on --help
         return int(exc.code or 0)
-    except KeyboardInterrupt:  # while the command's module loads: no traceback either
+    except KeyboardInterrupt:
         print("runner: interrupted", file=sys.stderr)
         return errors.EXIT_SIGINT
+    except _Terminated:
+        print("runner: terminated", file=sys.stderr)
+        return errors.EXIT_SIGTERM
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    _route_signals()
+    parsed = _parse(argv)
+    if isinstance(parsed, int):
+        return parsed
+    parser, args = parsed
     if args.command is None:
         parser.print_help(sys.stderr)
         return errors.EXIT_USAGE
     _setup_logging(args.debug)
-    _route_signals()
     try:
         settings = config.from_env(os.environ, store=args.store)
         code = int(args.func(args, settings))

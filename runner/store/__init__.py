@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from runner import errors, private
+from runner import errors, interrupts, private
 from runner.failpoints import Failpoints
 from runner.store.base import Store
 
@@ -39,13 +39,15 @@ def open_store(
         )
     fp = Failpoints(failpoints)
     if scheme == "sqlite":
-        import runner.store.sqlite as sqlite
+        with interrupts.deferred():  # extension modules' inits may drop or crash on a Ctrl-C
+            import runner.store.sqlite as sqlite
 
         path = sqlite_path(url)
         _create_private(path)
         return sqlite.SqliteStore(path, log_limit=log_limit, failpoints=fp)
     if scheme in ("etcd", "etcds"):
-        import runner.store.etcd as etcd
+        with interrupts.deferred():  # grpc's cython init, as above
+            import runner.store.etcd as etcd
 
         return etcd.EtcdStore.from_url(
             url, log_limit=log_limit, failpoints=fp, user=etcd_user, password=etcd_password
