@@ -307,6 +307,7 @@ class Client:
         self.floored: tuple[bytes, bytes] | None = None  # see `keep_floor`
         self._lock = threading.Lock()
         self._metadata: tuple[tuple[str, str], ...] | None = None
+        self._closed = False
         self.channel = _channel(conn)
         self.kv = etcdrpc.KVStub(self.channel)
         self.leases = etcdrpc.LeaseStub(self.channel)
@@ -324,6 +325,7 @@ class Client:
             raise _not_connected(self.conn) from None
 
     def close(self) -> None:
+        self._closed = True
         self.channel.close()
 
     @property
@@ -385,6 +387,10 @@ class Client:
                 return fn(
                     request, timeout=self.conn.timeout, metadata=self._metadata, wait_for_ready=True
                 )
+            except ValueError:  # grpc's "Cannot invoke RPC on closed channel!"
+                if not self._closed:
+                    raise
+                raise errors.StoreError(f"etcd store ({what}): used after close()") from None
             except grpc.RpcError as exc:
                 code = exc.code() if isinstance(exc, grpc.Call) else None
                 again = attempt < 2 and (
