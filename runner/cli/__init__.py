@@ -170,12 +170,17 @@ def _parse(argv: Sequence[str] | None) -> tuple[argparse.ArgumentParser, argpars
             return parser, parser.parse_args(argv)
     except SystemExit as exc:  # argparse exits 2 on usage errors, 0 on --help
         return int(exc.code or 0)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, _Terminated) as exc:
+        return _stopped(exc)
+
+
+def _stopped(exc: KeyboardInterrupt | _Terminated) -> int:
+    """A Ctrl-C's or a SIGTERM's line and exit code (130, 143)."""
+    if isinstance(exc, KeyboardInterrupt):
         print("runner: interrupted", file=sys.stderr)
         return errors.EXIT_SIGINT
-    except _Terminated:
-        print("runner: terminated", file=sys.stderr)
-        return errors.EXIT_SIGTERM
+    print("runner: terminated", file=sys.stderr)
+    return errors.EXIT_SIGTERM
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -196,12 +201,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except errors.RunnerError as exc:
         _print_error(exc, debug=args.debug)
         return exc.exit_code
-    except KeyboardInterrupt:
-        print("runner: interrupted", file=sys.stderr)
-        return errors.EXIT_SIGINT
-    except _Terminated:
-        print("runner: terminated", file=sys.stderr)
-        return errors.EXIT_SIGTERM
+    except (KeyboardInterrupt, _Terminated) as exc:
+        return _stopped(exc)
     except BrokenPipeError:
         return errors.EXIT_OK
     except Exception as exc:
