@@ -353,6 +353,72 @@ def test_finish_many_joins_once_and_claims_after(store: Store) -> None:
     assert [len(t.attempts) for t in run.tasks] == [1, 1, 1]
 
 
+def test_finish_many_successes_fence_each_and_free_what_they_gate(store: Store) -> None:
+    # a..d run; e needs b and c, f needs d. Four successes in one call, the first stale.
+    store.create_run(
+        plans.plan(
+            *(plans.task(x) for x in "abcd"), plans.task("e", "b", "c"), plans.task("f", "d")
+        ),
+        run_id="r1",
+        now=T0,
+    )
+    w = worker(store)
+    leases = store.claim(w, now=T0, limit=4)
+    assert [x.task_id for x in leases] == ["a", "b", "c", "d"]
+    store.finish(leases[0], ok(first="yes"), now=T0)  # a's token is stale from here on
+    lost, claimed = store.finish_many(
+        [(leases[0], ok(first="no")), (leases[1], ok(n="1")), (leases[2], ok()), (leases[3], ok())],
+        now=T0 + 1,
+    )
+    assert (lost, claimed) == ([leases[0].key], [])
+    run = store.get_run("r1")
+    by_id = {t.id: t for t in run.tasks}
+    assert {t.id: t.state.value for t in run.tasks} == {
+        **{x: "succeeded" for x in "abcd"},
+        "e": "ready",
+        "f": "ready",
+    }
+    assert by_id["a"].outputs == {"first": "yes"}  # the first finish stands
+    assert by_id["b"].outputs == {"n": "1"}
+    assert [len(by_id[x].attempts) for x in "abcd"] == [1, 1, 1, 1]
+    assert {by_id[x].attempts[0].state for x in "bcd"} == {AttemptState.SUCCEEDED}
+    assert (run.state, run.tasks_done) == (RunState.RUNNING, 4)
+    rest = store.claim(w, now=T0 + 2, limit=3)
+    assert sorted(x.task_id for x in rest) == ["e", "f"]
+    assert store.finish_many([(x, ok()) for x in rest], now=T0 + 3) == ([], [])
+    run = store.get_run("r1")
+    assert (run.state, run.tasks_done) == (RunState.SUCCEEDED, 6)
+
+
+def test_finish_many_successes_of_a_cancelled_run_end_as_a_lone_finish_does(
+    store: Store,
+) -> None:
+    store.create_run(plans.fan_out(4), run_id="r1", now=T0)
+    w = worker(store)
+    leases = store.claim(w, now=T0, limit=3)
+    store.cancel_run("r1", now=T0 + 1)
+    store.finish(leases[0], ok(), now=T0 + 2)
+    assert store.finish_many([(x, ok()) for x in leases[1:]], now=T0 + 2) == ([], [])
+    run = store.get_run("r1")
+    by_id = {t.id: t for t in run.tasks}
+    alone = by_id[leases[0].task_id]
+    for lease in leases[1:]:
+        task = by_id[lease.task_id]
+        assert (task.state, task.attempts[0].state) == (alone.state, alone.attempts[0].state)
+    assert (run.state, run.tasks_done) == (RunState.CANCELLED, 4)
+
+
+def test_finish_many_successes_of_a_deregistered_worker_record_nothing(store: Store) -> None:
+    store.create_run(plans.fan_out(2), run_id="r1", now=T0)
+    w = worker(store)
+    leases = store.claim(w, now=T0, limit=2)
+    store.deregister_worker(w, now=T0 + 1)
+    lost, claimed = store.finish_many([(x, ok()) for x in leases], now=T0 + 2)
+    assert (sorted(lost), claimed) == (sorted(x.key for x in leases), [])
+    assert states(store, "r1") == {"t0": "ready", "t1": "ready"}
+    assert store.get_run("r1").tasks_done == 0
+
+
 def test_task_fails_on_its_last_loss_and_failure_propagates(store: Store) -> None:
     store.create_run(plans.linear(2), run_id="r1", now=T0)
     now = T0
