@@ -32,21 +32,32 @@ FORK_EXEC = (
 )
 
 
+# What os.fsencode does to a str, without its checks (an attempt encodes ~15 strings).
+_FS_ENCODING, _FS_ERRORS = sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()
+_NAMES_KEPT = 1024  # encoded variable names an Env keeps (the RUNNER_* ones, spec.env's)
+
+
 class Env:
     """The environment tasks start from, encoded once; `entries` adds an attempt's variables."""
 
     def __init__(self, base: Mapping[str, str]) -> None:
         self._base = {os.fsencode(k): os.fsencode(v) for k, v in base.items()}
         self._list = [k + b"=" + v for k, v in self._base.items()]
+        self._names: dict[str, bytes] = {}  # checked and encoded
 
     def entries(self, extra: Mapping[str, str]) -> tuple[list[bytes], bytes | None]:
         """The `KEY=value` list of the base with `extra` over it, and the PATH in force."""
         enc: dict[bytes, bytes] = {}
+        names = self._names
         for key, value in extra.items():
-            k = os.fsencode(key)
-            if b"=" in k or not k:
-                raise ValueError(f"illegal environment variable name: {key!r}")
-            enc[k] = os.fsencode(value)
+            k = names.get(key)
+            if k is None:
+                k = os.fsencode(key)
+                if b"=" in k or not k:
+                    raise ValueError(f"illegal environment variable name: {key!r}")
+                if len(names) < _NAMES_KEPT:
+                    names[key] = k
+            enc[k] = value.encode(_FS_ENCODING, _FS_ERRORS)
         if enc.keys() & self._base.keys():  # the attempt overrides an inherited variable
             merged = {**self._base, **enc}
             return [k + b"=" + v for k, v in merged.items()], merged.get(b"PATH")
@@ -130,7 +141,7 @@ def _fork_exec_direct(
 ) -> Child:
     """What Popen._execute_child does for these arguments, without its bookkeeping."""
     assert _fork_exec is not None
-    args = [os.fsencode(a) for a in argv]
+    args = [a.encode(_FS_ENCODING, _FS_ERRORS) for a in argv]
     exe = args[0]
     if os.path.dirname(exe):
         executables: tuple[bytes, ...] = (exe,)
