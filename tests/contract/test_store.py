@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from runner import errors
-from runner.models import AttemptState, Kind, Outcome, Reason, RunState, TaskSpec, TaskState
+from runner.models import AttemptState, Kind, Lease, Outcome, Reason, RunState, TaskSpec, TaskState
 from runner.store import Store, open_store
 from runner.store.base import MAX_LOSSES
 from tests.contract import plans
@@ -388,6 +388,25 @@ def test_finish_many_successes_fence_each_and_free_what_they_gate(store: Store) 
     assert store.finish_many([(x, ok()) for x in rest], now=T0 + 3) == ([], [])
     run = store.get_run("r1")
     assert (run.state, run.tasks_done) == (RunState.SUCCEEDED, 6)
+
+
+def test_finish_many_records_a_batch_larger_than_any_one_statement_takes(store: Store) -> None:
+    n = 205  # more than the SQLite store records in one statement (finish.PLAIN_MAX)
+    store.create_run(plans.fan_out(n), run_id="r1", now=T0)
+    w = worker(store)
+    leases: list[Lease] = []
+    while len(leases) < n and (more := store.claim(w, now=T0, limit=n - len(leases))):
+        leases += more  # a store may cap one call's claims
+    assert len(leases) == n
+    assert store.finish_many([(x, ok(i=str(i))) for i, x in enumerate(leases)], now=T0) == (
+        [],
+        [],
+    )
+    run = store.get_run("r1")
+    assert (run.state, run.tasks_done) == (RunState.SUCCEEDED, n)
+    assert {t.id: t.outputs for t in run.tasks} == {
+        x.task_id: {"i": str(i)} for i, x in enumerate(leases)
+    }
 
 
 def test_finish_many_successes_of_a_cancelled_run_end_as_a_lone_finish_does(

@@ -181,13 +181,11 @@ def _parts(batch: list[Request]) -> Iterator[list[Request]]:
     """The batch in order: runs of plain successes together, each other finish alone."""
     run: list[Request] = []
     for req in batch:
-        if _plain(req) and len(run) < PLAIN_MAX:
-            run.append(req)
-            continue
-        if run:
+        plain = _plain(req)
+        if run and (not plain or len(run) == PLAIN_MAX):
             yield run
             run = []
-        if _plain(req):
+        if plain:
             run.append(req)
         else:
             yield [req]
