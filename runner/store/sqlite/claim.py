@@ -239,9 +239,9 @@ def _open(
     now: float,
 ) -> None:
     """The picked tasks (read by `pick` in this transaction), given as (attempt, token, key),
-    become running with new attempts owned by the worker: three statements for the whole
-    claim (`executemany`), not three per task, since each call's own cost (under the GIL the
-    slot threads wait for) was most of a claimed task's. No RETURNING: one step per row."""
+    become running with new attempts owned by the worker: three statement calls for the whole
+    claim (`executemany`), not three per task; each call costs Python a few microseconds under
+    the GIL that the slot threads wait for. No RETURNING: one step per row."""
     db.executemany(
         "UPDATE tasks SET state = 'running', ready_seq = NULL, assigned_to = NULL,"
         " attempts = ? WHERE run_id = ? AND task_id = ?",
